@@ -1,0 +1,44 @@
+# Oyster: `make run` starts everything locally; `make test` installs what the suite needs and runs it.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint format check-deps test-deps test-postgres bench screenshots clean
+
+$(STAMP): requirements.txt requirements-dev.txt
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Oyster needs Python 3.11 or newer.")'
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+run: $(STAMP)
+	scripts/run-local.sh
+
+test: test-deps
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) manage.py makemigrations --check --dry-run --settings=portal.settings_test
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# System packages (Debian), Node tools and the venv the suite needs; each step only when missing.
+test-deps: $(STAMP)
+	scripts/install-test-deps.sh
+
+# The whole suite again on PostgreSQL (Debian's server, started by the script).
+test-postgres: test-deps
+	scripts/with-postgres.sh $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+clean:
+	rm -rf $(VENV) staticfiles node_modules

@@ -1,0 +1,254 @@
+"""Oyster settings.
+
+Every value comes from the environment through django-environ; `.env.example` documents each one
+with its default. Sanity checks on values live in `registry_admin/checks.py` as system checks, so
+a misconfiguration is reported with a sentence that says what to set.
+"""
+
+import secrets
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.FileAwareEnv()
+# A `.env` beside manage.py is read if present; real environment variables win over it.
+if (BASE_DIR / ".env").is_file():
+    env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=False)
+DATA_DIR = Path(env("DATA_DIR", default=str(BASE_DIR / "data"))).resolve()
+
+
+def _local_secret_key():
+    """The key kept in DATA_DIR for the local run, created on first use so sessions survive restarts."""
+    path = DATA_DIR / "secret_key"
+    if path.is_file():
+        return path.read_text().strip()
+    if not DEBUG and not env.bool("LOCAL_RUN", default=False):
+        return ""
+    DATA_DIR.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(50)
+    path.touch(mode=0o600)
+    path.write_text(key)
+    return key
+
+
+SECRET_KEY = env("SECRET_KEY", default="") or _local_secret_key()
+if not SECRET_KEY:
+    raise ImproperlyConfigured(
+        "Set SECRET_KEY to a long random string (for example the output of "
+        "`python -c 'import secrets; print(secrets.token_urlsafe(50))'`)."
+    )
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.humanize",
+    "axes",
+    "registry_admin",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.auth.middleware.LoginRequiredMiddleware",
+    "registry_admin.middleware.RoleRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes requires: it throttles failed logins.
+    "axes.middleware.AxesMiddleware",
+]
+
+ROOT_URLCONF = "portal.urls"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "registry_admin.context_processors.portal",
+            ],
+        },
+    },
+]
+
+WSGI_APPLICATION = "portal.wsgi.application"
+
+DATABASES = {
+    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'oyster.sqlite3'}"),
+}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # WAL lets page reads run while the webhook or the worker writes; IMMEDIATE transactions
+    # take the write lock up front, so concurrent writers wait (timeout) instead of failing.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "timeout": env.int("SQLITE_TIMEOUT", default=20),
+            "transaction_mode": "IMMEDIATE",
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
+else:
+    DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+    DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "registry_admin:dashboard"
+LOGOUT_REDIRECT_URL = "login"
+
+# Failed-login throttling (django-axes): lock a username+address pair after N failures.
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = env.float("LOGIN_COOLOFF_MINUTES", default=15) / 60
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+AXES_IPWARE_PROXY_COUNT = env.int("PROXY_COUNT", default=0)
+AXES_VERBOSE = False
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = env("TIME_ZONE", default="UTC")
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {
+        "BACKEND": "whitenoise.storage.CompressedManifestStaticFilesStorage"
+        if not DEBUG
+        else "django.contrib.staticfiles.storage.StaticFilesStorage"
+    },
+}
+# Tests and `make run` serve static files straight from the finders, no collectstatic needed.
+WHITENOISE_USE_FINDERS = env.bool("WHITENOISE_USE_FINDERS", default=DEBUG)
+WHITENOISE_AUTOREFRESH = DEBUG
+
+# --- Security. Secure by default when DEBUG is off; each can be turned off for plain HTTP. ---
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31536000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=True)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+# TLS terminated by a front end (Azure App Service, a reverse proxy) arrives as X-Forwarded-Proto.
+if env.bool("TRUST_X_FORWARDED_PROTO", default=True):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
+X_FRAME_OPTIONS = "DENY"
+SECURE_CONTENT_TYPE_NOSNIFF = True
+SECURE_REFERRER_POLICY = "same-origin"
+# Bodies above this are refused before parsing; the webhook has its own limit.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2 * 1024 * 1024)
+DATA_UPLOAD_MAX_NUMBER_FIELDS = 5000
+
+# --- The registry ---
+REGISTRY_URL = env("REGISTRY_URL", default="http://127.0.0.1:5000").rstrip("/")
+REGISTRY_USERNAME = env("REGISTRY_USERNAME", default="oyster")
+REGISTRY_PASSWORD = env("REGISTRY_PASSWORD", default="")
+REGISTRY_PUBLIC_HOST = env("REGISTRY_PUBLIC_HOST", default="")
+REGISTRY_VERIFY_TLS = env.bool("REGISTRY_VERIFY_TLS", default=True)
+REGISTRY_CA_BUNDLE = env("REGISTRY_CA_BUNDLE", default="")
+REGISTRY_TIMEOUT = env.float("REGISTRY_TIMEOUT", default=10.0)
+REGISTRY_CONNECT_TIMEOUT = env.float(
+    "REGISTRY_CONNECT_TIMEOUT", default=min(3.05, REGISTRY_TIMEOUT)
+)
+
+# --- The htpasswd file shared with the registry ---
+HTPASSWD_PATH = env("HTPASSWD_PATH", default=str(DATA_DIR / "htpasswd"))
+HTPASSWD_BCRYPT_ROUNDS = env.int("HTPASSWD_BCRYPT_ROUNDS", default=10)
+HTPASSWD_SERVICE_BCRYPT_ROUNDS = env.int("HTPASSWD_SERVICE_BCRYPT_ROUNDS", default=4)
+HTPASSWD_MIN_PASSWORD_LENGTH = env.int("HTPASSWD_MIN_PASSWORD_LENGTH", default=12)
+
+# --- Notifications from the registry ---
+NOTIFICATIONS_TOKEN = env("NOTIFICATIONS_TOKEN", default="")
+NOTIFICATIONS_MAX_BODY = env.int("NOTIFICATIONS_MAX_BODY", default=1024 * 1024)
+NOTIFICATIONS_SILENCE_WARNING_HOURS = env.float("NOTIFICATIONS_SILENCE_WARNING_HOURS", default=24)
+AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=365)
+
+# --- Background work ---
+SYNC_INTERVAL = env.int("SYNC_INTERVAL", default=600)
+SYNC_CONCURRENCY = env.int("SYNC_CONCURRENCY", default=8)
+STORAGE_SCAN_INTERVAL = env.int("STORAGE_SCAN_INTERVAL", default=6 * 3600)
+RETENTION_SCHEDULE_ENABLED = env.bool("RETENTION_SCHEDULE_ENABLED", default=False)
+RETENTION_INTERVAL = env.int("RETENTION_INTERVAL", default=24 * 3600)
+WORKER_POLL_SECONDS = env.float("WORKER_POLL_SECONDS", default=2.0)
+
+# --- Storage usage ---
+STORAGE_BACKEND = env("STORAGE_BACKEND", default="filesystem")
+STORAGE_FILESYSTEM_ROOT = env(
+    "STORAGE_FILESYSTEM_ROOT", default=str(DATA_DIR / "registry" / "storage")
+)
+STORAGE_TIMEOUT = env.float("STORAGE_TIMEOUT", default=30.0)
+# Azure: the portal's own names first, then the registry's REGISTRY_STORAGE_AZURE_* as fallbacks,
+# so one env file can serve both.
+AZURE_STORAGE_CONNECTION_STRING = env("AZURE_STORAGE_CONNECTION_STRING", default="")
+AZURE_STORAGE_ACCOUNT_NAME = env(
+    "AZURE_STORAGE_ACCOUNT_NAME", default=env("REGISTRY_STORAGE_AZURE_ACCOUNTNAME", default="")
+)
+AZURE_STORAGE_ACCOUNT_KEY = env(
+    "AZURE_STORAGE_ACCOUNT_KEY", default=env("REGISTRY_STORAGE_AZURE_ACCOUNTKEY", default="")
+)
+AZURE_STORAGE_ACCOUNT_URL = env("AZURE_STORAGE_ACCOUNT_URL", default="")
+AZURE_STORAGE_CONTAINER = env(
+    "AZURE_STORAGE_CONTAINER", default=env("REGISTRY_STORAGE_AZURE_CONTAINER", default="")
+)
+AZURE_STORAGE_ROOT_DIRECTORY = env(
+    "AZURE_STORAGE_ROOT_DIRECTORY", default=env("REGISTRY_STORAGE_AZURE_ROOTDIRECTORY", default="")
+)
+
+# --- Logging: one line per event to stdout, for gunicorn, Docker and App Service ---
+LOG_LEVEL = env("LOG_LEVEL", default="INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {
+        "line": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+    },
+    "handlers": {
+        "stdout": {
+            "class": "logging.StreamHandler",
+            "stream": "ext://sys.stdout",
+            "formatter": "line",
+        },
+    },
+    "root": {"handlers": ["stdout"], "level": LOG_LEVEL},
+    "loggers": {
+        "django": {"handlers": ["stdout"], "level": LOG_LEVEL, "propagate": False},
+        "axes": {"handlers": ["stdout"], "level": "WARNING", "propagate": False},
+    },
+}

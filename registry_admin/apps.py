@@ -1,0 +1,14 @@
+from django.apps import AppConfig
+from django.db.models.signals import post_migrate
+
+
+class RegistryAdminConfig(AppConfig):
+    name = "registry_admin"
+    verbose_name = "Oyster registry admin"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self):
+        from . import checks  # noqa: F401  (registers the system checks)
+        from .roles import ensure_groups
+
+        post_migrate.connect(ensure_groups, sender=self)

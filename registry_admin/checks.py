@@ -1,0 +1,144 @@
+"""System checks: each misconfiguration is reported with a sentence that says what to set.
+
+Errors stop `migrate`, `runserver` and gunicorn's preload; warnings are printed and the portal
+runs with the affected feature degraded.
+"""
+
+import os
+from urllib.parse import urlsplit
+
+from django.conf import settings
+from django.core.checks import Error, Warning, register
+
+
+@register()
+def check_registry_settings(app_configs, **kwargs):
+    problems = []
+    url = urlsplit(settings.REGISTRY_URL)
+    if url.scheme not in ("http", "https") or not url.netloc:
+        problems.append(
+            Error(
+                f"REGISTRY_URL={settings.REGISTRY_URL!r} is not an http(s) URL.",
+                hint="Set REGISTRY_URL to the registry's base URL, e.g. https://registry.example.com.",
+                id="oyster.E001",
+            )
+        )
+    if not settings.REGISTRY_PASSWORD:
+        problems.append(
+            Warning(
+                "REGISTRY_PASSWORD is empty: the portal cannot authenticate to the registry.",
+                hint="Set REGISTRY_USERNAME and REGISTRY_PASSWORD to the portal's service account "
+                "(`python manage.py htpasswd rotate-service` creates one in the htpasswd file).",
+                id="oyster.W001",
+            )
+        )
+    if settings.REGISTRY_TIMEOUT <= 0:
+        problems.append(
+            Error(
+                "REGISTRY_TIMEOUT must be a positive number of seconds.",
+                hint="Set REGISTRY_TIMEOUT, e.g. 10.",
+                id="oyster.E002",
+            )
+        )
+    if settings.REGISTRY_CA_BUNDLE and not os.path.isfile(settings.REGISTRY_CA_BUNDLE):
+        problems.append(
+            Error(
+                f"REGISTRY_CA_BUNDLE={settings.REGISTRY_CA_BUNDLE!r} is not a readable file.",
+                hint="Set REGISTRY_CA_BUNDLE to a PEM file with the registry's CA, or leave it empty.",
+                id="oyster.E003",
+            )
+        )
+    return problems
+
+
+@register()
+def check_htpasswd_settings(app_configs, **kwargs):
+    problems = []
+    for name in ("HTPASSWD_BCRYPT_ROUNDS", "HTPASSWD_SERVICE_BCRYPT_ROUNDS"):
+        rounds = getattr(settings, name)
+        if not 4 <= rounds <= 31:
+            problems.append(
+                Error(
+                    f"{name}={rounds} is outside bcrypt's range.",
+                    hint=f"Set {name} to a cost between 4 and 31 (10 is a good default for people).",
+                    id="oyster.E010",
+                )
+            )
+    directory = os.path.dirname(os.path.abspath(settings.HTPASSWD_PATH))
+    if not os.path.isdir(directory):
+        problems.append(
+            Warning(
+                f"The directory of HTPASSWD_PATH ({directory}) does not exist.",
+                hint="Set HTPASSWD_PATH to the htpasswd file the registry reads "
+                "(REGISTRY_AUTH_HTPASSWD_PATH), on a volume both can reach.",
+                id="oyster.W010",
+            )
+        )
+    if settings.HTPASSWD_MIN_PASSWORD_LENGTH < 1 or settings.HTPASSWD_MIN_PASSWORD_LENGTH > 72:
+        problems.append(
+            Error(
+                "HTPASSWD_MIN_PASSWORD_LENGTH must be between 1 and 72.",
+                hint="Set HTPASSWD_MIN_PASSWORD_LENGTH, e.g. 12.",
+                id="oyster.E011",
+            )
+        )
+    return problems
+
+
+@register()
+def check_notification_settings(app_configs, **kwargs):
+    if settings.NOTIFICATIONS_TOKEN:
+        if len(settings.NOTIFICATIONS_TOKEN) < 16:
+            return [
+                Warning(
+                    "NOTIFICATIONS_TOKEN is shorter than 16 characters.",
+                    hint="Set NOTIFICATIONS_TOKEN to a long random string.",
+                    id="oyster.W021",
+                )
+            ]
+        return []
+    return [
+        Warning(
+            "NOTIFICATIONS_TOKEN is empty: every registry notification will be refused (401).",
+            hint="Set NOTIFICATIONS_TOKEN to a long random string and give the registry the same "
+            "value (see `python manage.py registry_config`).",
+            id="oyster.W020",
+        )
+    ]
+
+
+@register()
+def check_storage_settings(app_configs, **kwargs):
+    backend = settings.STORAGE_BACKEND
+    if backend not in ("filesystem", "azure"):
+        return [
+            Error(
+                f"STORAGE_BACKEND={backend!r} is not a known storage backend.",
+                hint="Set STORAGE_BACKEND to 'filesystem' or 'azure'.",
+                id="oyster.E030",
+            )
+        ]
+    if backend == "azure":
+        has_credentials = settings.AZURE_STORAGE_CONNECTION_STRING or (
+            settings.AZURE_STORAGE_ACCOUNT_NAME and settings.AZURE_STORAGE_ACCOUNT_KEY
+        )
+        problems = []
+        if not has_credentials:
+            problems.append(
+                Error(
+                    "STORAGE_BACKEND is 'azure' but no Azure credentials are set.",
+                    hint="Set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_NAME and "
+                    "AZURE_STORAGE_ACCOUNT_KEY (the registry's REGISTRY_STORAGE_AZURE_* also work).",
+                    id="oyster.E031",
+                )
+            )
+        if not settings.AZURE_STORAGE_CONTAINER:
+            problems.append(
+                Error(
+                    "STORAGE_BACKEND is 'azure' but AZURE_STORAGE_CONTAINER is empty.",
+                    hint="Set AZURE_STORAGE_CONTAINER to the registry's blob container.",
+                    id="oyster.E032",
+                )
+            )
+        return problems
+    return []

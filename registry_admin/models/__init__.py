@@ -1,0 +1,3 @@
+"""Models, one module per area; each area's module is imported here so Django finds it."""
+
+from .roles import Roles  # noqa: F401

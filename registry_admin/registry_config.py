@@ -1,0 +1,58 @@
+"""The registry-side configuration that makes a registry talk to this portal.
+
+`notification_endpoint()` is what `python manage.py registry_config` prints and the admin settings
+page shows; `local_registry_config()` is the whole config `make run` and the test harness give
+Debian's `docker-registry`.
+Reference: https://distribution.github.io/distribution/about/configuration/#notifications
+"""
+
+import json
+
+import yaml
+
+EVENTS_PATH = "/api/registry/events"
+
+
+def notification_endpoint(portal_url, token, timeout="3s", threshold=3, backoff="5s", ignore=None):
+    """One entry of `notifications.endpoints` pointing at this portal's webhook."""
+    endpoint = {
+        "name": "oyster",
+        "url": portal_url.rstrip("/") + EVENTS_PATH,
+        "headers": {"Authorization": [f"Bearer {token}"]},
+        "timeout": timeout,
+        "threshold": threshold,
+        "backoff": backoff,
+    }
+    if ignore:
+        endpoint["ignore"] = ignore
+    return endpoint
+
+
+def endpoints_env_value(endpoint):
+    """The `REGISTRY_NOTIFICATIONS_ENDPOINTS` form: the endpoints list as one line of JSON (YAML)."""
+    return json.dumps([endpoint], separators=(",", ":"))
+
+
+def local_registry_config(
+    listen, storage_root, htpasswd_path, portal_url, token, delete_enabled=True, realm="Oyster"
+):
+    """A complete registry config for a local filesystem-backed registry."""
+    return {
+        "version": 0.1,
+        "log": {"level": "info", "formatter": "text", "accesslog": {"disabled": True}},
+        "storage": {
+            "filesystem": {"rootdirectory": str(storage_root)},
+            "delete": {"enabled": bool(delete_enabled)},
+            "maintenance": {"uploadpurging": {"enabled": False}},
+        },
+        "http": {"addr": listen, "headers": {"X-Content-Type-Options": ["nosniff"]}},
+        "auth": {"htpasswd": {"realm": realm, "path": str(htpasswd_path)}},
+        "notifications": {
+            "events": {"includereferences": True},
+            "endpoints": [notification_endpoint(portal_url, token, backoff="1s")],
+        },
+    }
+
+
+def dump_yaml(data):
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)

@@ -1,0 +1,330 @@
+"""Session fixtures that start real components: the registry, skopeo, Azurite.
+
+A missing component fails the run with a sentence naming it and how to install it; nothing is
+skipped. `make test` installs all of them.
+"""
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+from registry_admin import htpasswd as htpasswd_module
+from registry_admin.registry_config import dump_yaml, local_registry_config
+
+from .images import RegistryPusher
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+REGISTRY_BINARY = "/usr/bin/docker-registry"
+SKOPEO_BINARY = "/usr/bin/skopeo"
+AZURITE_BINARY = REPO_ROOT / "node_modules" / ".bin" / "azurite-blob"
+CHROMIUM_BINARY = "/usr/bin/chromium"
+
+SERVICE_USER = "oyster-service"
+SERVICE_PASSWORD = "service-" + "x" * 40
+PUSH_USER = "pusher"
+PUSH_PASSWORD = "pusher-password-123"
+NOTIFICATIONS_TOKEN = "test-notifications-token-0123456789"
+
+
+def require_binary(path, package_hint):
+    if not os.access(path, os.X_OK):
+        pytest.fail(
+            f"{path} is missing: {package_hint}. `make test` installs it; run that instead of bare pytest.",
+            pytrace=False,
+        )
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port, timeout=15.0, process=None, log_path=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            log = Path(log_path).read_text()[-2000:] if log_path else ""
+            raise RuntimeError(f"process exited with {process.returncode} before listening:\n{log}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError(f"nothing listened on 127.0.0.1:{port} within {timeout}s")
+
+
+def stop_process(process, timeout=10):
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@dataclass
+class RunningRegistry:
+    """A live Debian `docker-registry` with htpasswd auth, deletes on, notifications on."""
+
+    url: str
+    port: int
+    root: Path
+    storage_root: Path
+    htpasswd_path: Path
+    config_path: Path
+    log_path: Path
+    process: subprocess.Popen
+    notify_url: str
+
+    def pusher(self, username=PUSH_USER, password=PUSH_PASSWORD):
+        return RegistryPusher(self.url, username, password)
+
+    def restart(self, config=None):
+        """Restart the process (optionally with a changed config dict); same port and storage."""
+        stop_process(self.process)
+        if config is not None:
+            self.config_path.write_text(dump_yaml(config))
+        self.process = _start_registry_process(self.config_path, self.log_path)
+        wait_for_port(self.port, process=self.process, log_path=self.log_path)
+
+    def stop(self):
+        stop_process(self.process)
+
+    def garbage_collect(self, dry_run=False):
+        args = [REGISTRY_BINARY, "garbage-collect", str(self.config_path)]
+        if dry_run:
+            args.append("--dry-run")
+        return subprocess.run(args, capture_output=True, text=True, timeout=120, check=True)
+
+
+def _start_registry_process(config_path, log_path):
+    log = open(log_path, "ab")  # noqa: SIM115  (kept open for the process's lifetime)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("REGISTRY_", "AWS_"))}
+    return subprocess.Popen(
+        [REGISTRY_BINARY, "serve", str(config_path)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+
+
+def start_registry(root, notify_base_url, delete_enabled=True):
+    """Start a registry under `root`; the caller stops it."""
+    require_binary(REGISTRY_BINARY, "install Debian's package: apt-get install docker-registry")
+    root = Path(root)
+    storage_root = root / "storage"
+    storage_root.mkdir(parents=True, exist_ok=True)
+    htpasswd_path = root / "auth" / "htpasswd"
+    htpasswd_path.parent.mkdir(parents=True, exist_ok=True)
+    htpasswd_path.write_text(
+        f"{SERVICE_USER}:{htpasswd_module.hash_password(SERVICE_PASSWORD, 4)}\n"
+        f"{PUSH_USER}:{htpasswd_module.hash_password(PUSH_PASSWORD, 4)}\n"
+    )
+    port = free_port()
+    config = local_registry_config(
+        listen=f"127.0.0.1:{port}",
+        storage_root=storage_root,
+        htpasswd_path=htpasswd_path,
+        portal_url=notify_base_url,
+        token=NOTIFICATIONS_TOKEN,
+        delete_enabled=delete_enabled,
+    )
+    config_path = root / "config.yml"
+    config_path.write_text(dump_yaml(config))
+    log_path = root / "registry.log"
+    process = _start_registry_process(config_path, log_path)
+    wait_for_port(port, process=process, log_path=log_path)
+    url = f"http://127.0.0.1:{port}"
+    # Ready when /v2/ answers (401 without credentials).
+    deadline = time.monotonic() + 10
+    while requests.get(f"{url}/v2/", timeout=2).status_code != 401:
+        if time.monotonic() > deadline:
+            raise RuntimeError("registry did not answer /v2/")
+        time.sleep(0.05)
+    return RunningRegistry(
+        url=url,
+        port=port,
+        root=root,
+        storage_root=storage_root,
+        htpasswd_path=htpasswd_path,
+        config_path=config_path,
+        log_path=log_path,
+        process=process,
+        notify_url=notify_base_url,
+    )
+
+
+def registry_settings(settings, reg):
+    """Point the portal's settings at a RunningRegistry."""
+    settings.REGISTRY_URL = reg.url
+    settings.REGISTRY_USERNAME = SERVICE_USER
+    settings.REGISTRY_PASSWORD = SERVICE_PASSWORD
+    settings.HTPASSWD_PATH = str(reg.htpasswd_path)
+    settings.NOTIFICATIONS_TOKEN = NOTIFICATIONS_TOKEN
+    settings.STORAGE_BACKEND = "filesystem"
+    settings.STORAGE_FILESYSTEM_ROOT = str(reg.storage_root)
+    settings.REGISTRY_PUBLIC_HOST = f"127.0.0.1:{reg.port}"
+    return reg
+
+
+@pytest.fixture(scope="session")
+def registry_server(live_server, tmp_path_factory):
+    """The session's real registry; its notifications go to the live test server."""
+    reg = start_registry(tmp_path_factory.mktemp("registry"), live_server.url)
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture
+def registry(registry_server, settings):
+    """The session registry, with the portal's settings pointed at it for this test."""
+    if registry_server.process.poll() is not None:
+        registry_server.restart()
+    return registry_settings(settings, registry_server)
+
+
+@dataclass
+class Skopeo:
+    binary: str
+    registry_url: str
+
+    def copy_to_registry(self, layout_dir, tag, repo, username, password, extra=()):
+        dest_host = self.registry_url.split("://", 1)[1]
+        return subprocess.run(
+            [
+                self.binary,
+                "--insecure-policy",
+                "copy",
+                "--dest-creds",
+                f"{username}:{password}",
+                "--dest-tls-verify=false",
+                *extra,
+                f"oci:{layout_dir}:{tag}",
+                f"docker://{dest_host}/{repo}:{tag}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    def inspect(self, repo, tag, username, password):
+        host = self.registry_url.split("://", 1)[1]
+        return subprocess.run(
+            [
+                self.binary,
+                "inspect",
+                "--raw",
+                "--creds",
+                f"{username}:{password}",
+                "--tls-verify=false",
+                f"docker://{host}/{repo}:{tag}",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+
+@pytest.fixture
+def skopeo(registry):
+    require_binary(SKOPEO_BINARY, "install Debian's package: apt-get install skopeo")
+    return Skopeo(binary=SKOPEO_BINARY, registry_url=registry.url)
+
+
+@dataclass
+class RunningAzurite:
+    port: int
+    account_name: str
+    account_key: str
+    process: subprocess.Popen
+    location: Path
+
+    @property
+    def account_url(self):
+        return f"http://127.0.0.1:{self.port}/{self.account_name}"
+
+    @property
+    def connection_string(self):
+        return (
+            "DefaultEndpointsProtocol=http;"
+            f"AccountName={self.account_name};AccountKey={self.account_key};"
+            f"BlobEndpoint={self.account_url};"
+        )
+
+    def stop(self):
+        stop_process(self.process)
+
+
+# Azurite's well-known development account (public, documented by Microsoft; not a secret).
+AZURITE_ACCOUNT = "devstoreaccount1"
+AZURITE_KEY = (
+    "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+)
+
+
+def start_azurite(location):
+    require_binary(
+        AZURITE_BINARY, "install it with npm: npm install --no-save azurite (see the Makefile)"
+    )
+    port = free_port()
+    log_path = Path(location) / "azurite.log"
+    log = open(log_path, "ab")  # noqa: SIM115
+    process = subprocess.Popen(
+        [
+            str(AZURITE_BINARY),
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--location",
+            str(location),
+            "--skipApiVersionCheck",
+            "--disableTelemetry",
+            "--loose",
+            "--silent",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    wait_for_port(port, timeout=30, process=process, log_path=log_path)
+    return RunningAzurite(
+        port=port,
+        account_name=AZURITE_ACCOUNT,
+        account_key=AZURITE_KEY,
+        process=process,
+        location=Path(location),
+    )
+
+
+@pytest.fixture(scope="session")
+def azurite(tmp_path_factory):
+    """A real Azurite blob service on a free loopback port."""
+    server = start_azurite(tmp_path_factory.mktemp("azurite"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args():
+    """pytest-playwright: Debian's Chromium, never a downloaded browser."""
+    require_binary(CHROMIUM_BINARY, "install Debian's package: apt-get install chromium")
+    return {
+        "executable_path": CHROMIUM_BINARY,
+        "headless": True,
+        "args": [
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--no-first-run",
+        ],
+    }

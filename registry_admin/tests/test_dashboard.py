@@ -1,0 +1,92 @@
+"""The dashboard pings the real registry and reports its state, never a 500."""
+
+import socket
+import threading
+import time
+
+import pytest
+from django.urls import reverse
+
+from .harness import free_port
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reports_reachable_with_the_api_version(admin_client, registry):
+    response = admin_client.get(reverse("registry_admin:dashboard"))
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert 'data-state="reachable"' in content
+    assert "Docker-Distribution-API-Version: registry/2.0" in content
+
+
+@pytest.mark.django_db(transaction=True)
+def test_reports_credentials_rejected(admin_client, registry, settings):
+    settings.REGISTRY_PASSWORD = "not-the-password"
+    response = admin_client.get(reverse("registry_admin:dashboard"))
+    assert response.status_code == 200
+    assert 'data-state="unauthorized"' in response.content.decode()
+    assert "not-the-password" not in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_reports_unreachable_for_a_closed_port(admin_client, settings):
+    settings.REGISTRY_URL = f"http://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    response = admin_client.get(reverse("registry_admin:dashboard"))
+    assert time.monotonic() - started < settings.REGISTRY_TIMEOUT
+    assert response.status_code == 200
+    content = response.content.decode()
+    assert 'data-state="unreachable"' in content
+    assert "connection refused" in content
+
+
+@pytest.fixture
+def silent_port():
+    """A port that accepts connections and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    accepted = []
+    stop = threading.Event()
+
+    def accept():
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(server.accept()[0])
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    server.close()
+
+
+@pytest.mark.django_db
+def test_reports_unreachable_within_the_timeout_for_a_silent_port(
+    admin_client, settings, silent_port
+):
+    settings.REGISTRY_URL = f"http://127.0.0.1:{silent_port}"
+    settings.REGISTRY_TIMEOUT = 1.0
+    started = time.monotonic()
+    response = admin_client.get(reverse("registry_admin:dashboard"))
+    elapsed = time.monotonic() - started
+    assert response.status_code == 200
+    assert 'data-state="unreachable"' in response.content.decode()
+    assert "did not answer within 1 seconds" in response.content.decode()
+    assert elapsed < settings.REGISTRY_TIMEOUT + 1
+
+
+@pytest.mark.django_db
+def test_reports_unreachable_for_an_unresolvable_host(admin_client, settings):
+    settings.REGISTRY_URL = "http://registry.invalid"
+    response = admin_client.get(reverse("registry_admin:dashboard"))
+    assert response.status_code == 200
+    assert 'data-state="unreachable"' in response.content.decode()

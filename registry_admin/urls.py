@@ -1,0 +1,13 @@
+from django.urls import path
+
+from .views import dashboard, placeholders
+
+app_name = "registry_admin"
+
+urlpatterns = [
+    path("", dashboard.dashboard, name="dashboard"),
+    path("repositories/", placeholders.repositories, name="repositories"),
+    path("users/", placeholders.users, name="users"),
+    path("storage/", placeholders.storage, name="storage"),
+    path("audit/", placeholders.audit, name="audit"),
+]
