@@ -19,7 +19,15 @@ if (BASE_DIR / ".env").is_file():
     env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
-DATA_DIR = Path(env("DATA_DIR", default=str(BASE_DIR / "data"))).resolve()
+
+
+def _path(name, default):
+    """A path setting; empty means the default, and a relative path is taken from BASE_DIR."""
+    value = env(name, default="") or str(default)
+    return (BASE_DIR / Path(value).expanduser()).resolve()
+
+
+DATA_DIR = _path("DATA_DIR", BASE_DIR / "data")
 
 
 def _local_secret_key():
@@ -94,7 +102,9 @@ TEMPLATES = [
 WSGI_APPLICATION = "portal.wsgi.application"
 
 DATABASES = {
-    "default": env.db_url("DATABASE_URL", default=f"sqlite:///{DATA_DIR / 'oyster.sqlite3'}"),
+    "default": env.db_url_config(
+        env("DATABASE_URL", default="") or f"sqlite:///{DATA_DIR / 'oyster.sqlite3'}"
+    ),
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets page reads run while the webhook or the worker writes; IMMEDIATE transactions
@@ -177,7 +187,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("DATA_UPLOAD_MAX_MEMORY_SIZE", default=2 *
 DATA_UPLOAD_MAX_NUMBER_FIELDS = 5000
 
 # --- The registry ---
-REGISTRY_URL = env("REGISTRY_URL", default="http://127.0.0.1:5000").rstrip("/")
+REGISTRY_URL = (env("REGISTRY_URL", default="") or "http://127.0.0.1:5000").rstrip("/")
 REGISTRY_USERNAME = env("REGISTRY_USERNAME", default="oyster")
 REGISTRY_PASSWORD = env("REGISTRY_PASSWORD", default="")
 REGISTRY_PUBLIC_HOST = env("REGISTRY_PUBLIC_HOST", default="")
@@ -189,7 +199,7 @@ REGISTRY_CONNECT_TIMEOUT = env.float(
 )
 
 # --- The htpasswd file shared with the registry ---
-HTPASSWD_PATH = env("HTPASSWD_PATH", default=str(DATA_DIR / "htpasswd"))
+HTPASSWD_PATH = str(_path("HTPASSWD_PATH", DATA_DIR / "htpasswd"))
 HTPASSWD_BCRYPT_ROUNDS = env.int("HTPASSWD_BCRYPT_ROUNDS", default=10)
 HTPASSWD_SERVICE_BCRYPT_ROUNDS = env.int("HTPASSWD_SERVICE_BCRYPT_ROUNDS", default=4)
 HTPASSWD_MIN_PASSWORD_LENGTH = env.int("HTPASSWD_MIN_PASSWORD_LENGTH", default=12)
@@ -210,9 +220,7 @@ WORKER_POLL_SECONDS = env.float("WORKER_POLL_SECONDS", default=2.0)
 
 # --- Storage usage ---
 STORAGE_BACKEND = env("STORAGE_BACKEND", default="filesystem")
-STORAGE_FILESYSTEM_ROOT = env(
-    "STORAGE_FILESYSTEM_ROOT", default=str(DATA_DIR / "registry" / "storage")
-)
+STORAGE_FILESYSTEM_ROOT = str(_path("STORAGE_FILESYSTEM_ROOT", DATA_DIR / "registry" / "storage"))
 STORAGE_TIMEOUT = env.float("STORAGE_TIMEOUT", default=30.0)
 # Azure: the portal's own names first, then the registry's REGISTRY_STORAGE_AZURE_* as fallbacks,
 # so one env file can serve both.
