@@ -1,3 +1,4 @@
 """Models, one module per area; each area's module is imported here so Django finds it."""
 
 from .roles import Roles  # noqa: F401
+from .runs import JobLease, Run  # noqa: F401

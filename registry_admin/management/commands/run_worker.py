@@ -1,0 +1,53 @@
+import logging
+import signal
+import time
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+from django.db import DatabaseError, close_old_connections
+
+from ... import worker
+
+logger = logging.getLogger(__name__)
+
+
+class Command(BaseCommand):
+    help = (
+        "Run background jobs (reconcile, storage scan, audit prune, retention) as they are "
+        "requested or fall due. Stops cleanly on SIGTERM or Ctrl-C after the current job."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--once", action="store_true", help="One pass, then exit.")
+        parser.add_argument(
+            "--kind", action="append", choices=sorted(worker.JOBS), help="Only these kinds."
+        )
+
+    def handle(self, *args, **options):
+        self.stopping = False
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        kinds = options["kind"]
+        self.stdout.write(f"Worker started; jobs: {', '.join(kinds or worker.JOBS)}")
+        while not self.stopping:
+            close_old_connections()
+            try:
+                for run in worker.tick(kinds):
+                    logger.info(
+                        "job %s #%s %s %s", run.kind, run.pk, run.state, run.error or run.result
+                    )
+            except DatabaseError as exc:
+                # The database may be briefly locked or restarting: try again next pass.
+                logger.warning("worker pass failed: %s", exc)
+            if options["once"]:
+                break
+            self._sleep(settings.WORKER_POLL_SECONDS)
+        self.stdout.write("Worker stopped.")
+
+    def _stop(self, signum, frame):
+        self.stopping = True
+
+    def _sleep(self, seconds):
+        deadline = time.monotonic() + seconds
+        while not self.stopping and time.monotonic() < deadline:
+            time.sleep(min(0.2, deadline - time.monotonic()))

@@ -1,0 +1,164 @@
+"""The worker's claiming, scheduling and failure handling, on the real database."""
+
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+
+import pytest
+from django.core.management import call_command
+from django.urls import reverse
+from django.utils import timezone
+
+from registry_admin import worker
+from registry_admin.models import JobLease, Run
+
+
+def failing_job(run):
+    raise RuntimeError("the registry said no")
+
+
+@pytest.fixture
+def jobs(monkeypatch):
+    """The worker's job table with a test-only failing kind and a scheduled no-op."""
+    table = dict(worker.JOBS)
+    table["failing"] = worker.Job("registry_admin.tests.test_worker.failing_job", "Failing")
+    table["scheduled"] = worker.Job(
+        "registry_admin.worker.noop_job", "Scheduled", interval_setting="SYNC_INTERVAL"
+    )
+    monkeypatch.setattr(worker, "JOBS", table)
+    return table
+
+
+@pytest.mark.django_db
+def test_a_requested_run_is_executed_once(jobs, settings):
+    settings.SYNC_INTERVAL = 0
+    run = worker.request_run("noop")
+    assert worker.request_run("noop").pk == run.pk  # no duplicate while one is pending
+    executed = worker.tick(["noop"])
+    assert [r.pk for r in executed] == [run.pk]
+    run.refresh_from_db()
+    assert run.state == Run.State.DONE
+    assert run.result == {"ok": True}
+    assert (run.done, run.total) == (1, 1)
+    assert worker.tick(["noop"]) == []
+
+
+@pytest.mark.django_db
+def test_a_failing_job_is_recorded_not_raised(jobs):
+    worker.request_run("failing")
+    (run,) = worker.tick(["failing"])
+    assert run.state == Run.State.FAILED
+    assert Run.objects.get(pk=run.pk).error == "the registry said no"
+    assert JobLease.objects.get(kind="failing").lease_until is None
+
+
+@pytest.mark.django_db
+def test_a_held_lease_blocks_a_second_runner(jobs):
+    assert worker.claim_lease("noop", owner="other-host:1")
+    worker.request_run("noop")
+    assert worker.tick(["noop"]) == []
+    with pytest.raises(worker.JobBusy):
+        worker.run_now("noop")
+    worker.release_lease("noop")
+    assert len(worker.tick(["noop"])) == 1
+
+
+@pytest.mark.django_db
+def test_an_expired_lease_is_taken_over(jobs):
+    assert worker.claim_lease("noop", owner="dead-host:1")
+    JobLease.objects.filter(kind="noop").update(lease_until=timezone.now() - timedelta(seconds=1))
+    assert worker.claim_lease("noop")
+
+
+@pytest.mark.django_db
+def test_the_schedule_runs_when_due_and_not_before(jobs, settings):
+    settings.SYNC_INTERVAL = 600
+    (run,) = worker.tick(["scheduled"])
+    assert run.requested_by == "schedule"
+    assert worker.tick(["scheduled"]) == []
+    JobLease.objects.filter(kind="scheduled").update(
+        last_started_at=timezone.now() - timedelta(seconds=601)
+    )
+    assert len(worker.tick(["scheduled"])) == 1
+
+
+@pytest.mark.django_db
+def test_a_run_whose_worker_died_is_marked_failed(jobs):
+    run = Run.objects.create(
+        kind="noop",
+        state=Run.State.RUNNING,
+        heartbeat_at=timezone.now() - timedelta(seconds=worker.LEASE_SECONDS + 1),
+    )
+    worker.recover_stale_runs()
+    run.refresh_from_db()
+    assert run.state == Run.State.FAILED
+    assert "worker stopped" in run.error
+
+
+@pytest.mark.django_db
+def test_unknown_kinds_are_refused(jobs):
+    with pytest.raises(ValueError):
+        worker.request_run("../../etc")
+
+
+@pytest.mark.django_db
+def test_admin_requests_a_run_and_reads_its_status(admin_client):
+    response = admin_client.post(
+        reverse("registry_admin:run-request", args=["noop"]), {"next": "/repositories/"}
+    )
+    assert response.status_code == 302
+    assert response["Location"] == "/repositories/"
+    status = admin_client.get(reverse("registry_admin:run-status", args=["noop"])).json()
+    assert status["run"]["state"] == "requested"
+
+
+@pytest.mark.django_db
+def test_run_request_refuses_offsite_redirects_and_unknown_kinds(admin_client):
+    response = admin_client.post(
+        reverse("registry_admin:run-request", args=["noop"]), {"next": "https://evil.example/"}
+    )
+    assert response["Location"] == reverse("registry_admin:dashboard")
+    assert admin_client.post("/runs/nope/request").status_code == 404
+
+
+@pytest.mark.django_db
+def test_viewers_cannot_request_runs(viewer_client):
+    assert (
+        viewer_client.post(reverse("registry_admin:run-request", args=["noop"])).status_code == 403
+    )
+    assert not Run.objects.exists()
+
+
+@pytest.mark.django_db
+def test_get_on_run_request_changes_nothing(admin_client):
+    assert admin_client.get(reverse("registry_admin:run-request", args=["noop"])).status_code == 405
+    assert not Run.objects.exists()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_run_worker_once_executes_requested_runs():
+    worker.request_run("noop")
+    call_command("run_worker", "--once", "--kind", "noop")
+    assert Run.objects.get().state == Run.State.DONE
+
+
+def test_run_worker_stops_on_sigterm(tmp_path):
+    env_db = f"sqlite:///{tmp_path / 'w.sqlite3'}"
+    env = {"DATABASE_URL": env_db, "WORKER_POLL_SECONDS": "0.2", "PATH": "/usr/bin:/bin"}
+    base = [sys.executable, "manage.py"]
+    full_env = {**os.environ, **env, "DJANGO_SETTINGS_MODULE": "portal.settings_test"}
+    subprocess.run([*base, "migrate", "-v0"], env=full_env, check=True, timeout=120)
+    proc = subprocess.Popen(
+        [*base, "run_worker", "--kind", "noop"],
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    time.sleep(2)
+    proc.terminate()
+    out, _ = proc.communicate(timeout=20)
+    assert proc.returncode == 0, out
+    assert "Worker stopped." in out

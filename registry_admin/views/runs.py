@@ -1,0 +1,52 @@
+from django.contrib import messages
+from django.http import Http404, JsonResponse
+from django.shortcuts import redirect
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.http import require_GET, require_POST
+
+from .. import worker
+from ..roles import RUN_JOBS, require
+
+
+def _kind_or_404(kind):
+    if kind not in worker.JOBS:
+        raise Http404("No such job.")
+    return worker.JOBS[kind]
+
+
+@require_POST
+@require(RUN_JOBS)
+def run_request(request, kind):
+    """'Refresh now' / 'Scan now': ask the worker for a run, then go back where the user was."""
+    job = _kind_or_404(kind)
+    run = worker.request_run(kind, user=request.user)
+    messages.info(request, f"{job.label}: run #{run.pk} is {run.get_state_display().lower()}.")
+    back = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
+        back = "registry_admin:dashboard"
+    return redirect(back)
+
+
+def run_as_dict(run):
+    if run is None:
+        return None
+    return {
+        "id": run.pk,
+        "kind": run.kind,
+        "state": run.state,
+        "done": run.done,
+        "total": run.total,
+        "percent": run.percent,
+        "message": run.message,
+        "error": run.error,
+        "requested_at": run.requested_at.isoformat() if run.requested_at else None,
+        "started_at": run.started_at.isoformat() if run.started_at else None,
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+    }
+
+
+@require_GET
+def run_status(request, kind):
+    """The latest run of a kind as JSON, polled by the progress widget."""
+    _kind_or_404(kind)
+    return JsonResponse({"run": run_as_dict(worker.latest_run(kind))})

@@ -1,0 +1,237 @@
+"""Background jobs: the registry of job kinds, requesting runs, and executing them one at a time.
+
+A job is a plain function `job(run) -> dict` living in its area's module. It reports progress
+with `report_progress(run, done, total, message)` (which also renews the lease) and returns a
+small JSON-able summary stored in `run.result`; raising marks the run failed with the error's
+text. `run.options` carries what the requester asked for (e.g. {"dry_run": true}).
+
+To add a kind, add one line to JOBS below: the dotted path of the function, a label, and the
+name of the setting holding its interval in seconds (None: only on request; a setting whose
+value is 0 or false disables the schedule).
+
+The worker (`python manage.py run_worker`) loops: for each kind, a requested run or a due
+schedule is claimed through the kind's JobLease row with one conditional UPDATE, so several
+workers or portal instances never run the same kind twice at once.
+"""
+
+import logging
+import os
+import socket
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+from django.utils.module_loading import import_string
+
+from .models import JobLease, Run
+
+logger = logging.getLogger(__name__)
+
+# A lease not renewed for this long is taken over: its worker died.
+LEASE_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class Job:
+    function: str
+    label: str
+    interval_setting: str | None = None
+    enabled_setting: str | None = None
+
+    def interval(self):
+        """Seconds between scheduled runs, or None when the kind runs only on request."""
+        if self.enabled_setting and not getattr(settings, self.enabled_setting, False):
+            return None
+        if not self.interval_setting:
+            return None
+        seconds = getattr(settings, self.interval_setting, 0) or 0
+        return seconds if seconds > 0 else None
+
+    def load(self):
+        return import_string(self.function)
+
+
+JOBS = {
+    "noop": Job("registry_admin.worker.noop_job", "No-op (for checks)"),
+}
+
+
+class JobBusy(Exception):
+    """Another process holds the kind's lease."""
+
+
+def _owner():
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def request_run(kind, user=None, options=None):
+    """Ask the worker for a run of `kind`; returns the pending or running run if there is one."""
+    if kind not in JOBS:
+        raise ValueError(f"unknown job kind {kind!r}")
+    with transaction.atomic():
+        active = (
+            Run.objects.filter(kind=kind, state__in=[Run.State.REQUESTED, Run.State.RUNNING])
+            .order_by("-requested_at")
+            .first()
+        )
+        if active and (active.options or {}) == (options or {}):
+            return active
+        return Run.objects.create(
+            kind=kind,
+            options=options or {},
+            requested_by=getattr(user, "username", "") or "",
+        )
+
+
+def latest_run(kind):
+    return Run.objects.filter(kind=kind).order_by("-requested_at").first()
+
+
+def last_finished_run(kind, state=Run.State.DONE):
+    return Run.objects.filter(kind=kind, state=state).order_by("-finished_at").first()
+
+
+def _lease_row(kind):
+    try:
+        return JobLease.objects.get_or_create(kind=kind)[0]
+    except IntegrityError:
+        return JobLease.objects.get(kind=kind)
+
+
+def claim_lease(kind, owner=None):
+    """Take the kind's lease if it is free or expired; True when this process holds it now."""
+    _lease_row(kind)
+    now = timezone.now()
+    claimed = (
+        JobLease.objects.filter(kind=kind)
+        .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
+        .update(
+            owner=owner or _owner(),
+            lease_until=now + timedelta(seconds=LEASE_SECONDS),
+            last_started_at=now,
+        )
+    )
+    return claimed == 1
+
+
+def release_lease(kind, finished=True):
+    now = timezone.now()
+    updates = {"lease_until": None, "owner": ""}
+    if finished:
+        updates["last_finished_at"] = now
+    JobLease.objects.filter(kind=kind).update(**updates)
+
+
+def report_progress(run, done=None, total=None, message=None):
+    """Store progress (visible in the UI) and renew the lease."""
+    fields = ["heartbeat_at"]
+    run.heartbeat_at = timezone.now()
+    if done is not None:
+        run.done, fields = done, [*fields, "done"]
+    if total is not None:
+        run.total, fields = total, [*fields, "total"]
+    if message is not None:
+        run.message, fields = message[:500], [*fields, "message"]
+    Run.objects.filter(pk=run.pk).update(**{f: getattr(run, f) for f in fields})
+    JobLease.objects.filter(kind=run.kind).update(
+        lease_until=run.heartbeat_at + timedelta(seconds=LEASE_SECONDS)
+    )
+
+
+def execute(run):
+    """Run `run` in this process (the caller holds the lease). Returns the finished run."""
+    job = JOBS[run.kind]
+    now = timezone.now()
+    Run.objects.filter(pk=run.pk).update(state=Run.State.RUNNING, started_at=now, heartbeat_at=now)
+    run.state, run.started_at = Run.State.RUNNING, now
+    try:
+        result = job.load()(run) or {}
+    except Exception as exc:  # noqa: BLE001  (any failure of a job is recorded, never fatal)
+        logger.exception("job %s #%s failed", run.kind, run.pk)
+        run.state, run.error = Run.State.FAILED, str(exc) or exc.__class__.__name__
+        run.result = {}
+    else:
+        run.state, run.result = Run.State.DONE, result
+    run.finished_at = timezone.now()
+    Run.objects.filter(pk=run.pk).update(
+        state=run.state, error=run.error, result=run.result, finished_at=run.finished_at
+    )
+    return run
+
+
+def run_now(kind, user=None, options=None):
+    """Run `kind` synchronously in this process (management commands). Raises JobBusy."""
+    if not claim_lease(kind):
+        raise JobBusy(f"A {JOBS[kind].label.lower()} is already running in another process.")
+    try:
+        run = Run.objects.create(
+            kind=kind,
+            options=options or {},
+            requested_by=getattr(user, "username", "") or (user if isinstance(user, str) else ""),
+        )
+        return execute(run)
+    finally:
+        release_lease(kind)
+
+
+def _due(kind, job):
+    interval = job.interval()
+    if interval is None:
+        return False
+    lease = _lease_row(kind)
+    last = lease.last_started_at
+    return last is None or timezone.now() - last >= timedelta(seconds=interval)
+
+
+def _claim_requested(kind):
+    """The oldest requested run of `kind`, marked running atomically, or None."""
+    for run in Run.objects.filter(kind=kind, state=Run.State.REQUESTED).order_by("requested_at"):
+        if Run.objects.filter(pk=run.pk, state=Run.State.REQUESTED).update(
+            state=Run.State.RUNNING, started_at=timezone.now()
+        ):
+            run.refresh_from_db()
+            return run
+    return None
+
+
+def recover_stale_runs():
+    """Mark runs whose worker died (lease expired while running) as failed."""
+    cutoff = timezone.now() - timedelta(seconds=LEASE_SECONDS)
+    return Run.objects.filter(state=Run.State.RUNNING, heartbeat_at__lt=cutoff).update(
+        state=Run.State.FAILED,
+        error="The worker stopped while this run was in progress.",
+        finished_at=timezone.now(),
+    )
+
+
+def tick(kinds=None):
+    """One pass of the worker loop: run at most one requested or due run per kind."""
+    executed = []
+    recover_stale_runs()
+    for kind, job in JOBS.items():
+        if kinds and kind not in kinds:
+            continue
+        has_request = Run.objects.filter(kind=kind, state=Run.State.REQUESTED).exists()
+        due = _due(kind, job)  # before claiming: the claim stamps last_started_at
+        if not has_request and not due:
+            continue
+        if not claim_lease(kind):
+            continue
+        try:
+            run = _claim_requested(kind)
+            if run is None and due:
+                run = Run.objects.create(kind=kind, requested_by="schedule")
+            if run is not None:
+                executed.append(execute(run))
+        finally:
+            release_lease(kind)
+    return executed
+
+
+def noop_job(run):
+    """A job that does nothing, so the worker's machinery can be checked end to end."""
+    report_progress(run, done=1, total=1, message="nothing to do")
+    return {"ok": True}
