@@ -1,4 +1,5 @@
 """Models, one module per area; each area's module is imported here so Django finds it."""
 
+from .audit import AuditEvent, DeliveryCounter, RejectedDelivery  # noqa: F401
 from .roles import Roles  # noqa: F401
 from .runs import JobLease, Run  # noqa: F401

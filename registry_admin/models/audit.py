@@ -1,0 +1,107 @@
+from django.db import models
+
+
+class AuditEvent(models.Model):
+    """One entry of the audit trail: a registry notification event or a portal action.
+
+    Registry events come from `registry_admin.notifications.record()` (unique `event_id`, so a
+    redelivery stores nothing); portal actions from `registry_admin.audit.record_portal_action()`.
+    `kind` and `noise` are derived when the row is built, so the log's default view (everything
+    but blob-level and HEAD "pull" events) is one indexed scan.
+    """
+
+    class Source(models.TextChoices):
+        REGISTRY = "registry", "Registry"
+        PORTAL = "portal", "Portal"
+
+    class Kind(models.TextChoices):
+        MANIFEST = "manifest", "Manifest"
+        BLOB = "blob", "Blob"
+        TAG = "tag", "Tag"
+        REPOSITORY = "repository", "Repository"
+        OTHER = "other", "Other"
+
+    source = models.CharField(max_length=10, choices=Source.choices)
+    # The registry's event id; portal actions get "portal-<uuid>".
+    event_id = models.CharField(max_length=255, unique=True)
+    # When it happened (the registry's event timestamp); the log sorts by it.
+    timestamp = models.DateTimeField()
+    received_at = models.DateTimeField(auto_now_add=True)
+    action = models.CharField(max_length=64)
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    # HEAD requests ("does this exist?") fire pull events too; kept but hidden by default.
+    is_head = models.BooleanField(default=False)
+    # Blob-level or HEAD: hidden from the default view (`all=1` shows it).
+    noise = models.BooleanField(default=False)
+    repository = models.CharField(max_length=255, blank=True)
+    from_repository = models.CharField(max_length=255, blank=True)
+    tag = models.CharField(max_length=255, blank=True)
+    digest = models.CharField(max_length=200, blank=True)
+    media_type = models.CharField(max_length=255, blank=True)
+    size = models.BigIntegerField(null=True, blank=True)
+    # The htpasswd user for registry events, the portal user for portal actions.
+    actor = models.CharField(max_length=255, blank=True)
+    request_id = models.CharField(max_length=255, blank=True)
+    request_addr = models.CharField(max_length=255, blank=True)
+    request_host = models.CharField(max_length=255, blank=True)
+    request_method = models.CharField(max_length=16, blank=True)
+    request_useragent = models.CharField(max_length=500, blank=True)
+    source_addr = models.CharField(max_length=255, blank=True)
+    source_instance = models.CharField(max_length=255, blank=True)
+    # Registry events: the event exactly as received (JSON). Portal actions: the detail (JSON).
+    raw = models.TextField(blank=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["noise", "-timestamp", "-id"], name="audit_listing_idx"),
+            models.Index(fields=["-timestamp", "-id"], name="audit_time_idx"),
+            models.Index(fields=["repository", "-timestamp"], name="audit_repo_idx"),
+            models.Index(fields=["actor", "-timestamp"], name="audit_actor_idx"),
+            models.Index(fields=["action", "-timestamp"], name="audit_action_idx"),
+            models.Index(fields=["tag", "-timestamp"], name="audit_tag_idx"),
+            models.Index(fields=["request_id"], name="audit_request_idx"),
+            models.Index(fields=["source", "-received_at"], name="audit_received_idx"),
+        ]
+
+    def __str__(self):
+        target = self.repository + (f":{self.tag}" if self.tag else "")
+        return f"{self.action} {target} by {self.actor or '?'} at {self.timestamp:%Y-%m-%d %H:%M:%S}"
+
+
+class RejectedDelivery(models.Model):
+    """An authenticated notification body that could not be (fully) stored as events.
+
+    It was acknowledged anyway (2xx) so the registry's queue moves on; admins read the error and
+    the body here. `stored_events` counts the events of the same body that were fine.
+    """
+
+    received_at = models.DateTimeField(auto_now_add=True)
+    content_type = models.CharField(max_length=255, blank=True)
+    remote_addr = models.CharField(max_length=255, blank=True)
+    error = models.TextField()
+    body = models.BinaryField()
+    stored_events = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        indexes = [models.Index(fields=["-received_at"], name="rejected_received_idx")]
+
+    def __str__(self):
+        return f"rejected delivery at {self.received_at:%Y-%m-%d %H:%M:%S}: {self.error[:80]}"
+
+
+class DeliveryCounter(models.Model):
+    """Counters of deliveries that never reach the event table, one row per name.
+
+    Unauthenticated deliveries (wrong or missing token) bump the "unauthorized" row in place, so
+    anyone can knock on the endpoint without growing the database.
+    """
+
+    UNAUTHORIZED = "unauthorized"
+
+    name = models.CharField(max_length=40, primary_key=True)
+    count = models.BigIntegerField(default=0)
+    last_seen = models.DateTimeField(null=True, blank=True)
+    last_addr = models.CharField(max_length=255, blank=True)
+
+    def __str__(self):
+        return f"{self.name}: {self.count}"
