@@ -1,0 +1,322 @@
+"""The registry's notification envelopes, parsed and stored as audit events.
+
+Reference: https://distribution.github.io/distribution/about/notifications/
+
+The registry (distribution 2.8) delivers one event per POST from an in-memory queue and retries a
+failed delivery forever with the same event id, holding every later event behind it. So:
+
+- `parse_envelope(body)` is pure and total: it never raises for an event it does not understand.
+  It returns the events it could read and one error line per event it could not; it raises
+  `EnvelopeError` only when the body as a whole is not an envelope (not JSON, no `events` list).
+- `record(envelope, ...)` stores the events of one delivery in one transaction: rows whose event
+  id is already stored are skipped (redeliveries are acknowledged and stored once), and when the
+  body had errors it is kept as a `RejectedDelivery` for admins to read. Database errors propagate,
+  so the endpoint answers non-2xx and the registry retries.
+
+Hook for other areas (the repository index): `EVENT_HANDLERS` is a list of callables, each called
+as `handler(events)` inside the same transaction, with the list of `AuditEvent` rows that were
+newly stored by this delivery (redelivered events are not passed again; the list may be empty).
+Register one from your module, e.g. in your AppConfig.ready() or at import of a module that the
+app loads:
+
+    from registry_admin import notifications
+    notifications.EVENT_HANDLERS.append(update_index_from_events)
+
+A handler must only touch the database and must not raise for content it does not understand
+(log and skip instead): whatever it raises rolls the delivery back and makes the registry retry the
+same event forever. Let database errors propagate: that retry is then exactly what is wanted.
+"""
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from .audit import clean_text
+from .models import AuditEvent, RejectedDelivery
+
+logger = logging.getLogger(__name__)
+
+ACTIONS = ("push", "pull", "mount", "delete")
+
+# Content types the registry sends: 2.8 (v1), distribution v3 (v2), and plain JSON from tools.
+# The endpoint does not refuse others (a new registry version must not wedge its own queue).
+MEDIA_TYPES = (
+    "application/vnd.docker.distribution.events.v1+json",
+    "application/vnd.docker.distribution.events.v2+json",
+    "application/json",
+)
+
+MANIFEST_MEDIA_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        "application/vnd.oci.artifact.manifest.v1+json",
+    }
+)
+
+# Called inside record()'s transaction with the newly stored AuditEvent rows (see module doc).
+EVENT_HANDLERS = []
+
+
+class EnvelopeError(ValueError):
+    """The body is not a notification envelope; str(error) says why."""
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """What `parse_envelope` read: the events as unsaved AuditEvent rows, and one error per
+    event it had to leave out."""
+
+    events: list = field(default_factory=list)
+    errors: list = field(default_factory=list)
+
+
+def parse_envelope(body):
+    """Parse a notification body (bytes or str) into an `Envelope`.
+
+    Raises EnvelopeError when the body is not JSON or not an object with an `events` list.
+    Events with an unknown action or shape land in `errors`; duplicate ids keep the first.
+    """
+    try:
+        document = json.loads(body)
+    except (ValueError, RecursionError, UnicodeDecodeError) as exc:
+        # ValueError covers JSONDecodeError and over-long integers; RecursionError deep nesting.
+        raise EnvelopeError(f"the body is not JSON: {_short(exc)}") from None
+    if not isinstance(document, dict) or not isinstance(document.get("events"), list):
+        raise EnvelopeError('the body is not an envelope: expected an object with an "events" list')
+
+    envelope = Envelope()
+    seen = set()
+    for position, item in enumerate(document["events"]):
+        try:
+            event = parse_event(item)
+        except EventError as exc:
+            envelope.errors.append(f"event {position}: {exc}")
+            continue
+        if event.event_id in seen:
+            continue
+        seen.add(event.event_id)
+        envelope.events.append(event)
+    if not document["events"]:
+        envelope.errors.append("the envelope has no events")
+    return envelope
+
+
+class EventError(ValueError):
+    """One event of an envelope cannot be stored; str(error) says why."""
+
+
+def parse_event(item):
+    """One event object of an envelope as an unsaved `AuditEvent`; raises EventError."""
+    if not isinstance(item, dict):
+        raise EventError("not an object")
+    event_id = _text(item, "id")
+    if not event_id.strip():
+        raise EventError("no id")
+    if len(event_id) > AuditEvent._meta.get_field("event_id").max_length:
+        raise EventError("the id is too long")
+    action = _text(item, "action")
+    if action not in ACTIONS:
+        raise EventError(f"unknown action {action[:40]!r} (id {event_id[:80]})")
+    timestamp = _timestamp(item.get("timestamp"), event_id)
+    target = _object(item, "target", event_id)
+    request = _object(item, "request", event_id)
+    repository = _text(target, "repository")
+    if not repository:
+        raise EventError(f"no target.repository (id {event_id[:80]})")
+
+    media_type = _text(target, "mediaType")
+    tag = _text(target, "tag")
+    digest = _text(target, "digest")
+    method = _text(request, "method").upper()
+    kind = derive_kind(
+        action, media_type, _text(target, "url"), repository=repository, tag=tag, digest=digest
+    )
+    is_head = method == "HEAD"
+    row = AuditEvent(
+        source=AuditEvent.Source.REGISTRY,
+        event_id=event_id,
+        timestamp=timestamp,
+        action=action,
+        kind=kind,
+        is_head=is_head,
+        noise=is_head or kind == AuditEvent.Kind.BLOB,
+        repository=repository,
+        from_repository=_text(target, "fromRepository"),
+        tag=tag,
+        digest=digest,
+        media_type=media_type,
+        size=_size(target),
+        actor=_text(_object(item, "actor", event_id), "name"),
+        request_id=_text(request, "id"),
+        request_addr=_text(request, "addr"),
+        request_host=_text(request, "host"),
+        request_method=method,
+        request_useragent=_text(request, "useragent"),
+        source_addr=_text(_object(item, "source", event_id), "addr"),
+        source_instance=_text(_object(item, "source", event_id), "instanceID"),
+        # ensure_ascii keeps NUL and any odd character storable on every database.
+        raw=json.dumps(item, separators=(",", ":")),
+    )
+    for name in _TEXT_FIELDS:
+        setattr(row, name, clean_text(getattr(row, name), name))
+    return row
+
+
+_TEXT_FIELDS = (
+    "repository",
+    "from_repository",
+    "tag",
+    "digest",
+    "media_type",
+    "actor",
+    "request_id",
+    "request_addr",
+    "request_host",
+    "request_method",
+    "request_useragent",
+    "source_addr",
+    "source_instance",
+)
+
+
+def derive_kind(action, media_type, url="", repository="", tag="", digest=""):
+    """manifest, blob, tag, repository or other, from what the event's target says.
+
+    The URL's path (`.../manifests/<ref>` or `.../blobs/<digest>`) decides when present; then the
+    media type. Deletes carry neither: `{repository, tag}` is a tag removed by a manifest delete,
+    `{repository, digest}` a manifest or blob deleted by digest (2.8 sends the same shape for
+    both; blob deletes are rare API calls, so it counts as a manifest), `{repository}` alone a
+    repository delete (distribution v3).
+    """
+    segments = url.split("?", 1)[0].rstrip("/").split("/")
+    if len(segments) >= 2 and segments[-2] == "manifests":
+        return AuditEvent.Kind.MANIFEST
+    if len(segments) >= 2 and segments[-2] == "blobs":
+        return AuditEvent.Kind.BLOB
+    if media_type:
+        if media_type in MANIFEST_MEDIA_TYPES or "manifest" in media_type or "index" in media_type:
+            return AuditEvent.Kind.MANIFEST
+        return AuditEvent.Kind.BLOB
+    if action == "mount":
+        return AuditEvent.Kind.BLOB
+    if tag and not digest:
+        return AuditEvent.Kind.TAG
+    if digest:
+        return AuditEvent.Kind.MANIFEST
+    if repository:
+        return AuditEvent.Kind.REPOSITORY
+    return AuditEvent.Kind.OTHER
+
+
+def record(envelope, raw_body=b"", content_type="", remote_addr="", error=""):
+    """Store one delivery in one transaction; return the AuditEvent rows newly stored.
+
+    `error` is the parse error of a body that was not an envelope at all (then `envelope` is
+    None); it and any per-event errors are kept as one RejectedDelivery with the raw body.
+    Database errors propagate.
+    """
+    events = envelope.events if envelope else []
+    errors = ([error] if error else []) + (envelope.errors if envelope else [])
+    with transaction.atomic():
+        stored = _store_new(events)
+        if errors:
+            RejectedDelivery.objects.create(
+                content_type=_clip(content_type, 255),
+                remote_addr=_clip(remote_addr, 255),
+                error=_clip("\n".join(errors), 10000),
+                body=bytes(raw_body),
+                stored_events=len(stored),
+            )
+            logger.warning(
+                "notification delivery partly rejected (%d stored): %s", len(stored), errors[0]
+            )
+        for handler in EVENT_HANDLERS:
+            handler(stored)
+    return stored
+
+
+def _store_new(events):
+    if not events:
+        return []
+    known = set(
+        AuditEvent.objects.filter(event_id__in=[e.event_id for e in events]).values_list(
+            "event_id", flat=True
+        )
+    )
+    stored = []
+    for event in events:
+        if event.event_id in known:
+            continue
+        try:
+            # A savepoint: a concurrent delivery of the same event (a registry retry after a
+            # timeout, on PostgreSQL) may win the unique index; that one is then already stored.
+            with transaction.atomic():
+                event.save()
+        except IntegrityError:
+            continue
+        stored.append(event)
+    return stored
+
+
+def _short(exc):
+    return str(exc)[:200]
+
+
+def _clip(value, length):
+    return str(value).replace("\x00", "")[:length]
+
+
+def _text(mapping, key):
+    value = mapping.get(key)
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | int | float):
+        return str(value)
+    raise EventError(f"{key} is not a string")
+
+
+def _object(mapping, key, event_id):
+    value = mapping.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise EventError(f"{key} is not an object (id {event_id[:80]})")
+    return value
+
+
+def _timestamp(value, event_id):
+    if not isinstance(value, str):
+        raise EventError(f"no timestamp (id {event_id[:80]})")
+    try:
+        parsed = parse_datetime(value.strip())
+        if parsed is not None:
+            if timezone.is_naive(parsed):
+                parsed = parsed.replace(tzinfo=UTC)
+            # Stored in UTC: an offset that pushes the moment out of range fails here, not in SQL.
+            parsed = parsed.astimezone(UTC)
+    except (ValueError, OverflowError):
+        parsed = None
+    if parsed is None:
+        raise EventError(f"unreadable timestamp {value[:40]!r} (id {event_id[:80]})")
+    return parsed
+
+
+def _size(target):
+    # Prefer `size`; 2.8 sends `length` too (the same value). Anything not a sane integer is None.
+    for key in ("size", "length"):
+        value = target.get(key)
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63:
+            return value
+    return None

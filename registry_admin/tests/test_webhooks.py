@@ -1,0 +1,249 @@
+"""POST /api/registry/events: token, media types, redeliveries, bad bodies, size limit, DB failure."""
+
+import io
+import json
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from django.core.handlers.wsgi import WSGIRequest
+from django.db import OperationalError, connection
+from django.test import Client
+
+from registry_admin.models import AuditEvent, DeliveryCounter, RejectedDelivery
+from registry_admin.views.webhooks import registry_events
+
+from .factories import make_envelope, make_registry_event
+
+PAYLOADS = Path(__file__).parent / "payloads"
+URL = "/api/registry/events"
+TOKEN = "test-notifications-token-0123456789"
+V1 = "application/vnd.docker.distribution.events.v1+json"
+V2 = "application/vnd.docker.distribution.events.v2+json"
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def token(settings):
+    settings.NOTIFICATIONS_TOKEN = TOKEN
+
+
+@pytest.fixture
+def registry_client():
+    """An anonymous client that enforces CSRF like a browser would: the endpoint must not care."""
+    return Client(enforce_csrf_checks=True)
+
+
+def post(client, body, content_type=V1, authorization=f"Bearer {TOKEN}", **extra):
+    if authorization is not None:
+        extra["HTTP_AUTHORIZATION"] = authorization
+    return client.post(URL, data=body, content_type=content_type, **extra)
+
+
+def test_it_stores_a_real_payload_and_acknowledges_a_redelivery(registry_client):
+    body = (PAYLOADS / "push-manifest-oci.json").read_bytes()
+
+    first = post(registry_client, body)
+    again = post(registry_client, body)
+
+    assert first.status_code == 200
+    assert first.json() == {"stored": 1, "duplicates": 0, "rejected": False}
+    assert again.status_code == 200
+    assert again.json() == {"stored": 0, "duplicates": 1, "rejected": False}
+    event = AuditEvent.objects.get()
+    assert (event.action, event.repository, event.tag, event.actor) == (
+        "push",
+        "alpha/app",
+        "v1",
+        "admin",
+    )
+
+
+@pytest.mark.parametrize("content_type", [V1, V2, "application/json", "text/plain", ""])
+def test_it_accepts_every_media_type_the_registry_may_send(registry_client, content_type):
+    response = post(registry_client, make_envelope(make_registry_event()), content_type)
+    assert response.status_code == 200
+    assert AuditEvent.objects.count() == 1
+
+
+def test_it_stores_an_envelope_of_many_events(registry_client):
+    events = [make_registry_event(tag=f"v{i}") for i in range(20)]
+    response = post(registry_client, make_envelope(*events))
+    assert response.json()["stored"] == 20
+    assert AuditEvent.objects.count() == 20
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        None,
+        "",
+        "Bearer",
+        "Bearer wrong-token",
+        f"Basic {TOKEN}",
+        f"Bearer {TOKEN}x",
+        "Bearer ü<script>' OR 1=1",
+        "Bearer " + "x" * 10000,
+    ],
+)
+def test_a_wrong_or_missing_token_is_refused_and_counted(registry_client, authorization):
+    response = post(
+        registry_client, make_envelope(make_registry_event()), authorization=authorization
+    )
+    assert response.status_code == 401
+    assert not AuditEvent.objects.exists()
+    assert not RejectedDelivery.objects.exists()
+    counter = DeliveryCounter.objects.get(name=DeliveryCounter.UNAUTHORIZED)
+    assert counter.count == 1
+    assert counter.last_seen is not None
+    assert counter.last_addr == "127.0.0.1"
+
+
+def test_refused_deliveries_do_not_grow_the_database(registry_client):
+    for _ in range(30):
+        assert post(registry_client, b"x" * 1000, authorization="Bearer nope").status_code == 401
+    assert DeliveryCounter.objects.count() == 1
+    assert DeliveryCounter.objects.get().count == 30
+    assert not RejectedDelivery.objects.exists()
+
+
+def test_an_empty_configured_token_accepts_nothing(registry_client, settings):
+    settings.NOTIFICATIONS_TOKEN = ""
+    assert post(registry_client, make_envelope(), authorization="Bearer ").status_code == 401
+
+
+def test_the_token_scheme_is_case_insensitive(registry_client):
+    response = post(
+        registry_client, make_envelope(make_registry_event()), authorization=f"bearer {TOKEN}"
+    )
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body, error",
+    [
+        (b"{not json", "not JSON"),
+        (b"\xff\xfe<script>", "not JSON"),
+        (b"", "not JSON"),
+        (b'{"hello": "world"}', "not an envelope"),
+        (b'[{"id": "1"}]', "not an envelope"),
+    ],
+)
+def test_a_body_that_is_not_an_envelope_is_acknowledged_and_kept(registry_client, body, error):
+    response = post(registry_client, body)
+    assert response.status_code == 200
+    assert response.json()["rejected"] is True
+    rejected = RejectedDelivery.objects.get()
+    assert error in rejected.error
+    assert bytes(rejected.body) == body
+    # The test client sends no Content-Type with an empty body.
+    assert rejected.content_type == (V1 if body else "")
+
+
+def test_unknown_actions_are_acknowledged_kept_and_the_rest_stored(registry_client):
+    good = make_registry_event()
+    unknown = make_registry_event(action="replicate")
+    response = post(registry_client, make_envelope(good, unknown))
+    assert response.status_code == 200
+    assert response.json()["stored"] == 1
+    assert "unknown action 'replicate'" in response.json()["errors"][0]
+    assert "unknown action 'replicate'" in RejectedDelivery.objects.get().error
+    assert AuditEvent.objects.get().event_id == good["id"]
+
+
+def test_an_oversized_body_is_refused(registry_client, settings):
+    settings.NOTIFICATIONS_MAX_BODY = 2000
+    small = make_envelope(make_registry_event())
+    assert len(small) < 2000
+    assert post(registry_client, small).status_code == 200
+    big = make_envelope(*[make_registry_event() for _ in range(5)])
+    assert len(big) > 2000
+    response = post(registry_client, big)
+    assert response.status_code == 413
+    assert AuditEvent.objects.count() == 1
+    assert not RejectedDelivery.objects.exists()
+
+
+def test_an_oversized_body_is_refused_before_the_token_is_known_only_as_401(
+    registry_client, settings
+):
+    settings.NOTIFICATIONS_MAX_BODY = 10
+    assert post(registry_client, b"x" * 100, authorization="Bearer no").status_code == 401
+
+
+def test_a_chunked_body_without_content_length_is_measured_while_read(settings):
+    """gunicorn passes chunked bodies without CONTENT_LENGTH; the read itself enforces the limit."""
+    settings.NOTIFICATIONS_MAX_BODY = 2000
+
+    def chunked_request(body):
+        return WSGIRequest(
+            {
+                "REQUEST_METHOD": "POST",
+                "PATH_INFO": URL,
+                "SERVER_NAME": "testserver",
+                "SERVER_PORT": "80",
+                "REMOTE_ADDR": "127.0.0.1",
+                "CONTENT_TYPE": V1,
+                "HTTP_AUTHORIZATION": f"Bearer {TOKEN}",
+                "wsgi.input": io.BytesIO(body),
+                "wsgi.input_terminated": True,
+                "wsgi.url_scheme": "http",
+            }
+        )
+
+    big = make_envelope(*[make_registry_event() for _ in range(5)])
+    assert registry_events(chunked_request(big)).status_code == 413
+    assert registry_events(chunked_request(make_envelope(make_registry_event()))).status_code == 200
+    assert AuditEvent.objects.count() == 1
+
+
+@pytest.mark.parametrize("method", ["get", "put", "delete"])
+def test_other_methods_are_not_allowed(registry_client, method):
+    response = getattr(registry_client, method)(URL, HTTP_AUTHORIZATION=f"Bearer {TOKEN}")
+    assert response.status_code == 405
+
+
+@contextmanager
+def failing_inserts():
+    """The database refuses writes (a locked SQLite file, a PostgreSQL failover)."""
+
+    def refuse(execute, sql, params, many, context):
+        if sql.lstrip().upper().startswith("INSERT"):
+            raise OperationalError("database is locked")
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(refuse):
+        yield
+
+
+def test_a_database_failure_is_not_acknowledged_so_the_registry_retries(registry_client):
+    body = make_envelope(make_registry_event())
+    with failing_inserts():
+        response = post(registry_client, body)
+    assert response.status_code == 503
+    assert not AuditEvent.objects.exists()
+    # The registry's retry then goes through.
+    assert post(registry_client, body).json()["stored"] == 1
+
+
+def test_a_database_failure_while_counting_still_answers_401(registry_client):
+    with failing_inserts():
+        response = post(registry_client, make_envelope(), authorization="Bearer nope")
+    assert response.status_code == 401
+
+
+def test_the_answer_never_echoes_the_token(registry_client):
+    response = post(registry_client, b"{}", authorization="Bearer wrong-token-value")
+    assert b"wrong-token-value" not in response.content
+    assert TOKEN.encode() not in response.content
+
+
+def test_captured_retries_are_stored_once(registry_client):
+    with open(PAYLOADS / "all-captures.jsonl") as f:
+        captures = [json.loads(line) for line in f]
+    retried = [c for c in captures if c["phase"].startswith(("19-", "21-", "23-"))]
+    for capture in retried:
+        assert post(registry_client, json.dumps(capture["body"])).status_code == 200
+    unique = {c["body"]["events"][0]["id"] for c in retried}
+    assert AuditEvent.objects.count() == len(unique) < len(retried)

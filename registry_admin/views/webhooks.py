@@ -1,0 +1,105 @@
+"""POST /api/registry/events: the registry's notifications (see registry_admin/notifications.py).
+
+Answers fast and never fails on content: the registry retries a failed delivery forever and holds
+every later event behind it. Non-2xx only for a wrong token (401), an oversized body (413) and a
+database failure (503, so the registry retries and nothing is lost).
+"""
+
+import hmac
+import logging
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_not_required
+from django.db import DatabaseError
+from django.db.models import F
+from django.http import JsonResponse
+from django.utils import timezone
+from django.views.decorators.csrf import csrf_exempt
+from django.views.decorators.http import require_POST
+
+from .. import notifications
+from ..models import DeliveryCounter
+
+logger = logging.getLogger(__name__)
+
+
+@csrf_exempt
+@login_not_required
+@require_POST
+def registry_events(request):
+    remote_addr = request.META.get("REMOTE_ADDR", "")
+    if not _token_matches(request.headers.get("Authorization", "")):
+        _count_unauthorized(remote_addr)
+        return JsonResponse({"error": "wrong or missing bearer token"}, status=401)
+
+    max_body = settings.NOTIFICATIONS_MAX_BODY
+    if _declared_length(request) > max_body:
+        return _too_large(max_body)
+    body = _read_body(request, max_body + 1)
+    if len(body) > max_body:
+        return _too_large(max_body)
+
+    try:
+        envelope, error = notifications.parse_envelope(body), ""
+    except notifications.EnvelopeError as exc:
+        envelope, error = None, str(exc)
+    try:
+        stored = notifications.record(
+            envelope,
+            raw_body=body,
+            content_type=request.META.get("CONTENT_TYPE", ""),
+            remote_addr=remote_addr,
+            error=error,
+        )
+    except DatabaseError:
+        logger.exception("could not store a notification delivery; the registry will retry")
+        return JsonResponse({"error": "could not store the events, retry later"}, status=503)
+
+    received = len(envelope.events) if envelope else 0
+    return JsonResponse(
+        {"stored": len(stored), "duplicates": received - len(stored), "rejected": bool(error)}
+        | ({"errors": envelope.errors} if envelope and envelope.errors else {})
+    )
+
+
+def _token_matches(authorization):
+    expected = settings.NOTIFICATIONS_TOKEN
+    scheme, _, token = authorization.partition(" ")
+    if not expected or scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(token.strip().encode(), expected.encode())
+
+
+def _count_unauthorized(remote_addr):
+    """Bump the one counter row in place; a failure here must not turn the 401 into a 500."""
+    values = {"count": F("count") + 1, "last_seen": timezone.now(), "last_addr": remote_addr[:255]}
+    try:
+        name = DeliveryCounter.UNAUTHORIZED
+        if not DeliveryCounter.objects.filter(name=name).update(**values):
+            DeliveryCounter.objects.get_or_create(name=name)
+            DeliveryCounter.objects.filter(name=name).update(**values)
+    except DatabaseError:
+        logger.exception("could not count an unauthorized notification delivery")
+    logger.warning("notification delivery with a wrong or missing token from %s", remote_addr)
+
+
+def _declared_length(request):
+    try:
+        return int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        return 0
+
+
+def _read_body(request, limit):
+    """At most `limit` bytes of the body, read from the stream (request.body would apply the
+    form-upload limit, not ours). A chunked body has no Content-Length: Django would see it as
+    empty, so when the server says the input is terminated (gunicorn does) read it directly."""
+    if "CONTENT_LENGTH" not in request.META and request.META.get("wsgi.input_terminated"):
+        return request.META["wsgi.input"].read(limit)
+    return request.read(limit)
+
+
+def _too_large(max_body):
+    return JsonResponse(
+        {"error": f"the body is larger than NOTIFICATIONS_MAX_BODY ({max_body} bytes)"}, status=413
+    )
