@@ -1,0 +1,88 @@
+"""The registry's grammar for repository names, tags and digests.
+
+Reference: https://github.com/distribution/reference/blob/main/reference.go
+
+Anything a user types (a form field, a CLI argument) is checked here before it reaches a registry
+URL, so a name like `../v2/_catalog` or `<script>` never becomes part of a request path.
+"""
+
+import re
+
+# Patterns are used with fullmatch (a `$` would accept a trailing newline).
+# One path component: lowercase alphanumerics separated by `.`, `_`, `__` or runs of `-`.
+_COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
+REPOSITORY_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
+DIGEST_RE = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-fA-F0-9]{32,128}")
+REPOSITORY_MAX_LENGTH = 255
+
+
+class InvalidReferenceError(ValueError):
+    """A name that the registry's grammar does not allow; str(error) is a sentence for the page."""
+
+
+def _shown(value, limit=80):
+    """The value as it may appear in a message: control characters escaped, cut short."""
+    text = repr(value)[1:-1]
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def check_repository(name):
+    """Return `name` when it is a valid repository name; raise InvalidReferenceError otherwise."""
+    if not isinstance(name, str) or not name:
+        raise InvalidReferenceError("A repository name is required.")
+    if len(name) > REPOSITORY_MAX_LENGTH:
+        raise InvalidReferenceError(
+            f"A repository name has at most {REPOSITORY_MAX_LENGTH} characters "
+            f"({len(name)} given)."
+        )
+    if not REPOSITORY_RE.fullmatch(name):
+        raise InvalidReferenceError(
+            f"“{_shown(name)}” is not a valid repository name: lowercase letters, digits and "
+            "separators (. _ -) in components joined by /."
+        )
+    return name
+
+
+def check_tag(tag):
+    """Return `tag` when it is a valid tag; raise InvalidReferenceError otherwise."""
+    if not isinstance(tag, str) or not tag:
+        raise InvalidReferenceError("A tag is required.")
+    if len(tag) > 128:
+        raise InvalidReferenceError(f"A tag has at most 128 characters ({len(tag)} given).")
+    if not TAG_RE.fullmatch(tag):
+        raise InvalidReferenceError(
+            f"“{_shown(tag)}” is not a valid tag: letters, digits, _ . and -, "
+            "not starting with . or -."
+        )
+    return tag
+
+
+def check_digest(digest):
+    """Return `digest` when it looks like `sha256:<hex>`; raise InvalidReferenceError otherwise."""
+    if not isinstance(digest, str) or not digest:
+        raise InvalidReferenceError("A digest is required.")
+    if len(digest) > 150 or not DIGEST_RE.fullmatch(digest):
+        raise InvalidReferenceError(
+            f"“{_shown(digest)}” is not a valid digest: expected sha256: followed by 64 hex "
+            "characters."
+        )
+    return digest
+
+
+def parse_reference(text):
+    """Split `REPO:TAG` or `REPO@DIGEST` into (repository, tag, digest); one of tag/digest is "".
+
+    Raises InvalidReferenceError with a sentence for anything else.
+    """
+    if not isinstance(text, str) or not text:
+        raise InvalidReferenceError("Give REPOSITORY:TAG or REPOSITORY@sha256:DIGEST.")
+    if "@" in text:
+        repository, _, digest = text.partition("@")
+        return check_repository(repository), "", check_digest(digest)
+    repository, sep, tag = text.rpartition(":")
+    if not sep or "/" in tag:
+        raise InvalidReferenceError(
+            f"“{_shown(text)}” names no tag: give REPOSITORY:TAG or REPOSITORY@sha256:DIGEST."
+        )
+    return check_repository(repository), check_tag(tag), ""
