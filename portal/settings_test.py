@@ -13,6 +13,8 @@ os.environ.setdefault("WHITENOISE_USE_FINDERS", "1")
 os.environ.setdefault("REGISTRY_TIMEOUT", "3")
 os.environ.setdefault("REGISTRY_PASSWORD", "unset-in-tests")
 os.environ.setdefault("NOTIFICATIONS_TOKEN", "test-notifications-token-0123456789")
+# Playwright's sync API runs an event loop in the test thread; the ORM calls there are still sync.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "1")
 
 from .settings import *  # noqa: E402,F403
 
