@@ -6,15 +6,23 @@ Every call has a connect and a read timeout from settings; every transport failu
 `RegistryError` subclass whose message a user can read. Nothing here logs credentials.
 """
 
+import hashlib
+import json
 import logging
+import re
 import threading
+import time
 from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from django.conf import settings
 from requests.adapters import HTTPAdapter
+from requests.auth import AuthBase, HTTPBasicAuth
 from urllib3 import exceptions as urllib3_exceptions
 from urllib3.util.retry import Retry
+
+from .references import DIGEST_RE, REPOSITORY_MAX_LENGTH, REPOSITORY_RE, TAG_RE
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +53,67 @@ class RegistryDeleteUnsupported(RegistryError):
     pass
 
 
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+INDEX_MEDIA_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
+# All four in every manifest request: without the OCI types 2.8 answers 404 for an OCI manifest,
+# without the Docker types it rewrites a schema2 manifest to schema1 (with another digest).
+MANIFEST_ACCEPT = ", ".join([OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST])
+# The registry refuses `_catalog?n=` above 1000 (400 PAGINATION_NUMBER_INVALID).
+CATALOG_PAGE_SIZE = 1000
+MAX_MANIFEST_BYTES = 4 * 1024 * 1024
+MAX_CONFIG_BYTES = 8 * 1024 * 1024
+
+
+def is_valid_repository(name):
+    """True for a repository name the registry accepts (`team/app`, never `..` or `A`)."""
+    return (
+        isinstance(name, str)
+        and len(name) <= REPOSITORY_MAX_LENGTH
+        and REPOSITORY_RE.fullmatch(name) is not None
+    )
+
+
+def is_valid_tag(tag):
+    return isinstance(tag, str) and TAG_RE.fullmatch(tag) is not None
+
+
+def is_valid_digest(digest):
+    return (
+        isinstance(digest, str) and len(digest) <= 150 and DIGEST_RE.fullmatch(digest) is not None
+    )
+
+
+def is_valid_reference(reference):
+    """A tag or a digest."""
+    return is_valid_tag(reference) or is_valid_digest(reference)
+
+
+@dataclass(frozen=True)
+class ManifestRef:
+    """What a manifest HEAD says: the registry's digest, the stored media type, the length."""
+
+    digest: str
+    media_type: str
+    size: int | None
+
+
+@dataclass(frozen=True)
+class ManifestDocument:
+    """A fetched manifest: the exact bytes (their sha256 is `digest`) and the parsed JSON."""
+
+    digest: str
+    media_type: str
+    raw: bytes
+    data: dict
+
+    @property
+    def is_index(self):
+        return self.media_type in INDEX_MEDIA_TYPES or "manifests" in self.data
+
+
 @dataclass(frozen=True)
 class PingResult:
     """What `GET /v2/` said: state is 'reachable', 'unauthorized' or 'unreachable'."""
@@ -72,8 +141,7 @@ class RegistryClient:
         self.base_url = base_url.rstrip("/")
         self.timeout = (connect_timeout, timeout)
         self.session = requests.Session()
-        if username:
-            self.session.auth = (username, password)
+        self.session.auth = RegistryAuth(self, username, password)
         self.session.verify = verify
         self.session.headers["User-Agent"] = "oyster-portal"
         # Retries only for idempotent methods, only on connection trouble and 502/503/504.
@@ -129,6 +197,156 @@ class RegistryClient:
         logger.warning("registry %s %s failed: %s", method, path, exc)
         return RegistryUnreachable(f"The request to the registry failed ({_reason(exc)}).")
 
+    def check_response(self, response, what):
+        """Return `response` when it is a success; otherwise raise the matching RegistryError.
+
+        `what` names the object for the message ("manifest team/app:v1").
+        """
+        status = response.status_code
+        if status < 400:
+            return response
+        detail = _error_text(response)
+        suffix = f": {detail}" if detail else "."
+        method = response.request.method if response.request is not None else ""
+        logger.warning("registry %s %s answered %s", method, _path_of(response.url), status)
+        if status == 401:
+            error = RegistryUnauthorized(
+                "The registry rejected the portal's credentials: check REGISTRY_USERNAME and "
+                "REGISTRY_PASSWORD."
+            )
+        elif status == 403:
+            error = RegistryUnauthorized(f"The registry denied access to {what}{suffix}")
+        elif status == 404:
+            error = RegistryNotFound(f"The registry has no {what}{suffix}")
+        elif status == 405 and method == "DELETE":
+            error = RegistryDeleteUnsupported(
+                "The registry does not allow deletes: set storage.delete.enabled to true in "
+                "its configuration."
+            )
+        elif status == 429:
+            error = RegistryError(f"The registry is rate-limiting the portal ({what}).")
+        else:
+            error = RegistryError(f"The registry answered HTTP {status} to {method} {what}{suffix}")
+        raise error
+
+    def catalog_pages(self, page_size=CATALOG_PAGE_SIZE):
+        """Yield the catalog one page (a list of repository names) at a time, following `Link`.
+
+        https://distribution.github.io/distribution/spec/api/#catalog
+        """
+        page_size = max(1, min(int(page_size), CATALOG_PAGE_SIZE))
+        path = f"/v2/_catalog?n={page_size}"
+        seen_paths = set()
+        while path and path not in seen_paths:
+            seen_paths.add(path)
+            response = self.check_response(self.request("GET", path), "catalog")
+            names = _json_object(response, "catalog").get("repositories") or []
+            yield [name for name in names if isinstance(name, str)]
+            path = self._next_catalog_path(response)
+
+    def _next_catalog_path(self, response):
+        target = (response.links.get("next") or {}).get("url")
+        if not target:
+            return None
+        parts = urlsplit(urljoin(self.base_url + "/v2/_catalog", target))
+        # Only ever follow the catalog on this registry, whatever the header says.
+        if not parts.path.endswith("/v2/_catalog"):
+            return None
+        return f"/v2/_catalog?{parts.query}" if parts.query else None
+
+    def list_repositories(self, page_size=CATALOG_PAGE_SIZE):
+        """Every repository name in the catalog, in the registry's order."""
+        names = []
+        for page in self.catalog_pages(page_size):
+            names.extend(page)
+        return names
+
+    def list_tags(self, repository):
+        """The repository's tags (unsorted: 2.8 ignores `n`/`last`); [] when it has none."""
+        _require_name(repository)
+        response = self.check_response(
+            self.request("GET", f"/v2/{repository}/tags/list"), f"repository {repository}"
+        )
+        tags = _json_object(response, f"tags of {repository}").get("tags") or []
+        return [tag for tag in tags if isinstance(tag, str)]
+
+    def head_manifest(self, repository, reference):
+        """The digest, media type and length of `repository:reference` without its body."""
+        _require_name(repository, reference)
+        what = f"manifest {_ref_text(repository, reference)}"
+        response = self.check_response(
+            self.request(
+                "HEAD",
+                f"/v2/{repository}/manifests/{reference}",
+                headers={"Accept": MANIFEST_ACCEPT},
+            ),
+            what,
+        )
+        digest = response.headers.get("Docker-Content-Digest", "")
+        if not is_valid_digest(digest):
+            # Some proxies drop the header on HEAD: the body's hash is the truth then.
+            document = self.get_manifest(repository, reference)
+            return ManifestRef(document.digest, document.media_type, len(document.raw))
+        length = response.headers.get("Content-Length")
+        return ManifestRef(
+            digest=digest,
+            media_type=_media_type(response),
+            size=int(length) if length and length.isdigit() else None,
+        )
+
+    def get_manifest(self, repository, reference):
+        """Fetch a manifest; its digest is checked against the bytes (and the reference)."""
+        _require_name(repository, reference)
+        what = f"manifest {_ref_text(repository, reference)}"
+        response = self.check_response(
+            self.request(
+                "GET",
+                f"/v2/{repository}/manifests/{reference}",
+                headers={"Accept": MANIFEST_ACCEPT},
+                stream=True,
+            ),
+            what,
+        )
+        raw = self._read_capped(response, MAX_MANIFEST_BYTES, what)
+        computed = "sha256:" + hashlib.sha256(raw).hexdigest()
+        header = response.headers.get("Docker-Content-Digest", "")
+        expected = reference if is_valid_digest(reference) else header
+        if expected.startswith("sha256:") and expected != computed:
+            raise RegistryError(
+                f"The registry sent a {what} whose content does not match {expected}."
+            )
+        data = _json_loads(raw, what)
+        media_type = _media_type(response) or str(data.get("mediaType") or "")
+        return ManifestDocument(digest=computed, media_type=media_type, raw=raw, data=data)
+
+    def get_config(self, repository, digest):
+        """An image config blob (JSON) by digest, checked against the digest."""
+        _require_name(repository, digest)
+        if not is_valid_digest(digest):
+            raise RegistryError(f"{digest[:80]!r} is not a digest.")
+        what = f"config blob {repository}@{digest}"
+        response = self.check_response(
+            self.request("GET", f"/v2/{repository}/blobs/{digest}", stream=True), what
+        )
+        raw = self._read_capped(response, MAX_CONFIG_BYTES, what)
+        if digest.startswith("sha256:") and "sha256:" + hashlib.sha256(raw).hexdigest() != digest:
+            raise RegistryError(f"The registry sent a {what} whose content does not match.")
+        return _json_loads(raw, what)
+
+    def _read_capped(self, response, limit, what):
+        try:
+            chunks, size = [], 0
+            for chunk in response.iter_content(64 * 1024):
+                size += len(chunk)
+                if size > limit:
+                    raise RegistryError(f"The {what} is larger than {limit // 1024 // 1024} MB.")
+                chunks.append(chunk)
+            return b"".join(chunks)
+        except requests.exceptions.RequestException as exc:
+            raise self._translate("GET", what, exc) from exc
+        finally:
+            response.close()
+
     def ping(self):
         """`GET /v2/` with the service account; never raises."""
         try:
@@ -153,6 +371,179 @@ class RegistryClient:
             detail=f"The registry answered HTTP {response.status_code} to GET /v2/"
             + (f": {_error_text(response)}" if _error_text(response) else "."),
         )
+
+
+class RegistryAuth(AuthBase):
+    """Basic credentials, and bearer tokens once the registry challenges with `Bearer`.
+
+    With htpasswd auth the basic header goes out with every request (no extra round trip).
+    Behind a token server (https://distribution.github.io/distribution/spec/auth/token/) the
+    first request per scope gets `401 WWW-Authenticate: Bearer realm=...,service=...,scope=...`;
+    the token is fetched from the realm with the basic credentials, cached per scope until it
+    expires, and the request is sent again once with it.
+    """
+
+    def __init__(self, client, username="", password=""):
+        self.client = client
+        self.basic = HTTPBasicAuth(username, password) if username else None
+        self.uses_tokens = False
+        self._tokens = {}  # scope -> (token, monotonic expiry)
+
+    def __call__(self, request):
+        token = self._cached_token(_scope_for(request.method, request.path_url))
+        if token:
+            request.headers["Authorization"] = f"Bearer {token}"
+        elif self.basic and not self.uses_tokens:
+            request = self.basic(request)
+        request.register_hook("response", self._answer_challenge)
+        return request
+
+    def _cached_token(self, scope):
+        token, expires = self._tokens.get(scope, (None, 0.0))
+        return token if token and time.monotonic() < expires else None
+
+    def _answer_challenge(self, response, **kwargs):
+        if response.status_code != 401 or getattr(response.request, "oyster_retried", False):
+            return response
+        challenge = parse_bearer_challenge(response.headers.get("WWW-Authenticate", ""))
+        if challenge is None:
+            return response
+        self.uses_tokens = True
+        token = self._fetch_token(challenge)
+        predicted = _scope_for(response.request.method, response.request.path_url)
+        for scope in {predicted, challenge.get("scope", "")}:
+            self._tokens[scope] = token
+        response.content  # noqa: B018  (drain, so the connection can be reused)
+        response.close()
+        retry = response.request.copy()
+        retry.headers["Authorization"] = f"Bearer {token[0]}"
+        retry.oyster_retried = True
+        again = response.connection.send(retry, **kwargs)
+        again.history.append(response)
+        again.request = retry
+        return again
+
+    def _fetch_token(self, challenge):
+        """(token, monotonic expiry) from the challenge's realm; raises RegistryError."""
+        realm = challenge.get("realm", "")
+        host = urlsplit(realm).netloc or realm[:80]
+        if urlsplit(realm).scheme not in ("http", "https") or not urlsplit(realm).netloc:
+            raise RegistryUnauthorized(
+                f"The registry asked for a token from {realm[:80]!r}, which is not an HTTP URL."
+            )
+        params = [("service", challenge["service"])] if challenge.get("service") else []
+        params += [("scope", scope) for scope in challenge.get("scope", "").split()]
+        try:
+            response = self.client.session.get(
+                realm,
+                params=params,
+                auth=self.basic or _NO_AUTH,
+                timeout=self.client.timeout,
+                allow_redirects=False,
+            )
+        except requests.exceptions.RequestException as exc:
+            logger.warning("token server %s failed: %s", host, exc.__class__.__name__)
+            raise RegistryUnreachable(
+                f"The registry's token server at {host} is unreachable ({_reason(exc)})."
+            ) from exc
+        if response.status_code in (401, 403):
+            raise RegistryUnauthorized(
+                f"The registry's token server at {host} rejected the portal's credentials: "
+                "check REGISTRY_USERNAME and REGISTRY_PASSWORD."
+            )
+        try:
+            body = response.json() if response.status_code == 200 else {}
+        except ValueError:
+            body = {}
+        token = (body.get("token") or body.get("access_token")) if isinstance(body, dict) else None
+        if not isinstance(token, str) or not token:
+            raise RegistryError(
+                f"The registry's token server at {host} answered HTTP {response.status_code} "
+                "without a token."
+            )
+        lifetime = body.get("expires_in")
+        lifetime = lifetime if isinstance(lifetime, int) and lifetime > 0 else 60
+        # Renew a little early so a token never expires between cache and registry.
+        return token, time.monotonic() + max(1, lifetime - 10)
+
+
+class _NoAuth(AuthBase):
+    """Keeps the session's RegistryAuth off a request (anonymous token fetches)."""
+
+    def __call__(self, request):
+        return request
+
+
+_NO_AUTH = _NoAuth()
+
+_CHALLENGE_PARAM_RE = re.compile(
+    r'[\s,]*([A-Za-z][A-Za-z0-9_-]*)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^\s,"]+))'
+)
+
+
+def parse_bearer_challenge(header):
+    """The parameters of the `Bearer` challenge in a WWW-Authenticate value, or None.
+
+    `Bearer realm="https://auth/token",service="registry",scope="repository:a/b:pull,push"`
+    -> {"realm": ..., "service": ..., "scope": ...}. Commas inside quotes stay in the value;
+    parameters end where another scheme (`, Basic realm=...`) starts.
+    """
+    start = re.search(r"(?:^|[\s,])Bearer(?:\s+|$)", header or "", flags=re.IGNORECASE)
+    if not start:
+        return None
+    params, position = {}, start.end()
+    while param := _CHALLENGE_PARAM_RE.match(header, position):
+        name, quoted, bare = param.groups()
+        params[name.lower()] = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else bare
+        position = param.end()
+    return params if params.get("realm") else None
+
+
+def _scope_for(method, path_url):
+    """The token scope a request needs, as the registry would ask for it."""
+    path = path_url.split("?", 1)[0]
+    if path.startswith("/v2/_catalog"):
+        return "registry:catalog:*"
+    match = re.match(r"/v2/(.+)/(?:manifests|blobs|tags)/", path)
+    if not match:
+        return ""
+    actions = {"GET": "pull", "HEAD": "pull", "DELETE": "delete"}.get(method, "pull,push")
+    return f"repository:{match.group(1)}:{actions}"
+
+
+def _require_name(repository, reference=None):
+    """Refuse a name the registry grammar does not allow before it becomes part of a URL."""
+    if not is_valid_repository(repository):
+        raise RegistryNotFound(f"{str(repository)[:80]!r} is not a valid repository name.")
+    if reference is not None and not is_valid_reference(reference):
+        raise RegistryNotFound(f"{str(reference)[:80]!r} is not a valid tag or digest.")
+
+
+def _ref_text(repository, reference):
+    separator = "@" if is_valid_digest(reference) else ":"
+    return f"{repository}{separator}{reference}"
+
+
+def _media_type(response):
+    return response.headers.get("Content-Type", "").split(";", 1)[0].strip()
+
+
+def _path_of(url):
+    return urlsplit(url or "").path
+
+
+def _json_loads(raw, what):
+    try:
+        data = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise RegistryError(f"The registry sent a {what} that is not JSON.") from None
+    if not isinstance(data, dict):
+        raise RegistryError(f"The registry sent a {what} that is not a JSON object.")
+    return data
+
+
+def _json_object(response, what):
+    return _json_loads(response.content, what)
 
 
 def _reason(exc):
