@@ -1,0 +1,79 @@
+from django.db import models
+
+# Snapshots older than this many keep their totals (the usage-over-time chart) but lose their
+# per-repository rows, so a scan every 6 hours over 10,000 repositories does not pile up rows.
+DETAILED_SNAPSHOTS_KEPT = 10
+
+
+class StorageSnapshotQuerySet(models.QuerySet):
+    def latest_snapshot(self):
+        return self.order_by("-created_at", "-pk").first()
+
+    def prune_details(self, keep=DETAILED_SNAPSHOTS_KEPT):
+        """Drop per-repository rows of all but the newest `keep` snapshots."""
+        kept = list(self.order_by("-created_at", "-pk").values_list("pk", flat=True)[:keep])
+        return RepositoryStorage.objects.exclude(snapshot_id__in=kept).delete()[0]
+
+
+class StorageSnapshot(models.Model):
+    """The figures of one completed storage scan (`registry_admin.usage.storage_scan_job`).
+
+    A failed scan leaves no snapshot (its Run records the error), so the page keeps showing
+    the previous one.
+    """
+
+    run = models.ForeignKey(
+        "registry_admin.Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    backend = models.CharField(max_length=20)
+    # Where it looked (a path, or account URL + container + prefix); never a key.
+    location = models.CharField(max_length=500, blank=True)
+    total_bytes = models.BigIntegerField()
+    blob_count = models.BigIntegerField()
+    linked_bytes = models.BigIntegerField(default=0)
+    dedup_saved_bytes = models.BigIntegerField(default=0)
+    reclaimable_bytes = models.BigIntegerField()
+    reclaimable_count = models.BigIntegerField()
+    upload_count = models.BigIntegerField(default=0)
+    upload_bytes = models.BigIntegerField(default=0)
+    oldest_upload_started_at = models.DateTimeField(null=True, blank=True)
+    repository_count = models.PositiveIntegerField(default=0)
+    manifest_count = models.BigIntegerField(default=0)
+    unreadable_manifests = models.BigIntegerField(default=0)
+    missing_blob_links = models.BigIntegerField(default=0)
+    entry_count = models.BigIntegerField(default=0)
+    duration_seconds = models.FloatField(default=0)
+
+    objects = StorageSnapshotQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        get_latest_by = "created_at"
+
+    def __str__(self):
+        return f"storage snapshot #{self.pk} ({self.created_at:%Y-%m-%d %H:%M})"
+
+
+class RepositoryStorage(models.Model):
+    """One repository's figures in a snapshot (see storage.RepositoryUsage for definitions)."""
+
+    snapshot = models.ForeignKey(
+        StorageSnapshot, on_delete=models.CASCADE, related_name="repositories"
+    )
+    name = models.CharField(max_length=255)
+    referenced_bytes = models.BigIntegerField()
+    unique_bytes = models.BigIntegerField()
+    shared_bytes = models.BigIntegerField()
+    reclaimable_bytes = models.BigIntegerField()
+    blob_count = models.PositiveIntegerField()
+    manifest_count = models.PositiveIntegerField()
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["snapshot", "name"], name="storage_repo_unique")
+        ]
+
+    def __str__(self):
+        return f"{self.name} in snapshot #{self.snapshot_id}"
