@@ -119,7 +119,7 @@ def test_every_event_is_stored_exactly_once_across_a_sigkill(tmp_path):
         assert manifest_pushes == 24
         # The kill really hit deliveries: the registry logged failures to the portal's endpoint.
         log = registry.log_path.read_text()
-        assert f'error posting: Post "{portal.url}/api/registry/events"' in log
+        assert f"httpSink{{{portal.url}/api/registry/events}}: error posting" in log
     finally:
         registry.stop()
         portal.stop()
