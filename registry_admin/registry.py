@@ -12,6 +12,7 @@ import logging
 import re
 import threading
 import time
+import uuid
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -51,6 +52,14 @@ class RegistryNotFound(RegistryError):
 
 class RegistryDeleteUnsupported(RegistryError):
     pass
+
+
+class RegistryTagMoved(RegistryError):
+    """The tag points at another digest than the one the user confirmed; nothing changed."""
+
+
+class RegistryDeleteIncomplete(RegistryError):
+    """A tag delete stopped halfway; the message names the state, and retrying finishes it."""
 
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
@@ -112,6 +121,21 @@ class ManifestDocument:
     @property
     def is_index(self):
         return self.media_type in INDEX_MEDIA_TYPES or "manifests" in self.data
+
+
+@dataclass(frozen=True)
+class TagDeletion:
+    """A deleted tag: the image digest it pointed at, and how it went.
+
+    `method` is "untag" (the registry deleted the tag itself) or "placeholder" (re-pointed at
+    `placeholder_digest`, which was then deleted).
+    """
+
+    repository: str
+    tag: str
+    digest: str
+    method: str
+    placeholder_digest: str = ""
 
 
 @dataclass(frozen=True)
@@ -372,6 +396,219 @@ class RegistryClient:
             + (f": {_error_text(response)}" if _error_text(response) else "."),
         )
 
+    # --- Deleting tags and images ----------------------------------------------------------
+    # https://distribution.github.io/distribution/spec/api/#deleting-an-image
+    # 2.8 deletes manifests, never tags: `DELETE /manifests/<digest>` drops every tag on that
+    # digest. One tag alone goes by re-pointing it at a unique placeholder manifest and deleting
+    # the placeholder (measured: ../shared/realenv/README.md, "Registry API").
+
+    PLACEHOLDER_ANNOTATION = "io.oyster.placeholder"
+    PLACEHOLDER_REPLACES_ANNOTATION = "io.oyster.placeholder.replaces"
+    DELETES_DISABLED_MESSAGE = (
+        "The registry refuses deletes (405 UNSUPPORTED): its storage.delete.enabled setting is "
+        "off. Set REGISTRY_STORAGE_DELETE_ENABLED=true in the registry's environment (or "
+        "`storage: {delete: {enabled: true}}` in its config.yml) and restart it. Nothing was "
+        "changed."
+    )
+    # A digest no repository holds: deleting it answers 404 when deletes work, 405 when off.
+    _PROBE_DIGEST = "sha256:" + hashlib.sha256(b"oyster: are deletes enabled?").hexdigest()
+
+    def delete_tag(self, repository, tag, expected_digest=None):
+        """Remove `repository:tag` and nothing else; its image and other tags stay.
+
+        Returns a TagDeletion. Raises RegistryNotFound (no such tag), RegistryTagMoved (the tag
+        no longer points at `expected_digest`), RegistryDeleteUnsupported (deletes are off) —
+        in those three cases nothing changed — or RegistryDeleteIncomplete, whose message says
+        which placeholder the tag points at now; calling delete_tag again finishes the job.
+        Any other RegistryError means nothing changed.
+        """
+        _require_name(repository, tag)
+        if not is_valid_tag(tag):
+            raise RegistryNotFound(f"{tag[:80]!r} is not a tag.")
+        ref = f"{repository}:{tag}"
+        current = self.get_manifest(repository, tag)
+        annotations = current.data.get("annotations")
+        leftover = isinstance(annotations, dict) and self.PLACEHOLDER_ANNOTATION in annotations
+        if leftover:
+            # An earlier attempt stopped after re-pointing the tag: finish it.
+            image_digest = str(annotations.get(self.PLACEHOLDER_REPLACES_ANNOTATION, ""))
+            self._check_deletes_enabled(repository)
+            self._delete_placeholder(repository, tag, current.digest, image_digest)
+            return TagDeletion(repository, tag, image_digest, "placeholder", current.digest)
+        if expected_digest and current.digest != expected_digest:
+            raise RegistryTagMoved(
+                f"{ref} now points at {current.digest}, not {expected_digest}: it was pushed "
+                "again since the page was shown. Nothing was deleted."
+            )
+        if self._untag(repository, tag):
+            return TagDeletion(repository, tag, current.digest, "untag", "")
+        self._check_deletes_enabled(repository)
+        body = self._placeholder_manifest(repository, tag, current)
+        placeholder_digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        try:
+            response = self.request(
+                "PUT",
+                f"/v2/{repository}/manifests/{tag}",
+                data=body,
+                headers={"Content-Type": OCI_MANIFEST},
+            )
+        except RegistryError as exc:
+            # The PUT may have reached the registry before the connection failed.
+            raise RegistryDeleteIncomplete(
+                f"{exc} While re-pointing {ref} at placeholder {placeholder_digest}: the tag "
+                f"points either at its image {current.digest} (unchanged) or at that "
+                "placeholder. Retry the delete to finish."
+            ) from exc
+        if response.status_code >= 300:
+            detail = _error_text(response)
+            raise RegistryError(
+                f"The registry answered HTTP {response.status_code} to re-pointing {ref} at a "
+                f"placeholder{': ' + detail if detail else ''}. Nothing was changed: {ref} "
+                f"still points at {current.digest}."
+            )
+        self._delete_placeholder(repository, tag, placeholder_digest, current.digest)
+        return TagDeletion(repository, tag, current.digest, "placeholder", placeholder_digest)
+
+    def delete_image(self, repository, digest):
+        """Delete the manifest `digest` from `repository`, and with it every tag pointing at it.
+
+        Raises RegistryNotFound, RegistryDeleteUnsupported (nothing changed) or RegistryError.
+        """
+        _require_name(repository, digest)
+        if not is_valid_digest(digest):
+            raise RegistryNotFound(f"{digest[:80]!r} is not a digest.")
+        ref = f"{repository}@{digest}"
+        try:
+            response = self.request("DELETE", f"/v2/{repository}/manifests/{digest}")
+        except RegistryError as exc:
+            raise RegistryError(
+                f"{exc} The delete of {ref} may or may not have happened: reload its tags."
+            ) from exc
+        if response.status_code in (200, 202):
+            return
+        if self._is_unsupported(response):
+            raise RegistryDeleteUnsupported(self.DELETES_DISABLED_MESSAGE)
+        self.check_response(response, f"image {ref}")
+        raise RegistryError(f"The registry answered HTTP {response.status_code} to deleting {ref}.")
+
+    def check_deletes_enabled(self, repository):
+        """Raise RegistryDeleteUnsupported when the registry refuses deletes; changes nothing."""
+        _require_name(repository)
+        self._check_deletes_enabled(repository)
+
+    def _untag(self, repository, tag):
+        """`DELETE /manifests/<tag>`: True when the registry untagged it (distribution v3),
+        False when it wants a digest (2.8's 400 DIGEST_INVALID)."""
+        response = self.request("DELETE", f"/v2/{repository}/manifests/{tag}")
+        if response.status_code in (200, 202):
+            return True
+        if self._is_unsupported(response):
+            raise RegistryDeleteUnsupported(self.DELETES_DISABLED_MESSAGE)
+        if response.status_code == 400 and _error_code(response) in ("DIGEST_INVALID", ""):
+            return False
+        self.check_response(response, f"tag {repository}:{tag}")
+        raise RegistryError(
+            f"The registry answered HTTP {response.status_code} to deleting {repository}:{tag}."
+        )
+
+    def _check_deletes_enabled(self, repository):
+        # The placeholder PUT succeeds even with deletes off, so ask before changing anything.
+        response = self.request("DELETE", f"/v2/{repository}/manifests/{self._PROBE_DIGEST}")
+        if self._is_unsupported(response):
+            raise RegistryDeleteUnsupported(self.DELETES_DISABLED_MESSAGE)
+        if response.status_code == 404:
+            return
+        self.check_response(response, f"repository {repository}")
+        raise RegistryError(
+            f"The registry answered HTTP {response.status_code} to a delete check on "
+            f"{repository}; nothing was changed."
+        )
+
+    @staticmethod
+    def _is_unsupported(response):
+        return response.status_code == 405 or _error_code(response) == "UNSUPPORTED"
+
+    def _delete_placeholder(self, repository, tag, placeholder_digest, image_digest):
+        ref = f"{repository}:{tag}"
+        stuck = f"{ref} now points at placeholder {placeholder_digest}, which could not be deleted"
+        kept = f"The image {image_digest} and its other tags are untouched." if image_digest else ""
+        retry = "Retry the delete of this tag to finish."
+        try:
+            response = self.request("DELETE", f"/v2/{repository}/manifests/{placeholder_digest}")
+        except RegistryError as exc:
+            raise RegistryDeleteIncomplete(f"{stuck} ({exc}). {kept} {retry}") from exc
+        # 404: gone already (a concurrent retry finished it).
+        if response.status_code not in (200, 202, 404):
+            detail = _error_text(response) or f"HTTP {response.status_code}"
+            raise RegistryDeleteIncomplete(f"{stuck} ({detail}). {kept} {retry}")
+
+    def _placeholder_manifest(self, repository, tag, current):
+        """A unique OCI manifest with no layers, reusing a config blob the repository has."""
+        annotations = {
+            self.PLACEHOLDER_ANNOTATION: f"{uuid.uuid4()}",
+            self.PLACEHOLDER_REPLACES_ANNOTATION: current.digest,
+            "org.opencontainers.image.description": (
+                f"Oyster placeholder while deleting the tag {tag}; deleted right away."
+            ),
+        }
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": self._placeholder_config(repository, current),
+            "layers": [],
+            "annotations": annotations,
+        }
+        return json.dumps(manifest, sort_keys=True).encode()
+
+    def _placeholder_config(self, repository, current):
+        config = _config_descriptor(current.data)
+        if config is None and current.is_index:
+            for child in current.data.get("manifests") or []:
+                child_digest = child.get("digest") if isinstance(child, dict) else None
+                if not is_valid_digest(child_digest):
+                    continue
+                try:
+                    config = _config_descriptor(self.get_manifest(repository, child_digest).data)
+                except RegistryNotFound:
+                    continue
+                if config is not None:
+                    break
+        if config is not None:
+            return config
+        # No config to borrow (a schema1 manifest, an index without local children).
+        empty = b"{}"
+        return {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": self._upload_blob(repository, empty),
+            "size": len(empty),
+        }
+
+    def _upload_blob(self, repository, data):
+        """Monolithic upload (POST, then PUT ?digest=); returns the blob's digest."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        what = f"blob upload to {repository}"
+        start = self.check_response(self.request("POST", f"/v2/{repository}/blobs/uploads/"), what)
+        location = start.headers.get("Location", "")
+        parts = urlsplit(urljoin(self.base_url + "/", location))
+        path = parts.path
+        base_path = urlsplit(self.base_url).path
+        # Follow only the upload path on this registry, whatever host the header names.
+        if base_path and path.startswith(base_path + "/"):
+            path = path[len(base_path) :]
+        if not path.startswith(f"/v2/{repository}/blobs/uploads/"):
+            raise RegistryError(f"The registry answered a {what} with an unexpected Location.")
+        query = f"{parts.query}&" if parts.query else ""
+        self.check_response(
+            self.request(
+                "PUT",
+                f"{path}?{query}digest={digest}",
+                data=data,
+                headers={"Content-Type": "application/octet-stream"},
+            ),
+            what,
+        )
+        return digest
+
 
 class RegistryAuth(AuthBase):
     """Basic credentials, and bearer tokens once the registry challenges with `Bearer`.
@@ -544,6 +781,35 @@ def _json_loads(raw, what):
 
 def _json_object(response, what):
     return _json_loads(response.content, what)
+
+
+def _error_code(response):
+    """The first error code of a registry error body ("DIGEST_INVALID"), or ""."""
+    try:
+        errors = response.json().get("errors") or []
+    except (ValueError, AttributeError):
+        return ""
+    if errors and isinstance(errors[0], dict):
+        return str(errors[0].get("code") or "")
+    return ""
+
+
+def _config_descriptor(manifest):
+    """The config descriptor of an image manifest, trimmed to its checked fields, or None."""
+    config = manifest.get("config")
+    if not isinstance(config, dict) or not is_valid_digest(config.get("digest")):
+        return None
+    size = config.get("size")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        return None
+    media_type = config.get("mediaType")
+    return {
+        "mediaType": media_type
+        if isinstance(media_type, str) and media_type
+        else "application/vnd.oci.image.config.v1+json",
+        "digest": config["digest"],
+        "size": size,
+    }
 
 
 def _reason(exc):

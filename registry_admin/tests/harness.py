@@ -15,9 +15,10 @@ from pathlib import Path
 
 import pytest
 import requests
+from django.core.signals import request_started
 
 from registry_admin import htpasswd as htpasswd_module
-from registry_admin.registry_config import dump_yaml, local_registry_config
+from registry_admin.registry_config import EVENTS_PATH, dump_yaml, local_registry_config
 
 from .images import RegistryPusher
 
@@ -183,12 +184,36 @@ def registry_server(live_server, tmp_path_factory):
     reg.stop()
 
 
+# The registry delivers its notifications to the live server shortly after the request that
+# caused them. A delivery still writing while a transactional test flushes the database makes
+# the flush fail ("database table is locked"), so `registry` waits for them to settle.
+_last_event_delivery = [0.0]
+
+
+def _note_event_delivery(sender, environ=None, **kwargs):
+    if environ and environ.get("PATH_INFO", "").startswith(EVENTS_PATH):
+        _last_event_delivery[0] = time.monotonic()
+
+
+request_started.connect(_note_event_delivery, dispatch_uid="oyster-harness-event-deliveries")
+
+
+def wait_for_quiet_notifications(quiet=0.3, timeout=5.0):
+    """Return once no notification arrived for `quiet` seconds (at most `timeout` seconds)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if time.monotonic() - max(start, _last_event_delivery[0]) >= quiet:
+            return
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def registry(registry_server, settings):
     """The session registry, with the portal's settings pointed at it for this test."""
     if registry_server.process.poll() is not None:
         registry_server.restart()
-    return registry_settings(settings, registry_server)
+    yield registry_settings(settings, registry_server)
+    wait_for_quiet_notifications()
 
 
 @dataclass
