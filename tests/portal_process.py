@@ -1,12 +1,15 @@
 """The portal as its own process (gunicorn, production settings, a file database), for fault and
 end-to-end tests that kill, restart or load it the way an operator's deployment would be."""
 
+import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import requests
@@ -106,3 +109,48 @@ class PortalProcess:
         """Read the portal's SQLite database directly."""
         with sqlite3.connect(self.db_path, timeout=10) as conn:
             return conn.execute(sql, params).fetchall()
+
+
+class EventSink:
+    """An always-200 notification endpoint that remembers every event id it was sent."""
+
+    def __init__(self):
+        self.ids = set()
+        self.lock = threading.Lock()
+        sink = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with sink.lock:
+                    sink.ids.update(e["id"] for e in json.loads(body).get("events", []))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self):
+        return f"http://127.0.0.1:{self.server.server_address[1]}/events"
+
+    def snapshot(self):
+        with self.lock:
+            return set(self.ids)
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def stored_event_ids(portal):
+    return [
+        row[0]
+        for row in portal.query(
+            "SELECT event_id FROM registry_admin_auditevent WHERE source = 'registry'"
+        )
+    ]

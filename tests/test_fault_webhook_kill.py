@@ -5,10 +5,8 @@ sent. After the registry's retries drain, the portal must hold exactly the sink'
 none lost, none twice.
 """
 
-import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import yaml
@@ -16,45 +14,9 @@ import yaml
 from registry_admin.tests.harness import start_registry
 from registry_admin.tests.images import build_image
 
-from .portal_process import PortalProcess
+from .portal_process import EventSink, PortalProcess
 
 pytestmark = pytest.mark.slow
-
-
-class EventSink:
-    """An always-200 notification endpoint that remembers every event id it was sent."""
-
-    def __init__(self):
-        self.ids = set()
-        self.lock = threading.Lock()
-        sink = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with sink.lock:
-                    sink.ids.update(e["id"] for e in json.loads(body).get("events", []))
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self):
-        return f"http://127.0.0.1:{self.server.server_address[1]}/events"
-
-    def snapshot(self):
-        with self.lock:
-            return set(self.ids)
-
-    def close(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def stored_ids(portal):
