@@ -27,3 +27,8 @@ STATIC_ROOT.mkdir(parents=True, exist_ok=True)
 # Portal accounts in tests do not need slow hashing.
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 ALLOWED_HOSTS = ["*"]
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # A file instead of Django's shared-cache in-memory test database: the live server thread
+    # (where the registry's notifications land) writes while tests read, and shared-cache
+    # SQLite answers "database table is locked" at once; a WAL file waits (busy timeout).
+    DATABASES["default"]["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}  # noqa: F405

@@ -7,6 +7,7 @@ Reference: https://distribution.github.io/distribution/about/configuration/#noti
 """
 
 import json
+import shlex
 
 import yaml
 
@@ -56,3 +57,24 @@ def local_registry_config(
 
 def dump_yaml(data):
     return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
+
+
+# Shown instead of the real token where the config is displayed in a page.
+TOKEN_PLACEHOLDER = "<NOTIFICATIONS_TOKEN>"
+# What the `ignore` block drops when the admin asks to leave blob-level noise out.
+IGNORE_BLOBS = {"mediatypes": ["application/octet-stream"]}
+
+
+def notification_config_texts(portal_url, token, ignore=None):
+    """(yaml_text, env_text): the registry's notification settings for this portal, both ways.
+
+    yaml_text is the `notifications:` section of the registry's config.yml; env_text the same as
+    `REGISTRY_NOTIFICATIONS_*` environment variables (shell-quoted lines).
+    """
+    endpoint = notification_endpoint(portal_url, token, ignore=ignore or None)
+    section = {"notifications": {"events": {"includereferences": True}, "endpoints": [endpoint]}}
+    env_lines = [
+        "REGISTRY_NOTIFICATIONS_EVENTS_INCLUDEREFERENCES=true",
+        "REGISTRY_NOTIFICATIONS_ENDPOINTS=" + shlex.quote(endpoints_env_value(endpoint)),
+    ]
+    return dump_yaml(section), "\n".join(env_lines) + "\n"

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import dashboard, placeholders, runs, webhooks
+from .views import audit, dashboard, placeholders, runs, webhooks
 
 app_name = "registry_admin"
 
@@ -9,7 +9,11 @@ urlpatterns = [
     path("repositories/", placeholders.repositories, name="repositories"),
     path("users/", placeholders.users, name="users"),
     path("storage/", placeholders.storage, name="storage"),
-    path("audit/", placeholders.audit, name="audit"),
+    path("audit/", audit.audit_log, name="audit"),
+    path("audit/<int:pk>/", audit.audit_event, name="audit-event"),
+    path("audit/export.csv", audit.audit_export, name="audit-export"),
+    path("audit/rejected/", audit.rejected_deliveries, name="audit-rejected"),
+    path("settings/notifications/", audit.notification_settings, name="notification-settings"),
     path("api/registry/events", webhooks.registry_events, name="registry-events"),
     path("runs/<slug:kind>/request", runs.run_request, name="run-request"),
     path("runs/<slug:kind>/status", runs.run_status, name="run-status"),

@@ -1,4 +1,125 @@
-from django.db import models
+from datetime import UTC, datetime, timedelta
+
+from django.db import connection, models
+from django.db.models import Count, Q
+from django.db.models.functions import TruncDate
+from django.utils import timezone
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class AuditEventQuerySet(models.QuerySet):
+    """Reads of the audit trail: the log's filters, keyset pages and the dashboard's counts."""
+
+    def newest_first(self):
+        return self.order_by("-timestamp", "-id")
+
+    def manifest_level(self):
+        """Without blob-level events and HEAD requests (the log's default view)."""
+        return self.filter(noise=False)
+
+    def repository_prefix(self, prefix):
+        if connection.vendor == "sqlite":
+            # A range instead of LIKE: SQLite can walk the index for it, and with its binary
+            # collation the range is exactly "starts with".
+            return self.filter(repository__gte=prefix, repository__lt=prefix + "\U0010ffff")
+        return self.filter(repository__startswith=prefix)
+
+    def client_address(self, address):
+        """Events from `address` (an IP, with or without port)."""
+        return self.filter(
+            Q(request_addr=address)
+            | Q(request_addr__startswith=address + ":")
+            | Q(request_addr__startswith=f"[{address}]:")
+        )
+
+    def matching_text(self, text):
+        fields = (
+            "repository",
+            "tag",
+            "digest",
+            "actor",
+            "action",
+            "event_id",
+            "request_id",
+            "request_addr",
+            "request_useragent",
+            "media_type",
+        )
+        condition = Q()
+        for name in fields:
+            condition |= Q(**{f"{name}__icontains": text})
+        # A portal action's detail (its raw JSON) is short and meant to be searched.
+        condition |= Q(source=AuditEvent.Source.PORTAL, raw__icontains=text)
+        return self.filter(condition)
+
+    def older_than(self, cursor):
+        """Keyset: rows after `cursor` (timestamp, id) in newest-first order."""
+        timestamp, pk = cursor
+        return self.filter(Q(timestamp__lt=timestamp) | Q(timestamp=timestamp, id__lt=pk))
+
+    def newer_than(self, cursor):
+        timestamp, pk = cursor
+        return self.filter(Q(timestamp__gt=timestamp) | Q(timestamp=timestamp, id__gt=pk))
+
+    def pushes_and_pulls_per_day(self, days=30):
+        """[(date, pushes, pulls)] for each of the last `days` days (today included), zeros too."""
+        today = timezone.localdate()
+        first = today - timedelta(days=days - 1)
+        start = timezone.make_aware(datetime.combine(first, datetime.min.time()))
+        rows = (
+            self.filter(
+                source=AuditEvent.Source.REGISTRY,
+                noise=False,
+                kind=AuditEvent.Kind.MANIFEST,
+                action__in=["push", "pull"],
+                timestamp__gte=start,
+            )
+            .annotate(day=TruncDate("timestamp", tzinfo=timezone.get_current_timezone()))
+            .values("day", "action")
+            .annotate(n=Count("id"))
+        )
+        counts = {(row["day"], row["action"]): row["n"] for row in rows}
+        return [
+            (day, counts.get((day, "push"), 0), counts.get((day, "pull"), 0))
+            for day in (first + timedelta(days=i) for i in range(days))
+        ]
+
+    def most_active(self, field, days=30, limit=5):
+        """[(value, events)] of the busiest repositories or actors in manifest-level events."""
+        since = timezone.now() - timedelta(days=days)
+        return list(
+            self.filter(source=AuditEvent.Source.REGISTRY, noise=False, timestamp__gte=since)
+            .exclude(**{field: ""})
+            .values_list(field)
+            .annotate(n=Count("id"))
+            .order_by("-n", field)[:limit]
+        )
+
+    def last_received(self):
+        return (
+            self.filter(source=AuditEvent.Source.REGISTRY)
+            .order_by("-received_at")
+            .values_list("received_at", flat=True)
+            .first()
+        )
+
+
+def encode_cursor(event):
+    """The keyset position of `event` as a short URL-safe string."""
+    micros = (event.timestamp - EPOCH) // timedelta(microseconds=1)
+    return f"{micros}.{event.pk}"
+
+
+def decode_cursor(text):
+    """(timestamp, id) from `encode_cursor`'s text; ValueError when it is not one."""
+    micros, _, pk = text.rpartition(".")
+    if not micros.lstrip("-").isdigit() or not pk.isdigit() or len(text) > 40:
+        raise ValueError("not a page cursor")
+    try:
+        return EPOCH + timedelta(microseconds=int(micros)), int(pk)
+    except OverflowError:
+        raise ValueError("not a page cursor") from None
 
 
 class AuditEvent(models.Model):
@@ -51,6 +172,8 @@ class AuditEvent(models.Model):
     # Registry events: the event exactly as received (JSON). Portal actions: the detail (JSON).
     raw = models.TextField(blank=True)
 
+    objects = AuditEventQuerySet.as_manager()
+
     class Meta:
         indexes = [
             models.Index(fields=["noise", "-timestamp", "-id"], name="audit_listing_idx"),
@@ -65,7 +188,9 @@ class AuditEvent(models.Model):
 
     def __str__(self):
         target = self.repository + (f":{self.tag}" if self.tag else "")
-        return f"{self.action} {target} by {self.actor or '?'} at {self.timestamp:%Y-%m-%d %H:%M:%S}"
+        return (
+            f"{self.action} {target} by {self.actor or '?'} at {self.timestamp:%Y-%m-%d %H:%M:%S}"
+        )
 
 
 class RejectedDelivery(models.Model):

@@ -14,4 +14,3 @@ def _placeholder(title):
 repositories = _placeholder("Repositories")
 users = _placeholder("Users")
 storage = _placeholder("Storage")
-audit = _placeholder("Audit log")

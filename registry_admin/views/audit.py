@@ -1,0 +1,241 @@
+"""The audit log: the filtered page, one event, the CSV export, rejected deliveries, the
+registry-side notification settings, and the dashboard's audit sections."""
+
+import csv
+import json
+from datetime import timedelta
+
+from django.conf import settings
+from django.http import HttpResponseBadRequest, StreamingHttpResponse
+from django.shortcuts import get_object_or_404, render
+from django.utils import timezone
+
+from .. import registry_config
+from ..audit_forms import ACTION_SUGGESTIONS, AuditFilterForm, NotificationSettingsForm
+from ..models import AuditEvent, DeliveryCounter, RejectedDelivery
+from ..models.audit import encode_cursor
+from ..roles import MANAGE_USERS, require
+
+PAGE_SIZE = 50
+EXPORT_BATCH = 1000
+PAGING_PARAMS = ("after", "before")
+
+
+def audit_log(request):
+    form = AuditFilterForm(request.GET)
+    page = _page(form) if form.is_valid() else None
+    base_query = _query_without(request.GET, PAGING_PARAMS)
+    return render(
+        request,
+        "registry_admin/audit/log.html",
+        {
+            "form": form,
+            "page": page,
+            "base_query": base_query,
+            "export_query": base_query,
+            "action_suggestions": ACTION_SUGGESTIONS,
+        },
+    )
+
+
+def audit_event(request, pk):
+    event = get_object_or_404(AuditEvent, pk=pk)
+    related = []
+    if event.request_id:
+        related = (
+            AuditEvent.objects.filter(request_id=event.request_id)
+            .exclude(pk=event.pk)
+            .newest_first()
+            .defer("raw")[:50]
+        )
+    return render(
+        request,
+        "registry_admin/audit/event.html",
+        {"event": event, "pretty_raw": _pretty_json(event.raw), "related": related},
+    )
+
+
+def audit_export(request):
+    """The filtered view (same parameters as the page, every page) as CSV, streamed."""
+    form = AuditFilterForm(request.GET)
+    if not form.is_valid():
+        errors = "; ".join(f"{k}: {' '.join(v)}" for k, v in form.errors.items())
+        return HttpResponseBadRequest(
+            f"Invalid filter: {errors}", content_type="text/plain; charset=utf-8"
+        )
+    rows = _csv_lines(_every_event(form.filtered()))
+    response = StreamingHttpResponse(rows, content_type="text/csv; charset=utf-8")
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    response["Content-Disposition"] = f'attachment; filename="oyster-audit-{stamp}.csv"'
+    return response
+
+
+@require(MANAGE_USERS)
+def rejected_deliveries(request):
+    deliveries = RejectedDelivery.objects.order_by("-received_at", "-id")[:100]
+    return render(
+        request,
+        "registry_admin/audit/rejected.html",
+        {
+            "deliveries": [(d, _body_preview(d.body)) for d in deliveries],
+            "total": RejectedDelivery.objects.count(),
+            "unauthorized": _unauthorized_counter(),
+        },
+    )
+
+
+@require(MANAGE_USERS)
+def notification_settings(request):
+    """The registry-side config for this portal (as `manage.py registry_config` prints it)."""
+    form = NotificationSettingsForm(request.GET or {"url": request.build_absolute_uri("/")})
+    texts = None
+    if form.is_valid():
+        texts = registry_config.notification_config_texts(
+            form.cleaned_data["url"],
+            registry_config.TOKEN_PLACEHOLDER,
+            ignore=form.ignore_block(),
+        )
+    return render(
+        request,
+        "registry_admin/audit/settings.html",
+        {"form": form, "texts": texts, "token_set": bool(settings.NOTIFICATIONS_TOKEN)},
+    )
+
+
+def dashboard_context(ping):
+    """What the dashboard's audit sections show; `ping` says whether the registry is up."""
+    events = AuditEvent.objects.all()
+    per_day = events.pushes_and_pulls_per_day(30)
+    last_received = events.last_received()
+    silence = timedelta(hours=settings.NOTIFICATIONS_SILENCE_WARNING_HOURS)
+    now = timezone.now()
+    unauthorized = _unauthorized_counter()
+    return {
+        "audit_chart": {
+            "labels": [day.isoformat() for day, _, _ in per_day],
+            "pushes": [pushes for _, pushes, _ in per_day],
+            "pulls": [pulls for _, _, pulls in per_day],
+        },
+        "audit_per_day": per_day,
+        "audit_top_repositories": events.most_active("repository"),
+        "audit_top_actors": events.most_active("actor"),
+        "audit_last_received": last_received,
+        "audit_silent": ping.state == "reachable"
+        and (last_received is None or now - last_received > silence),
+        "audit_silence_hours": settings.NOTIFICATIONS_SILENCE_WARNING_HOURS,
+        "audit_rejected_count": RejectedDelivery.objects.count(),
+        "audit_unauthorized": unauthorized,
+        # A wrong token: the registry keeps retrying its first refused event, so nothing newer
+        # arrives either. Warn while refusals are newer than the last accepted event.
+        "audit_token_blocked": bool(
+            unauthorized
+            and unauthorized.last_seen
+            and (last_received is None or unauthorized.last_seen > last_received)
+        ),
+    }
+
+
+def _page(form):
+    events = form.filtered().defer("raw")
+    after, before = form.cleaned_data.get("after"), form.cleaned_data.get("before")
+    if before:
+        rows = list(events.newer_than(before).order_by("timestamp", "id")[: PAGE_SIZE + 1])
+        has_newer, has_older = len(rows) > PAGE_SIZE, True
+        rows = rows[:PAGE_SIZE][::-1]
+    else:
+        if after:
+            events = events.older_than(after)
+        rows = list(events.newest_first()[: PAGE_SIZE + 1])
+        has_newer, has_older = bool(after), len(rows) > PAGE_SIZE
+        rows = rows[:PAGE_SIZE]
+    return {
+        "events": rows,
+        "older": encode_cursor(rows[-1]) if rows and has_older else "",
+        "newer": encode_cursor(rows[0]) if rows and has_newer else "",
+    }
+
+
+def _query_without(query, names):
+    query = query.copy()
+    for name in names:
+        query.pop(name, None)
+    return query.urlencode()
+
+
+def _pretty_json(raw):
+    try:
+        return json.dumps(json.loads(raw), indent=2, sort_keys=False)
+    except ValueError:
+        return raw
+
+
+def _body_preview(body, limit=20000):
+    data = bytes(body)
+    text = data[:limit].decode("utf-8", errors="replace")
+    return text + (f"\n… ({len(data) - limit} more bytes)" if len(data) > limit else "")
+
+
+def _unauthorized_counter():
+    return DeliveryCounter.objects.filter(name=DeliveryCounter.UNAUTHORIZED).first()
+
+
+def _every_event(events):
+    """Every matching event, newest first, fetched in keyset batches (no long-held cursor)."""
+    cursor = None
+    while True:
+        batch = events if cursor is None else events.older_than(cursor)
+        rows = list(batch.newest_first().defer("raw")[:EXPORT_BATCH])
+        yield from rows
+        if len(rows) < EXPORT_BATCH:
+            return
+        cursor = (rows[-1].timestamp, rows[-1].pk)
+
+
+CSV_COLUMNS = (
+    "event_id",
+    "timestamp",
+    "source",
+    "action",
+    "kind",
+    "is_head",
+    "repository",
+    "tag",
+    "digest",
+    "media_type",
+    "size",
+    "actor",
+    "request_id",
+    "request_addr",
+    "request_host",
+    "request_method",
+    "request_useragent",
+    "from_repository",
+    "source_addr",
+    "source_instance",
+    "received_at",
+)
+
+
+class _Echo:
+    def write(self, value):
+        return value
+
+
+def _csv_lines(events):
+    writer = csv.writer(_Echo())
+    yield writer.writerow(CSV_COLUMNS)
+    for event in events:
+        yield writer.writerow([_csv_cell(getattr(event, name)) for name in CSV_COLUMNS])
+
+
+def _csv_cell(value):
+    """A spreadsheet must not run a cell as a formula: text starting like one gets a quote."""
+    if value is None:
+        return ""
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r", "|", "%"):
+        return "'" + value
+    return value
