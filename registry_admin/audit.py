@@ -13,11 +13,20 @@ dotted name; `detail` is any JSON-able dict (never put a password or token in it
 """
 
 import json
+import logging
 import uuid
+from datetime import timedelta
 
+from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
 
-from .models import AuditEvent
+from .models import AuditEvent, RejectedDelivery
+
+logger = logging.getLogger(__name__)
+
+# Rows deleted per transaction when pruning: short write locks, so the webhook never waits long.
+PRUNE_BATCH = 2000
 
 USER_CREATED = "user.created"
 USER_PASSWORD_CHANGED = "user.password_changed"
@@ -83,3 +92,49 @@ def record_portal_action(
         # ensure_ascii escapes NUL and every non-ASCII character, so any detail fits any database.
         raw=json.dumps(detail or {}, default=str, sort_keys=True),
     )
+
+
+def prune_audit_events(run=None, days=None, batch_size=PRUNE_BATCH, actor=""):
+    """Delete audit events (and rejected deliveries) older than `days` (AUDIT_RETENTION_DAYS).
+
+    Deletes in batches of `batch_size`, one short transaction each; `run` (a worker Run) gets
+    progress reports. 0 days disables pruning. Returns a summary dict; when something was
+    deleted, the pruning itself is recorded in the trail.
+    """
+    days = settings.AUDIT_RETENTION_DAYS if days is None else days
+    if days <= 0:
+        return {"deleted": 0, "rejected_deleted": 0, "disabled": True}
+    cutoff = timezone.now() - timedelta(days=days)
+    old = AuditEvent.objects.filter(timestamp__lt=cutoff)
+    deleted = 0
+    while True:
+        ids = list(old.order_by("timestamp", "id").values_list("id", flat=True)[:batch_size])
+        if not ids:
+            break
+        with transaction.atomic():
+            deleted += AuditEvent.objects.filter(id__in=ids).delete()[0]
+        if run is not None:
+            _report(run, deleted)
+    rejected = 0
+    while True:
+        ids = list(
+            RejectedDelivery.objects.filter(received_at__lt=cutoff).values_list("id", flat=True)[
+                :batch_size
+            ]
+        )
+        if not ids:
+            break
+        rejected += RejectedDelivery.objects.filter(id__in=ids).delete()[0]
+    summary = {"deleted": deleted, "rejected_deleted": rejected, "cutoff": cutoff.isoformat()}
+    if deleted or rejected:
+        actor = actor or (getattr(run, "requested_by", "") if run else "") or "system"
+        record_portal_action(actor, AUDIT_PRUNED, detail={**summary, "days": days})
+        logger.info("pruned %d audit events and %d rejected deliveries", deleted, rejected)
+    return summary
+
+
+def _report(run, deleted):
+    # Imported here: the worker module loads job functions by name, not the other way round.
+    from .worker import report_progress
+
+    report_progress(run, done=deleted, message=f"{deleted} old audit events deleted")

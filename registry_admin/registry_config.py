@@ -74,7 +74,9 @@ def notification_config_texts(portal_url, token, ignore=None):
     endpoint = notification_endpoint(portal_url, token, ignore=ignore or None)
     section = {"notifications": {"events": {"includereferences": True}, "endpoints": [endpoint]}}
     env_lines = [
-        "REGISTRY_NOTIFICATIONS_EVENTS_INCLUDEREFERENCES=true",
+        # The registry names environment overrides after its Go struct fields: `events` in YAML is
+        # the field EventConfig (..._EVENTS_... is ignored with a warning; measured on 2.8.2).
+        "REGISTRY_NOTIFICATIONS_EVENTCONFIG_INCLUDEREFERENCES=true",
         "REGISTRY_NOTIFICATIONS_ENDPOINTS=" + shlex.quote(endpoints_env_value(endpoint)),
     ]
     return dump_yaml(section), "\n".join(env_lines) + "\n"

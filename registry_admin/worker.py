@@ -56,6 +56,9 @@ class Job:
 
 JOBS = {
     "noop": Job("registry_admin.worker.noop_job", "No-op (for checks)"),
+    "audit_prune": Job(
+        "registry_admin.audit.prune_audit_events", "Audit log prune", "AUDIT_PRUNE_INTERVAL"
+    ),
 }
 
 
