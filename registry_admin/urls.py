@@ -1,13 +1,17 @@
 from django.urls import path
 
-from .views import audit, dashboard, placeholders, runs, webhooks
+from .views import audit, dashboard, placeholders, runs, users, webhooks
 
 app_name = "registry_admin"
 
 urlpatterns = [
     path("", dashboard.dashboard, name="dashboard"),
     path("repositories/", placeholders.repositories, name="repositories"),
-    path("users/", placeholders.users, name="users"),
+    path("users/", users.users, name="users"),
+    path("users/new/", users.user_create, name="user-create"),
+    path("users/password/", users.user_password, name="user-password"),
+    path("users/delete/", users.user_delete, name="user-delete"),
+    path("users/service/repair/", users.service_repair, name="user-service-repair"),
     path("storage/", placeholders.storage, name="storage"),
     path("audit/", audit.audit_log, name="audit"),
     path("audit/<int:pk>/", audit.audit_event, name="audit-event"),

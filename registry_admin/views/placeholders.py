@@ -12,5 +12,4 @@ def _placeholder(title):
 
 
 repositories = _placeholder("Repositories")
-users = _placeholder("Users")
 storage = _placeholder("Storage")
