@@ -1,7 +1,8 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from ... import htpasswd
+from ... import audit, htpasswd
+from .htpasswd import cli_actor
 
 
 class Command(BaseCommand):
@@ -11,15 +12,20 @@ class Command(BaseCommand):
     )
 
     def handle(self, *args, **options):
+        name = settings.REGISTRY_USERNAME
         if not settings.REGISTRY_PASSWORD:
             raise CommandError("Set REGISTRY_PASSWORD first (a long random string).")
         try:
-            changed = htpasswd.ensure_service_account(
-                settings.REGISTRY_USERNAME, settings.REGISTRY_PASSWORD
-            )
+            changed = htpasswd.ensure_service_account(name, settings.REGISTRY_PASSWORD)
         except htpasswd.CredentialsError as exc:
             raise CommandError(str(exc)) from exc
-        if changed:
-            self.stdout.write(f"Wrote the service account {settings.REGISTRY_USERNAME!r}.")
-        else:
-            self.stdout.write(f"The service account {settings.REGISTRY_USERNAME!r} is up to date.")
+        if not changed:
+            self.stdout.write(f"The service account {name!r} is up to date.")
+            return
+        # Recorded after the change: only the file can tell whether anything had to change.
+        audit.record_portal_action(
+            cli_actor(),
+            audit.USER_PASSWORD_CHANGED,
+            detail={"registry_user": name, "service_account": True, "source": "REGISTRY_PASSWORD"},
+        )
+        self.stdout.write(f"Wrote the service account {name!r}.")
