@@ -8,7 +8,14 @@ class RegistryAdminConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
-        from . import checks  # noqa: F401  (registers the system checks)
+        from . import (
+            checks,  # noqa: F401  (registers the system checks)
+            index,
+            notifications,
+        )
         from .roles import ensure_groups
 
         post_migrate.connect(ensure_groups, sender=self)
+        # The repository index follows the pushes and deletes the webhook stores.
+        if index.update_from_events not in notifications.EVENT_HANDLERS:
+            notifications.EVENT_HANDLERS.append(index.update_from_events)

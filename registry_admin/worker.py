@@ -59,6 +59,8 @@ JOBS = {
     "audit_prune": Job(
         "registry_admin.audit.prune_audit_events", "Audit log prune", "AUDIT_PRUNE_INTERVAL"
     ),
+    "sync": Job("registry_admin.sync.reconcile_job", "Registry reconcile", "SYNC_INTERVAL"),
+    "details": Job("registry_admin.sync.details_job", "Image details fetch"),
 }
 
 

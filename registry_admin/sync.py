@@ -1,0 +1,561 @@
+"""The reconcile: walk the registry and make the index match it; and the details fetch.
+
+`reconcile_job(run)` (job kind "sync", also `manage.py sync_registry`) lists `_catalog`, then
+the tags of every repository, HEADs every tag for its digest, and GETs manifest + config only
+for digests whose details the index does not have yet. HTTP runs on `SYNC_CONCURRENCY` threads
+(one registry client per thread); every database write happens on the calling thread, one
+repository at a time, as soon as that repository's tags are known.
+
+`details_job(run)` (job kind "details") fetches details for digests a notification added.
+
+A reconcile never undoes what a notification wrote while it was running: tags changed after the
+repository was listed, and repositories first seen after the catalog was read, are left alone.
+"""
+
+import json
+import logging
+import queue
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from . import registry
+from .index import refresh_repository_stats
+from .models import Manifest, Repository, Tag
+from .worker import report_progress
+
+logger = logging.getLogger(__name__)
+
+IMAGE_CONFIG_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.config.v1+json",
+        "application/vnd.docker.container.image.v1+json",
+    }
+)
+# Index entries that are not runnable images (BuildKit attestations, signatures).
+_ATTESTATION_ANNOTATION = "vnd.docker.reference.type"
+_HISTORY_LIMIT = 500
+_TEXT_LIMIT = 4000
+_PROGRESS_EVERY_SECONDS = 0.5
+
+
+# --- Details: manifest + config -> Manifest fields -------------------------------------------
+
+
+def fetch_details(client, repository, digest):
+    """The Manifest fields for `digest`, read from `repository`. Raises RegistryError."""
+    document = client.get_manifest(repository, digest)
+    fields = {
+        "media_type": document.media_type,
+        "manifest_size": len(document.raw),
+        "is_index": document.is_index,
+        "details_error": "",
+        "details_fetched_at": timezone.now(),
+    }
+    if document.is_index:
+        fields.update(_index_details(client, repository, document.data))
+    elif "fsLayers" in document.data:
+        fields.update(_schema1_details(document.data))
+    else:
+        fields.update(_image_details(client, repository, document.data))
+    return fields
+
+
+def _image_details(client, repository, manifest):
+    config_ref = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
+    layers = [
+        {
+            "digest": str(layer.get("digest", "")),
+            "size": _int(layer.get("size")),
+            "media_type": str(layer.get("mediaType", "")),
+        }
+        for layer in manifest.get("layers") or []
+        if isinstance(layer, dict)
+    ]
+    config_digest = str(config_ref.get("digest", ""))
+    size = _int(config_ref.get("size")) + sum(layer["size"] for layer in layers)
+    config = {}
+    config_type = str(config_ref.get("mediaType", ""))
+    if config_type in IMAGE_CONFIG_TYPES and registry.is_valid_digest(config_digest):
+        config = client.get_config(repository, config_digest)
+    summary = summarize_config(config)
+    platform = {key: summary[key] for key in ("os", "architecture", "variant") if summary.get(key)}
+    return {
+        "size": size,
+        "created": _datetime(config.get("created")),
+        "config_digest": config_digest,
+        "platforms": [platform] if platform else [],
+        "layer_count": len(layers),
+        "layers": layers,
+        "labels": summary.pop("labels"),
+        "config": {**summary, "config_media_type": config_type},
+    }
+
+
+def _index_details(client, repository, index):
+    platforms, sizes, created = [], [], []
+    for entry in index.get("manifests") or []:
+        if not isinstance(entry, dict):
+            continue
+        platform = entry.get("platform") if isinstance(entry.get("platform"), dict) else {}
+        annotations = entry.get("annotations") if isinstance(entry.get("annotations"), dict) else {}
+        child = {
+            "digest": str(entry.get("digest", "")),
+            "media_type": str(entry.get("mediaType", "")),
+            "os": str(platform.get("os", "")),
+            "architecture": str(platform.get("architecture", "")),
+            "variant": str(platform.get("variant", "")),
+            "attestation": _ATTESTATION_ANNOTATION in annotations,
+        }
+        try:
+            details = _image_details(
+                client, repository, client.get_manifest(repository, child["digest"]).data
+            )
+        except registry.RegistryNotFound:
+            child["missing"] = True
+        else:
+            child.update(
+                size=details["size"],
+                created=details["created"].isoformat() if details["created"] else None,
+                layer_count=details["layer_count"],
+            )
+            if not child["attestation"]:
+                sizes.append(details["size"])
+                if details["created"]:
+                    created.append(details["created"])
+        platforms.append(child)
+    return {
+        "size": sum(sizes) if sizes else None,
+        "created": max(created) if created else None,
+        "platforms": platforms,
+        "layer_count": None,
+        "layers": [],
+        "labels": {},
+        "config": {},
+    }
+
+
+def _schema1_details(manifest):
+    """Legacy schema1 manifests: no sizes, the config is the first history entry."""
+    try:
+        v1 = json.loads((manifest.get("history") or [{}])[0].get("v1Compatibility") or "{}")
+    except (ValueError, AttributeError, IndexError):
+        v1 = {}
+    summary = summarize_config(v1 if isinstance(v1, dict) else {})
+    layers = [
+        {"digest": str(layer.get("blobSum", "")), "size": None, "media_type": ""}
+        for layer in manifest.get("fsLayers") or []
+        if isinstance(layer, dict)
+    ]
+    return {
+        "size": None,
+        "created": _datetime(v1.get("created") if isinstance(v1, dict) else None),
+        "platforms": [
+            {"os": summary.get("os", ""), "architecture": summary.get("architecture", "")}
+        ],
+        "layer_count": len(layers),
+        "layers": layers,
+        "labels": summary.pop("labels"),
+        "config": summary,
+    }
+
+
+def summarize_config(config):
+    """The parts of an image config the pages show, bounded in size."""
+    if not isinstance(config, dict):
+        config = {}
+    runtime = config.get("config") if isinstance(config.get("config"), dict) else {}
+    labels = runtime.get("Labels") if isinstance(runtime.get("Labels"), dict) else {}
+    history = []
+    for step in (config.get("history") or [])[:_HISTORY_LIMIT]:
+        if isinstance(step, dict):
+            history.append(
+                {
+                    "created": _clip(step.get("created")),
+                    "created_by": _clip(step.get("created_by")),
+                    "comment": _clip(step.get("comment")),
+                    "empty_layer": bool(step.get("empty_layer")),
+                }
+            )
+    return {
+        "created": _clip(config.get("created")),
+        "author": _clip(config.get("author")),
+        "os": _clip(config.get("os")),
+        "architecture": _clip(config.get("architecture")),
+        "variant": _clip(config.get("variant")),
+        "user": _clip(runtime.get("User")),
+        "env": [_clip(item) for item in _list(runtime.get("Env"))],
+        "entrypoint": [_clip(item) for item in _list(runtime.get("Entrypoint"))],
+        "cmd": [_clip(item) for item in _list(runtime.get("Cmd"))],
+        "working_dir": _clip(runtime.get("WorkingDir")),
+        "exposed_ports": sorted(_clip(port) for port in (runtime.get("ExposedPorts") or {}))
+        if isinstance(runtime.get("ExposedPorts"), dict)
+        else [],
+        "volumes": sorted(_clip(v) for v in (runtime.get("Volumes") or {}))
+        if isinstance(runtime.get("Volumes"), dict)
+        else [],
+        "stop_signal": _clip(runtime.get("StopSignal")),
+        "labels": {_clip(k): _clip(v) for k, v in list(labels.items())[:500]},
+        "history": history,
+    }
+
+
+def _list(value):
+    if isinstance(value, list):
+        return value[:500]
+    if isinstance(value, str):
+        return [value]
+    return []
+
+
+def _clip(value):
+    if value is None:
+        return ""
+    return str(value)[:_TEXT_LIMIT]
+
+
+def _int(value):
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+
+
+def _datetime(value):
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = parse_datetime(value)
+    except ValueError:
+        return None
+    if parsed is None or parsed.year < 1971:
+        return None
+    return parsed if timezone.is_aware(parsed) else parsed.replace(tzinfo=UTC)
+
+
+def store_details(digest, fields):
+    """Write fetched details and refresh the counters of every repository holding `digest`."""
+    with transaction.atomic():
+        Manifest.objects.update_or_create(digest=digest, defaults=fields)
+        for repository in Repository.objects.filter(tags__digest=digest).distinct():
+            refresh_repository_stats(repository)
+
+
+def store_details_error(digest, error):
+    Manifest.objects.filter(digest=digest).update(details_error=str(error)[:500])
+
+
+# --- Reconcile -----------------------------------------------------------------------------
+
+
+@dataclass
+class _RepositoryScan:
+    name: str
+    listed_at: object = None
+    tags: dict = field(default_factory=dict)  # tag -> ManifestRef
+    pending: int = 0
+    missing: bool = False
+    error: str = ""
+
+
+@dataclass
+class ReconcileResult:
+    repositories: int = 0
+    tags: int = 0
+    heads: int = 0
+    details_fetched: int = 0
+    details_failed: int = 0
+    repositories_removed: int = 0
+    tags_added: int = 0
+    tags_changed: int = 0
+    tags_removed: int = 0
+    skipped_names: int = 0
+    errors: list = field(default_factory=list)
+
+    def as_dict(self):
+        return {**self.__dict__, "errors": self.errors[:20]}
+
+
+def reconcile(run=None, concurrency=None):
+    """Make the index match the registry; returns a ReconcileResult. Raises RegistryError when
+    the catalog itself cannot be read (nothing is changed then)."""
+    return _Reconcile(run, concurrency or settings.SYNC_CONCURRENCY).execute()
+
+
+class _Reconcile:
+    def __init__(self, run, concurrency):
+        self.run = run
+        self.concurrency = max(1, int(concurrency))
+        self.result = ReconcileResult()
+        self.events = queue.Queue()
+        self.known = set(
+            Manifest.objects.filter(details_fetched_at__isnull=False).values_list(
+                "digest", flat=True
+            )
+        )
+        self.fetching = set()
+        self.outstanding = 0
+        self.done_repositories = 0
+        self.last_progress = 0.0
+
+    def execute(self):
+        started = timezone.now()
+        self._progress(message="reading the catalog")
+        names = registry.get_client().list_repositories()
+        valid = [name for name in dict.fromkeys(names) if registry.is_valid_repository(name)]
+        self.result.skipped_names = len(names) - len(valid)
+        self.result.repositories = len(valid)
+        self.total = len(valid)
+        self._progress(message="listing tags", force=True)
+        with ThreadPoolExecutor(self.concurrency, thread_name_prefix="sync") as self.pool:
+            for name in valid:
+                self._submit(self._list_tags, _RepositoryScan(name))
+            self._drain()
+        self._remove_vanished(set(valid), started)
+        self._prune_manifests(started)
+        self._progress(message="done", force=True)
+        return self.result
+
+    # Work items run on pool threads and only speak HTTP; their results come back through
+    # self.events and are applied here, on the calling thread.
+    def _submit(self, function, *args):
+        self.outstanding += 1
+        future = self.pool.submit(function, *args)
+        future.add_done_callback(lambda f: self.events.put((function, args, f)))
+
+    def _drain(self):
+        while self.outstanding:
+            function, args, future = self.events.get()
+            self.outstanding -= 1
+            error = future.exception()
+            if function == self._list_tags:
+                self._on_tags_listed(args[0], future.result() if error is None else error)
+            elif function == self._head:
+                self._on_head(args[0], args[1], future.result() if error is None else error)
+            else:
+                self._on_details(args[1], future.result() if error is None else error)
+
+    @staticmethod
+    def _list_tags(scan):
+        scan.listed_at = timezone.now()
+        return registry.get_client().list_tags(scan.name)
+
+    @staticmethod
+    def _head(scan, tag):
+        return registry.get_client().head_manifest(scan.name, tag)
+
+    @staticmethod
+    def _details(repository, digest):
+        return fetch_details(registry.get_client(), repository, digest)
+
+    def _on_tags_listed(self, scan, tags):
+        if isinstance(tags, registry.RegistryNotFound):
+            tags = []  # distribution v3 answers NAME_UNKNOWN for a repository without tags
+        if isinstance(tags, Exception):
+            self._fail(scan, tags)
+            return
+        valid = [tag for tag in dict.fromkeys(tags) if registry.is_valid_tag(tag)]
+        self.result.skipped_names += len(tags) - len(valid)
+        self.result.tags += len(valid)
+        scan.pending = len(valid)
+        if not valid:
+            self._apply(scan)
+        for tag in valid:
+            self._submit(self._head, scan, tag)
+
+    def _on_head(self, scan, tag, ref):
+        self.result.heads += 1
+        if isinstance(ref, registry.RegistryNotFound):
+            pass  # deleted between the listing and the HEAD: absent
+        elif isinstance(ref, Exception):
+            scan.error = scan.error or str(ref)
+        else:
+            scan.tags[tag] = ref
+        scan.pending -= 1
+        if scan.pending == 0:
+            if scan.error:
+                self._fail(scan, scan.error)
+            else:
+                self._apply(scan)
+
+    def _fail(self, scan, error):
+        # A repository that could not be read completely keeps its index rows as they were.
+        self.result.errors.append(f"{scan.name}: {error}")
+        logger.warning("reconcile of %s incomplete: %s", scan.name, error)
+        self._repository_done()
+
+    def _apply(self, scan):
+        changes = apply_repository(scan.name, scan.tags, scan.listed_at)
+        self.result.tags_added += changes["added"]
+        self.result.tags_changed += changes["changed"]
+        self.result.tags_removed += changes["removed"]
+        for ref in scan.tags.values():
+            if ref.digest not in self.known and ref.digest not in self.fetching:
+                self.fetching.add(ref.digest)
+                self._submit(self._details, scan.name, ref.digest)
+        self._repository_done()
+
+    def _on_details(self, digest, fields):
+        self.fetching.discard(digest)
+        if isinstance(fields, Exception):
+            self.result.details_failed += 1
+            store_details_error(digest, fields)
+            logger.warning("details of %s failed: %s", digest, fields)
+            return
+        self.known.add(digest)
+        self.result.details_fetched += 1
+        store_details(digest, fields)
+
+    def _repository_done(self):
+        self.done_repositories += 1
+        self._progress()
+
+    def _progress(self, message=None, force=False):
+        if self.run is None:
+            return
+        now = time.monotonic()
+        if not force and now - self.last_progress < _PROGRESS_EVERY_SECONDS:
+            return
+        self.last_progress = now
+        report_progress(
+            self.run,
+            done=self.done_repositories,
+            total=getattr(self, "total", None),
+            message=message or f"{self.done_repositories} of {self.total} repositories",
+        )
+
+    def _remove_vanished(self, names, started):
+        # Repositories a notification created after the catalog was read stay.
+        vanished = [
+            pk
+            for pk, name in Repository.objects.filter(first_seen_at__lt=started).values_list(
+                "pk", "name"
+            )
+            if name not in names
+        ]
+        self.result.repositories_removed = len(vanished)
+        for start in range(0, len(vanished), 500):
+            Repository.objects.filter(pk__in=vanished[start : start + 500]).delete()
+
+    def _prune_manifests(self, started):
+        """Drop manifests no tag points at any more (not ones a notification just added)."""
+        referenced = set(Tag.objects.values_list("digest", flat=True).distinct())
+        orphans = [
+            pk
+            for pk, digest in Manifest.objects.filter(first_seen_at__lt=started).values_list(
+                "pk", "digest"
+            )
+            if digest not in referenced
+        ]
+        for start in range(0, len(orphans), 500):
+            Manifest.objects.filter(pk__in=orphans[start : start + 500]).delete()
+
+
+def apply_repository(name, found, listed_at):
+    """Make the index's tags of `name` equal `found` ({tag: ManifestRef}); returns counts.
+
+    Tags a notification wrote after `listed_at` are newer than what we saw and stay as they are.
+    """
+    now = timezone.now()
+    counts = {"added": 0, "changed": 0, "removed": 0}
+    with transaction.atomic():
+        repository, created = Repository.objects.get_or_create(name=name)
+        # The first reconcile of a repository cannot know when its tags were pushed.
+        first_look = created or (repository.synced_at is None and not repository.tags.exists())
+        existing = {tag.name: tag for tag in Tag.objects.filter(repository=repository)}
+        manifests = _ensure_manifests(found.values())
+        new_tags, moved = [], []
+        for tag_name, ref in found.items():
+            tag = existing.get(tag_name)
+            if tag is None:
+                new_tags.append(
+                    Tag(
+                        repository=repository,
+                        name=tag_name,
+                        digest=ref.digest,
+                        manifest=manifests[ref.digest],
+                        pushed_at=None if first_look else now,
+                    )
+                )
+            elif tag.digest != ref.digest and (listed_at is None or tag.updated_at < listed_at):
+                tag.digest, tag.manifest, tag.pushed_at = ref.digest, manifests[ref.digest], now
+                tag.updated_at = now
+                moved.append(tag)
+            elif tag.manifest_id is None:
+                tag.manifest, tag.updated_at = manifests[ref.digest], now
+                moved.append(tag)
+        gone = [
+            tag.pk
+            for tag_name, tag in existing.items()
+            if tag_name not in found and (listed_at is None or tag.updated_at < listed_at)
+        ]
+        Tag.objects.bulk_create(new_tags, ignore_conflicts=True)
+        Tag.objects.bulk_update(moved, ["digest", "manifest", "pushed_at", "updated_at"])
+        Tag.objects.filter(pk__in=gone).delete()
+        counts.update(added=len(new_tags), changed=len(moved), removed=len(gone))
+        if new_tags or moved or gone or created or repository.is_empty != (not found):
+            refresh_repository_stats(repository)
+        Repository.objects.filter(pk=repository.pk).update(synced_at=now)
+    return counts
+
+
+def _ensure_manifests(refs):
+    """{digest: Manifest} for the refs, creating bare rows for digests never seen."""
+    by_digest = {ref.digest: ref for ref in refs}
+    manifests = {m.digest: m for m in Manifest.objects.filter(digest__in=list(by_digest))}
+    missing = [
+        Manifest(digest=digest, media_type=ref.media_type, manifest_size=ref.size)
+        for digest, ref in by_digest.items()
+        if digest not in manifests
+    ]
+    if missing:
+        Manifest.objects.bulk_create(missing, ignore_conflicts=True)
+        manifests.update(
+            {m.digest: m for m in Manifest.objects.filter(digest__in=[m.digest for m in missing])}
+        )
+    return manifests
+
+
+def reconcile_job(run):
+    """Job kind "sync": the reconcile, with progress on the run."""
+    concurrency = (run.options or {}).get("concurrency")
+    if not isinstance(concurrency, int) or not 1 <= concurrency <= 64:
+        concurrency = None
+    return reconcile(run, concurrency).as_dict()
+
+
+# --- Details for digests added by notifications --------------------------------------------
+
+
+def details_job(run):
+    """Job kind "details": fetch manifest + config for tagged digests that lack them."""
+    pending = list(
+        Manifest.objects.filter(
+            details_fetched_at__isnull=True, details_error="", tags__isnull=False
+        )
+        .values_list("digest", flat=True)
+        .distinct()[:1000]
+    )
+    fetched = failed = 0
+    client = registry.get_client()
+    for number, digest in enumerate(pending, 1):
+        tag = Tag.objects.filter(digest=digest).select_related("repository").first()
+        if tag is None:
+            continue
+        try:
+            store_details(digest, fetch_details(client, tag.repository.name, digest))
+            fetched += 1
+        except registry.RegistryNotFound as exc:
+            store_details_error(digest, exc)
+            failed += 1
+        except registry.RegistryError as exc:
+            # Registry down: leave it pending for the next run or reconcile.
+            logger.warning("details of %s failed: %s", digest, exc)
+            failed += 1
+            report_progress(run, done=number, total=len(pending), message=str(exc))
+            break
+        report_progress(run, done=number, total=len(pending))
+    return {"pending": len(pending), "fetched": fetched, "failed": failed}
