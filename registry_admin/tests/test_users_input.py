@@ -251,3 +251,19 @@ def test_last_push_and_pull_come_from_the_registry_events(admin_client, path):
     assert '<time datetime="2026-03-04T09:15:00+00:00">2026-03-04 09:15</time>' in alice
     legacy = content[content.index('data-user="legacy"') :].split("</tr>", 1)[0]
     assert legacy.count("<time") == 1
+
+
+@pytest.mark.django_db
+def test_an_add_and_a_delete_on_the_pages_leave_every_other_line_alone(admin_client, path):
+    original = (
+        b"# hand-written comment\r\n"
+        b"\n" + path.read_bytes().split(b"\n", 1)[1] + b"a malformed line\n# trailing comment\n"
+    )
+    path.write_bytes(original)
+    admin_client.post(CREATE, {"username": "passing", **typed("passing-password-1")})
+    assert htpasswd.check_password("passing", "passing-password-1")
+    admin_client.post(f"{DELETE}?name=passing")
+    assert htpasswd.read_users().get("passing") is None
+    assert path.read_bytes() == original.replace(
+        b"a malformed line", b"# oyster: malformed line disabled: a malformed line"
+    )

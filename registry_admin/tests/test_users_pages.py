@@ -57,9 +57,17 @@ def test_a_user_created_on_the_page_logs_in_at_once_and_pushes_with_skopeo(
     assert pushed.returncode == 0, pushed.stderr
     assert registry.pusher().head_manifest(f"{name}/app", "v1") == image.digest
 
+    # The registry's push notification reaches the audit log; the list shows it as the last push.
+    wait_for(
+        lambda: AuditEvent.objects.filter(actor=name, action="push", noise=False).exists(),
+        message="the push notification",
+    )
     page = admin_client.get(LIST).content.decode()
-    assert f'data-user="{name}"' in page
     assert "Created the registry user" in page
+    row = page[page.index(f'data-user="{name}"') :].split("</tr>", 1)[0]
+    cells = row.split("<td")
+    assert "<time" in cells[3]  # last push
+    assert "<time" not in cells[4]  # no pull yet
 
     event = AuditEvent.objects.get(action="user.created", raw__contains=name)
     assert event.actor == admin_user.username
