@@ -13,6 +13,7 @@ from django.db import transaction
 from django.db.models import Max
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
 from .. import audit, htpasswd
@@ -62,6 +63,8 @@ def users(request):
     return render(request, "registry_admin/users/list.html", context)
 
 
+@sensitive_post_parameters("password1", "password2")
+@sensitive_variables("password")
 @require(MANAGE_USERS)
 @never_cache
 def user_create(request):
@@ -85,6 +88,8 @@ def user_create(request):
     return render(request, "registry_admin/users/create.html", {"form": form})
 
 
+@sensitive_post_parameters("password1", "password2")
+@sensitive_variables("password")
 @require(MANAGE_USERS)
 @never_cache
 def user_password(request):
@@ -164,6 +169,7 @@ def _record_and_change(request, action, name, change, **detail):
         change()
 
 
+@sensitive_variables("password")
 def _done(request, message, name, password, form):
     """Back to the list, or the one page that shows a generated password."""
     if not form.generated:
