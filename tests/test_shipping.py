@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -252,6 +253,15 @@ def production_env(tmp_path, **extra):
     )
 
 
+def registry_config_env(portal_url, env):
+    """The REGISTRY_NOTIFICATIONS_* lines `manage.py registry_config --url` prints, as a dict."""
+    result = manage(["registry_config", "--url", portal_url], env)
+    assert result.returncode == 0, result.stderr
+    _, _, env_text = result.stdout.partition("# Or as the registry's environment variables:")
+    lines = [shlex.split(line)[0] for line in env_text.strip().splitlines()]
+    return dict(line.split("=", 1) for line in lines)
+
+
 # --- compose: wiring against the portal's own settings and URLs -----------------------------
 
 
@@ -277,6 +287,15 @@ def test_registry_notifications_are_exactly_what_registry_config_prints(compose)
     portal_url = "http://portal:8000"
     expected = endpoints_env_value(notification_endpoint(portal_url, "${NOTIFICATIONS_TOKEN}"))
     assert registry_env["REGISTRY_NOTIFICATIONS_ENDPOINTS"] == expected
+
+
+def test_registry_notification_settings_match_the_registry_config_command(compose):
+    services = compose["services"]
+    portal_env = base_env(**service_env(services["portal"], SAMPLE_DOTENV))
+    printed = registry_config_env("http://portal:8000", portal_env)
+    registry_env = service_env(services["registry"], SAMPLE_DOTENV)
+    given = {k: v for k, v in registry_env.items() if k.startswith("REGISTRY_NOTIFICATIONS_")}
+    assert given == printed
 
 
 def test_notification_url_reaches_the_portal_webhook(compose):
@@ -617,6 +636,15 @@ def test_guide_notification_endpoint_is_what_registry_config_prints():
         guide_app_settings("portal_app")["NOTIFICATIONS_TOKEN"]
         == GUIDE_SHELL["notifications_token"]
     )
+
+
+def test_guide_registry_settings_match_the_registry_config_command(tmp_path):
+    portal = guide_app_settings("portal_app")
+    env = base_env(**portal, DATA_DIR=tmp_path)
+    printed = registry_config_env(f"https://{GUIDE_SHELL['portal_app']}.azurewebsites.net", env)
+    registry = guide_app_settings("registry_app")
+    given = {k: v for k, v in registry.items() if k.startswith("REGISTRY_NOTIFICATIONS_")}
+    assert given == printed
 
 
 def test_guide_shares_the_htpasswd_file_and_points_each_app_at_the_other():
