@@ -1,6 +1,7 @@
 from django.urls import path
 
 from .views import audit, dashboard, placeholders, runs, users, webhooks
+from .views import retention as retention_views
 
 app_name = "registry_admin"
 
@@ -19,6 +20,11 @@ urlpatterns = [
     path("audit/rejected/", audit.rejected_deliveries, name="audit-rejected"),
     path("settings/notifications/", audit.notification_settings, name="notification-settings"),
     path("api/registry/events", webhooks.registry_events, name="registry-events"),
+    path("retention/", retention_views.rules, name="retention"),
+    path("retention/new/", retention_views.rule_create, name="retention-rule-create"),
+    path("retention/<int:pk>/edit/", retention_views.rule_edit, name="retention-rule-edit"),
+    path("retention/<int:pk>/delete/", retention_views.rule_delete, name="retention-rule-delete"),
+    path("retention/run/", retention_views.run, name="retention-run"),
     path("runs/<slug:kind>/request", runs.run_request, name="run-request"),
     path("runs/<slug:kind>/status", runs.run_status, name="run-status"),
 ]

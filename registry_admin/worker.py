@@ -61,6 +61,12 @@ JOBS = {
     ),
     "sync": Job("registry_admin.sync.reconcile_job", "Registry reconcile", "SYNC_INTERVAL"),
     "details": Job("registry_admin.sync.details_job", "Image details fetch"),
+    "retention": Job(
+        "registry_admin.retention.retention_job",
+        "Retention rules",
+        interval_setting="RETENTION_INTERVAL",
+        enabled_setting="RETENTION_SCHEDULE_ENABLED",
+    ),
 }
 
 

@@ -13,7 +13,8 @@ _PATTERN_RE = re.compile(r"[a-z0-9._/*?\[\]!-]+")
 
 
 def validate_repository_pattern(value):
-    if not _PATTERN_RE.fullmatch(value or ""):
+    components = (value or "").split("/")
+    if not _PATTERN_RE.fullmatch(value or "") or any(c in ("", ".", "..") for c in components):
         raise ValidationError(
             "Use lowercase letters, digits, . _ - / and the wildcards * ? [ ] "
             "(for example team/* or *).",

@@ -1,0 +1,66 @@
+"""`python manage.py delete_tag REPO:TAG` or `REPO@DIGEST`: the delete buttons, for scripts.
+
+REPO:TAG removes that one tag (other tags of the same image stay). REPO@DIGEST removes the image
+and every tag pointing at it; the tags are listed first. Exit status 0 on success, 1 when the
+registry refuses or fails (the reason, including any half-done state, on stderr), 2 for a usage
+error. Every delete is recorded in the audit log as `cli:<operating-system user>`.
+"""
+
+from django.core.management.base import BaseCommand, CommandError
+from django.db import DatabaseError
+
+from ... import deletes, references, registry
+from .htpasswd import cli_actor
+
+
+class Command(BaseCommand):
+    help = (
+        "Delete one tag (REPO:TAG; its sibling tags stay) or one image with all its tags "
+        "(REPO@sha256:DIGEST). Space comes back only after the registry's garbage collection."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("reference", metavar="REPO:TAG|REPO@DIGEST")
+        parser.add_argument(
+            "--expect-digest",
+            metavar="DIGEST",
+            default="",
+            help="Only delete REPO:TAG if it still points at this digest.",
+        )
+
+    def handle(self, *args, reference, expect_digest, **options):
+        try:
+            repository, tag, digest = references.parse_reference(reference)
+            if expect_digest:
+                references.check_digest(expect_digest)
+        except references.InvalidReferenceError as exc:
+            raise CommandError(str(exc), returncode=2) from exc
+        try:
+            if tag:
+                self.delete_tag(repository, tag, expect_digest)
+            else:
+                self.delete_image(repository, digest)
+        except registry.RegistryError as exc:
+            raise CommandError(str(exc)) from exc
+        except DatabaseError as exc:
+            raise CommandError(
+                f"The registry deleted it, but the audit log could not record it ({exc})."
+            ) from exc
+        self.stdout.write(deletes.GC_ADVICE)
+
+    def delete_tag(self, repository, tag, expect_digest):
+        deletion = deletes.delete_tag(cli_actor(), repository, tag, expect_digest or None)
+        self.stdout.write(
+            f"Deleted {repository}:{tag} (it pointed at {deletion.digest}); "
+            "other tags of that image are unchanged."
+        )
+
+    def delete_image(self, repository, digest):
+        tags = deletes.tags_pointing_at(repository, digest)
+        self.stdout.write(
+            f"Deleting {repository}@{digest} and its tags: {', '.join(tags) or '(none)'}"
+        )
+        gone = deletes.delete_image(cli_actor(), repository, digest, confirmed_tags=tags)
+        self.stdout.write(
+            f"Deleted {repository}@{digest}; tags removed: {', '.join(gone) or '(none)'}"
+        )

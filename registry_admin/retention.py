@@ -1,0 +1,283 @@
+"""Retention rules: which tags each rule deletes and keeps, and why; then the deletes.
+
+`build_plan()` reads only the index (no registry call) and explains every decision, so a dry
+run is cheap and exact. `apply_plan()` deletes the planned tags one at a time through
+`deletes.delete_tags()` (one tag only, siblings kept; each tag's digest must still be the one the
+plan saw, so a tag pushed again meanwhile is skipped), records each delete and a run summary in
+the audit trail. `retention_job()` is the worker's job kind "retention".
+
+How a tag's age is defined (README "Deleting tags and garbage collection"):
+  1. the `created` date of its image config (for a multi-platform index: the newest platform's),
+     when the index has it and it is not before 2000-01-01 — reproducible builds stamp
+     1970-01-01, which says nothing about age;
+  2. otherwise the time the tag got its current digest (`Tag.pushed_at`: the push notification's
+     timestamp, or when a reconcile first saw the tag);
+  3. otherwise the age is unknown and the tag is always kept.
+"Newest" sorts by that time, then by push time, then by tag name (a-z first), so tags sharing one
+image still get a fixed order.
+"""
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from django.utils import timezone
+
+from . import audit, deletes
+from .models import Repository, RetentionRule, Tag
+
+logger = logging.getLogger(__name__)
+
+AGE_FLOOR = datetime(2000, 1, 1, tzinfo=UTC)
+SUMMARY_TAG_LIMIT = 2000
+
+KEEP = "keep"
+DELETE = "delete"
+
+
+@dataclass(frozen=True)
+class TagDecision:
+    tag: str
+    digest: str
+    action: str  # KEEP or DELETE
+    reason: str
+    age_at: datetime | None
+    age_source: str  # "image created", "pushed" or "unknown"
+
+    @property
+    def deletes(self):
+        return self.action == DELETE
+
+
+@dataclass
+class RepositoryPlan:
+    repository: str
+    decisions: list
+
+    @property
+    def to_delete(self):
+        return [d for d in self.decisions if d.deletes]
+
+    @property
+    def to_keep(self):
+        return [d for d in self.decisions if not d.deletes]
+
+
+@dataclass
+class RulePlan:
+    rule: RetentionRule
+    repositories: list = field(default_factory=list)
+    # Repositories the pattern matches that an earlier rule governs: (repository, rule name).
+    shadowed: list = field(default_factory=list)
+
+    @property
+    def delete_count(self):
+        return sum(len(r.to_delete) for r in self.repositories)
+
+    @property
+    def keep_count(self):
+        return sum(len(r.to_keep) for r in self.repositories)
+
+
+@dataclass
+class Plan:
+    rules: list
+    now: datetime
+
+    @property
+    def delete_count(self):
+        return sum(r.delete_count for r in self.rules)
+
+    @property
+    def keep_count(self):
+        return sum(r.keep_count for r in self.rules)
+
+    def targets(self):
+        """The planned deletes as deletes.TagToDelete, rule by rule, repository by repository."""
+        return [
+            deletes.TagToDelete(
+                repository=repo.repository,
+                tag=decision.tag,
+                expected_digest=decision.digest,
+                reason=f"retention rule “{rule_plan.rule.name}”: {decision.reason}",
+            )
+            for rule_plan in self.rules
+            for repo in rule_plan.repositories
+            for decision in repo.to_delete
+        ]
+
+
+def describe_rule(rule):
+    """One line saying what a rule does."""
+    parts = []
+    if rule.keep_latest is not None:
+        parts.append(f"keep the {rule.keep_latest} newest")
+    if rule.keep_regex:
+        parts.append(f"keep tags matching {rule.keep_regex}")
+    if rule.delete_older_than_days is not None:
+        parts.append(f"delete only tags older than {rule.delete_older_than_days} days")
+    else:
+        parts.append("delete the rest")
+    return f"{rule.repository_pattern}: " + "; ".join(parts)
+
+
+def tag_age(tag):
+    """(time, source) of a Tag row with its manifest loaded, as the module docstring defines."""
+    created = tag.manifest.created if tag.manifest is not None else None
+    if created is not None and created >= AGE_FLOOR:
+        return created, "image created"
+    if tag.pushed_at is not None:
+        return tag.pushed_at, "pushed"
+    return None, "unknown"
+
+
+def build_plan(rules=None, now=None):
+    """The Plan of the enabled rules (or `rules`, in their order) over the index."""
+    now = now or timezone.now()
+    if rules is None:
+        rules = list(RetentionRule.objects.filter(enabled=True).order_by("position", "id"))
+    plans = [RulePlan(rule=rule) for rule in rules]
+    names = (
+        Repository.objects.filter(is_empty=False).order_by("name").values_list("name", flat=True)
+    )
+    for name in names.iterator():
+        matching = [p for p in plans if p.rule.matches_repository(name)]
+        if not matching:
+            continue
+        governing, *others = matching
+        for other in others:
+            other.shadowed.append((name, governing.rule.name))
+        tags = Tag.objects.filter(repository__name=name).select_related("manifest")
+        governing.repositories.append(
+            RepositoryPlan(repository=name, decisions=decide(governing.rule, list(tags), now))
+        )
+    return Plan(rules=plans, now=now)
+
+
+def decide(rule, tags, now):
+    """A TagDecision for each Tag row (manifest loaded), newest first, kept ones explained."""
+    decisions, candidates = [], []
+    for tag in tags:
+        age_at, source = tag_age(tag)
+        if rule.keeps_by_regex(tag.name):
+            decisions.append(
+                TagDecision(
+                    tag.name,
+                    tag.digest,
+                    KEEP,
+                    f"matches the keep regex {rule.keep_regex}",
+                    age_at,
+                    source,
+                )
+            )
+        elif age_at is None:
+            decisions.append(
+                TagDecision(
+                    tag.name,
+                    tag.digest,
+                    KEEP,
+                    "age unknown (no image created date and no push time yet)",
+                    None,
+                    source,
+                )
+            )
+        else:
+            candidates.append((tag, age_at, source))
+    minimum = datetime.min.replace(tzinfo=UTC)
+    # Newest first; equal times: later push first, then tag name a-z.
+    candidates.sort(key=lambda c: c[0].name)
+    candidates.sort(key=lambda c: (c[1], c[0].pushed_at or minimum), reverse=True)
+    cutoff = now - timedelta(days=rule.delete_older_than_days or 0)
+    for rank, (tag, age_at, source) in enumerate(candidates, start=1):
+        action, reason = _judge(rule, rank, age_at, now, cutoff)
+        decisions.append(TagDecision(tag.name, tag.digest, action, reason, age_at, source))
+    return decisions
+
+
+def _judge(rule, rank, age_at, now, cutoff):
+    days_old = (now - age_at).days
+    if rule.keep_latest is not None and rank <= rule.keep_latest:
+        return KEEP, f"#{rank} newest, within the {rule.keep_latest} kept"
+    if rule.delete_older_than_days is not None and age_at >= cutoff:
+        return KEEP, f"{days_old} days old, not older than {rule.delete_older_than_days} days"
+    reasons = []
+    if rule.keep_latest is not None:
+        reasons.append(f"#{rank} newest, beyond the {rule.keep_latest} kept")
+    if rule.delete_older_than_days is not None:
+        reasons.append(f"{days_old} days old, older than {rule.delete_older_than_days} days")
+    return DELETE, "; ".join(reasons)
+
+
+def apply_plan(plan, actor, on_progress=None):
+    """Delete the plan's tags; record a retention.run audit row; return the summary dict."""
+    targets = plan.targets()
+    outcomes = deletes.delete_tags(actor, targets, on_progress=on_progress)
+    summary = summarize(plan, outcomes)
+    audit.record_portal_action(actor, audit.RETENTION_RUN, detail=summary)
+    logger.info(
+        "retention run by %s: %s deleted, %s failed, %s not attempted",
+        actor,
+        summary["deleted"],
+        summary["failed"],
+        summary["not_attempted"],
+    )
+    return summary
+
+
+def summarize(plan, outcomes):
+    counts = {
+        state: sum(1 for o in outcomes if o.state == state)
+        for state in (deletes.DELETED, deletes.ALREADY_GONE, deletes.FAILED, deletes.NOT_ATTEMPTED)
+    }
+    return {
+        "dry_run": False,
+        "rules": [r.rule.name for r in plan.rules],
+        "planned": len(outcomes),
+        "kept": plan.keep_count,
+        "deleted": counts[deletes.DELETED],
+        "already_gone": counts[deletes.ALREADY_GONE],
+        "failed": counts[deletes.FAILED],
+        "not_attempted": counts[deletes.NOT_ATTEMPTED],
+        "tags": [
+            {"repository": o.repository, "tag": o.tag, "state": o.state, "message": o.message}
+            for o in outcomes[:SUMMARY_TAG_LIMIT]
+        ],
+        "truncated": len(outcomes) > SUMMARY_TAG_LIMIT,
+    }
+
+
+def dry_run_summary(plan):
+    return {
+        "dry_run": True,
+        "rules": [r.rule.name for r in plan.rules],
+        "planned": plan.delete_count,
+        "kept": plan.keep_count,
+        "tags": [
+            {"repository": t.repository, "tag": t.tag, "state": "would delete", "message": t.reason}
+            for t in plan.targets()[:SUMMARY_TAG_LIMIT]
+        ],
+        "truncated": plan.delete_count > SUMMARY_TAG_LIMIT,
+    }
+
+
+def retention_job(run):
+    """Worker job "retention": options {"dry_run": bool}; a run with nothing deleted but
+    failures raises, so the Run shows as failed with the registry's reason."""
+    from . import worker
+
+    plan = build_plan()
+    if (run.options or {}).get("dry_run"):
+        worker.report_progress(run, done=0, total=0, message=f"{plan.delete_count} to delete")
+        return dry_run_summary(plan)
+    total = plan.delete_count
+    worker.report_progress(run, done=0, total=total, message=f"{total} tags to delete")
+
+    def progress(done, outcome):
+        worker.report_progress(run, done=done, message=f"{outcome.repository}:{outcome.tag}")
+
+    actor = f"retention ({run.requested_by or 'schedule'})"
+    summary = apply_plan(plan, actor, on_progress=progress)
+    if summary["failed"] and not summary["deleted"]:
+        first = next(t for t in summary["tags"] if t["state"] == deletes.FAILED)
+        raise RuntimeError(f"No tag deleted; {summary['failed']} failed: {first['message']}")
+    return summary

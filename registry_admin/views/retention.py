@@ -1,0 +1,111 @@
+"""Retention rules: the list with a live dry run, rule editing and the confirmed "run now"."""
+
+import logging
+
+from django.conf import settings
+from django.contrib import messages
+from django.db import transaction
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
+
+from .. import audit, retention, worker
+from ..models import RetentionRule
+from ..retention_forms import RetentionRuleForm
+from ..roles import DELETE_IMAGES, require
+
+logger = logging.getLogger(__name__)
+
+LIST = "registry_admin:retention"
+JOB_KIND = "retention"
+RULE_SAVED = "retention.rule_saved"
+RULE_DELETED = "retention.rule_deleted"
+# Repositories shown per rule on the page; the CLI dry run lists them all.
+SHOWN_REPOSITORIES = 50
+
+
+def rules(request):
+    """Every rule, what the enabled ones would delete now (from the index), and the last run."""
+    plan = retention.build_plan()
+    context = {
+        "rules": RetentionRule.objects.all(),
+        "plan": plan,
+        "shown_repositories": SHOWN_REPOSITORIES,
+        "latest_run": worker.latest_run(JOB_KIND),
+        "retention_schedule_enabled": settings.RETENTION_SCHEDULE_ENABLED,
+    }
+    return render(request, "registry_admin/retention/rules.html", context)
+
+
+@require(DELETE_IMAGES)
+@never_cache
+def rule_create(request):
+    return _edit(request, RetentionRule())
+
+
+@require(DELETE_IMAGES)
+@never_cache
+def rule_edit(request, pk):
+    return _edit(request, get_object_or_404(RetentionRule, pk=pk))
+
+
+def _edit(request, rule):
+    form = RetentionRuleForm(request.POST if request.method == "POST" else None, instance=rule)
+    if request.method == "POST" and form.is_valid():
+        rule = form.save(commit=False)
+        rule.updated_by = request.user.get_username()
+        with transaction.atomic():
+            rule.save()
+            audit.record_portal_action(
+                request.user.get_username(),
+                RULE_SAVED,
+                detail={"rule": rule.name, "id": rule.pk, **_rule_detail(rule)},
+            )
+        messages.success(request, f"Saved the retention rule “{rule.name}”.")
+        return redirect(LIST)
+    return render(request, "registry_admin/retention/rule_form.html", {"form": form, "rule": rule})
+
+
+@require(DELETE_IMAGES)
+def rule_delete(request, pk):
+    """GET asks, POST deletes the rule (never any tag)."""
+    rule = get_object_or_404(RetentionRule, pk=pk)
+    if request.method != "POST":
+        return render(request, "registry_admin/retention/rule_delete.html", {"rule": rule})
+    with transaction.atomic():
+        audit.record_portal_action(
+            request.user.get_username(),
+            RULE_DELETED,
+            detail={"rule": rule.name, "id": rule.pk, **_rule_detail(rule)},
+        )
+        rule.delete()
+    messages.success(request, f"Deleted the retention rule “{rule.name}”; no tag was touched.")
+    return redirect(LIST)
+
+
+@require_POST
+@require(DELETE_IMAGES)
+@never_cache
+def run(request):
+    """First POST: confirm with the planned deletes. Second (confirm=yes): ask the worker."""
+    plan = retention.build_plan()
+    if request.POST.get("confirm") != "yes":
+        return render(request, "registry_admin/retention/run_confirm.html", {"plan": plan})
+    queued = worker.request_run(JOB_KIND, user=request.user, options={"dry_run": False})
+    messages.info(
+        request,
+        f"Retention run #{queued.pk} is {queued.get_state_display().lower()}: the worker deletes "
+        f"the tags the rules select when it starts ({plan.delete_count} as of now).",
+    )
+    return redirect(LIST)
+
+
+def _rule_detail(rule):
+    return {
+        "repository_pattern": rule.repository_pattern,
+        "keep_latest": rule.keep_latest,
+        "keep_regex": rule.keep_regex,
+        "delete_older_than_days": rule.delete_older_than_days,
+        "position": rule.position,
+        "enabled": rule.enabled,
+    }
