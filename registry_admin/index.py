@@ -11,11 +11,15 @@ runs inside the webhook's transaction, makes no outbound call, and asks the work
 
 import json
 import logging
+import re
+from dataclasses import dataclass
 
+from django.conf import settings
+from django.core.cache import cache
 from django.db import transaction
-from django.db.models import Count, Max, Q, Sum
+from django.db.models import Count, F, Max, Q, Sum
 
-from . import worker
+from . import registry, worker
 from .models import AuditEvent, Manifest, Repository, Tag
 from .references import DIGEST_RE, REPOSITORY_MAX_LENGTH, REPOSITORY_RE, TAG_RE
 
@@ -185,3 +189,142 @@ def update_from_events(events):
                 forget_tags(event.repository, [event.tag], before=event.timestamp)
     if wants_details:
         worker.request_run("details")
+
+
+# --- Reads for the pages ---------------------------------------------------------------------
+
+REPOSITORY_SORTS = {
+    "name": ("Name", [F("name").asc()]),
+    "push": ("Last push", [F("last_push_at").desc(nulls_last=True), F("name").asc()]),
+    "size": ("Size", [F("total_size").desc(), F("name").asc()]),
+    "tags": ("Tag count", [F("tag_count").desc(), F("name").asc()]),
+}
+TAG_SORTS = {
+    "created": "Created (newest first)",
+    "name": "Name (versions ascending)",
+    "-name": "Name (versions descending)",
+    "size": "Size (largest first)",
+    "pushed": "Last pushed (newest first)",
+}
+MAX_FILTER_LENGTH = 255
+
+
+def search_repositories(query="", sort="name", show_empty=False):
+    """Repositories whose name contains `query`, in the named sort order (a QuerySet)."""
+    repositories = Repository.objects.all()
+    if not show_empty:
+        repositories = repositories.filter(is_empty=False)
+    if query:
+        # Names are lowercase by the registry's grammar: lowering the query is a case-insensitive
+        # match that SQLite and PostgreSQL both answer with a plain LIKE.
+        repositories = repositories.filter(name__contains=query.lower())
+    return repositories.order_by(*REPOSITORY_SORTS.get(sort, REPOSITORY_SORTS["name"])[1])
+
+
+def index_counts():
+    """Totals for the repositories page header."""
+    totals = Repository.objects.aggregate(
+        repositories=Count("id", filter=Q(is_empty=False)),
+        empty=Count("id", filter=Q(is_empty=True)),
+        tags=Sum("tag_count"),
+    )
+    totals["tags"] = totals["tags"] or 0
+    return totals
+
+
+_DIGITS = re.compile(r"(\d+)")
+_SEMVER = re.compile(r"[vV]?(\d+)(?:\.(\d+))?(?:\.(\d+))?(?:[-_.]?([0-9A-Za-z][0-9A-Za-z.-]*))?")
+
+
+def natural_key(text):
+    """`v1.10` after `v1.9`: digit runs compare as numbers (comparable tuples throughout)."""
+    return tuple(
+        (0, int(part), "") if part.isdigit() else (1, 0, part.lower())
+        for part in _DIGITS.split(text)
+        if part
+    )
+
+
+def tag_name_key(name):
+    """Versions first in semver order (1.0.0-rc.1 < 1.0.0 < 1.0.1 < 1.10.0), then other names
+    in natural order."""
+    match = _SEMVER.fullmatch(name)
+    if match:
+        major, minor, patch, pre = match.groups()
+        release = (int(major), int(minor or 0), int(patch or 0))
+        pre_key = (0, natural_key(pre)) if pre else (1, ())
+        return (0, release, pre_key, natural_key(name))
+    return (1, (), (), natural_key(name))
+
+
+@dataclass
+class TagRow:
+    """One tag as the repository page lists it."""
+
+    tag: Tag
+    manifest: Manifest | None
+    siblings: list  # other tags of the repository on the same digest
+    group: int  # position of its digest among the page's digest groups (for shading)
+
+    @property
+    def shared(self):
+        return bool(self.siblings)
+
+
+def repository_tags(repository, sort="created", query=""):
+    """The repository's tags as TagRows, filtered by substring and sorted (in Python: 1,000
+    tags sort in about a millisecond, and semver order has no SQL form)."""
+    tags = list(Tag.objects.filter(repository=repository).select_related("manifest"))
+    by_digest = {}
+    for tag in tags:
+        by_digest.setdefault(tag.digest, []).append(tag.name)
+    if query:
+        tags = [tag for tag in tags if query.lower() in tag.name.lower()]
+    tags.sort(key=_tag_sorter(sort), reverse=sort == "-name")
+    groups = {}
+    rows = []
+    for tag in tags:
+        siblings = sorted((n for n in by_digest[tag.digest] if n != tag.name), key=tag_name_key)
+        group = groups.setdefault(tag.digest, len(groups)) if siblings else -1
+        rows.append(TagRow(tag=tag, manifest=tag.manifest, siblings=siblings, group=group))
+    return rows
+
+
+def _tag_sorter(sort):
+    # Tags on one digest share created/size: the digest as a tie-breaker keeps them adjacent.
+    if sort in ("name", "-name"):
+        return lambda tag: tag_name_key(tag.name)
+    if sort == "size":
+        return lambda tag: (
+            -((tag.manifest and tag.manifest.size) or 0),
+            tag.digest,
+            natural_key(tag.name),
+        )
+    if sort == "pushed":
+        return lambda tag: (-_timestamp(tag.pushed_at), tag.digest, natural_key(tag.name))
+    created = lambda tag: tag.manifest.created if tag.manifest else None  # noqa: E731
+    return lambda tag: (-_timestamp(created(tag)), tag.digest, natural_key(tag.name))
+
+
+def _timestamp(value):
+    return value.timestamp() if value else float("-inf")
+
+
+def registry_status(ttl=30):
+    """The registry's ping (PingResult), cached for `ttl` seconds per process so page views do
+    not each wait for a down registry."""
+    key = "oyster:registry-ping:" + settings.REGISTRY_URL
+    status = cache.get(key)
+    if status is None:
+        status = registry.get_client().ping()
+        cache.set(key, status, ttl)
+    return status
+
+
+def index_age():
+    """When the index was last reconciled (None: never): the last successful sync run, or the
+    newest repository reconcile (a run's record may have been pruned)."""
+    run = worker.last_finished_run("sync")
+    if run is not None:
+        return run.finished_at
+    return Repository.objects.aggregate(newest=Max("synced_at"))["newest"]

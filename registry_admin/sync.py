@@ -50,7 +50,11 @@ _PROGRESS_EVERY_SECONDS = 0.5
 
 def fetch_details(client, repository, digest):
     """The Manifest fields for `digest`, read from `repository`. Raises RegistryError."""
-    document = client.get_manifest(repository, digest)
+    return details_from_document(client, repository, client.get_manifest(repository, digest))
+
+
+def details_from_document(client, repository, document):
+    """The Manifest fields for a fetched ManifestDocument (reads its config or children)."""
     fields = {
         "media_type": document.media_type,
         "manifest_size": len(document.raw),

@@ -1,13 +1,22 @@
 from django.urls import path
 
-from .views import audit, dashboard, placeholders, runs, users, webhooks
+from .views import audit, dashboard, placeholders, repositories, runs, users, webhooks
 from .views import retention as retention_views
 
 app_name = "registry_admin"
 
 urlpatterns = [
     path("", dashboard.dashboard, name="dashboard"),
-    path("repositories/", placeholders.repositories, name="repositories"),
+    path("repositories/", repositories.repository_list, name="repositories"),
+    # `/-/` cannot occur in a repository name (components start with a letter or digit), so it
+    # separates the greedy <path:name> from what follows.
+    path("repositories/<path:name>/-/tags/<str:tag>/", repositories.tag_detail, name="tag"),
+    path(
+        "repositories/<path:name>/-/manifests/<str:digest>/",
+        repositories.manifest_detail,
+        name="manifest",
+    ),
+    path("repositories/<path:name>/", repositories.repository_detail, name="repository"),
     path("users/", users.users, name="users"),
     path("users/new/", users.user_create, name="user-create"),
     path("users/password/", users.user_password, name="user-password"),

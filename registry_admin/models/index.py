@@ -78,6 +78,15 @@ class Manifest(models.Model):
     def short_digest(self):
         return short_digest(self.digest)
 
+    @property
+    def platform_labels(self):
+        """["linux/amd64", "linux/arm64/v8"]: runnable platforms (attestations left out)."""
+        return [
+            "/".join(filter(None, (p.get("os"), p.get("architecture"), p.get("variant"))))
+            for p in self.platforms or []
+            if isinstance(p, dict) and not p.get("attestation")
+        ]
+
 
 class Tag(models.Model):
     """A tag of a repository pointing at a digest.

@@ -11,5 +11,4 @@ def _placeholder(title):
     return view
 
 
-repositories = _placeholder("Repositories")
 storage = _placeholder("Storage")

@@ -1,0 +1,210 @@
+"""Repositories and tags: the list, one repository's tags, and a tag or manifest in detail.
+
+The list and repository pages read the index only; the detail page asks the registry live and
+falls back to the index with a notice when it cannot.
+"""
+
+import json
+from urllib.parse import urlsplit
+
+from django import forms
+from django.conf import settings
+from django.core.paginator import Paginator
+from django.shortcuts import render
+
+from .. import index, registry, sync, worker
+from ..models import Manifest, Repository, Tag
+
+REPOSITORIES_PER_PAGE = 50
+TAGS_PER_PAGE = 100
+
+
+class RepositoryFilterForm(forms.Form):
+    q = forms.CharField(label="Search", required=False, max_length=index.MAX_FILTER_LENGTH)
+    sort = forms.ChoiceField(
+        label="Sort by",
+        required=False,
+        choices=[(key, label) for key, (label, _) in index.REPOSITORY_SORTS.items()],
+    )
+    empty = forms.BooleanField(label="Show empty repositories", required=False)
+
+    def clean_q(self):
+        return _printable(self.cleaned_data["q"])
+
+
+class TagFilterForm(forms.Form):
+    q = forms.CharField(label="Filter tags", required=False, max_length=index.MAX_FILTER_LENGTH)
+    sort = forms.ChoiceField(label="Sort by", required=False, choices=index.TAG_SORTS.items())
+
+    def clean_q(self):
+        return _printable(self.cleaned_data["q"])
+
+
+def _printable(text):
+    if any(ord(char) < 32 or ord(char) == 127 for char in text):
+        raise forms.ValidationError("Control characters are not allowed.", code="control")
+    return text.strip()
+
+
+def repository_list(request):
+    form = RepositoryFilterForm(request.GET)
+    filters = form.cleaned_data if form.is_valid() else {}
+    repositories = index.search_repositories(
+        filters.get("q", ""), filters.get("sort") or "name", filters.get("empty", False)
+    )
+    page = Paginator(repositories, REPOSITORIES_PER_PAGE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "registry_admin/repositories/list.html",
+        {
+            "form": form,
+            "page": page,
+            "counts": index.index_counts(),
+            "query_string": _query_without(request, "page"),
+            **_index_status(),
+        },
+    )
+
+
+def repository_detail(request, name):
+    if not registry.is_valid_repository(name):
+        return _bad_name(request, name)
+    repository = Repository.objects.filter(name=name).first()
+    if repository is None:
+        return _not_indexed(request, name)
+    form = TagFilterForm(request.GET)
+    filters = form.cleaned_data if form.is_valid() else {}
+    rows = index.repository_tags(repository, filters.get("sort") or "created", filters.get("q", ""))
+    page = Paginator(rows, TAGS_PER_PAGE).get_page(request.GET.get("page"))
+    return render(
+        request,
+        "registry_admin/repositories/detail.html",
+        {
+            "repository": repository,
+            "form": form,
+            "page": page,
+            "query_string": _query_without(request, "page"),
+            **_index_status(),
+        },
+    )
+
+
+def tag_detail(request, name, tag):
+    if not registry.is_valid_repository(name) or not registry.is_valid_tag(tag):
+        return _bad_name(request, f"{name}:{tag}")
+    indexed = Tag.objects.filter(repository__name=name, name=tag).select_related("manifest")
+    return _image_page(request, name, tag, indexed.first())
+
+
+def manifest_detail(request, name, digest):
+    if not registry.is_valid_repository(name) or not registry.is_valid_digest(digest):
+        return _bad_name(request, f"{name}@{digest}")
+    return _image_page(request, name, digest, None)
+
+
+def _image_page(request, name, reference, indexed_tag):
+    """The detail page for `name:tag` or `name@digest`: live, else from the index."""
+    live, error, missing = _read_live(name, reference)
+    digest = live["digest"] if live else (indexed_tag.digest if indexed_tag else reference)
+    manifest = None if live else Manifest.objects.filter(digest=digest).first()
+    if live is None and (missing or error) and indexed_tag is None and manifest is None:
+        status = 404 if missing else 503
+        return render(
+            request,
+            "registry_admin/repositories/unavailable.html",
+            {"name": name, "reference": reference, "error": error, "missing": missing},
+            status=status,
+        )
+    host = settings.REGISTRY_PUBLIC_HOST or urlsplit(settings.REGISTRY_URL).netloc
+    return render(
+        request,
+        "registry_admin/repositories/image.html",
+        {
+            "name": name,
+            "reference": reference,
+            "is_tag": registry.is_valid_tag(reference),
+            "digest": digest,
+            "live": live,
+            "image": live or _from_index(manifest),
+            "indexed_tag": indexed_tag,
+            "error": error,
+            "missing": missing,
+            "registry_host": host,
+        },
+    )
+
+
+def _read_live(name, reference):
+    """(image dict, error message, missing) from the registry."""
+    client = registry.get_client()
+    try:
+        document = client.get_manifest(name, reference)
+        details = sync.details_from_document(client, name, document)
+    except registry.RegistryNotFound as exc:
+        return None, str(exc), True
+    except registry.RegistryError as exc:
+        return None, str(exc), False
+    live = {**details, "digest": document.digest, "raw": _pretty(document.raw)}
+    return live, "", False
+
+
+def _from_index(manifest):
+    if manifest is None:
+        return None
+    return {
+        field: getattr(manifest, field)
+        for field in (
+            "digest",
+            "media_type",
+            "manifest_size",
+            "size",
+            "created",
+            "config_digest",
+            "is_index",
+            "platforms",
+            "layer_count",
+            "layers",
+            "labels",
+            "config",
+            "details_fetched_at",
+            "details_error",
+        )
+    }
+
+
+def _pretty(raw):
+    try:
+        return json.dumps(json.loads(raw), indent=2, ensure_ascii=False)
+    except ValueError:
+        return raw.decode("utf-8", "replace")
+
+
+def _index_status():
+    """The registry's (cached) state and the index's age, for the banner and the widget."""
+    return {
+        "registry_status": index.registry_status(),
+        "index_age": index.index_age(),
+        "sync_run": worker.latest_run("sync"),
+    }
+
+
+def _query_without(request, *names):
+    query = request.GET.copy()
+    for name in names:
+        query.pop(name, None)
+    return query.urlencode()
+
+
+def _bad_name(request, text):
+    return render(
+        request, "registry_admin/repositories/bad_name.html", {"text": text[:300]}, status=400
+    )
+
+
+def _not_indexed(request, name):
+    return render(
+        request,
+        "registry_admin/repositories/unavailable.html",
+        {"name": name, "not_indexed": True, **_index_status()},
+        status=404,
+    )
