@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 
 AGE_FLOOR = datetime(2000, 1, 1, tzinfo=UTC)
 SUMMARY_TAG_LIMIT = 2000
+# Repositories whose tags are loaded per query while planning.
+PLAN_BATCH = 500
 
 KEEP = "keep"
 DELETE = "delete"
@@ -137,20 +139,24 @@ def build_plan(rules=None, now=None):
     if rules is None:
         rules = list(RetentionRule.objects.filter(enabled=True).order_by("position", "id"))
     plans = [RulePlan(rule=rule) for rule in rules]
-    names = (
-        Repository.objects.filter(is_empty=False).order_by("name").values_list("name", flat=True)
-    )
-    for name in names.iterator():
+    governed = []  # (repository id, name, governing RulePlan), in name order
+    repositories = Repository.objects.filter(is_empty=False).order_by("name")
+    for repo_id, name in repositories.values_list("id", "name").iterator():
         matching = [p for p in plans if p.rule.matches_repository(name)]
-        if not matching:
-            continue
-        governing, *others = matching
-        for other in others:
-            other.shadowed.append((name, governing.rule.name))
-        tags = Tag.objects.filter(repository__name=name).select_related("manifest")
-        governing.repositories.append(
-            RepositoryPlan(repository=name, decisions=decide(governing.rule, list(tags), now))
-        )
+        if matching:
+            governed.append((repo_id, name, matching[0]))
+            for other in matching[1:]:
+                other.shadowed.append((name, matching[0].rule.name))
+    for start in range(0, len(governed), PLAN_BATCH):
+        batch = governed[start : start + PLAN_BATCH]
+        tags_by_repo = {}
+        for tag in Tag.objects.filter(repository_id__in=[r[0] for r in batch]).select_related(
+            "manifest"
+        ):
+            tags_by_repo.setdefault(tag.repository_id, []).append(tag)
+        for repo_id, name, rule_plan in batch:
+            decisions = decide(rule_plan.rule, tags_by_repo.get(repo_id, []), now)
+            rule_plan.repositories.append(RepositoryPlan(repository=name, decisions=decisions))
     return Plan(rules=plans, now=now)
 
 
@@ -191,6 +197,8 @@ def decide(rule, tags, now):
     for rank, (tag, age_at, source) in enumerate(candidates, start=1):
         action, reason = _judge(rule, rank, age_at, now, cutoff)
         decisions.append(TagDecision(tag.name, tag.digest, action, reason, age_at, source))
+    # Shown newest first, unknown ages on top (the sort is stable: ties keep the order above).
+    decisions.sort(key=lambda d: d.age_at or datetime.max.replace(tzinfo=UTC), reverse=True)
     return decisions
 
 
