@@ -270,3 +270,18 @@ def test_tags_do_not_leak_between_repositories(viewer_client):
     page = viewer_client.get("/repositories/beta/tool/")
     assert _tag_order(page) == ["v1"]
     assert Tag.objects.filter(repository__name="beta/tool").count() == 1
+
+
+def test_a_large_repository_pages_its_tags_in_semver_order(viewer_client):
+    _image(1, 10)
+    now = timezone.now()
+    for minor in range(15):
+        for patch in range(10):
+            index.upsert_tag("big/app", f"1.{minor}.{patch}", _digest(1), now)
+    first = viewer_client.get("/repositories/big/app/?sort=-name")
+    assert _tag_order(first)[:3] == ["1.14.9", "1.14.8", "1.14.7"]
+    assert len(_tag_order(first)) == 100
+    second = viewer_client.get("/repositories/big/app/?sort=-name&page=2")
+    assert _tag_order(second)[-1] == "1.0.0"
+    assert len(_tag_order(second)) == 50
+    assert b"sort=-name&amp;page=1" in second.content

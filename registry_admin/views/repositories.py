@@ -74,8 +74,13 @@ def repository_detail(request, name):
         return _not_indexed(request, name)
     form = TagFilterForm(request.GET)
     filters = form.cleaned_data if form.is_valid() else {}
-    rows = index.repository_tags(repository, filters.get("sort") or "created", filters.get("q", ""))
-    page = Paginator(rows, TAGS_PER_PAGE).get_page(request.GET.get("page"))
+    page = index.tag_page(
+        repository,
+        filters.get("sort") or "created",
+        filters.get("q", ""),
+        request.GET.get("page"),
+        TAGS_PER_PAGE,
+    )
     return render(
         request,
         "registry_admin/repositories/detail.html",
