@@ -123,9 +123,19 @@ def describe_rule(rule):
     return f"{rule.repository_pattern}: " + "; ".join(parts)
 
 
+@dataclass(frozen=True)
+class IndexedTag:
+    """What the plan needs of an index Tag row (read as plain values: plans cover many tags)."""
+
+    name: str
+    digest: str
+    pushed_at: datetime | None
+    created: datetime | None  # the image's, from its config; None until details are fetched
+
+
 def tag_age(tag):
-    """(time, source) of a Tag row with its manifest loaded, as the module docstring defines."""
-    created = tag.manifest.created if tag.manifest is not None else None
+    """(time, source) of an IndexedTag, as the module docstring defines."""
+    created = tag.created
     if created is not None and created >= AGE_FLOOR:
         return created, "image created"
     if tag.pushed_at is not None:
@@ -150,10 +160,11 @@ def build_plan(rules=None, now=None):
     for start in range(0, len(governed), PLAN_BATCH):
         batch = governed[start : start + PLAN_BATCH]
         tags_by_repo = {}
-        for tag in Tag.objects.filter(repository_id__in=[r[0] for r in batch]).select_related(
-            "manifest"
-        ):
-            tags_by_repo.setdefault(tag.repository_id, []).append(tag)
+        rows = Tag.objects.filter(repository_id__in=[r[0] for r in batch]).values_list(
+            "repository_id", "name", "digest", "pushed_at", "manifest__created"
+        )
+        for repo_id, *fields in rows:
+            tags_by_repo.setdefault(repo_id, []).append(IndexedTag(*fields))
         for repo_id, name, rule_plan in batch:
             decisions = decide(rule_plan.rule, tags_by_repo.get(repo_id, []), now)
             rule_plan.repositories.append(RepositoryPlan(repository=name, decisions=decisions))
@@ -161,7 +172,7 @@ def build_plan(rules=None, now=None):
 
 
 def decide(rule, tags, now):
-    """A TagDecision for each Tag row (manifest loaded), newest first, kept ones explained."""
+    """A TagDecision for each IndexedTag, newest first, each with its reason."""
     decisions, candidates = [], []
     for tag in tags:
         age_at, source = tag_age(tag)
