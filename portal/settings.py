@@ -232,6 +232,8 @@ WORKER_POLL_SECONDS = env.float("WORKER_POLL_SECONDS", default=2.0)
 STORAGE_BACKEND = env("STORAGE_BACKEND", default="filesystem")
 STORAGE_FILESYSTEM_ROOT = str(_path("STORAGE_FILESYSTEM_ROOT", DATA_DIR / "registry" / "storage"))
 STORAGE_TIMEOUT = env.float("STORAGE_TIMEOUT", default=30.0)
+# Linked manifests read at once while the listing goes on (the scan reads only those).
+STORAGE_READ_CONCURRENCY = env.int("STORAGE_READ_CONCURRENCY", default=8)
 # Azure: the portal's own names first, then the registry's REGISTRY_STORAGE_AZURE_* as fallbacks,
 # so one env file can serve both.
 AZURE_STORAGE_CONNECTION_STRING = env("AZURE_STORAGE_CONNECTION_STRING", default="")

@@ -1,7 +1,8 @@
 from django.urls import path
 
-from .views import audit, dashboard, placeholders, repositories, runs, users, webhooks
+from .views import audit, dashboard, repositories, runs, users, webhooks
 from .views import retention as retention_views
+from .views import storage as storage_views
 
 app_name = "registry_admin"
 
@@ -22,7 +23,7 @@ urlpatterns = [
     path("users/password/", users.user_password, name="user-password"),
     path("users/delete/", users.user_delete, name="user-delete"),
     path("users/service/repair/", users.service_repair, name="user-service-repair"),
-    path("storage/", placeholders.storage, name="storage"),
+    path("storage/", storage_views.storage_page, name="storage"),
     path("audit/", audit.audit_log, name="audit"),
     path("audit/<int:pk>/", audit.audit_event, name="audit-event"),
     path("audit/export.csv", audit.audit_export, name="audit-export"),

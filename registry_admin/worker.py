@@ -61,6 +61,11 @@ JOBS = {
     ),
     "sync": Job("registry_admin.sync.reconcile_job", "Registry reconcile", "SYNC_INTERVAL"),
     "details": Job("registry_admin.sync.details_job", "Image details fetch"),
+    "storage_scan": Job(
+        "registry_admin.usage.storage_scan_job",
+        "Storage scan",
+        interval_setting="STORAGE_SCAN_INTERVAL",
+    ),
     "retention": Job(
         "registry_admin.retention.retention_job",
         "Retention rules",

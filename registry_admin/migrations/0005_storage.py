@@ -5,57 +5,84 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('registry_admin', '0004_index'),
+        ("registry_admin", "0004_index"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='StorageSnapshot',
+            name="StorageSnapshot",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('created_at', models.DateTimeField(auto_now_add=True, db_index=True)),
-                ('backend', models.CharField(max_length=20)),
-                ('location', models.CharField(blank=True, max_length=500)),
-                ('total_bytes', models.BigIntegerField()),
-                ('blob_count', models.BigIntegerField()),
-                ('linked_bytes', models.BigIntegerField(default=0)),
-                ('dedup_saved_bytes', models.BigIntegerField(default=0)),
-                ('reclaimable_bytes', models.BigIntegerField()),
-                ('reclaimable_count', models.BigIntegerField()),
-                ('upload_count', models.BigIntegerField(default=0)),
-                ('upload_bytes', models.BigIntegerField(default=0)),
-                ('oldest_upload_started_at', models.DateTimeField(blank=True, null=True)),
-                ('repository_count', models.PositiveIntegerField(default=0)),
-                ('manifest_count', models.BigIntegerField(default=0)),
-                ('unreadable_manifests', models.BigIntegerField(default=0)),
-                ('missing_blob_links', models.BigIntegerField(default=0)),
-                ('entry_count', models.BigIntegerField(default=0)),
-                ('duration_seconds', models.FloatField(default=0)),
-                ('run', models.ForeignKey(blank=True, null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='+', to='registry_admin.run')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("created_at", models.DateTimeField(auto_now_add=True, db_index=True)),
+                ("backend", models.CharField(max_length=20)),
+                ("location", models.CharField(blank=True, max_length=500)),
+                ("total_bytes", models.BigIntegerField()),
+                ("blob_count", models.BigIntegerField()),
+                ("linked_bytes", models.BigIntegerField(default=0)),
+                ("dedup_saved_bytes", models.BigIntegerField(default=0)),
+                ("reclaimable_bytes", models.BigIntegerField()),
+                ("reclaimable_count", models.BigIntegerField()),
+                ("upload_count", models.BigIntegerField(default=0)),
+                ("upload_bytes", models.BigIntegerField(default=0)),
+                ("oldest_upload_started_at", models.DateTimeField(blank=True, null=True)),
+                ("repository_count", models.PositiveIntegerField(default=0)),
+                ("manifest_count", models.BigIntegerField(default=0)),
+                ("unreadable_manifests", models.BigIntegerField(default=0)),
+                ("missing_blob_links", models.BigIntegerField(default=0)),
+                ("entry_count", models.BigIntegerField(default=0)),
+                ("duration_seconds", models.FloatField(default=0)),
+                (
+                    "run",
+                    models.ForeignKey(
+                        blank=True,
+                        null=True,
+                        on_delete=django.db.models.deletion.SET_NULL,
+                        related_name="+",
+                        to="registry_admin.run",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
-                'get_latest_by': 'created_at',
+                "ordering": ["-created_at"],
+                "get_latest_by": "created_at",
             },
         ),
         migrations.CreateModel(
-            name='RepositoryStorage',
+            name="RepositoryStorage",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('name', models.CharField(max_length=255)),
-                ('referenced_bytes', models.BigIntegerField()),
-                ('unique_bytes', models.BigIntegerField()),
-                ('shared_bytes', models.BigIntegerField()),
-                ('reclaimable_bytes', models.BigIntegerField()),
-                ('blob_count', models.PositiveIntegerField()),
-                ('manifest_count', models.PositiveIntegerField()),
-                ('snapshot', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='repositories', to='registry_admin.storagesnapshot')),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("name", models.CharField(max_length=255)),
+                ("referenced_bytes", models.BigIntegerField()),
+                ("unique_bytes", models.BigIntegerField()),
+                ("shared_bytes", models.BigIntegerField()),
+                ("reclaimable_bytes", models.BigIntegerField()),
+                ("blob_count", models.PositiveIntegerField()),
+                ("manifest_count", models.PositiveIntegerField()),
+                (
+                    "snapshot",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="repositories",
+                        to="registry_admin.storagesnapshot",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['name'],
-                'constraints': [models.UniqueConstraint(fields=('snapshot', 'name'), name='storage_repo_unique')],
+                "ordering": ["name"],
+                "constraints": [
+                    models.UniqueConstraint(fields=("snapshot", "name"), name="storage_repo_unique")
+                ],
             },
         ),
     ]

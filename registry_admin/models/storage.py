@@ -77,3 +77,18 @@ class RepositoryStorage(models.Model):
 
     def __str__(self):
         return f"{self.name} in snapshot #{self.snapshot_id}"
+
+
+class ManifestReferences(models.Model):
+    """What one manifest references (config and layers, or an index's children), by digest.
+
+    Manifests are content-addressed, so a row never goes stale: each scan reads from storage
+    only the linked manifests it has not seen, and drops rows of manifests no longer linked.
+    """
+
+    digest = models.CharField(max_length=64, unique=True)  # sha256 hex
+    # The referenced sha256 digests, 32 raw bytes each, concatenated.
+    references = models.BinaryField()
+
+    def __str__(self):
+        return f"sha256:{self.digest}"

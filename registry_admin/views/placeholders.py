@@ -10,5 +10,3 @@ def _placeholder(title):
     view.__name__ = title.lower().replace(" ", "_")
     return view
 
-
-storage = _placeholder("Storage")

@@ -1,0 +1,72 @@
+import json
+
+from django.core.management.base import BaseCommand, CommandError
+from django.template.defaultfilters import filesizeformat
+
+from ... import usage, worker
+from ...models import StorageSnapshot
+
+
+def _bytes(value):
+    return f"{value:,} bytes ({filesizeformat(value)})"
+
+
+class Command(BaseCommand):
+    help = (
+        "Scan the registry's storage now (the worker also does it every STORAGE_SCAN_INTERVAL "
+        "seconds) and store a snapshot: totals, per-repository usage, what garbage collection "
+        "would reclaim, unfinished uploads."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--json", action="store_true", help="Print the snapshot as JSON (for scripts)."
+        )
+        parser.add_argument(
+            "--top",
+            type=int,
+            default=20,
+            help="Repositories listed in the text summary, largest first (0: all).",
+        )
+
+    def handle(self, *args, **options):
+        if options["top"] < 0:
+            raise CommandError("--top must be 0 (all) or a positive number.")
+        try:
+            run = worker.run_now(usage.JOB_KIND, user="manage.py scan_storage")
+        except worker.JobBusy as exc:
+            raise CommandError(str(exc)) from exc
+        if run.state == run.State.FAILED:
+            raise CommandError(f"The storage scan failed: {run.error}")
+        snapshot = StorageSnapshot.objects.get(pk=run.result["snapshot_id"])
+        if options["json"]:
+            self.stdout.write(json.dumps(usage.snapshot_as_dict(snapshot), indent=2))
+            return
+        self._summary(snapshot, options["top"])
+
+    def _summary(self, snapshot, top):
+        write = self.stdout.write
+        write(f"Storage scan of {snapshot.backend} {snapshot.location}")
+        write(f"  total:        {_bytes(snapshot.total_bytes)} in {snapshot.blob_count:,} blobs")
+        write(f"  linked:       {_bytes(snapshot.linked_bytes)}")
+        write(f"  saved by sharing between repositories: {_bytes(snapshot.dedup_saved_bytes)}")
+        write(
+            f"  reclaimable:  {_bytes(snapshot.reclaimable_bytes)} in "
+            f"{snapshot.reclaimable_count:,} blobs (run the registry's garbage-collect)"
+        )
+        write(f"  uploads:      {snapshot.upload_count:,} unfinished, {_bytes(snapshot.upload_bytes)}")
+        if snapshot.unreadable_manifests:
+            write(
+                f"  warning: {snapshot.unreadable_manifests:,} linked manifests could not be "
+                "parsed; reclaimable may be overstated."
+            )
+        rows = snapshot.repositories.order_by("-referenced_bytes", "name")
+        if top:
+            rows = rows[:top]
+        write(f"  {snapshot.repository_count:,} repositories (referenced / unique / shared bytes):")
+        for row in rows:
+            write(
+                f"    {row.name}: {row.referenced_bytes:,} / {row.unique_bytes:,} / "
+                f"{row.shared_bytes:,}"
+            )
+        write(f"Snapshot #{snapshot.pk} stored in {snapshot.duration_seconds:.1f} s.")

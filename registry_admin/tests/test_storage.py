@@ -1,0 +1,316 @@
+"""registry_admin.storage: the scan's arithmetic on hand-written registry trees, the filesystem
+walk, the manifest-reference cache, and the Azure backend against Azurite (real SDK)."""
+
+import json
+import os
+
+import pytest
+
+from registry_admin import storage, usage
+from registry_admin.models import ManifestReferences
+from registry_admin.tests.storage_trees import (
+    DictCache,
+    StorageTree,
+    azure_settings,
+    azurite_container,
+    hex_of,
+    upload_tree,
+)
+
+V2 = "docker/registry/v2"
+
+
+def scan_dir(root, **options):
+    backend = storage.FilesystemStorage(root)
+    return storage.scan(backend.list_entries(storage.V2_PREFIX), backend.read, **options)
+
+
+def by_name(result):
+    return {r.name: r for r in result.repositories}
+
+
+@pytest.fixture
+def tree(tmp_path):
+    return StorageTree(tmp_path / "storage")
+
+
+def test_figures_follow_links_and_gc_marking(tree):
+    base, own, other = b"B" * 1000, b"O" * 300, b"X" * 70
+    _, kept_manifest, kept_config = tree.image("team/app", [base, own], tag="v1")
+    gone, gone_manifest, gone_config = tree.image("team/app", [base, b"G" * 555], tag="v2")
+    tree.unlink_revision("team/app", gone)  # the registry's DELETE by digest does this
+    tree.image("tool", [base, other], tag="latest")
+    tree.blob(b"never linked anywhere")
+
+    result = scan_dir(tree.root)
+
+    sizes = {
+        name: len(data)
+        for name, data in {
+            "base": base,
+            "own": own,
+            "other": other,
+            "kept_manifest": kept_manifest,
+            "kept_config": kept_config,
+            "gone_manifest": gone_manifest,
+            "gone_config": gone_config,
+        }.items()
+    }
+    total = sum(len(p.read_bytes()) for p in tree.root.rglob("data"))
+    assert result.total_bytes == total
+    assert result.blob_count == 11
+    # Reclaimable: the deleted image's manifest, config and own layer, and the stray blob.
+    assert result.reclaimable_bytes == (
+        sizes["gone_manifest"] + sizes["gone_config"] + 555 + len(b"never linked anywhere")
+    )
+    assert result.reclaimable_count == 4
+    app = by_name(result)["team/app"]
+    assert (
+        app.referenced_bytes
+        == (sizes["base"] + sizes["own"] + sizes["kept_manifest"] + sizes["kept_config"])
+        + sizes["gone_config"]
+        + 555
+    )
+    assert app.shared_bytes == sizes["base"]
+    assert app.unique_bytes == app.referenced_bytes - sizes["base"]
+    assert app.reclaimable_bytes == sizes["gone_config"] + 555
+    assert app.manifest_count == 1
+    assert by_name(result)["tool"].shared_bytes == sizes["base"]
+    assert result.manifest_count == 2
+
+
+def test_an_index_marks_its_children_but_not_their_layers(tree):
+    """GC marks an index's child manifests; their layers only through their own revisions."""
+    child, child_manifest, child_config = tree.image("multi", [b"child layer" * 10])
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [{"digest": f"sha256:{child}", "size": len(child_manifest)}],
+        }
+    ).encode()
+    index_digest = tree.blob(index)
+    tree.link_revision("multi", index_digest, tag="latest")
+    tree.unlink_revision("multi", child)
+
+    result = scan_dir(tree.root)
+
+    # The child manifest stays (the index names it); its config and layer do not.
+    assert result.reclaimable_bytes == len(child_config) + len(b"child layer" * 10)
+    assert result.manifest_count == 1
+
+
+def test_schema1_manifests_mark_their_fs_layers(tree):
+    layer = tree.blob(b"schema1 layer")
+    tree.link_layer("old", layer)
+    manifest = json.dumps(
+        {"schemaVersion": 1, "name": "old", "fsLayers": [{"blobSum": f"sha256:{layer}"}]}
+    ).encode()
+    tree.link_revision("old", tree.blob(manifest), tag="v1")
+
+    assert scan_dir(tree.root).reclaimable_bytes == 0
+
+
+def test_junk_is_skipped_and_counted_not_fatal(tree):
+    tree.image("good", [b"layer"])
+    not_a_manifest = tree.blob(b"\xff\xfe not json")
+    tree.link_revision("good", not_a_manifest)
+    for junk in [
+        f"{V2}/repositories/<script>alert(1)</script>/_layers/sha256/{'a' * 64}/link",
+        f"{V2}/repositories/UPPER/_layers/sha256/{'a' * 64}/link",
+        f"{V2}/repositories/{'x/' * 150}_layers/sha256/{'a' * 64}/link",  # name > 255
+        f"{V2}/repositories/a'; DROP TABLE x;--/_layers/sha256/{'a' * 64}/link",
+        f"{V2}/repositories/ünïcode/_layers/sha256/{'a' * 64}/link",
+        f"{V2}/repositories/good/_layers/sha256/not-hex/link",
+        f"{V2}/repositories/good/_layers/sha256/{'g' * 64}/link",
+        f"{V2}/blobs/sha256/zz/{'z' * 64}/data",
+        f"{V2}/blobs/sha256/ab/{'cd' * 32}/data",  # prefix directory does not match
+        f"{V2}/blobs/sha256/aa/{'a' * 63} /data",
+        f"{V2}/somewhere-else/file",
+    ]:
+        tree.write(junk, b"junk")
+
+    result = scan_dir(tree.root)
+
+    assert [r.name for r in result.repositories] == ["good"]
+    assert result.skipped_entries == 11
+    assert result.unreadable_manifests == 1
+    assert (
+        result.total_bytes
+        == sum(p.stat().st_size for p in (tree.root / V2 / "blobs").rglob("data")) - 4 * 3
+    )  # the three junk blob paths are not blobs
+
+
+def test_link_to_a_missing_blob_is_counted(tree):
+    tree.link_layer("app", "ab" * 32)
+    tree.link_revision("app", "cd" * 32)
+
+    result = scan_dir(tree.root)
+
+    assert result.missing_blob_links == 2
+    assert result.blob_count == 0
+    assert result.manifests_read == 0
+
+
+def test_listing_order_does_not_change_the_figures(tree):
+    for number in range(40):
+        tree.image(f"repo{number % 3}", [b"shared", f"own {number}".encode() * 50])
+    backend = storage.FilesystemStorage(tree.root)
+    entries = list(backend.list_entries(storage.V2_PREFIX))
+    assert entries == sorted(entries)  # the walk yields sorted paths, blobs first
+
+    in_order = storage.scan(iter(entries), backend.read)
+    reversed_order = storage.scan(reversed(entries), backend.read, read_concurrency=3)
+
+    assert in_order.as_dict() | {"duration_seconds": 0} == reversed_order.as_dict() | {
+        "duration_seconds": 0
+    }
+
+
+def test_uploads_are_counted_with_their_oldest_start(tree):
+    tree.image("app", [b"x"])
+    tree.upload("app", b"a" * 100)
+    old = tree.upload("other", b"b" * 10)
+    old_file = tree.root / V2 / "repositories/other/_uploads" / old / "startedat"
+    os.utime(old_file, (1_600_000_000, 1_600_000_000))
+
+    result = scan_dir(tree.root)
+
+    assert result.upload_count == 2
+    assert result.upload_bytes == 100 + 10 + 2 * len(b"2026-01-01T00:00:00Z")
+    assert result.oldest_upload_started == 1_600_000_000
+
+
+def test_the_cache_spares_manifest_reads_and_forgets_unlinked_manifests(tree):
+    first_digest, _, _ = tree.image("app", [b"one"])
+    second_digest, _, _ = tree.image("app", [b"two"])
+    cache = DictCache()
+
+    cold = scan_dir(tree.root, cache=cache)
+    warm = scan_dir(tree.root, cache=cache)
+    tree.unlink_revision("app", second_digest)
+    after_delete = scan_dir(tree.root, cache=cache)
+
+    assert (cold.manifests_read, warm.manifests_read) == (2, 0)
+    assert cold.as_dict() | {"duration_seconds": 0, "manifests_read": 0} == warm.as_dict() | {
+        "duration_seconds": 0
+    }
+    assert set(cache.known) == {bytes.fromhex(first_digest)}
+    assert after_delete.reclaimable_count == 3
+
+
+def test_a_cached_manifest_whose_blob_is_gone_marks_nothing(tree):
+    digest, manifest, _ = tree.image("app", [b"layer"])
+    cache = DictCache()
+    scan_dir(tree.root, cache=cache)
+    (tree.root / V2 / "blobs/sha256" / digest[:2] / digest / "data").unlink()
+
+    result = scan_dir(tree.root, cache=cache)
+
+    # GC skips a revision whose blob is missing: its config and layer are reclaimable.
+    assert result.reclaimable_count == 2
+    assert result.missing_blob_links == 1
+
+
+@pytest.mark.django_db
+def test_the_database_cache_round_trips(tree):
+    tree.image("app", [b"one", b"two"])
+    cache = usage.ManifestReferenceCache()
+
+    cold = scan_dir(tree.root, cache=cache)
+    warm = scan_dir(tree.root, cache=cache)
+
+    assert (cold.manifests_read, warm.manifests_read) == (1, 0)
+    assert warm.reclaimable_count == cold.reclaimable_count == 0
+    (row,) = ManifestReferences.objects.all()
+    assert len(bytes(row.references)) == 3 * 32  # config + two layers
+    ManifestReferences.objects.create(digest="ef" * 32, references=b"")
+    scan_dir(tree.root, cache=cache)
+    assert ManifestReferences.objects.count() == 1
+
+
+def test_manifest_references_reads_every_kind():
+    layer, config = "sha256:" + "a" * 64, "sha256:" + "b" * 64
+    assert storage.manifest_references(
+        json.dumps({"config": {"digest": config}, "layers": [{"digest": layer}]})
+    ) == [config, layer]
+    assert storage.manifest_references(json.dumps({"manifests": [{"digest": layer}]})) == [layer]
+    assert storage.manifest_references(json.dumps({"fsLayers": [{"blobSum": layer}]})) == [layer]
+    assert storage.manifest_references(b"[1, 2]") is None
+    assert storage.manifest_references(b"\x00\xff") is None
+    assert storage.manifest_references(json.dumps({"layers": [1, {"digest": 5}]})) == []
+
+
+def test_an_oversized_manifest_is_unreadable(tree):
+    huge = b'{"layers": [' + b" " * storage.MANIFEST_MAX_BYTES + b"]}"
+    tree.link_revision("app", tree.blob(huge))
+
+    result = scan_dir(tree.root)
+
+    assert result.unreadable_manifests == 1
+    assert result.reclaimable_count == 0  # the manifest itself is still linked
+
+
+def test_filesystem_errors_are_sentences(tmp_path):
+    missing = storage.FilesystemStorage(tmp_path / "nowhere")
+    with pytest.raises(storage.StorageError, match="does not exist: set STORAGE_FILESYSTEM_ROOT"):
+        list(missing.list_entries(storage.V2_PREFIX))
+    empty = storage.FilesystemStorage(tmp_path)
+    assert list(empty.list_entries(storage.V2_PREFIX)) == []
+    with pytest.raises(storage.StorageError, match="outside the storage root"):
+        empty.read("../etc/passwd", 10)
+    assert empty.read("docker/registry/v2/nothing", 10) is None
+
+
+def test_get_backend_follows_the_settings(settings, tmp_path):
+    settings.STORAGE_BACKEND = "filesystem"
+    settings.STORAGE_FILESYSTEM_ROOT = str(tmp_path)
+    assert storage.get_backend().location == str(tmp_path)
+    settings.STORAGE_BACKEND = "s3"
+    with pytest.raises(storage.StorageError, match="not supported"):
+        storage.get_backend()
+    assert "not supported" in storage.configuration_problem()
+
+
+def test_azure_lists_under_the_root_directory_and_reads(tree, azurite, settings):
+    tree.image("app", [b"layer"], tag="v1")
+    container = azurite_container(azurite)
+    upload_tree(container, tree.root, prefix="deep/root/")
+    container.upload_blob("deep/root/docker/registry/v2/empty", b"")
+    container.upload_blob("elsewhere/docker/registry/v2/blobs/x", b"not ours")
+    azure_settings(settings, azurite, container.container_name, root_directory="deep/root")
+    backend = storage.get_backend()
+
+    listed = list(backend.list_entries(storage.V2_PREFIX))
+    on_disk = list(storage.FilesystemStorage(tree.root).list_entries(storage.V2_PREFIX))
+
+    assert [(p, s) for p, s, _ in listed] == sorted(
+        [(p, s) for p, s, _ in on_disk] + [("docker/registry/v2/empty", 0)]
+    )
+    assert backend.read("docker/registry/v2/empty", 10) == b""
+    assert backend.read("docker/registry/v2/missing", 10) is None
+    path = listed[0][0]
+    assert backend.read(path, 4) == (tree.root / path).read_bytes()[:5]
+    assert azurite.account_key not in backend.location
+
+
+def test_azure_connection_string_and_missing_credentials(azurite, settings):
+    container = azurite_container(azurite)
+    container.upload_blob(f"{V2}/blobs/sha256/{hex_of(b'x')[:2]}/{hex_of(b'x')}/data", b"x")
+    azure_settings(
+        settings,
+        azurite,
+        container.container_name,
+        AZURE_STORAGE_CONNECTION_STRING=azurite.connection_string,
+        AZURE_STORAGE_ACCOUNT_KEY="",
+    )
+    _, result = storage.scan_storage()
+    assert (result.total_bytes, result.blob_count) == (1, 1)
+
+    settings.AZURE_STORAGE_CONNECTION_STRING = ""
+    assert "AZURE_STORAGE_ACCOUNT_KEY" in storage.configuration_problem()
+    with pytest.raises(storage.StorageError, match="AZURE_STORAGE_ACCOUNT_KEY"):
+        storage.get_backend()
+    settings.AZURE_STORAGE_CONTAINER = ""
+    with pytest.raises(storage.StorageError, match="AZURE_STORAGE_CONTAINER"):
+        storage.get_backend()

@@ -1,0 +1,247 @@
+"""Storage usage over time: the scan job, its snapshots, and what pages read from them.
+
+The scan itself (listing, manifest reads, the arithmetic) lives in `registry_admin.storage`;
+this module stores its result and answers questions about the latest one.
+"""
+
+import logging
+import time
+from datetime import UTC, datetime
+
+from django.db import transaction
+
+from . import storage, worker
+from .models import ManifestReferences, RepositoryStorage, StorageSnapshot
+
+logger = logging.getLogger(__name__)
+
+JOB_KIND = "storage_scan"
+# Seconds between progress writes to the database during a scan.
+PROGRESS_SECONDS = 1.0
+# Points on the usage-over-time chart.
+HISTORY_POINTS = 400
+
+
+def storage_scan_job(run):
+    """Worker job: scan the configured storage and store a snapshot. Raises StorageError."""
+    last_write = 0.0
+
+    def progress(done, total, message):
+        nonlocal last_write
+        now = time.monotonic()
+        if total is not None or now - last_write >= PROGRESS_SECONDS:
+            last_write = now
+            worker.report_progress(run, done=done, total=total, message=message)
+
+    backend, result = storage.scan_storage(progress=progress, cache=ManifestReferenceCache())
+    snapshot = record_snapshot(result, backend, run=run)
+    worker.report_progress(run, message=f"Stored snapshot #{snapshot.pk}")
+    return {
+        "snapshot_id": snapshot.pk,
+        "total_bytes": result.total_bytes,
+        "blob_count": result.blob_count,
+        "reclaimable_bytes": result.reclaimable_bytes,
+        "repository_count": len(result.repositories),
+        "manifests_read": result.manifests_read,
+    }
+
+
+class ManifestReferenceCache:
+    """The scan's manifest-reference cache (see storage.scan) in the ManifestReferences table."""
+
+    def lookup(self, digests):
+        rows = ManifestReferences.objects.filter(
+            digest__in=[digest.hex() for digest in digests]
+        ).values_list("digest", "references")
+        return {bytes.fromhex(digest): bytes(references) for digest, references in rows}
+
+    def store(self, fresh):
+        ManifestReferences.objects.bulk_create(
+            [
+                ManifestReferences(digest=digest.hex(), references=references)
+                for digest, references in fresh.items()
+            ],
+            batch_size=500,
+            ignore_conflicts=True,
+        )
+
+    def prune(self, live):
+        stale = [
+            pk
+            for pk, digest in ManifestReferences.objects.values_list("pk", "digest").iterator(
+                chunk_size=5000
+            )
+            if bytes.fromhex(digest) not in live
+        ]
+        for start in range(0, len(stale), 500):
+            ManifestReferences.objects.filter(pk__in=stale[start : start + 500]).delete()
+
+
+def record_snapshot(result, backend, run=None):
+    """Store a ScanResult as a snapshot with one row per repository; prune old detail rows."""
+    with transaction.atomic():
+        snapshot = StorageSnapshot.objects.create(
+            run=run,
+            backend=backend.kind,
+            location=backend.location[:500],
+            total_bytes=result.total_bytes,
+            blob_count=result.blob_count,
+            linked_bytes=result.linked_bytes,
+            dedup_saved_bytes=result.dedup_saved_bytes,
+            reclaimable_bytes=result.reclaimable_bytes,
+            reclaimable_count=result.reclaimable_count,
+            upload_count=result.upload_count,
+            upload_bytes=result.upload_bytes,
+            oldest_upload_started_at=_datetime(result.oldest_upload_started),
+            repository_count=len(result.repositories),
+            manifest_count=result.manifest_count,
+            unreadable_manifests=result.unreadable_manifests,
+            missing_blob_links=result.missing_blob_links,
+            entry_count=result.entry_count,
+            duration_seconds=result.duration_seconds,
+        )
+        RepositoryStorage.objects.bulk_create(
+            (
+                RepositoryStorage(
+                    snapshot=snapshot,
+                    name=usage.name,
+                    referenced_bytes=usage.referenced_bytes,
+                    unique_bytes=usage.unique_bytes,
+                    shared_bytes=usage.shared_bytes,
+                    reclaimable_bytes=usage.reclaimable_bytes,
+                    blob_count=usage.blob_count,
+                    manifest_count=usage.manifest_count,
+                )
+                for usage in result.repositories
+            ),
+            batch_size=500,
+        )
+        StorageSnapshot.objects.prune_details()
+    return snapshot
+
+
+def _datetime(timestamp):
+    return None if timestamp is None else datetime.fromtimestamp(timestamp, tz=UTC)
+
+
+def latest_snapshot():
+    return StorageSnapshot.objects.latest_snapshot()
+
+
+def storage_summary_for_repository(name):
+    """The latest snapshot's figures for one repository, or None (never scanned, or absent).
+
+    Returns a dict: referenced_bytes, unique_bytes, shared_bytes, reclaimable_bytes,
+    blob_count, manifest_count, scanned_at (the snapshot's datetime), snapshot_id.
+    """
+    snapshot = latest_snapshot()
+    if snapshot is None:
+        return None
+    row = RepositoryStorage.objects.filter(snapshot=snapshot, name=name).first()
+    if row is None:
+        return None
+    return {
+        "referenced_bytes": row.referenced_bytes,
+        "unique_bytes": row.unique_bytes,
+        "shared_bytes": row.shared_bytes,
+        "reclaimable_bytes": row.reclaimable_bytes,
+        "blob_count": row.blob_count,
+        "manifest_count": row.manifest_count,
+        "scanned_at": snapshot.created_at,
+        "snapshot_id": snapshot.pk,
+    }
+
+
+def gc_guidance_context(snapshot=None):
+    """Context for templates/registry_admin/storage/_gc_guidance.html from the latest snapshot."""
+    snapshot = snapshot or latest_snapshot()
+    if snapshot is None:
+        return {"reclaimable_bytes": None, "reclaimable_count": None, "snapshot_at": None}
+    return {
+        "reclaimable_bytes": snapshot.reclaimable_bytes,
+        "reclaimable_count": snapshot.reclaimable_count,
+        "snapshot_at": snapshot.created_at,
+    }
+
+
+def failed_run_since(snapshot):
+    """The latest storage scan run if it failed after `snapshot` was taken, else None."""
+    run = worker.latest_run(JOB_KIND)
+    if run is None or run.state != run.State.FAILED:
+        return None
+    if snapshot is not None and run.finished_at and run.finished_at < snapshot.created_at:
+        return None
+    return run
+
+
+def chart_data(snapshot, top=10):
+    """What the storage page's charts draw: top repositories (unique vs shared) and history."""
+    top_rows = (
+        snapshot.repositories.order_by("-referenced_bytes", "name").values(
+            "name", "unique_bytes", "shared_bytes"
+        )[:top]
+        if snapshot
+        else []
+    )
+    history = list(
+        StorageSnapshot.objects.order_by("-created_at").values_list(
+            "created_at", "total_bytes", "reclaimable_bytes"
+        )[:HISTORY_POINTS]
+    )
+    history.reverse()
+    return {
+        "top": {
+            "labels": [row["name"] for row in top_rows],
+            "unique": [row["unique_bytes"] for row in top_rows],
+            "shared": [row["shared_bytes"] for row in top_rows],
+        },
+        "history": {
+            "labels": [created.isoformat() for created, _, _ in history],
+            "total": [total for _, total, _ in history],
+            "reclaimable": [reclaimable for _, _, reclaimable in history],
+        },
+    }
+
+
+def snapshot_as_dict(snapshot):
+    """A snapshot with all its repository rows, JSON-ready (`manage.py scan_storage --json`)."""
+    fields = (
+        "referenced_bytes",
+        "unique_bytes",
+        "shared_bytes",
+        "reclaimable_bytes",
+        "blob_count",
+        "manifest_count",
+    )
+    return {
+        "snapshot_id": snapshot.pk,
+        "run_id": snapshot.run_id,
+        "scanned_at": snapshot.created_at.isoformat(),
+        "backend": snapshot.backend,
+        "location": snapshot.location,
+        "total_bytes": snapshot.total_bytes,
+        "blob_count": snapshot.blob_count,
+        "linked_bytes": snapshot.linked_bytes,
+        "dedup_saved_bytes": snapshot.dedup_saved_bytes,
+        "reclaimable": {
+            "bytes": snapshot.reclaimable_bytes,
+            "count": snapshot.reclaimable_count,
+        },
+        "uploads": {
+            "count": snapshot.upload_count,
+            "bytes": snapshot.upload_bytes,
+            "oldest_started_at": snapshot.oldest_upload_started_at.isoformat()
+            if snapshot.oldest_upload_started_at
+            else None,
+        },
+        "manifest_count": snapshot.manifest_count,
+        "unreadable_manifests": snapshot.unreadable_manifests,
+        "missing_blob_links": snapshot.missing_blob_links,
+        "duration_seconds": snapshot.duration_seconds,
+        "repositories": [
+            {"name": name, **dict(zip(fields, figures, strict=True))}
+            for name, *figures in snapshot.repositories.order_by("name").values_list(
+                "name", *fields
+            )
+        ],
+    }
