@@ -67,3 +67,14 @@ def test_login_page_has_labelled_fields(client):
     assert '<label for="id_username">' in content
     assert '<label for="id_password">' in content
     assert "<title>Log in · Oyster</title>" in content
+
+
+def test_the_throttling_name_is_cut_and_printable():
+    from django.test import RequestFactory
+
+    from registry_admin.accounts import throttling_username
+
+    request = RequestFactory().post("/login/", {"username": "a\x00b" + "x" * 500})
+    name = throttling_username(request)
+    assert name.startswith("ab") and len(name) == 150
+    assert throttling_username(request, {"username": "bob"}) == "bob"
