@@ -87,8 +87,9 @@ class AuditFilterForm(forms.Form):
             )
         return data
 
-    def filtered(self, queryset=None):
-        """The events matching the cleaned filters (no order, no paging)."""
+    def filtered(self, queryset=None, whole=False):
+        """The events matching the cleaned filters (no order, no paging); `whole` when all of
+        them will be read (the export), not only the newest page."""
         data = self.cleaned_data
         events = queryset if queryset is not None else AuditEvent.objects.all()
         if not data.get("all"):
@@ -99,7 +100,7 @@ class AuditFilterForm(forms.Form):
             if data.get(param):
                 events = events.filter(**{field: data[param]})
         if data.get("repository"):
-            events = events.repository_prefix(data["repository"])
+            events = events.repository_prefix(data["repository"], whole=whole)
         if data.get("addr"):
             events = events.client_address(data["addr"])
         if data.get("q"):

@@ -218,12 +218,12 @@ def derive_kind(action, media_type, url="", repository="", tag="", digest=""):
     return AuditEvent.Kind.OTHER
 
 
-def record(envelope, raw_body=b"", content_type="", remote_addr="", error=""):
+def record(envelope, raw_body=b"", content_type="", remote_addr="", error="", handlers=None):
     """Store one delivery in one transaction; return the AuditEvent rows newly stored.
 
     `error` is the parse error of a body that was not an envelope at all (then `envelope` is
     None); it and any per-event errors are kept as one RejectedDelivery with the raw body.
-    Database errors propagate.
+    `handlers` defaults to EVENT_HANDLERS. Database errors propagate.
     """
     events = envelope.events if envelope else []
     errors = ([error] if error else []) + (envelope.errors if envelope else [])
@@ -240,7 +240,7 @@ def record(envelope, raw_body=b"", content_type="", remote_addr="", error=""):
             logger.warning(
                 "notification delivery partly rejected (%d stored): %s", len(stored), errors[0]
             )
-        for handler in EVENT_HANDLERS:
+        for handler in EVENT_HANDLERS if handlers is None else handlers:
             handler(stored)
     return stored
 

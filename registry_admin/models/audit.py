@@ -1,11 +1,13 @@
 from datetime import UTC, datetime, timedelta
 
 from django.db import connection, models
-from django.db.models import Count, Q
-from django.db.models.functions import TruncDate
+from django.db.models import Count, Q, Value
+from django.db.models.functions import Concat, TruncDate
 from django.utils import timezone
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# A repository prefix with at least this many events is "busy" (see repository_prefix).
+BUSY_PREFIX_ROWS = 2000
 
 
 class AuditEventQuerySet(models.QuerySet):
@@ -18,12 +20,24 @@ class AuditEventQuerySet(models.QuerySet):
         """Without blob-level events and HEAD requests (the log's default view)."""
         return self.filter(noise=False)
 
-    def repository_prefix(self, prefix):
-        if connection.vendor == "sqlite":
-            # A range instead of LIKE: SQLite can walk the index for it, and with its binary
-            # collation the range is exactly "starts with".
-            return self.filter(repository__gte=prefix, repository__lt=prefix + "\U0010ffff")
-        return self.filter(repository__startswith=prefix)
+    def repository_prefix(self, prefix, whole=False):
+        """Events whose repository starts with `prefix`; `whole` when every match is wanted
+        (an export) rather than the newest page."""
+        if connection.vendor != "sqlite":
+            return self.filter(repository__startswith=prefix)
+        # A range instead of LIKE: with SQLite's binary collation it is exactly "starts with",
+        # and the repository index can serve it. But for a busy prefix, sorting its rows by time
+        # costs more than walking the time-ordered index until a page is full, and SQLite's
+        # planner cannot tell the two apart: count up to a bound in the index (cheap) and, for a
+        # busy prefix, compare an expression the repository index cannot serve.
+        end = prefix + "\U0010ffff"
+        in_range = AuditEvent.objects.filter(repository__gte=prefix, repository__lt=end)
+        if whole or in_range.values("id")[:BUSY_PREFIX_ROWS].count() < BUSY_PREFIX_ROWS:
+            return self.filter(repository__gte=prefix, repository__lt=end)
+        unindexed = Concat("repository", Value(""), output_field=models.CharField())
+        return self.alias(repository_scan=unindexed).filter(
+            repository_scan__gte=prefix, repository_scan__lt=end
+        )
 
     def client_address(self, address):
         """Events from `address` (an IP, with or without port)."""
@@ -56,11 +70,17 @@ class AuditEventQuerySet(models.QuerySet):
     def older_than(self, cursor):
         """Keyset: rows after `cursor` (timestamp, id) in newest-first order."""
         timestamp, pk = cursor
-        return self.filter(Q(timestamp__lt=timestamp) | Q(timestamp=timestamp, id__lt=pk))
+        # The plain bound is redundant but lets the database seek in its time index; with the
+        # OR alone SQLite walks the index from the newest row down to the cursor.
+        return self.filter(timestamp__lte=timestamp).filter(
+            Q(timestamp__lt=timestamp) | Q(timestamp=timestamp, id__lt=pk)
+        )
 
     def newer_than(self, cursor):
         timestamp, pk = cursor
-        return self.filter(Q(timestamp__gt=timestamp) | Q(timestamp=timestamp, id__gt=pk))
+        return self.filter(timestamp__gte=timestamp).filter(
+            Q(timestamp__gt=timestamp) | Q(timestamp=timestamp, id__gt=pk)
+        )
 
     def pushes_and_pulls_per_day(self, days=30):
         """[(date, pushes, pulls)] for each of the last `days` days (today included), zeros too."""
@@ -97,9 +117,10 @@ class AuditEventQuerySet(models.QuerySet):
         )
 
     def last_received(self):
+        # Ids grow in the order rows arrive, and the primary key needs no extra index.
         return (
             self.filter(source=AuditEvent.Source.REGISTRY)
-            .order_by("-received_at")
+            .order_by("-id")
             .values_list("received_at", flat=True)
             .first()
         )
@@ -175,15 +196,17 @@ class AuditEvent(models.Model):
     objects = AuditEventQuerySet.as_manager()
 
     class Meta:
+        # Each filter's index ends with the log's full order (timestamp, id), so a filtered page
+        # is read in order from the index and stops after one page.
         indexes = [
             models.Index(fields=["noise", "-timestamp", "-id"], name="audit_listing_idx"),
             models.Index(fields=["-timestamp", "-id"], name="audit_time_idx"),
-            models.Index(fields=["repository", "-timestamp"], name="audit_repo_idx"),
-            models.Index(fields=["actor", "-timestamp"], name="audit_actor_idx"),
-            models.Index(fields=["action", "-timestamp"], name="audit_action_idx"),
-            models.Index(fields=["tag", "-timestamp"], name="audit_tag_idx"),
+            models.Index(fields=["repository", "-timestamp", "-id"], name="audit_repo_idx"),
+            models.Index(fields=["actor", "-timestamp", "-id"], name="audit_actor_idx"),
+            models.Index(fields=["action", "-timestamp", "-id"], name="audit_action_idx"),
+            models.Index(fields=["tag", "-timestamp", "-id"], name="audit_tag_idx"),
             models.Index(fields=["request_id"], name="audit_request_idx"),
-            models.Index(fields=["source", "-received_at"], name="audit_received_idx"),
+            models.Index(fields=["source", "-timestamp", "-id"], name="audit_source_idx"),
         ]
 
     def __str__(self):

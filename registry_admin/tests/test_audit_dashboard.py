@@ -5,11 +5,13 @@ import re
 from datetime import timedelta
 
 import pytest
+from django.core.cache import cache
 from django.urls import reverse
 from django.utils import timezone
 
 from registry_admin import audit, notifications
 from registry_admin.models import AuditEvent, DeliveryCounter, RejectedDelivery
+from registry_admin.views.audit import ACTIVITY_CACHE_KEY
 
 from .factories import make_envelope, make_registry_event
 from .harness import free_port
@@ -32,6 +34,14 @@ def chart_data(content):
         r'<script id="audit-activity-data" type="application/json">(.*?)</script>', content
     )
     return json.loads(match.group(1))
+
+
+@pytest.fixture(autouse=True)
+def fresh_activity():
+    """The 30-day aggregates are cached for minutes; each test starts without them."""
+    cache.delete(ACTIVITY_CACHE_KEY)
+    yield
+    cache.delete(ACTIVITY_CACHE_KEY)
 
 
 @pytest.fixture
@@ -129,3 +139,13 @@ def test_it_warns_when_a_reachable_registry_sent_nothing_for_too_long(
     content = viewer_client.get(DASHBOARD).content.decode()
     assert 'data-warning="silent"' not in content
     assert 'data-state="reachable"' in content
+
+
+@pytest.mark.django_db
+def test_the_activity_is_cached_but_the_last_event_is_live(viewer_client, unreachable):
+    store()
+    assert sum(chart_data(viewer_client.get(DASHBOARD).content.decode())["pushes"]) == 1
+    latest = store()
+    response = viewer_client.get(DASHBOARD)
+    assert sum(chart_data(response.content.decode())["pushes"]) == 1
+    assert response.context["audit_last_received"] == latest.received_at

@@ -1,0 +1,403 @@
+"""Notification endpoint benchmark: POST /api/registry/events under gunicorn, SQLite and PostgreSQL.
+
+    .venv/bin/python bench/webhook_throughput.py           # both databases, about 2 minutes
+    .venv/bin/python bench/webhook_throughput.py --quick   # smaller, for a smoke run
+
+For each database a fresh portal (migrated) is served by gunicorn exactly as deployed: 2 workers,
+4 threads each (docker/entrypoint.sh). Senders POST real 2.8.2 envelopes (tests/payloads/
+push-manifest-oci.json with a fresh event id each) with keep-alive connections:
+
+- "1 sender": one event at a time, as the registry delivers (its queue is sequential);
+- "8 senders": concurrent senders (several registries, retries); 10 % of the requests are
+  redeliveries of an event another sender posts at about the same moment, so the unique index
+  and the duplicate path are exercised under contention.
+
+The baseline is /bench/noop (bench/webhook/bench_urls.py) in the same server and run: same
+middleware, token check and body read, no parsing or storing. Each phase runs no-op, endpoint,
+no-op; the ratio is endpoint / mean of the two no-op runs. After the run the database must hold
+exactly the unique events sent: zero lost, zero duplicated (count and id-set check).
+
+PostgreSQL comes from scripts/with-postgres.sh (Debian's server, throwaway, fsync off as in the
+test suite); SQLite is the default file database in WAL mode.
+"""
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+BENCH_DIR = Path(__file__).resolve().parent / "webhook"
+PYTHON = str(REPO_ROOT / ".venv" / "bin" / "python")
+GUNICORN = str(REPO_ROOT / ".venv" / "bin" / "gunicorn")
+PAYLOAD = REPO_ROOT / "registry_admin" / "tests" / "payloads" / "push-manifest-oci.json"
+TOKEN = "bench-token-" + "x" * 32
+WEBHOOK, NOOP, AUDIT_ONLY = "/api/registry/events", "/bench/noop", "/bench/audit-only"
+SECTION = "## webhook_throughput.py"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Bodies:
+    """Envelopes with fresh event ids, all for repositories under bench/ (the count check)."""
+
+    def __init__(self):
+        self.template = json.loads(PAYLOAD.read_text())
+        self.made = 0
+
+    def make(self):
+        envelope = json.loads(json.dumps(self.template))
+        event = envelope["events"][0]
+        event["id"] = str(uuid.uuid4())
+        event["timestamp"] = datetime.now(UTC).isoformat()
+        event["target"]["repository"] = f"bench/app-{self.made % 50}"
+        self.made += 1
+        return json.dumps(envelope).encode()
+
+
+def send_all(port, path, plans):
+    """Each plan (a list of bodies) is sent by its own thread on one keep-alive connection.
+    Returns (latencies in seconds, wall seconds, status counts)."""
+    latencies, statuses, lock = [], {}, threading.Lock()
+    start_gate = threading.Barrier(len(plans) + 1)
+
+    def sender(bodies):
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        mine, codes = [], {}
+        start_gate.wait()
+        for body in bodies:
+            started = time.perf_counter()
+            conn.request(
+                "POST",
+                path,
+                body=body,
+                headers={
+                    "Content-Type": "application/vnd.docker.distribution.events.v1+json",
+                    "Authorization": f"Bearer {TOKEN}",
+                },
+            )
+            response = conn.getresponse()
+            response.read()
+            mine.append(time.perf_counter() - started)
+            codes[response.status] = codes.get(response.status, 0) + 1
+        conn.close()
+        with lock:
+            latencies.extend(mine)
+            for code, n in codes.items():
+                statuses[code] = statuses.get(code, 0) + n
+
+    threads = [threading.Thread(target=sender, args=(plan,)) for plan in plans]
+    for thread in threads:
+        thread.start()
+    start_gate.wait()
+    started = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    return latencies, time.perf_counter() - started, statuses
+
+
+def plans_for(bodies, senders, requests, duplicate_share=0.1):
+    """`senders` lists of bodies; about `duplicate_share` of each list re-sends the body that the
+    next sender posts at the same position (a near-simultaneous redelivery)."""
+    per_sender = requests // senders
+    fresh = [[bodies.make() for _ in range(per_sender)] for _ in range(senders)]
+    if senders == 1 or not duplicate_share:
+        return fresh
+    every = round(1 / duplicate_share)
+    plans = []
+    for i, own in enumerate(fresh):
+        neighbour = fresh[(i + 1) % senders]
+        plans.append(
+            [neighbour[j] if j % every == every - 1 else own[j] for j in range(per_sender)]
+        )
+    return plans
+
+
+def summary(latencies, wall, statuses, events=None):
+    ordered = sorted(latencies)
+    return {
+        "requests": len(latencies),
+        "per_second": len(latencies) / wall,
+        "events_per_second": (events / wall) if events is not None else None,
+        "p50_ms": 1000 * statistics.median(ordered),
+        "p99_ms": 1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+        "statuses": statuses,
+    }
+
+
+def run_phase(port, bodies, senders, requests, endpoint=WEBHOOK):
+    noop_plans = plans_for(bodies, senders, requests, duplicate_share=0)
+    before = summary(*send_all(port, NOOP, noop_plans))
+    plans = plans_for(bodies, senders, requests)
+    unique_in_phase = len({body for plan in plans for body in plan})
+    note_endpoint_ids(plans)
+    webhook = summary(*send_all(port, endpoint, plans), events=unique_in_phase)
+    after = summary(*send_all(port, NOOP, plans_for(bodies, senders, requests, duplicate_share=0)))
+    noop_rate = (before["per_second"] + after["per_second"]) / 2
+    return {
+        "senders": senders,
+        "endpoint": "webhook" if endpoint == WEBHOOK else "webhook without index handler",
+        "noop": {
+            "per_second": noop_rate,
+            "p50_ms": (before["p50_ms"] + after["p50_ms"]) / 2,
+            "p99_ms": (before["p99_ms"] + after["p99_ms"]) / 2,
+        },
+        "webhook": webhook,
+        "ratio": webhook["per_second"] / noop_rate,
+        "sent_unique": unique_in_phase,
+    }
+
+
+def machine():
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()} {platform.release()}"
+
+
+def prepare_database(env):
+    if not env.get("DATABASE_URL"):
+        return f"SQLite {sqlite3.sqlite_version} (file, WAL)"
+    import psycopg
+
+    url = env["DATABASE_URL"]
+    server, _, name = url.rpartition("/")
+    with psycopg.connect(server + "/postgres", autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone():
+            conn.execute(f'CREATE DATABASE "{name}"')
+        version = conn.execute("SHOW server_version").fetchone()[0]
+    return f"PostgreSQL {version} (fsync off)"
+
+
+def run_backend(quick):
+    """Serve a fresh portal with gunicorn, run both phases, check the counts. Returns a dict."""
+    data_dir = tempfile.mkdtemp(prefix="oyster-bench-webhook-")
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("NOTIFICATIONS_")},
+        "DATA_DIR": data_dir,
+        "SECRET_KEY": "bench-" + "s" * 50,
+        "DEBUG": "0",
+        "SECURE_SSL_REDIRECT": "0",
+        "ALLOWED_HOSTS": "127.0.0.1",
+        "NOTIFICATIONS_TOKEN": TOKEN,
+        "LOG_LEVEL": "WARNING",
+        "DJANGO_SETTINGS_MODULE": "bench_settings",
+        "PYTHONPATH": f"{BENCH_DIR}:{REPO_ROOT}",
+    }
+    database = prepare_database(env)
+    subprocess.run(
+        [PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO_ROOT, env=env, check=True
+    )
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            GUNICORN,
+            "portal.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "2",
+            "--threads",
+            "4",
+            "--log-level",
+            "warning",
+            "--no-control-socket",
+        ],
+        cwd=REPO_ROOT,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.2).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or server.poll() is not None:
+                    raise RuntimeError("gunicorn did not start") from None
+                time.sleep(0.1)
+        bodies = Bodies()
+        # Warm-up: both workers import everything and open their database connections.
+        send_all(port, NOOP, plans_for(bodies, 4, 200, duplicate_share=0))
+        warm = plans_for(bodies, 4, 200, duplicate_share=0)
+        note_endpoint_ids(warm)
+        send_all(port, WEBHOOK, warm)
+        sequential = run_phase(port, bodies, 1, 300 if quick else 1000)
+        audit_only = run_phase(port, bodies, 1, 300 if quick else 1000, endpoint=AUDIT_ONLY)
+        concurrent = run_phase(port, bodies, 8, 800 if quick else 2000)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(30)
+    return {
+        "database": database,
+        "phases": [sequential, audit_only, concurrent],
+        "check": count_check(env, bodies),
+    }
+
+
+def count_check(env, bodies):
+    """Every event id sent to the endpoint is stored exactly once (bench/ repositories only; the
+    no-op bodies were never stored, so compare against the ids the endpoint received)."""
+    script = (
+        "import json,sys;"
+        "from registry_admin.models import AuditEvent, RejectedDelivery;"
+        "qs = AuditEvent.objects.filter(repository__startswith='bench/');"
+        "ids = list(qs.values_list('event_id', flat=True));"
+        "print('COUNTS', json.dumps({'rows': len(ids), 'distinct': len(set(ids)), 'ids': ids,"
+        " 'rejected': RejectedDelivery.objects.count()}))"
+    )
+    out = subprocess.run(
+        [PYTHON, "manage.py", "shell", "-c", script],
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    [line] = [line for line in out.splitlines() if line.startswith("COUNTS ")]
+    stored = json.loads(line.removeprefix("COUNTS "))
+    sent = ENDPOINT_IDS
+    stored_ids = set(stored["ids"])
+    return {
+        "sent_unique": len(sent),
+        "stored_rows": stored["rows"],
+        "lost": len(sent - stored_ids),
+        "duplicated": stored["rows"] - stored["distinct"],
+        "unexpected": len(stored_ids - sent),
+        "rejected_deliveries": stored["rejected"],
+    }
+
+
+# Ids of the events posted to the endpoint (not to the no-op), for the count check.
+ENDPOINT_IDS = set()
+
+
+def note_endpoint_ids(plans):
+    for plan in plans:
+        for body in plan:
+            ENDPOINT_IDS.add(json.loads(body)["events"][0]["id"])
+
+
+def table(results):
+    lines = [
+        "| database | endpoint | senders | req/s | events/s | p50 ms | p99 ms | no-op req/s | no-op p50 / p99 ms | req/s ratio to no-op |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        for phase in result["phases"]:
+            w, n = phase["webhook"], phase["noop"]
+            lines.append(
+                f"| {result['database']} | {phase['endpoint']} | {phase['senders']} | "
+                f"{w['per_second']:.0f} | "
+                f"{w['events_per_second']:.0f} | {w['p50_ms']:.1f} | {w['p99_ms']:.1f} | "
+                f"{n['per_second']:.0f} | {n['p50_ms']:.1f} / {n['p99_ms']:.1f} | "
+                f"{phase['ratio']:.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def checks(results):
+    lines = []
+    for result in results:
+        c = result["check"]
+        statuses = {}
+        for phase in result["phases"]:
+            for code, n in phase["webhook"]["statuses"].items():
+                statuses[code] = statuses.get(code, 0) + n
+        lines.append(
+            f"- {result['database']}: {c['sent_unique']} unique events posted (plus redeliveries), "
+            f"{c['stored_rows']} rows stored: **{c['lost']} lost, {c['duplicated']} duplicated**, "
+            f"{c['unexpected']} unexpected, {c['rejected_deliveries']} rejected deliveries; "
+            f"HTTP statuses {statuses}."
+        )
+    return "\n".join(lines)
+
+
+def write_readme(results, quick, elapsed):
+    readme = REPO_ROOT / "bench" / "README.md"
+    text = readme.read_text()
+    section = "\n".join(
+        [
+            SECTION,
+            "",
+            f"Notification endpoint under gunicorn (2 workers x 4 threads), real 2.8.2 envelopes, "
+            f"keep-alive senders; baseline: a no-op endpoint in the same server and run. "
+            f"{datetime.now(UTC):%Y-%m-%d}, {machine()}{' (--quick)' if quick else ''}; "
+            f"the senders run on the same 2 cores. Whole run {elapsed:.0f} s.",
+            "",
+            table(results),
+            "",
+            checks(results),
+            "",
+            "events/s counts unique events stored per second (8 senders: 10 % of requests are "
+            "redeliveries of an event another sender posts at about the same moment).",
+            "",
+        ]
+    )
+    if SECTION in text:
+        start = text.index(SECTION)
+        end = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    readme.write_text(text)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], help=argparse.SUPPRESS)
+    parser.add_argument("--json-out", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.backend:
+        if args.backend == "sqlite":
+            os.environ.pop("DATABASE_URL", None)
+        elif not os.environ.get("DATABASE_URL"):
+            sys.exit("--backend postgres needs DATABASE_URL (run through scripts/with-postgres.sh)")
+        result = run_backend(args.quick)
+        Path(args.json_out).write_text(json.dumps(result))
+        return
+
+    started = time.monotonic()
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in ("sqlite", "postgres"):
+            out = Path(tmp) / f"{backend}.json"
+            command = [PYTHON, __file__, "--backend", backend, "--json-out", str(out)]
+            if args.quick:
+                command.append("--quick")
+            if backend == "postgres":
+                command = [str(REPO_ROOT / "scripts" / "with-postgres.sh"), *command]
+            env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+            subprocess.run(command, cwd=REPO_ROOT, env=env, check=True)
+            results.append(json.loads(out.read_text()))
+            print(table(results[-1:]))
+            print(checks(results[-1:]))
+    elapsed = time.monotonic() - started
+    write_readme(results, args.quick, elapsed)
+    print(f"bench/README.md updated ({elapsed:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
