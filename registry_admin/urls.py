@@ -1,6 +1,7 @@
 from django.urls import path
 
 from .views import audit, dashboard, repositories, runs, users, webhooks
+from .views import deletes as delete_views
 from .views import retention as retention_views
 from .views import storage as storage_views
 
@@ -30,6 +31,9 @@ urlpatterns = [
     path("audit/rejected/", audit.rejected_deliveries, name="audit-rejected"),
     path("settings/notifications/", audit.notification_settings, name="notification-settings"),
     path("api/registry/events", webhooks.registry_events, name="registry-events"),
+    path("deletes/tag/", delete_views.tag_delete, name="tag-delete"),
+    path("deletes/image/", delete_views.image_delete, name="image-delete"),
+    path("deletes/tags/", delete_views.tags_bulk_delete, name="tags-bulk-delete"),
     path("retention/", retention_views.rules, name="retention"),
     path("retention/new/", retention_views.rule_create, name="retention-rule-create"),
     path("retention/<int:pk>/edit/", retention_views.rule_edit, name="retention-rule-edit"),

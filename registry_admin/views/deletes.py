@@ -1,0 +1,177 @@
+"""Deleting tags and images from the pages: POST only, admins only, always confirmed.
+
+Each URL answers a first POST (from a Delete button) with a confirmation page and does the
+delete only on a second POST carrying `confirm=yes`. A GET is refused (405) and changes nothing.
+"""
+
+import logging
+
+from django.shortcuts import render
+from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
+
+from .. import deletes, references, registry, usage, worker
+from ..models import Tag
+from ..roles import DELETE_IMAGES, require
+
+logger = logging.getLogger(__name__)
+
+MAX_BULK_TAGS = 1000
+CONFIRM = "yes"
+SCAN_KIND = "storage_scan"
+
+
+@require_POST
+@require(DELETE_IMAGES)
+@never_cache
+def tag_delete(request):
+    """Delete one tag; its image and the image's other tags stay."""
+    try:
+        repository = references.check_repository(request.POST.get("repository", ""))
+        tag = references.check_tag(request.POST.get("tag", ""))
+        digest = request.POST.get("digest", "")
+        if digest:
+            references.check_digest(digest)
+    except references.InvalidReferenceError as exc:
+        return _refused(request, exc)
+    context = {"repository": repository, "tag": tag, "digest": digest, "back": _back(request)}
+    if request.POST.get("confirm") != CONFIRM:
+        context["siblings"] = _indexed_siblings(repository, tag, digest)
+        return render(request, "registry_admin/deletes/confirm_tag.html", context)
+    target = deletes.TagToDelete(repository, tag, expected_digest=digest)
+    outcomes = deletes.delete_tags(request.user.get_username(), [target])
+    return _results(request, context, outcomes, title=f"Delete {repository}:{tag}")
+
+
+@require_POST
+@require(DELETE_IMAGES)
+@never_cache
+def image_delete(request):
+    """Delete an image by digest: every tag on it goes too, and the confirmation lists them."""
+    try:
+        repository = references.check_repository(request.POST.get("repository", ""))
+        digest = references.check_digest(request.POST.get("digest", ""))
+    except references.InvalidReferenceError as exc:
+        return _refused(request, exc)
+    context = {"repository": repository, "digest": digest, "back": _back(request)}
+    try:
+        tags = deletes.tags_pointing_at(repository, digest)
+    except registry.RegistryError as exc:
+        return _failed(request, context, exc, "registry_admin/deletes/confirm_image.html")
+    context["tags"] = tags
+    confirmed = sorted(set(request.POST.getlist("confirmed_tag")))
+    if request.POST.get("confirm") != CONFIRM or confirmed != tags:
+        context["changed"] = request.POST.get("confirm") == CONFIRM
+        return render(request, "registry_admin/deletes/confirm_image.html", context)
+    try:
+        deletes.delete_image(request.user.get_username(), repository, digest, confirmed_tags=tags)
+    except registry.RegistryError as exc:
+        return _failed(request, context, exc, "registry_admin/deletes/confirm_image.html")
+    outcomes = [
+        deletes.TagOutcome(repository, tag, deletes.DELETED, "Deleted with the image.", digest)
+        for tag in tags
+    ]
+    return _results(request, context, outcomes, title=f"Delete image {repository}@{digest}")
+
+
+@require_POST
+@require(DELETE_IMAGES)
+@never_cache
+def tags_bulk_delete(request):
+    """Delete the tags selected on the repository page, each alone, with one result per tag."""
+    try:
+        repository = references.check_repository(request.POST.get("repository", ""))
+        tags = _selected_tags(request)
+    except references.InvalidReferenceError as exc:
+        return _refused(request, exc)
+    context = {"repository": repository, "tags": tags, "back": _back(request)}
+    if request.POST.get("confirm") != CONFIRM:
+        known = dict(
+            Tag.objects.filter(repository__name=repository, name__in=tags).values_list(
+                "name", "digest"
+            )
+        )
+        context["rows"] = [(tag, known.get(tag, "")) for tag in tags]
+        return render(request, "registry_admin/deletes/confirm_bulk.html", context)
+    expected = _expected_digests(request)
+    targets = [deletes.TagToDelete(repository, tag, expected.get(tag, "")) for tag in tags]
+    outcomes = deletes.delete_tags(request.user.get_username(), targets)
+    return _results(request, context, outcomes, title=f"Delete {len(tags)} tags of {repository}")
+
+
+def _selected_tags(request):
+    tags = list(dict.fromkeys(request.POST.getlist("tag")))
+    if not tags:
+        raise references.InvalidReferenceError("Select at least one tag to delete.")
+    if len(tags) > MAX_BULK_TAGS:
+        raise references.InvalidReferenceError(
+            f"Select at most {MAX_BULK_TAGS} tags at once ({len(tags)} selected)."
+        )
+    for tag in tags:
+        references.check_tag(tag)
+    return tags
+
+
+def _expected_digests(request):
+    """`expect` fields are `TAG@DIGEST` pairs from the confirmation page; bad ones are dropped."""
+    expected = {}
+    for pair in request.POST.getlist("expect"):
+        tag, _, digest = pair.partition("@")
+        if references.TAG_RE.fullmatch(tag) and references.DIGEST_RE.fullmatch(digest):
+            expected[tag] = digest
+    return expected
+
+
+def _indexed_siblings(repository, tag, digest):
+    """Other tags the index has on the same digest: shown as staying."""
+    if not digest:
+        return []
+    return list(
+        Tag.objects.filter(repository__name=repository, digest=digest)
+        .exclude(name=tag)
+        .order_by("name")
+        .values_list("name", flat=True)
+    )
+
+
+def _back(request):
+    """Where "Back" goes: the page the Delete button was on, if it is one of ours."""
+    back = request.POST.get("next", "")
+    if back and url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
+        return back
+    return reverse("registry_admin:repositories")
+
+
+def _refused(request, exc):
+    return render(
+        request,
+        "registry_admin/deletes/refused.html",
+        {"error": str(exc), "back": _back(request)},
+        status=400,
+    )
+
+
+def _failed(request, context, exc, template):
+    logger.warning("delete in %s failed: %s", context.get("repository"), exc)
+    context["error"] = str(exc)
+    context["deletes_disabled"] = isinstance(exc, registry.RegistryDeleteUnsupported)
+    return render(request, template, context)
+
+
+def _results(request, context, outcomes, title):
+    """The per-tag results, and what it takes to get the space back (the storage feature's
+    guidance, with the bytes its last scan found reclaimable)."""
+    context.update(
+        title=title,
+        outcomes=outcomes,
+        deleted_count=sum(1 for o in outcomes if o.ok),
+        failed_count=sum(1 for o in outcomes if not o.ok),
+        deletes_disabled=any(o.error_type == "RegistryDeleteUnsupported" for o in outcomes),
+        deletes_disabled_message=registry.RegistryClient.DELETES_DISABLED_MESSAGE,
+        scan_kind=SCAN_KIND if SCAN_KIND in worker.JOBS else "",
+        scan_run=worker.latest_run(SCAN_KIND),
+        **usage.gc_guidance_context(),
+    )
+    return render(request, "registry_admin/deletes/results.html", context)
