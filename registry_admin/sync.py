@@ -26,7 +26,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from . import registry
-from .index import refresh_repository_stats
+from .index import refresh_stats_of
 from .models import Manifest, Repository, Tag
 from .worker import report_progress
 
@@ -48,13 +48,19 @@ _PROGRESS_EVERY_SECONDS = 0.5
 # --- Details: manifest + config -> Manifest fields -------------------------------------------
 
 
-def fetch_details(client, repository, digest):
-    """The Manifest fields for `digest`, read from `repository`. Raises RegistryError."""
-    return details_from_document(client, repository, client.get_manifest(repository, digest))
+def fetch_details(client, repository, digest, configs=None):
+    """The Manifest fields for `digest`, read from `repository`. Raises RegistryError.
+
+    `configs` ({digest: config}) spares reading a config blob twice: images rebuilt without
+    changes, or re-annotated, share one.
+    """
+    document = client.get_manifest(repository, digest)
+    return details_from_document(client, repository, document, configs)
 
 
-def details_from_document(client, repository, document):
+def details_from_document(client, repository, document, configs=None):
     """The Manifest fields for a fetched ManifestDocument (reads its config or children)."""
+    configs = {} if configs is None else configs
     fields = {
         "media_type": document.media_type,
         "manifest_size": len(document.raw),
@@ -63,15 +69,15 @@ def details_from_document(client, repository, document):
         "details_fetched_at": timezone.now(),
     }
     if document.is_index:
-        fields.update(_index_details(client, repository, document.data))
+        fields.update(_index_details(client, repository, document.data, configs))
     elif "fsLayers" in document.data:
         fields.update(_schema1_details(document.data))
     else:
-        fields.update(_image_details(client, repository, document.data))
+        fields.update(_image_details(client, repository, document.data, configs))
     return fields
 
 
-def _image_details(client, repository, manifest):
+def _image_details(client, repository, manifest, configs):
     config_ref = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
     layers = [
         {
@@ -87,7 +93,9 @@ def _image_details(client, repository, manifest):
     config = {}
     config_type = str(config_ref.get("mediaType", ""))
     if config_type in IMAGE_CONFIG_TYPES and registry.is_valid_digest(config_digest):
-        config = client.get_config(repository, config_digest)
+        if config_digest not in configs:
+            configs[config_digest] = client.get_config(repository, config_digest)
+        config = configs[config_digest]
     summary = summarize_config(config)
     platform = {key: summary[key] for key in ("os", "architecture", "variant") if summary.get(key)}
     return {
@@ -102,7 +110,7 @@ def _image_details(client, repository, manifest):
     }
 
 
-def _index_details(client, repository, index):
+def _index_details(client, repository, index, configs):
     platforms, sizes, created = [], [], []
     for entry in index.get("manifests") or []:
         if not isinstance(entry, dict):
@@ -119,7 +127,7 @@ def _index_details(client, repository, index):
         }
         try:
             details = _image_details(
-                client, repository, client.get_manifest(repository, child["digest"]).data
+                client, repository, client.get_manifest(repository, child["digest"]).data, configs
             )
         except registry.RegistryNotFound:
             child["missing"] = True
@@ -240,12 +248,15 @@ def _datetime(value):
     return parsed if timezone.is_aware(parsed) else parsed.replace(tzinfo=UTC)
 
 
-def store_details(digest, fields):
-    """Write fetched details and refresh the counters of every repository holding `digest`."""
+def store_details(digest, fields, refresh=True):
+    """Write fetched details and (with `refresh`) the counters of every repository holding
+    `digest`."""
     with transaction.atomic():
         Manifest.objects.update_or_create(digest=digest, defaults=fields)
-        for repository in Repository.objects.filter(tags__digest=digest).distinct():
-            refresh_repository_stats(repository)
+        if refresh:
+            refresh_stats_of(
+                Tag.objects.filter(digest=digest).values_list("repository_id", flat=True)
+            )
 
 
 def store_details_error(digest, error):
@@ -301,6 +312,13 @@ class _Reconcile:
             )
         )
         self.fetching = set()
+        # Shared by the pool's threads: a dict's get and set are atomic, and a config read
+        # twice by a race is only a wasted request.
+        self.configs = {}
+        # Counters are recomputed in batches (one UPDATE per 500 repositories), not per change.
+        self.stale_counters = set()
+        self.synced = []
+        self.repositories_by_digest = {}
         self.outstanding = 0
         self.done_repositories = 0
         self.last_progress = 0.0
@@ -318,6 +336,7 @@ class _Reconcile:
             for name in valid:
                 self._submit(self._list_tags, _RepositoryScan(name))
             self._drain()
+        self._flush()
         self._remove_vanished(set(valid), started)
         self._prune_manifests(started)
         self._progress(message="done", force=True)
@@ -351,9 +370,8 @@ class _Reconcile:
     def _head(scan, tag):
         return registry.get_client().head_manifest(scan.name, tag)
 
-    @staticmethod
-    def _details(repository, digest):
-        return fetch_details(registry.get_client(), repository, digest)
+    def _details(self, repository, digest):
+        return fetch_details(registry.get_client(), repository, digest, self.configs)
 
     def _on_tags_listed(self, scan, tags):
         if isinstance(tags, registry.RegistryNotFound):
@@ -392,7 +410,12 @@ class _Reconcile:
         self._repository_done()
 
     def _apply(self, scan):
-        changes = apply_repository(scan.name, scan.tags, scan.listed_at)
+        changes = apply_repository(scan.name, scan.tags, scan.listed_at, refresh=False)
+        self.synced.append(changes["repository_id"])
+        if changes["stale"]:
+            self.stale_counters.add(changes["repository_id"])
+        for ref in scan.tags.values():
+            self.repositories_by_digest.setdefault(ref.digest, set()).add(changes["repository_id"])
         self.result.tags_added += changes["added"]
         self.result.tags_changed += changes["changed"]
         self.result.tags_removed += changes["removed"]
@@ -411,19 +434,31 @@ class _Reconcile:
             return
         self.known.add(digest)
         self.result.details_fetched += 1
-        store_details(digest, fields)
+        store_details(digest, fields, refresh=False)
+        self.stale_counters |= self.repositories_by_digest.get(digest, set())
 
     def _repository_done(self):
         self.done_repositories += 1
         self._progress()
 
+    def _flush(self):
+        """Write the batched counters and `synced_at` stamps."""
+        if self.stale_counters:
+            refresh_stats_of(self.stale_counters)
+            self.stale_counters = set()
+        now = timezone.now()
+        for start in range(0, len(self.synced), 500):
+            Repository.objects.filter(pk__in=self.synced[start : start + 500]).update(synced_at=now)
+        self.synced = []
+
     def _progress(self, message=None, force=False):
-        if self.run is None:
-            return
         now = time.monotonic()
         if not force and now - self.last_progress < _PROGRESS_EVERY_SECONDS:
             return
         self.last_progress = now
+        self._flush()
+        if self.run is None:
+            return
         report_progress(
             self.run,
             done=self.done_repositories,
@@ -458,8 +493,10 @@ class _Reconcile:
             Manifest.objects.filter(pk__in=orphans[start : start + 500]).delete()
 
 
-def apply_repository(name, found, listed_at):
-    """Make the index's tags of `name` equal `found` ({tag: ManifestRef}); returns counts.
+def apply_repository(name, found, listed_at, refresh=True):
+    """Make the index's tags of `name` equal `found` ({tag: ManifestRef}); returns counts, the
+    repository's id and whether its counters are stale (then refreshed here with `refresh`,
+    else left to the caller, who batches them).
 
     Tags a notification wrote after `listed_at` are newer than what we saw and stay as they are.
     """
@@ -499,11 +536,13 @@ def apply_repository(name, found, listed_at):
         Tag.objects.bulk_create(new_tags, ignore_conflicts=True)
         Tag.objects.bulk_update(moved, ["digest", "manifest", "pushed_at", "updated_at"])
         Tag.objects.filter(pk__in=gone).delete()
+        stale = bool(new_tags or moved or gone or created or repository.is_empty != (not found))
         counts.update(added=len(new_tags), changed=len(moved), removed=len(gone))
-        if new_tags or moved or gone or created or repository.is_empty != (not found):
-            refresh_repository_stats(repository)
-        Repository.objects.filter(pk=repository.pk).update(synced_at=now)
-    return counts
+        if refresh:
+            if stale:
+                refresh_stats_of([repository.pk])
+            Repository.objects.filter(pk=repository.pk).update(synced_at=now)
+    return {**counts, "repository_id": repository.pk, "stale": stale}
 
 
 def _ensure_manifests(refs):

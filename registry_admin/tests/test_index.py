@@ -82,3 +82,23 @@ def test_forget_digest_with_unknown_digest_removes_nothing():
     _seed()
     assert index.forget_digest("team/app", "sha256:" + "c" * 64) == []
     assert Tag.objects.filter(repository__name="team/app").count() == 3
+
+
+def test_bulk_counter_refresh_matches_the_single_one():
+    now = _seed()
+    index.upsert_tag("other/app", "v1", DIGEST_B, now)
+    index.upsert_tag("empty/app", "v1", DIGEST_B, now)
+    index.forget_tags("empty/app", ["v1"])
+    expected = {
+        r.name: (r.tag_count, r.is_empty, r.last_push_at, r.total_size)
+        for r in Repository.objects.all()
+    }
+    Repository.objects.update(tag_count=99, is_empty=False, last_push_at=None, total_size=-1)
+    index.refresh_stats_of(Repository.objects.values_list("pk", flat=True))
+    actual = {
+        r.name: (r.tag_count, r.is_empty, r.last_push_at, r.total_size)
+        for r in Repository.objects.all()
+    }
+    assert actual == expected
+    assert expected["empty/app"] == (0, True, None, 0)
+    assert expected["team/app"][3] == 150

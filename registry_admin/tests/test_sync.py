@@ -218,7 +218,7 @@ def test_a_tag_moved_by_a_notification_after_listing_is_not_undone(registry):
     index.upsert_tag(name, "v1", new.digest, timezone.now())
     found = {"v1": sync.registry.ManifestRef(old.digest, OCI_MANIFEST, len(old.manifest))}
     counts = sync.apply_repository(name, found, listed_at)
-    assert counts == {"added": 0, "changed": 0, "removed": 0}
+    assert (counts["added"], counts["changed"], counts["removed"]) == (0, 0, 0)
     assert Tag.objects.get(repository__name=name, name="v1").digest == new.digest
 
 
