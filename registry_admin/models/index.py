@@ -110,7 +110,11 @@ class Tag(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["repository", "name"], name="index_tag_unique_name")
         ]
-        indexes = [models.Index(fields=["repository", "digest"], name="index_tag_digest_idx")]
+        indexes = [
+            models.Index(fields=["repository", "digest"], name="index_tag_digest_idx"),
+            # Which repositories hold a digest: details fetches refresh their counters.
+            models.Index(fields=["digest"], name="index_tag_any_repo_digest_idx"),
+        ]
 
     def __str__(self):
         return f"{self.repository.name}:{self.name}" if self.repository_id else self.name
