@@ -273,5 +273,7 @@ LOGGING = {
     "loggers": {
         "django": {"handlers": ["stdout"], "level": LOG_LEVEL, "propagate": False},
         "axes": {"handlers": ["stdout"], "level": "WARNING", "propagate": False},
+        # The Azure SDK logs every request at INFO: one line per listing page and manifest read.
+        "azure": {"handlers": ["stdout"], "level": "WARNING", "propagate": False},
     },
 }

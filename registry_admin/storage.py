@@ -16,7 +16,9 @@ and `read(path, max_bytes)` returns a small object's bytes (None when it is abse
 Everything but reachability comes from paths alone. What `registry garbage-collect` would free
 needs its mark phase (registry/storage/garbagecollect.go): every manifest still linked in some
 repository is marked with the blobs its `References()` name (config and layers; an index's
-child manifests), so the scan reads those manifests and nothing else.
+child manifests), so the scan reads those manifests and nothing else, and only those an
+optional cache (what each manifest references: immutable, as manifests are content-addressed)
+does not know yet.
 
 Memory stays flat per blob: digests live in one bytearray (32 bytes each), sizes in an
 array, per-repository links as arrays of blob numbers; no Python object per blob.
@@ -59,6 +61,17 @@ _REPOSITORY_NAME = re.compile(
     r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
 )
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+# Azure error codes meaning "these credentials may not do that" (the list or the read).
+_PERMISSION_CODES = (
+    "AuthorizationPermission",
+    "AuthorizationResourceTypeMismatch",
+    "AuthorizationServiceMismatch",
+    "AuthorizationProtocolMismatch",
+    "AuthorizationSourceIPMismatch",
+    "InsufficientAccountPermissions",
+)
 
 
 class StorageError(Exception):
@@ -244,22 +257,21 @@ class AzureStorage:
                 f"The container {self.container!r} does not exist at {self.location}: check "
                 "AZURE_STORAGE_CONTAINER."
             )
-        if code in ("AuthenticationFailed", "AuthorizationFailure") or isinstance(
+        if code == "AuthenticationFailed" or isinstance(
             exc, azure_exceptions.ClientAuthenticationError
         ):
             return StorageError(
                 f"Azure rejected the credentials for {where} ({code or 'authentication failed'}): "
                 "check AZURE_STORAGE_ACCOUNT_KEY or the connection string."
             )
-        if (
-            code
-            and code.startswith("AuthorizationPermission")
-            or code
-            in (
-                "AuthorizationResourceTypeMismatch",
-                "InsufficientAccountPermissions",
+        if code == "AuthorizationFailure":
+            # Azurite says this for a wrong key; Azure also for its firewall or network rules.
+            return StorageError(
+                f"Azure rejected the credentials for {where} (AuthorizationFailure): check "
+                "AZURE_STORAGE_ACCOUNT_KEY or the connection string, and that the account's "
+                "network rules let this host in."
             )
-        ):
+        if code.startswith(_PERMISSION_CODES):
             return StorageError(
                 f"Permission denied on {where} ({code}): the credentials must be allowed to list "
                 "and read blobs."

@@ -2,6 +2,7 @@
 previous snapshot still shown. Against Azurite (real SDK) and the filesystem."""
 
 import datetime
+import signal
 
 import pytest
 from azure.storage.blob import ContainerSasPermissions, generate_container_sas
@@ -87,7 +88,8 @@ def test_a_wrong_key_a_missing_container_and_denied_listing(
     assert sas not in html and sas not in run.error
 
 
-def test_a_stopped_account_is_unreachable_not_a_500(admin_client, settings, tmp_path):
+@pytest.mark.slow
+def test_a_hung_then_stopped_account_is_a_sentence_not_a_500(admin_client, settings, tmp_path):
     (tmp_path / "azurite").mkdir()
     second = harness.start_azurite(tmp_path / "azurite")
     try:
@@ -95,9 +97,18 @@ def test_a_stopped_account_is_unreachable_not_a_500(admin_client, settings, tmp_
         tree = StorageTree(tmp_path / "tree")
         tree.image("team/app", [b"x" * 10])
         upload_tree(container, tree.root)
-        azure_settings(settings, second, container.container_name, STORAGE_TIMEOUT=2)
+        azure_settings(settings, second, container.container_name, STORAGE_TIMEOUT=1)
         good, _ = scan_and_page(admin_client)
         assert good.state == Run.State.DONE, good.error
+
+        # Frozen: connections are accepted by the kernel, nothing answers.
+        second.process.send_signal(signal.SIGSTOP)
+        try:
+            run, _ = assert_failed_with_previous_snapshot(
+                admin_client, "did not answer within 1 seconds"
+            )
+        finally:
+            second.process.send_signal(signal.SIGCONT)
     finally:
         second.stop()
 

@@ -1,0 +1,413 @@
+"""Storage scan benchmark: Azurite rate vs a bare listing, and time + peak RSS at 100k / 1M blobs.
+
+    .venv/bin/python bench/storage_scan.py            # everything (a few minutes on 2 cores)
+    .venv/bin/python bench/storage_scan.py --quick    # smaller sizes, for a smoke run
+
+1. Azurite: a registry-like tree of a few thousand blobs is uploaded to a fresh Azurite; each
+   round times a bare `list_blobs` iteration over the same prefix (pages of 5,000, the baseline)
+   and a full scan through `AzureStorage` (listing + manifest reads). Goal: scan rate / listing
+   rate >= 0.8.
+2. Synthetic: an in-memory listing generator laid out like a registry (blobs in digest order,
+   then each repository's layer links, revisions, tag links and uploads) feeds `storage.scan`,
+   with manifests synthesised on read. Each size runs in its own subprocess, once iterating the
+   generator only (the baseline) and once scanning, and reports wall time and peak RSS
+   (ru_maxrss). Goal: 1M blobs within 300 MB RSS.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+
+BASE_LAYERS = 50
+UNIQUE_LAYERS = 5
+BLOBS_PER_IMAGE = 2 + UNIQUE_LAYERS  # manifest + config + unique layers (bases are shared)
+IMAGES_PER_REPOSITORY = 100
+DELETED_EVERY = 10  # every 10th image's manifest is deleted: its blobs become reclaimable
+V2 = "docker/registry/v2/"
+
+
+class Layout:
+    """A registry of `blob_count` blobs whose digests sort in blob-number order.
+
+    Digest of blob i: 8 hex digits of i * step (so ascending i is ascending digest, spread
+    evenly over the 2-byte buckets) followed by 56 hex digits of sha256(i).
+    """
+
+    def __init__(self, blob_count, small_blobs=False):
+        self.images = max(1, (blob_count - BASE_LAYERS) // BLOBS_PER_IMAGE)
+        self.blob_count = BASE_LAYERS + self.images * BLOBS_PER_IMAGE
+        self.step = (1 << 32) // self.blob_count
+        self.repositories = max(1, self.images // IMAGES_PER_REPOSITORY)
+        self.small_blobs = small_blobs
+
+    def digest(self, blob):
+        return f"{blob * self.step:08x}" + hashlib.sha256(str(blob).encode()).hexdigest()[8:]
+
+    def blob_of(self, hex_digest):
+        return int(hex_digest[:8], 16) // self.step
+
+    def size(self, blob):
+        if self.small_blobs:
+            return 64 + blob % 900
+        if blob < BASE_LAYERS:
+            return 30_000_000 + blob * 1000
+        return 1000 + (blob * 7919) % 20_000_000
+
+    def image_blobs(self, image):
+        first = BASE_LAYERS + image * BLOBS_PER_IMAGE
+        manifest, config = first, first + 1
+        layers = [image % BASE_LAYERS, (image * 7) % BASE_LAYERS] + list(
+            range(first + 2, first + BLOBS_PER_IMAGE)
+        )
+        return manifest, config, sorted(set(layers))
+
+    def manifest(self, image):
+        _, config, layers = self.image_blobs(image)
+        document = {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {"digest": "sha256:" + self.digest(config), "size": self.size(config)},
+            "layers": [
+                {"digest": "sha256:" + self.digest(layer), "size": self.size(layer)}
+                for layer in layers
+            ],
+        }
+        return json.dumps(document).encode()
+
+    def repository_name(self, repository):
+        return f"team{repository % 37}/service-{repository:06d}"
+
+    def entries(self):
+        """(path, size, last_modified) in the order a sorted listing gives them."""
+        for blob in range(self.blob_count):
+            hex_digest = self.digest(blob)
+            size = self.size(blob)
+            if self.small_blobs and self.is_manifest(blob):
+                size = len(self.manifest((blob - BASE_LAYERS) // BLOBS_PER_IMAGE))
+            yield f"{V2}blobs/sha256/{hex_digest[:2]}/{hex_digest}/data", size, 1.7e9
+        names = sorted(
+            (self.repository_name(r), r) for r in range(self.repositories)
+        )  # listing order
+        for name, repository in names:
+            yield from self.repository_entries(name, repository)
+
+    def is_manifest(self, blob):
+        return blob >= BASE_LAYERS and (blob - BASE_LAYERS) % BLOBS_PER_IMAGE == 0
+
+    def repository_entries(self, name, repository):
+        base = f"{V2}repositories/{name}/"
+        images = range(repository, self.images, self.repositories)
+        layer_blobs, revisions = set(), []
+        for image in images:
+            manifest, config, layers = self.image_blobs(image)
+            layer_blobs.add(config)
+            layer_blobs.update(layers)
+            if image % DELETED_EVERY:
+                revisions.append(manifest)
+        for hex_digest in sorted(self.digest(b) for b in layer_blobs):
+            yield f"{base}_layers/sha256/{hex_digest}/link", 71, 1.7e9
+        for hex_digest in sorted(self.digest(b) for b in revisions):
+            yield f"{base}_manifests/revisions/sha256/{hex_digest}/link", 71, 1.7e9
+        for number, blob in enumerate(revisions):
+            hex_digest = self.digest(blob)
+            yield f"{base}_manifests/tags/v{number}/current/link", 71, 1.7e9
+            yield f"{base}_manifests/tags/v{number}/index/sha256/{hex_digest}/link", 71, 1.7e9
+        if repository % 50 == 0:
+            yield f"{base}_uploads/0f8d2c1e-{repository:04d}/data", 1234, 1.6e9
+            yield f"{base}_uploads/0f8d2c1e-{repository:04d}/startedat", 20, 1.6e9
+
+    def read(self, path, max_bytes):
+        hex_digest = path.rsplit("/", 2)[-2]
+        blob = self.blob_of(hex_digest)
+        if not self.is_manifest(blob):
+            return b"\0" * 16
+        return self.manifest((blob - BASE_LAYERS) // BLOBS_PER_IMAGE)
+
+    def content(self, path, size):
+        """Bytes to upload for an entry (Azurite run): manifests are real JSON."""
+        if "/blobs/" in path:
+            blob = self.blob_of(path.rsplit("/", 2)[-2])
+            if self.is_manifest(blob):
+                return self.manifest((blob - BASE_LAYERS) // BLOBS_PER_IMAGE)
+            return os.urandom(size)
+        if path.endswith("/link"):
+            return b"sha256:" + path.rsplit("/", 2)[-2].encode()
+        return b"x" * size
+
+
+def peak_rss_mb():
+    """This process's peak RSS. VmHWM, not ru_maxrss: Linux carries ru_maxrss across exec, so a
+    child would report its parent's peak; VmHWM belongs to the new address space."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def child_synthetic(blob_count, mode):
+    """Runs in a subprocess: iterate (baseline) or scan the synthetic listing; print JSON."""
+    from registry_admin import storage  # the same imports in both modes, for a fair RSS
+
+    layout = Layout(blob_count)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    if mode == "iterate":
+        count = sum(1 for _ in layout.entries())
+        outcome = {"entries": count}
+    else:
+        result = storage.scan(layout.entries(), layout.read, read_concurrency=1)
+        outcome = {
+            "entries": result.entry_count,
+            "blobs": result.blob_count,
+            "manifests": result.manifest_count,
+            "repositories": len(result.repositories),
+            "total_bytes": result.total_bytes,
+            "reclaimable_bytes": result.reclaimable_bytes,
+        }
+    outcome["seconds"] = round(time.perf_counter() - started, 2)
+    outcome["cpu_seconds"] = round(time.process_time() - cpu_started, 2)
+    outcome["peak_rss_mb"] = round(peak_rss_mb(), 1)
+    print(json.dumps(outcome))
+
+
+def run_child(blob_count, mode):
+    output = subprocess.run(
+        [sys.executable, __file__, "--child", mode, str(blob_count)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=900,
+    ).stdout
+    return json.loads(output.strip().splitlines()[-1])
+
+
+def bench_synthetic(sizes):
+    rows = []
+    for blob_count in sizes:
+        baseline = run_child(blob_count, "iterate")
+        scanned = run_child(blob_count, "scan")
+        rows.append({"blob_count": blob_count, "baseline": baseline, "scan": scanned})
+        print(
+            f"synthetic {blob_count:>9,} blobs: {scanned['entries']:,} entries, "
+            f"{scanned['manifests']:,} manifests read; scan {scanned['seconds']} s, "
+            f"{scanned['cpu_seconds']} s CPU (bare generator {baseline['seconds']} s), "
+            f"peak RSS {scanned['peak_rss_mb']} MB "
+            f"(bare generator {baseline['peak_rss_mb']} MB)",
+            flush=True,
+        )
+    return rows
+
+
+def upload_tree(container, layout):
+    entries = list(layout.entries())
+
+    def upload(entry):
+        path, size, _ = entry
+        container.upload_blob(path, layout.content(path, size), overwrite=True)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(upload, entries))
+    return len(entries)
+
+
+class DictCache:
+    """The scan's manifest-reference cache in memory (the portal keeps it in the database)."""
+
+    def __init__(self):
+        self.known = {}
+
+    def lookup(self, digests):
+        return {d: self.known[d] for d in digests if d in self.known}
+
+    def store(self, fresh):
+        self.known.update(fresh)
+
+    def prune(self, live):
+        self.known = {d: refs for d, refs in self.known.items() if d in live}
+
+
+def time_listing(container, storage):
+    started = time.perf_counter()
+    listed = sum(
+        1
+        for _ in container.list_blobs(
+            name_starts_with=storage.V2_PREFIX, results_per_page=storage.AZURE_PAGE_SIZE
+        )
+    )
+    return listed, time.perf_counter() - started
+
+
+def time_scan(backend, storage, cache):
+    started = time.perf_counter()
+    result = storage.scan(
+        backend.list_entries(storage.V2_PREFIX),
+        backend.read,
+        read_concurrency=int(os.environ.get("STORAGE_READ_CONCURRENCY", "8")),
+        cache=cache,
+    )
+    return result, time.perf_counter() - started
+
+
+def bench_azurite(blob_count, rounds):
+    """Cold: every manifest read from Azurite (first scan, or no cache). Warm: the reference
+    cache filled by an earlier scan, as for every scheduled scan after the first."""
+    from azure.storage.blob import ContainerClient
+
+    from registry_admin import storage
+    from registry_admin.tests.harness import start_azurite
+
+    with tempfile.TemporaryDirectory(prefix="oyster-bench-azurite-") as location:
+        azurite = start_azurite(location)
+        try:
+            container = ContainerClient.from_connection_string(
+                azurite.connection_string, "registry", connection_timeout=10, read_timeout=30
+            )
+            container.create_container()
+            layout = Layout(blob_count, small_blobs=True)
+            started = time.perf_counter()
+            uploaded = upload_tree(container, layout)
+            print(
+                f"azurite: uploaded {uploaded:,} objects in {time.perf_counter() - started:.1f} s"
+            )
+            backend = storage.AzureStorage(
+                container="registry", connection_string=azurite.connection_string, timeout=30
+            )
+            time_listing(container, storage)  # warm Azurite and the connection pools alike
+            times = {"list": [], "cold": [], "warm": []}
+            warm_cache = DictCache()
+            time_scan(backend, storage, warm_cache)
+            for _ in range(rounds):
+                listed, seconds = time_listing(container, storage)
+                times["list"].append(seconds)
+                cold, seconds = time_scan(backend, storage, None)
+                times["cold"].append(seconds)
+                warm, seconds = time_scan(backend, storage, warm_cache)
+                times["warm"].append(seconds)
+                assert cold.entry_count == warm.entry_count == listed == uploaded
+                assert cold.reclaimable_bytes == warm.reclaimable_bytes
+        finally:
+            azurite.stop()
+    listing = statistics.median(times["list"])
+    report = {
+        "median": {kind: statistics.median(values) for kind, values in times.items()},
+        "objects": listed,
+        "blobs": cold.blob_count,
+        "manifests": cold.manifest_count,
+        "manifests_read_cold": cold.manifests_read,
+        "manifests_read_warm": warm.manifests_read,
+        "seconds": {k: [round(t, 3) for t in v] for k, v in times.items()},
+    }
+    for kind in ("cold", "warm"):
+        scanning = statistics.median(times[kind])
+        report[f"ratio_{kind}"] = round(listing / scanning, 2)
+        print(
+            f"azurite ({kind}): {listed:,} objects, {report['manifests']:,} linked manifests, "
+            f"{report[f'manifests_read_{kind}']:,} read; bare list_blobs {listing:.2f} s "
+            f"({listed / listing:,.0f}/s), scan {scanning:.2f} s ({listed / scanning:,.0f}/s); "
+            f"ratio {report[f'ratio_{kind}']} (goal >= 0.8)",
+            flush=True,
+        )
+    return report
+
+
+def machine():
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def markdown(report, started):
+    """The section this script keeps in bench/README.md."""
+    azurite, synthetic = report["azurite"], report["synthetic"]
+    lines = [
+        "<!-- storage_scan -->",
+        "## Storage scan (`bench/storage_scan.py`)",
+        "",
+        f"Machine: {report['machine']}. Date: {report['date']}. Load average at the start: "
+        f"{report['load']}. Whole run {time.perf_counter() - started:.0f} s.",
+        "",
+        f"**Azurite** ({azurite['objects']:,} objects laid out like a registry: "
+        f"{azurite['blobs']:,} blobs, {azurite['manifests']:,} linked manifests; pages of 5,000; "
+        f"{len(azurite['seconds']['list'])} interleaved rounds, medians). Baseline: a bare "
+        "`list_blobs` iteration over the same prefix in the same run. Goal: ratio >= 0.8.",
+        "",
+        "| run | seconds (median) | objects/s | ratio to bare listing |",
+        "|---|---|---|---|",
+        f"| bare `list_blobs` | {azurite['median']['list']:.2f} | "
+        f"{azurite['objects'] / azurite['median']['list']:,.0f} | 1.00 |",
+        f"| scan, cold: every manifest read from storage ({azurite['manifests_read_cold']:,}) | "
+        f"{azurite['median']['cold']:.2f} | {azurite['objects'] / azurite['median']['cold']:,.0f} "
+        f"| {azurite['ratio_cold']:.2f} |",
+        f"| scan, warm: manifests known from the previous scan "
+        f"({azurite['manifests_read_warm']:,} read) | {azurite['median']['warm']:.2f} | "
+        f"{azurite['objects'] / azurite['median']['warm']:,.0f} | {azurite['ratio_warm']:.2f} |",
+        "",
+        "**Synthetic listing** (in-memory generator, no I/O: 50 base layers, 7 blobs per image, "
+        "100 images per repository, every 10th image deleted, manifests synthesised on read; one "
+        "subprocess per run, peak RSS from VmHWM). Baseline: iterating the generator alone.",
+        "",
+        "| blobs | objects listed | manifests | scan s (CPU s) | bare generator s | "
+        "peak RSS scan | peak RSS bare generator |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in synthetic:
+        scan, bare = row["scan"], row["baseline"]
+        lines.append(
+            f"| {row['blob_count']:,} | {scan['entries']:,} | {scan['manifests']:,} | "
+            f"{scan['seconds']} ({scan['cpu_seconds']}) | {bare['seconds']} | "
+            f"{scan['peak_rss_mb']:.0f} MB | {bare['peak_rss_mb']:.0f} MB |"
+        )
+    lines += ["<!-- /storage_scan -->", ""]
+    return "\n".join(lines)
+
+
+def write_readme(section):
+    readme = Path(__file__).with_name("README.md")
+    text = readme.read_text() if readme.exists() else "# Benchmarks\n"
+    start, end = text.find("<!-- storage_scan -->"), text.find("<!-- /storage_scan -->")
+    if start != -1 and end != -1:
+        end = text.index("\n", end) + 1
+        text = text[:start] + section + text[end:]
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    readme.write_text(text)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
+    parser.add_argument("--child", nargs=2, metavar=("MODE", "BLOBS"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child_synthetic(int(args.child[1]), args.child[0])
+        return
+    print(f"machine: {machine()}; date: {time.strftime('%Y-%m-%d')}", flush=True)
+    azurite_blobs, rounds = (500, 2) if args.quick else (3000, 5)
+    sizes = (10_000, 100_000) if args.quick else (100_000, 1_000_000)
+    report = {
+        "azurite": bench_azurite(azurite_blobs, rounds),
+        "synthetic": bench_synthetic(sizes),
+    }
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
