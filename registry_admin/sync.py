@@ -85,7 +85,7 @@ def _image_details(client, repository, manifest, configs):
             "size": _int(layer.get("size")),
             "media_type": str(layer.get("mediaType", "")),
         }
-        for layer in manifest.get("layers") or []
+        for layer in _list(manifest.get("layers"))
         if isinstance(layer, dict)
     ]
     config_digest = str(config_ref.get("digest", ""))
@@ -112,7 +112,7 @@ def _image_details(client, repository, manifest, configs):
 
 def _index_details(client, repository, index, configs):
     platforms, sizes, created = [], [], []
-    for entry in index.get("manifests") or []:
+    for entry in _list(index.get("manifests")):
         if not isinstance(entry, dict):
             continue
         platform = entry.get("platform") if isinstance(entry.get("platform"), dict) else {}
@@ -156,13 +156,13 @@ def _index_details(client, repository, index, configs):
 def _schema1_details(manifest):
     """Legacy schema1 manifests: no sizes, the config is the first history entry."""
     try:
-        v1 = json.loads((manifest.get("history") or [{}])[0].get("v1Compatibility") or "{}")
-    except (ValueError, AttributeError, IndexError):
+        v1 = json.loads((_list(manifest.get("history")) or [{}])[0].get("v1Compatibility") or "{}")
+    except (ValueError, AttributeError, IndexError, TypeError, RecursionError):
         v1 = {}
     summary = summarize_config(v1 if isinstance(v1, dict) else {})
     layers = [
         {"digest": str(layer.get("blobSum", "")), "size": None, "media_type": ""}
-        for layer in manifest.get("fsLayers") or []
+        for layer in _list(manifest.get("fsLayers"))
         if isinstance(layer, dict)
     ]
     return {
@@ -185,7 +185,7 @@ def summarize_config(config):
     runtime = config.get("config") if isinstance(config.get("config"), dict) else {}
     labels = runtime.get("Labels") if isinstance(runtime.get("Labels"), dict) else {}
     history = []
-    for step in (config.get("history") or [])[:_HISTORY_LIMIT]:
+    for step in _list(config.get("history"))[:_HISTORY_LIMIT]:
         if isinstance(step, dict):
             history.append(
                 {
@@ -282,6 +282,7 @@ class ReconcileResult:
     tags: int = 0
     heads: int = 0
     details_fetched: int = 0
+    configs_read: int = 0
     details_failed: int = 0
     repositories_removed: int = 0
     tags_added: int = 0
@@ -337,6 +338,7 @@ class _Reconcile:
                 self._submit(self._list_tags, _RepositoryScan(name))
             self._drain()
         self._flush()
+        self.result.configs_read = len(self.configs)
         self._remove_vanished(set(valid), started)
         self._prune_manifests(started)
         self._progress(message="done", force=True)

@@ -284,3 +284,47 @@ def test_details_job_fills_pending_digests_and_records_missing_ones(registry):
     ghost = Manifest.objects.get(digest="sha256:" + "e" * 64)
     assert ghost.details_fetched_at is None
     assert "no manifest" in ghost.details_error
+
+
+@pytest.mark.parametrize(
+    "manifest",
+    [
+        {"schemaVersion": 2, "layers": 5, "config": "x"},
+        {"schemaVersion": 2, "layers": ["a", None, {"digest": 1, "size": "big"}], "config": {}},
+        {"schemaVersion": 2, "config": {"mediaType": "application/vnd.cncf.helm.config.v1+json"}},
+        {"schemaVersion": 1, "fsLayers": "x", "history": "y"},
+        {"schemaVersion": 1, "fsLayers": [{"blobSum": "sha256:" + "a" * 64}], "history": [{}]},
+        {"schemaVersion": 1, "fsLayers": [], "history": [{"v1Compatibility": "{not json"}]},
+    ],
+)
+def test_odd_manifests_give_partial_details_not_errors(manifest):
+    """Artifacts and malformed documents: no registry call (no image config), no exception."""
+    document = sync.registry.ManifestDocument(
+        digest="sha256:" + "d" * 64, media_type="application/x-odd", raw=b"{}", data=manifest
+    )
+    fields = sync.details_from_document(client=None, repository="odd/app", document=document)
+    assert fields["details_fetched_at"] is not None
+    assert isinstance(fields["layers"], list)
+
+
+def test_odd_configs_are_summarized_safely():
+    summary = sync.summarize_config(
+        {
+            "created": "not a date",
+            "history": {"a": 1},
+            "config": {
+                "Env": "PATH=/bin",
+                "Cmd": None,
+                "ExposedPorts": ["80"],
+                "Labels": {"k": ["v"], "<b>": None},
+                "WorkingDir": 7,
+            },
+        }
+    )
+    assert summary["env"] == ["PATH=/bin"]
+    assert summary["cmd"] == [] and summary["exposed_ports"] == [] and summary["history"] == []
+    assert summary["labels"] == {"k": "['v']", "<b>": ""}
+    assert summary["working_dir"] == "7"
+    assert sync._datetime("not a date") is None
+    assert sync._datetime("0001-01-01T00:00:00Z") is None
+    assert sync._datetime("2024-01-02T03:04:05.123456789+02:00").hour == 3
