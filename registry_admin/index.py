@@ -22,7 +22,7 @@ from django.db.models import Count, Exists, F, Func, Max, OuterRef, Q, Subquery,
 from django.db.models.functions import Coalesce
 
 from . import registry, worker
-from .models import AuditEvent, Manifest, Repository, Tag
+from .models import AuditEvent, Manifest, Repository, Run, Tag
 from .references import DIGEST_RE, REPOSITORY_MAX_LENGTH, REPOSITORY_RE, TAG_RE
 
 logger = logging.getLogger(__name__)
@@ -211,7 +211,14 @@ def update_from_events(events):
             elif event.tag:
                 forget_tags(event.repository, [event.tag], before=event.timestamp)
     if wants_details:
-        worker.request_run("details")
+        request_details()
+
+
+def request_details():
+    """Ask the worker for a "details" run unless one is already waiting. (`worker.request_run`
+    would hand back a running one, which may have listed its digests before this push.)"""
+    if not Run.objects.filter(kind="details", state=Run.State.REQUESTED).exists():
+        Run.objects.create(kind="details", requested_by="notifications")
 
 
 # --- Reads for the pages ---------------------------------------------------------------------

@@ -575,32 +575,40 @@ def reconcile_job(run):
 # --- Details for digests added by notifications --------------------------------------------
 
 
-def details_job(run):
-    """Job kind "details": fetch manifest + config for tagged digests that lack them."""
-    pending = list(
+def _pending_details(limit=500):
+    return list(
         Manifest.objects.filter(
             details_fetched_at__isnull=True, details_error="", tags__isnull=False
         )
         .values_list("digest", flat=True)
-        .distinct()[:1000]
+        .distinct()[:limit]
     )
+
+
+def details_job(run):
+    """Job kind "details": fetch manifest + config for tagged digests that lack them, until
+    none is left (pushes arriving meanwhile are picked up by the next batch)."""
     fetched = failed = 0
+    configs, seen = {}, set()
     client = registry.get_client()
-    for number, digest in enumerate(pending, 1):
-        tag = Tag.objects.filter(digest=digest).select_related("repository").first()
-        if tag is None:
-            continue
-        try:
-            store_details(digest, fetch_details(client, tag.repository.name, digest))
-            fetched += 1
-        except registry.RegistryNotFound as exc:
-            store_details_error(digest, exc)
-            failed += 1
-        except registry.RegistryError as exc:
-            # Registry down: leave it pending for the next run or reconcile.
-            logger.warning("details of %s failed: %s", digest, exc)
-            failed += 1
-            report_progress(run, done=number, total=len(pending), message=str(exc))
-            break
-        report_progress(run, done=number, total=len(pending))
-    return {"pending": len(pending), "fetched": fetched, "failed": failed}
+    while pending := [digest for digest in _pending_details() if digest not in seen]:
+        seen.update(pending)
+        for digest in pending:
+            tag = Tag.objects.filter(digest=digest).select_related("repository").first()
+            if tag is None:
+                continue
+            try:
+                fields = fetch_details(client, tag.repository.name, digest, configs)
+            except registry.RegistryNotFound as exc:
+                store_details_error(digest, exc)
+                failed += 1
+            except registry.RegistryError as exc:
+                # Registry down: leave the rest pending for the next run or reconcile.
+                logger.warning("details of %s failed: %s", digest, exc)
+                report_progress(run, done=fetched + failed, message=str(exc))
+                return {"fetched": fetched, "failed": failed + 1, "error": str(exc)}
+            else:
+                store_details(digest, fields)
+                fetched += 1
+            report_progress(run, done=fetched + failed)
+    return {"fetched": fetched, "failed": failed}

@@ -208,3 +208,12 @@ def test_a_live_push_appears_without_a_reconcile_and_details_follow(registry, ad
     assert manifest.size == sum(child.size for child in multi.children)
     assert [p["architecture"] for p in manifest.platforms] == ["amd64", "arm64"]
     assert Repository.objects.get(name=name).total_size == image.size + manifest.size
+
+
+@pytest.mark.django_db
+def test_a_push_while_a_details_run_is_running_requests_another(deliver):
+    Run.objects.create(kind="details", state=Run.State.RUNNING)
+    deliver(_payload("push-manifest-oci.json"))
+    assert Run.objects.filter(kind="details", state=Run.State.REQUESTED).count() == 1
+    deliver(_payload("push-manifest-docker-v2.json"))
+    assert Run.objects.filter(kind="details", state=Run.State.REQUESTED).count() == 1
