@@ -9,6 +9,8 @@ PAGES = [
     "registry_admin:users",
     "registry_admin:storage",
     "registry_admin:audit",
+    "registry_admin:retention",
+    "registry_admin:notification-settings",
 ]
 
 
