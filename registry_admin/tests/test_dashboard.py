@@ -1,7 +1,5 @@
 """The dashboard pings the real registry and reports its state, never a 500."""
 
-import socket
-import threading
 import time
 
 import pytest
@@ -38,35 +36,6 @@ def test_reports_unreachable_for_a_closed_port(admin_client, settings):
     content = response.content.decode()
     assert 'data-state="unreachable"' in content
     assert "connection refused" in content
-
-
-@pytest.fixture
-def silent_port():
-    """A port that accepts connections and never answers."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    accepted = []
-    stop = threading.Event()
-
-    def accept():
-        server.settimeout(0.2)
-        while not stop.is_set():
-            try:
-                accepted.append(server.accept()[0])
-            except TimeoutError:
-                continue
-            except OSError:
-                break
-
-    thread = threading.Thread(target=accept, daemon=True)
-    thread.start()
-    yield server.getsockname()[1]
-    stop.set()
-    thread.join()
-    for conn in accepted:
-        conn.close()
-    server.close()
 
 
 @pytest.mark.django_db
