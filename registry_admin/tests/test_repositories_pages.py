@@ -280,8 +280,8 @@ def test_a_large_repository_pages_its_tags_in_semver_order(viewer_client):
             index.upsert_tag("big/app", f"1.{minor}.{patch}", _digest(1), now)
     first = viewer_client.get("/repositories/big/app/?sort=-name")
     assert _tag_order(first)[:3] == ["1.14.9", "1.14.8", "1.14.7"]
-    assert len(_tag_order(first)) == 100
-    second = viewer_client.get("/repositories/big/app/?sort=-name&page=2")
-    assert _tag_order(second)[-1] == "1.0.0"
-    assert len(_tag_order(second)) == 50
-    assert b"sort=-name&amp;page=1" in second.content
+    assert len(_tag_order(first)) == 50
+    last = viewer_client.get("/repositories/big/app/?sort=-name&page=3")
+    assert _tag_order(last)[-1] == "1.0.0"
+    assert len(_tag_order(last)) == 50
+    assert b"sort=-name&amp;page=2" in last.content

@@ -16,7 +16,7 @@ from .. import index, registry, sync, worker
 from ..models import Manifest, Repository, Tag
 
 REPOSITORIES_PER_PAGE = 50
-TAGS_PER_PAGE = 100
+TAGS_PER_PAGE = 50
 
 
 class RepositoryFilterForm(forms.Form):
