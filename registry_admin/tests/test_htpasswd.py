@@ -1,10 +1,12 @@
 """htpasswd.py on real files in tmp_path, and against the real registry where the registry's
 reading of the file is what matters."""
 
-import multiprocessing
 import os
 import stat
+import subprocess
+import sys
 import threading
+import time
 import uuid
 
 import pytest
@@ -13,7 +15,7 @@ import requests
 from registry_admin import htpasswd
 from registry_admin.htpasswd import CredentialsError
 
-from .harness import start_registry
+from .harness import REPO_ROOT, start_registry
 
 HOSTILE_NAMES = [
     ("al:ice", "cannot contain ':'"),
@@ -380,16 +382,34 @@ def test_the_service_account_uses_a_long_password_at_the_service_cost(path, sett
 # --- with the real registry -------------------------------------------------------------------
 
 
-def _add_many(args):
-    """Child process: add `count` users; returns errors as strings (the parent asserts)."""
-    prefix, count = args
-    errors = []
-    for i in range(count):
-        try:
-            htpasswd.add_user(f"{prefix}-{i}", f"{prefix}-{i}-password", rounds=4)
-        except Exception as exc:  # noqa: BLE001  (reported to the parent)
-            errors.append(repr(exc))
-    return errors
+# Each adder is a fresh interpreter (not a fork of the test process, whose threads may hold locks).
+ADDER = """
+import sys, time
+from registry_admin import htpasswd
+prefix, count, start_at = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+time.sleep(max(0.0, start_at - time.time()))  # all processes start adding at the same moment
+for i in range(count):
+    htpasswd.add_user(f"{prefix}-{i}", f"{prefix}-{i}-password", rounds=4)
+"""
+
+
+def start_adders(htpasswd_path, prefixes, count):
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "portal.settings_test",
+        "HTPASSWD_PATH": str(htpasswd_path),
+    }
+    start_at = str(time.time() + 3)
+    return [
+        subprocess.Popen(
+            [sys.executable, "-c", ADDER, prefix, str(count), start_at],
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for prefix in prefixes
+    ]
 
 
 @pytest.fixture
@@ -405,9 +425,10 @@ def own_registry(tmp_path, settings):
 def test_8_processes_x_50_concurrent_adds_all_land_and_the_registry_accepts_them(own_registry):
     prefix = f"bulk{uuid.uuid4().hex[:6]}"
     jobs = [(f"{prefix}p{p}", 50) for p in range(8)]
-    with multiprocessing.get_context("fork").Pool(8) as pool:
-        errors = pool.map(_add_many, jobs)
-    assert errors == [[]] * 8
+    adders = start_adders(own_registry.htpasswd_path, [p for p, _ in jobs], 50)
+    for adder in adders:
+        _, stderr = adder.communicate(timeout=300)
+        assert adder.returncode == 0, stderr.decode()
     listing = htpasswd.read_users()
     assert listing.malformed == ()
     names = {e.username for e in listing.entries}
