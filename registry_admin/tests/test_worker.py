@@ -124,6 +124,18 @@ def test_run_request_refuses_offsite_redirects_and_unknown_kinds(admin_client):
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize("back", ["%00", "dashboard", "registry_admin:users", "", "a\r\nb"])
+def test_run_request_goes_to_the_dashboard_for_a_next_that_is_no_path(admin_client, back):
+    """`next` is a path of ours or nothing: never a view name for redirect() to reverse (a
+    word that names no view was a 500)."""
+    response = admin_client.post(
+        reverse("registry_admin:run-request", args=["noop"]), {"next": back}
+    )
+    assert response.status_code == 302
+    assert response["Location"] == reverse("registry_admin:dashboard")
+
+
+@pytest.mark.django_db
 def test_viewers_cannot_request_runs(viewer_client):
     assert (
         viewer_client.post(reverse("registry_admin:run-request", args=["noop"])).status_code == 403

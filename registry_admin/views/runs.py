@@ -1,6 +1,7 @@
 from django.contrib import messages
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect
+from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
@@ -22,8 +23,11 @@ def run_request(request, kind):
     run = worker.request_run(kind, user=request.user)
     messages.info(request, f"{job.label}: run #{run.pk} is {run.get_state_display().lower()}.")
     back = request.POST.get("next", "")
-    if not url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
-        back = "registry_admin:dashboard"
+    # Only a path of ours: redirect() would take any other word for a view name to reverse.
+    if not back.startswith("/") or not url_has_allowed_host_and_scheme(
+        back, {request.get_host()}, request.is_secure()
+    ):
+        back = reverse("registry_admin:dashboard")
     return redirect(back)
 
 
