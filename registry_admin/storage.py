@@ -207,11 +207,11 @@ class AzureStorage:
                     "Azure storage needs AZURE_STORAGE_CONNECTION_STRING, or "
                     "AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY."
                 )
-        except ValueError as exc:
+        except ValueError:
             raise StorageError(
                 "The Azure storage connection string or account URL is malformed: check "
                 "AZURE_STORAGE_CONNECTION_STRING / AZURE_STORAGE_ACCOUNT_URL."
-            ) from exc
+            ) from None
         self.timeout = timeout
 
     @property
@@ -229,7 +229,7 @@ class AzureStorage:
             for blob in pages:
                 yield blob.name[strip:], blob.size, blob.last_modified.timestamp()
         except azure_exceptions.AzureError as exc:
-            raise self._error(exc, "list") from exc
+            raise self._error(exc, "list") from None
 
     def read(self, path, max_bytes):
         try:
@@ -238,17 +238,20 @@ class AzureStorage:
             ).readall()
         except azure_exceptions.ResourceNotFoundError as exc:
             if _error_code(exc) == "ContainerNotFound":
-                raise self._error(exc, "read") from exc
+                raise self._error(exc, "read") from None
             return None
         except azure_exceptions.HttpResponseError as exc:
             if exc.status_code == 416:  # a range request on an empty blob
                 return b""
-            raise self._error(exc, "read") from exc
+            raise self._error(exc, "read") from None
         except azure_exceptions.AzureError as exc:
-            raise self._error(exc, "read") from exc
+            raise self._error(exc, "read") from None
 
     def _error(self, exc, action):
-        """One readable sentence per failure the operator can fix; the detail goes to the log."""
+        """One readable sentence per failure the operator can fix; the detail goes to the log.
+
+        Raised `from None`: the SDK's own messages can carry request URLs, SAS token included.
+        """
         code = _error_code(exc)
         where = f"container {self.container!r} at {self.location}"
         logger.warning("azure %s failed on %s: %s %s", action, where, type(exc).__name__, code)

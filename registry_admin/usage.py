@@ -4,7 +4,6 @@ The scan itself (listing, manifest reads, the arithmetic) lives in `registry_adm
 this module stores its result and answers questions about the latest one.
 """
 
-import logging
 import time
 from datetime import UTC, datetime
 
@@ -12,8 +11,6 @@ from django.db import transaction
 
 from . import storage, worker
 from .models import ManifestReferences, RepositoryStorage, StorageSnapshot
-
-logger = logging.getLogger(__name__)
 
 JOB_KIND = "storage_scan"
 # Seconds between progress writes to the database during a scan.

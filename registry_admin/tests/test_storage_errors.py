@@ -142,3 +142,31 @@ def test_a_missing_filesystem_root_fails_cleanly(admin_client, settings, tmp_pat
     assert "does not exist: set STORAGE_FILESYSTEM_ROOT" in run.error
     assert 'data-problem="configuration"' in html
     assert escape(storage.configuration_problem()) in html
+
+
+def test_a_sas_token_stays_out_of_errors_and_logs(admin_client, settings, azurite, caplog):
+    """The SDK's connection errors quote the request URL, SAS token and all."""
+    sas = generate_container_sas(
+        azurite.account_name,
+        "registry",
+        account_key=azurite.account_key,
+        permission=ContainerSasPermissions(read=True, list=True),
+        expiry=datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=1),
+    )
+    closed_port = harness.free_port()
+    settings.STORAGE_BACKEND = "azure"
+    settings.STORAGE_TIMEOUT = 1
+    settings.AZURE_STORAGE_CONTAINER = "registry"
+    settings.AZURE_STORAGE_CONNECTION_STRING = (
+        f"BlobEndpoint=http://127.0.0.1:{closed_port}/{azurite.account_name};"
+        f"SharedAccessSignature={sas}"
+    )
+    signature = dict(part.split("=", 1) for part in sas.split("&"))["sig"]
+
+    run, html = scan_and_page(admin_client)
+
+    assert run.state == Run.State.FAILED
+    assert "Could not connect to the storage account" in run.error
+    assert f"127.0.0.1:{closed_port}" in run.error
+    for text in (run.error, html, caplog.text):
+        assert signature not in text and sas not in text
