@@ -155,6 +155,19 @@ def timed_reconcile(concurrency, fresh):
     return seconds, result
 
 
+def head_floor(concurrency):
+    """HEAD every tag on `concurrency` threads with nothing else: the registry's throughput on
+    this machine right now, the floor for any reconcile."""
+    from registry_admin import registry
+    from registry_admin.models import Tag
+
+    refs = list(Tag.objects.values_list("repository__name", "name"))
+    started = time.perf_counter()
+    with ThreadPoolExecutor(concurrency) as pool:
+        list(pool.map(lambda ref: registry.get_client().head_manifest(*ref), refs))
+    return time.perf_counter() - started, len(refs), concurrency
+
+
 def machine():
     cpu = "unknown CPU"
     with open("/proc/cpuinfo") as f:
@@ -168,7 +181,7 @@ def machine():
     )
 
 
-def report(repositories, push_seconds, runs, elapsed, started_machine):
+def report(repositories, push_seconds, runs, floor, elapsed, started_machine):
     sequential = runs[0][1]
     lines = [
         SECTION,
@@ -198,7 +211,16 @@ def report(repositories, push_seconds, runs, elapsed, started_machine):
             f"| {result.details_fetched:,} | {result.configs_read:,} "
             f"| {requests_made / seconds:.0f} |"
         )
-    lines.append("")
+    floor_seconds, floor_heads, floor_threads = floor
+    lines += [
+        f"| floor: the same {floor_heads:,} HEADs alone on {floor_threads} threads, no index "
+        f"| {floor_seconds:.1f} | {floor_seconds / sequential:.2f} "
+        f"| {floor_heads:,} | 0 | 0 | {floor_heads / floor_seconds:.0f} |",
+        "",
+        "The floor is what the registry and this machine allow at that moment; the reconcile's "
+        "distance to it is the portal's own cost.",
+        "",
+    ]
     return "\n".join(lines)
 
 
@@ -239,9 +261,13 @@ def main():
             seconds, result = timed_reconcile(concurrency, fresh)
             print(f"{label}: {seconds:.1f} s", flush=True)
             runs.append((label, seconds, result))
+        floor = head_floor(args.concurrency)
+        print(f"HEADs alone: {floor[0]:.1f} s", flush=True)
     finally:
         reg.stop()
-    section = report(args.repos, push_seconds, runs, time.monotonic() - started, started_machine)
+    section = report(
+        args.repos, push_seconds, runs, floor, time.monotonic() - started, started_machine
+    )
     print(section)
     if not args.no_write:
         write_readme(section)

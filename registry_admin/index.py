@@ -31,20 +31,8 @@ logger = logging.getLogger(__name__)
 
 
 def refresh_repository_stats(repository):
-    """Recompute a repository's counters from its tags (one aggregate query and one update)."""
-    tags = Tag.objects.filter(repository=repository)
-    stats = tags.aggregate(count=Count("id"), last_push=Max("pushed_at"))
-    distinct_sizes = (
-        Manifest.objects.filter(digest__in=tags.values("digest"))
-        .aggregate(total=Sum("size"))
-        .get("total")
-    )
-    Repository.objects.filter(pk=repository.pk).update(
-        tag_count=stats["count"],
-        is_empty=stats["count"] == 0,
-        last_push_at=stats["last_push"],
-        total_size=distinct_sizes or 0,
-    )
+    """Recompute a repository's counters from its tags (one UPDATE)."""
+    refresh_stats_of([repository.pk])
 
 
 def refresh_stats_of(repository_ids):
@@ -84,31 +72,29 @@ def upsert_tag(repository, tag, digest, pushed_at, media_type="", manifest_size=
     """Point `repository:tag` at `digest` (creating the repository and a bare manifest row).
 
     Returns (tag, manifest); `manifest.details_fetched_at is None` means details are pending.
-    An event older than the tag's current push (a late redelivery) changes nothing.
+    An event older than the tag's current push (a late redelivery) changes nothing, and a
+    repeated one writes nothing.
     """
     with transaction.atomic():
         repo, _ = Repository.objects.get_or_create(name=repository)
+        existing = Tag.objects.filter(repository=repo, name=tag).select_related("manifest").first()
+        newer = bool(
+            pushed_at
+            and (existing is None or not existing.pushed_at or pushed_at > existing.pushed_at)
+        )
+        if existing is not None and existing.manifest is not None:
+            if existing.digest == digest and not newer:
+                return existing, existing.manifest
+            if existing.digest != digest and pushed_at and not newer:
+                return existing, existing.manifest
         manifest = ensure_manifest(digest, media_type, manifest_size)
-        existing = Tag.objects.filter(repository=repo, name=tag).first()
-        if (
-            existing is not None
-            and existing.digest != digest
-            and pushed_at
-            and existing.pushed_at
-            and pushed_at < existing.pushed_at
-        ):
-            return existing, existing.manifest or manifest
         if existing is None:
             existing = Tag.objects.create(
                 repository=repo, name=tag, digest=digest, manifest=manifest, pushed_at=pushed_at
             )
-        elif (
-            existing.digest != digest
-            or existing.manifest_id != manifest.pk
-            or (pushed_at and (existing.pushed_at is None or pushed_at > existing.pushed_at))
-        ):
+        else:
             existing.digest, existing.manifest = digest, manifest
-            if pushed_at and (existing.pushed_at is None or pushed_at > existing.pushed_at):
+            if newer:
                 existing.pushed_at = pushed_at
             existing.save()
         refresh_repository_stats(repo)
