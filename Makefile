@@ -32,6 +32,11 @@ test-deps: $(STAMP)
 test-postgres: test-deps
 	scripts/with-postgres.sh $(VENV)/bin/pytest $(PYTEST_ARGS)
 
+# The README's pictures: a seeded registry and portal, each main page rendered in Debian's
+# Chromium into docs/screenshots/ (about a minute and a half).
+screenshots: test-deps
+	$(PY) scripts/screenshots.py
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
