@@ -54,7 +54,9 @@ class Command(BaseCommand):
             f"  reclaimable:  {_bytes(snapshot.reclaimable_bytes)} in "
             f"{snapshot.reclaimable_count:,} blobs (run the registry's garbage-collect)"
         )
-        write(f"  uploads:      {snapshot.upload_count:,} unfinished, {_bytes(snapshot.upload_bytes)}")
+        write(
+            f"  uploads:      {snapshot.upload_count:,} unfinished, {_bytes(snapshot.upload_bytes)}"
+        )
         if snapshot.unreadable_manifests:
             write(
                 f"  warning: {snapshot.unreadable_manifests:,} linked manifests could not be "
