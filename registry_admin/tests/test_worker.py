@@ -3,7 +3,6 @@
 import os
 import subprocess
 import sys
-import time
 from datetime import timedelta
 
 import pytest
@@ -160,7 +159,12 @@ def test_run_worker_stops_on_sigterm(tmp_path):
     env_db = f"sqlite:///{tmp_path / 'w.sqlite3'}"
     env = {"DATABASE_URL": env_db, "WORKER_POLL_SECONDS": "0.2", "PATH": "/usr/bin:/bin"}
     base = [sys.executable, "manage.py"]
-    full_env = {**os.environ, **env, "DJANGO_SETTINGS_MODULE": "portal.settings_test"}
+    full_env = {
+        **os.environ,
+        **env,
+        "DJANGO_SETTINGS_MODULE": "portal.settings_test",
+        "PYTHONUNBUFFERED": "1",
+    }
     subprocess.run([*base, "migrate", "-v0"], env=full_env, check=True, timeout=120)
     proc = subprocess.Popen(
         [*base, "run_worker", "--kind", "noop"],
@@ -169,8 +173,13 @@ def test_run_worker_stops_on_sigterm(tmp_path):
         stderr=subprocess.STDOUT,
         text=True,
     )
-    time.sleep(2)
+    # "Worker started" comes once the handlers are installed; a fixed sleep was too short for
+    # Django's start-up on a busy machine (the default SIGTERM action killed it: -15).
+    started = ""
+    while "Worker started" not in started and proc.poll() is None:
+        started += proc.stdout.readline()
+    assert "Worker started" in started, started
     proc.terminate()
     out, _ = proc.communicate(timeout=20)
-    assert proc.returncode == 0, out
+    assert proc.returncode == 0, started + out
     assert "Worker stopped." in out
