@@ -14,17 +14,17 @@ order and the median round is reported.
 
 import argparse
 import os
-import platform
-import re
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+import common
 import requests
+from common import machine
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = common.REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "portal.settings_test")
 
@@ -32,18 +32,6 @@ COSTS = (4, 8, 10, 12)
 # Requests per cost and round: each cost gets a few seconds per round.
 REQUESTS = {None: 200, 4: 200, 8: 80, 10: 30, 12: 10}
 SECTION = "bcrypt_cost"
-
-
-def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
 
 
 def seconds_per_request(session, url, auth, count, expected):
@@ -93,7 +81,7 @@ def markdown(results, load):
         f"<!-- {SECTION} -->",
         "## bcrypt cost per registry request (`bench/bcrypt_cost.py`)",
         "",
-        f"Machine: {machine()}. Date: {time.strftime('%Y-%m-%d')}. Load average at the start: "
+        f"Machine: {machine()}. Date: {common.today()}. Load average at the start: "
         f"{load:.1f}. Debian's docker-registry, sequential `GET /v2/` over one keep-alive "
         "connection, median of the rounds.",
         "",
@@ -110,29 +98,18 @@ def markdown(results, load):
     return "\n".join(lines)
 
 
-def write_section(text):
-    readme = REPO_ROOT / "bench" / "README.md"
-    current = readme.read_text()
-    pattern = re.compile(rf"<!-- {SECTION} -->.*?<!-- /{SECTION} -->\n?", re.S)
-    if pattern.search(current):
-        updated = pattern.sub(lambda _: text, current)
-    else:
-        updated = current.rstrip("\n") + "\n\n" + text
-    readme.write_text(updated)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer requests (smoke run)")
     parser.add_argument("--write", action="store_true", help="update bench/README.md")
     args = parser.parse_args()
     rounds, scale = (1, 0.2) if args.quick else (5, 1.0)
-    print(f"machine: {machine()}; date: {time.strftime('%Y-%m-%d')}", flush=True)
+    print(f"machine: {machine()}; date: {common.today()}", flush=True)
     load = os.getloadavg()[0]
     text = markdown(run(rounds, scale), load)
     print(text)
     if args.write:
-        write_section(text)
+        common.write_section(text, marker=SECTION)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ The baseline is the same request on the 10x smaller index in the same run: the g
 import argparse
 import json
 import os
-import platform
 import random
 import sqlite3
 import subprocess
@@ -27,7 +26,9 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+import common
+
+REPO_ROOT = common.REPO_ROOT
 PYTHON = str(REPO_ROOT / ".venv" / "bin" / "python")
 SECTION = "## browse.py"
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -201,17 +202,7 @@ def run_size(repositories, runs, env_base):
 
 
 def machine():
-    cpu = "unknown CPU"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    load = os.getloadavg()[0]
-    return (
-        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"SQLite {sqlite3.sqlite_version}, load average {load:.1f} at the start"
-    )
+    return f"{common.machine(sqlite=True)}, load average {common.load_average():.1f} at the start"
 
 
 def report(base, big, runs, quick, elapsed):
@@ -246,18 +237,6 @@ def report(base, big, runs, quick, elapsed):
     return "\n".join(lines)
 
 
-def write_readme(section):
-    readme = REPO_ROOT / "bench" / "README.md"
-    text = readme.read_text()
-    if SECTION in text:
-        start = text.index(SECTION)
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    readme.write_text(text)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="500 and 5,000 repositories")
@@ -280,7 +259,7 @@ def main():
     section = report(base, big, args.runs, args.quick, time.monotonic() - started)
     print(section)
     if not args.no_write:
-        write_readme(section)
+        common.write_section(section, heading=SECTION)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ Goal: the concurrent cold reconcile under 60 s on 2 cores.
 import argparse
 import json
 import os
-import platform
 import sys
 import tempfile
 import threading
@@ -26,9 +25,10 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
+import common
 import requests
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = common.REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT))
 SECTION = "## reconcile.py"
 TAGS = 10
@@ -169,16 +169,7 @@ def head_floor(concurrency):
 
 
 def machine():
-    cpu = "unknown CPU"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"load average {os.getloadavg()[0]:.1f} at the start"
-    )
+    return f"{common.machine()}, load average {common.load_average():.1f} at the start"
 
 
 def report(repositories, push_seconds, runs, floor, elapsed, started_machine):
@@ -224,18 +215,6 @@ def report(repositories, push_seconds, runs, floor, elapsed, started_machine):
     return "\n".join(lines)
 
 
-def write_readme(section):
-    readme = REPO_ROOT / "bench" / "README.md"
-    text = readme.read_text()
-    if SECTION in text:
-        start = text.index(SECTION)
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    readme.write_text(text)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repos", type=int, default=1000)
@@ -270,7 +249,7 @@ def main():
     )
     print(section)
     if not args.no_write:
-        write_readme(section)
+        common.write_section(section, heading=SECTION)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,6 @@ import argparse
 import hashlib
 import json
 import os
-import platform
 import resource
 import statistics
 import subprocess
@@ -28,7 +27,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+import common
+from common import machine
+
+REPO_ROOT = common.REPO_ROOT
 sys.path.insert(0, str(REPO_ROOT))
 
 BASE_LAYERS = 50
@@ -331,18 +333,6 @@ def bench_azurite(blob_count, rounds):
     return report
 
 
-def machine():
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
-
-
 def markdown(report, started):
     """The section this script keeps in bench/README.md."""
     azurite, synthetic = report["azurite"], report["synthetic"]
@@ -407,18 +397,6 @@ def markdown(report, started):
     return "\n".join(lines)
 
 
-def write_readme(section):
-    readme = Path(__file__).with_name("README.md")
-    text = readme.read_text() if readme.exists() else "# Benchmarks\n"
-    start, end = text.find("<!-- storage_scan -->"), text.find("<!-- /storage_scan -->")
-    if start != -1 and end != -1:
-        end = text.index("\n", end) + 1
-        text = text[:start] + section + text[end:]
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    readme.write_text(text)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (smoke run)")
@@ -441,7 +419,7 @@ def main():
     }
     print(json.dumps(report, indent=2))
     if not args.quick:
-        write_readme(markdown(report, started))
+        common.write_section(markdown(report, started), marker="storage_scan")
         print("bench/README.md updated.")
 
 

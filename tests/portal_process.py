@@ -23,12 +23,13 @@ VENV_BIN = Path(sys.executable).parent
 class PortalProcess:
     """gunicorn serving the portal on a free port with its own SQLite file (or DATABASE_URL)."""
 
-    def __init__(self, workdir, workers=2, extra_env=None, database_url=None):
+    def __init__(self, workdir, workers=2, extra_env=None, database_url=None, threads=1):
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
         self.db_path = self.workdir / "portal.sqlite3"
         self.workers = workers
+        self.threads = threads
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("REGISTRY_", "DJANGO_"))},
             "DJANGO_SETTINGS_MODULE": "portal.settings",
@@ -75,6 +76,8 @@ class PortalProcess:
                 f"127.0.0.1:{self.port}",
                 "--workers",
                 str(self.workers),
+                "--threads",
+                str(self.threads),
                 "--timeout",
                 "30",
             ],
