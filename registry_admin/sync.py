@@ -272,7 +272,6 @@ class _RepositoryScan:
     listed_at: object = None
     tags: dict = field(default_factory=dict)  # tag -> ManifestRef
     pending: int = 0
-    missing: bool = False
     error: str = ""
 
 
@@ -341,7 +340,16 @@ class _Reconcile:
         self.result.configs_read = len(self.configs)
         self._remove_vanished(set(valid), started)
         self._prune_manifests(started)
-        self._progress(message="done", force=True)
+        errors = self.result.errors
+        if errors and len(errors) == len(valid):
+            # Nothing could be read (the registry went away after the catalog): a failed run.
+            raise registry.RegistryError(f"No repository could be read: {errors[0]}")
+        self._progress(
+            message=f"done; {len(errors)} repositories could not be read, first: {errors[0]}"
+            if errors
+            else "done",
+            force=True,
+        )
         return self.result
 
     # Work items run on pool threads and only speak HTTP; their results come back through

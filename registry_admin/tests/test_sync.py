@@ -328,3 +328,46 @@ def test_odd_configs_are_summarized_safely():
     assert sync._datetime("not a date") is None
     assert sync._datetime("0001-01-01T00:00:00Z") is None
     assert sync._datetime("2024-01-02T03:04:05.123456789+02:00").hour == 3
+
+
+def _catalog_stub(tags_status):
+    import json as _json
+
+    routes = {
+        ("GET", "/v2/_catalog"): (
+            200,
+            {},
+            _json.dumps({"repositories": ["ok/one", "bad/two"]}).encode(),
+        ),
+        ("GET", "/v2/ok/one/tags/list"): (200, {}, b'{"name": "ok/one", "tags": null}'),
+        ("GET", "/v2/bad/two/tags/list"): (tags_status, {}, b'{"errors": [{"message": "boom"}]}'),
+    }
+    if tags_status == 500:
+        routes[("GET", "/v2/ok/one/tags/list")] = (500, {}, b"{}")
+    return routes
+
+
+def test_a_registry_failing_every_repository_fails_the_run(settings):
+    from .test_registry_client import _stub_server
+
+    index.upsert_tag("bad/two", "v1", "sha256:" + "b" * 64, timezone.now())
+    with _stub_server(_catalog_stub(500)) as url:
+        settings.REGISTRY_URL = url
+        run = worker.run_now("sync")
+    assert run.state == Run.State.FAILED
+    assert "No repository could be read" in run.error
+    assert Tag.objects.filter(repository__name="bad/two").exists()
+
+
+def test_one_unreadable_repository_keeps_its_rows_and_is_reported(settings):
+    from .test_registry_client import _stub_server
+
+    index.upsert_tag("bad/two", "v1", "sha256:" + "b" * 64, timezone.now())
+    with _stub_server(_catalog_stub(503)) as url:
+        settings.REGISTRY_URL = url
+        run = worker.run_now("sync")
+    assert run.state == Run.State.DONE
+    assert run.result["errors"] and run.result["errors"][0].startswith("bad/two: ")
+    assert "1 repositories could not be read" in run.message
+    assert Tag.objects.filter(repository__name="bad/two").exists()
+    assert Repository.objects.get(name="ok/one").is_empty
