@@ -38,14 +38,16 @@ AUDIT_PRUNED = "audit.pruned"
 
 
 def clean_text(value, field_name):
-    """`value` as a string the database accepts in `field_name`: no NUL, cut to its max_length.
+    """`value` as a string the database accepts in `field_name`: valid UTF-8, no NUL, cut to its
+    max_length.
 
     PostgreSQL refuses NUL characters in text and over-long values in varchar columns; the audit
     trail must take whatever a caller or the registry sends, so both are trimmed here.
     """
     if value is None:
         return ""
-    text = str(value).replace("\x00", "")
+    # Lone surrogates (JSON may escape one, e.g. "\ud800") cannot be encoded for any database.
+    text = str(value).encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
     max_length = AuditEvent._meta.get_field(field_name).max_length
     return text[:max_length] if max_length else text
 

@@ -124,6 +124,9 @@ def parse_event(item):
         raise EventError("no id")
     if len(event_id) > AuditEvent._meta.get_field("event_id").max_length:
         raise EventError("the id is too long")
+    if clean_text(event_id, "event_id") != event_id or not event_id.isprintable():
+        # Cleaning an id could make two events one; an id the registry never makes is refused.
+        raise EventError(f"the id has unprintable characters: {event_id[:80]!r}")
     action = _text(item, "action")
     if action not in ACTIONS:
         raise EventError(f"unknown action {action[:40]!r} (id {event_id[:80]})")
@@ -273,7 +276,7 @@ def _short(exc):
 
 
 def _clip(value, length):
-    return str(value).replace("\x00", "")[:length]
+    return str(value).encode("utf-8", "replace").decode("utf-8").replace("\x00", "")[:length]
 
 
 def _text(mapping, key):

@@ -247,3 +247,25 @@ def test_captured_retries_are_stored_once(registry_client):
         assert post(registry_client, json.dumps(capture["body"])).status_code == 200
     unique = {c["body"]["events"][0]["id"] for c in retried}
     assert AuditEvent.objects.count() == len(unique) < len(retried)
+
+
+def test_lone_surrogates_and_nul_never_reach_the_database(registry_client):
+    """JSON can escape characters no database column accepts; a 500 here would wedge the
+    registry's queue, so they are cleaned (fields) or refused (ids) and acknowledged."""
+    event = make_registry_event(repository="team/app", tag="v1")
+    body = make_envelope(event).replace(b'"tag": "v1"', b'"tag": "v1\\ud800\\u0000"')
+    body = body.replace(b'"name": "bob"', b'"name": "b\\udfffob"')
+    bad_id = make_registry_event()
+    bad_id_body = make_envelope(bad_id).replace(
+        bad_id["id"].encode(), bad_id["id"].encode() + b"\\u0000\\ud800"
+    )
+
+    assert post(registry_client, body).json()["stored"] == 1
+    response = post(registry_client, bad_id_body)
+
+    assert response.status_code == 200
+    stored = AuditEvent.objects.get()
+    assert stored.tag == "v1?" and stored.actor == "b?ob"
+    assert "unprintable" in RejectedDelivery.objects.get().error
+    # The rejected delivery's page shows it.
+    assert b"\\ud800" in bytes(RejectedDelivery.objects.get().body)
