@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import random
+import re
 import sqlite3
 import subprocess
 import sys
@@ -273,16 +274,22 @@ def report(base, big, quick, elapsed):
     return "\n".join(lines)
 
 
+MARKER = "audit_log_page"
+
+
+def replace_section(text, section):
+    """`text` with this script's section (between its HTML comment markers) replaced, or
+    appended; the other scripts' sections are left alone."""
+    block = f"<!-- {MARKER} -->\n{section.rstrip()}\n<!-- /{MARKER} -->\n"
+    pattern = re.compile(rf"<!-- {MARKER} -->\n.*?<!-- /{MARKER} -->\n?", re.S)
+    if pattern.search(text):
+        return pattern.sub(lambda _: block, text, count=1)
+    return text.rstrip("\n") + "\n\n" + block
+
+
 def write_readme(section):
     readme = REPO_ROOT / "bench" / "README.md"
-    text = readme.read_text()
-    if SECTION in text:
-        start = text.index(SECTION)
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    readme.write_text(text)
+    readme.write_text(replace_section(readme.read_text(), section))
 
 
 def main():

@@ -26,6 +26,7 @@ import http.client
 import json
 import os
 import platform
+import re
 import signal
 import socket
 import sqlite3
@@ -360,6 +361,19 @@ def notes(results):
     return lines
 
 
+MARKER = "webhook_throughput"
+
+
+def replace_section(text, section):
+    """`text` with this script's section (between its HTML comment markers) replaced, or
+    appended; the other scripts' sections are left alone."""
+    block = f"<!-- {MARKER} -->\n{section.rstrip()}\n<!-- /{MARKER} -->\n"
+    pattern = re.compile(rf"<!-- {MARKER} -->\n.*?<!-- /{MARKER} -->\n?", re.S)
+    if pattern.search(text):
+        return pattern.sub(lambda _: block, text, count=1)
+    return text.rstrip("\n") + "\n\n" + block
+
+
 def write_readme(results, quick, elapsed):
     readme = REPO_ROOT / "bench" / "README.md"
     text = readme.read_text()
@@ -384,13 +398,7 @@ def write_readme(results, quick, elapsed):
             "",
         ]
     )
-    if SECTION in text:
-        start = text.index(SECTION)
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    readme.write_text(text)
+    readme.write_text(replace_section(text, section))
 
 
 def main():
