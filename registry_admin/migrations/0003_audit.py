@@ -4,66 +4,101 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('registry_admin', '0002_runs'),
+        ("registry_admin", "0002_runs"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='DeliveryCounter',
+            name="DeliveryCounter",
             fields=[
-                ('name', models.CharField(max_length=40, primary_key=True, serialize=False)),
-                ('count', models.BigIntegerField(default=0)),
-                ('last_seen', models.DateTimeField(blank=True, null=True)),
-                ('last_addr', models.CharField(blank=True, max_length=255)),
+                ("name", models.CharField(max_length=40, primary_key=True, serialize=False)),
+                ("count", models.BigIntegerField(default=0)),
+                ("last_seen", models.DateTimeField(blank=True, null=True)),
+                ("last_addr", models.CharField(blank=True, max_length=255)),
             ],
         ),
         migrations.CreateModel(
-            name='AuditEvent',
+            name="AuditEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('source', models.CharField(choices=[('registry', 'Registry'), ('portal', 'Portal')], max_length=10)),
-                ('event_id', models.CharField(max_length=255, unique=True)),
-                ('timestamp', models.DateTimeField()),
-                ('received_at', models.DateTimeField(auto_now_add=True)),
-                ('action', models.CharField(max_length=64)),
-                ('kind', models.CharField(choices=[('manifest', 'Manifest'), ('blob', 'Blob'), ('tag', 'Tag'), ('repository', 'Repository'), ('other', 'Other')], max_length=12)),
-                ('is_head', models.BooleanField(default=False)),
-                ('noise', models.BooleanField(default=False)),
-                ('repository', models.CharField(blank=True, max_length=255)),
-                ('from_repository', models.CharField(blank=True, max_length=255)),
-                ('tag', models.CharField(blank=True, max_length=255)),
-                ('digest', models.CharField(blank=True, max_length=200)),
-                ('media_type', models.CharField(blank=True, max_length=255)),
-                ('size', models.BigIntegerField(blank=True, null=True)),
-                ('actor', models.CharField(blank=True, max_length=255)),
-                ('request_id', models.CharField(blank=True, max_length=255)),
-                ('request_addr', models.CharField(blank=True, max_length=255)),
-                ('request_host', models.CharField(blank=True, max_length=255)),
-                ('request_method', models.CharField(blank=True, max_length=16)),
-                ('request_useragent', models.CharField(blank=True, max_length=500)),
-                ('source_addr', models.CharField(blank=True, max_length=255)),
-                ('source_instance', models.CharField(blank=True, max_length=255)),
-                ('raw', models.TextField(blank=True)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                (
+                    "source",
+                    models.CharField(
+                        choices=[("registry", "Registry"), ("portal", "Portal")], max_length=10
+                    ),
+                ),
+                ("event_id", models.CharField(max_length=255, unique=True)),
+                ("timestamp", models.DateTimeField()),
+                ("received_at", models.DateTimeField(auto_now_add=True)),
+                ("action", models.CharField(max_length=64)),
+                (
+                    "kind",
+                    models.CharField(
+                        choices=[
+                            ("manifest", "Manifest"),
+                            ("blob", "Blob"),
+                            ("tag", "Tag"),
+                            ("repository", "Repository"),
+                            ("other", "Other"),
+                        ],
+                        max_length=12,
+                    ),
+                ),
+                ("is_head", models.BooleanField(default=False)),
+                ("noise", models.BooleanField(default=False)),
+                ("repository", models.CharField(blank=True, max_length=255)),
+                ("from_repository", models.CharField(blank=True, max_length=255)),
+                ("tag", models.CharField(blank=True, max_length=255)),
+                ("digest", models.CharField(blank=True, max_length=200)),
+                ("media_type", models.CharField(blank=True, max_length=255)),
+                ("size", models.BigIntegerField(blank=True, null=True)),
+                ("actor", models.CharField(blank=True, max_length=255)),
+                ("request_id", models.CharField(blank=True, max_length=255)),
+                ("request_addr", models.CharField(blank=True, max_length=255)),
+                ("request_host", models.CharField(blank=True, max_length=255)),
+                ("request_method", models.CharField(blank=True, max_length=16)),
+                ("request_useragent", models.CharField(blank=True, max_length=500)),
+                ("source_addr", models.CharField(blank=True, max_length=255)),
+                ("source_instance", models.CharField(blank=True, max_length=255)),
+                ("raw", models.TextField(blank=True)),
             ],
             options={
-                'indexes': [models.Index(fields=['noise', '-timestamp', '-id'], name='audit_listing_idx'), models.Index(fields=['-timestamp', '-id'], name='audit_time_idx'), models.Index(fields=['repository', '-timestamp'], name='audit_repo_idx'), models.Index(fields=['actor', '-timestamp'], name='audit_actor_idx'), models.Index(fields=['action', '-timestamp'], name='audit_action_idx'), models.Index(fields=['tag', '-timestamp'], name='audit_tag_idx'), models.Index(fields=['request_id'], name='audit_request_idx'), models.Index(fields=['source', '-received_at'], name='audit_received_idx')],
+                "indexes": [
+                    models.Index(fields=["noise", "-timestamp", "-id"], name="audit_listing_idx"),
+                    models.Index(fields=["-timestamp", "-id"], name="audit_time_idx"),
+                    models.Index(fields=["repository", "-timestamp"], name="audit_repo_idx"),
+                    models.Index(fields=["actor", "-timestamp"], name="audit_actor_idx"),
+                    models.Index(fields=["action", "-timestamp"], name="audit_action_idx"),
+                    models.Index(fields=["tag", "-timestamp"], name="audit_tag_idx"),
+                    models.Index(fields=["request_id"], name="audit_request_idx"),
+                    models.Index(fields=["source", "-received_at"], name="audit_received_idx"),
+                ],
             },
         ),
         migrations.CreateModel(
-            name='RejectedDelivery',
+            name="RejectedDelivery",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('received_at', models.DateTimeField(auto_now_add=True)),
-                ('content_type', models.CharField(blank=True, max_length=255)),
-                ('remote_addr', models.CharField(blank=True, max_length=255)),
-                ('error', models.TextField()),
-                ('body', models.BinaryField()),
-                ('stored_events', models.PositiveIntegerField(default=0)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("received_at", models.DateTimeField(auto_now_add=True)),
+                ("content_type", models.CharField(blank=True, max_length=255)),
+                ("remote_addr", models.CharField(blank=True, max_length=255)),
+                ("error", models.TextField()),
+                ("body", models.BinaryField()),
+                ("stored_events", models.PositiveIntegerField(default=0)),
             ],
             options={
-                'indexes': [models.Index(fields=['-received_at'], name='rejected_received_idx')],
+                "indexes": [models.Index(fields=["-received_at"], name="rejected_received_idx")],
             },
         ),
     ]
