@@ -33,8 +33,7 @@ def check_repository(name):
         raise InvalidReferenceError("A repository name is required.")
     if len(name) > REPOSITORY_MAX_LENGTH:
         raise InvalidReferenceError(
-            f"A repository name has at most {REPOSITORY_MAX_LENGTH} characters "
-            f"({len(name)} given)."
+            f"A repository name has at most {REPOSITORY_MAX_LENGTH} characters ({len(name)} given)."
         )
     if not REPOSITORY_RE.fullmatch(name):
         raise InvalidReferenceError(
