@@ -212,3 +212,22 @@ def test_only_recent_snapshots_keep_repository_rows(snapshot, tmp_path):
     assert StorageSnapshot.objects.count() == DETAILED_SNAPSHOTS_KEPT + 2
     assert not snapshot.repositories.exists()
     assert StorageSnapshot.objects.latest_snapshot().repositories.count() == 3
+
+
+def test_the_repository_page_shows_its_storage_figures(viewer_client, snapshot, settings):
+    from registry_admin.models import Repository
+
+    settings.REGISTRY_URL = "http://127.0.0.1:9"
+    Repository.objects.create(name="big/app")
+    Repository.objects.create(name="never/scanned")
+    row = snapshot.repositories.get(name="big/app")
+    html = viewer_client.get(
+        reverse("registry_admin:repository", args=["big/app"])
+    ).content.decode()
+    assert 'id="repository-storage-title"' in html
+    assert f'data-bytes="{row.unique_bytes}"' in html
+    assert f'data-bytes="{row.shared_bytes}"' in html
+    html = viewer_client.get(
+        reverse("registry_admin:repository", args=["never/scanned"])
+    ).content.decode()
+    assert "Not in the latest" in html

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.paginator import Paginator
 from django.shortcuts import render
 
-from .. import index, registry, sync, worker
+from .. import index, registry, sync, usage, worker
 from ..models import Manifest, Repository, Tag
 
 REPOSITORIES_PER_PAGE = 50
@@ -89,6 +89,7 @@ def repository_detail(request, name):
             "form": form,
             "page": page,
             "query_string": _query_without(request, "page"),
+            "storage_usage": usage.storage_summary_for_repository(name),
             **_index_status(),
         },
     )
