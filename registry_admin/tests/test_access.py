@@ -83,3 +83,22 @@ def test_logout_is_post_only_and_ends_the_session(admin_client):
     response = admin_client.post(reverse("logout"))
     assert response.status_code == 302
     assert admin_client.get(reverse("registry_admin:users")).status_code == 302
+
+
+@pytest.mark.django_db
+def test_the_first_admin_manages_portal_accounts_in_django_admin(client, monkeypatch):
+    from django.contrib.auth import get_user_model
+    from django.core.management import call_command
+
+    monkeypatch.setenv("PORTAL_ADMIN_PASSWORD", "first-admin-password")
+    call_command("ensure_admin")
+    client.force_login(get_user_model().objects.get(username="admin"))
+    assert client.get("/django-admin/auth/user/").status_code == 200
+    assert client.get("/django-admin/auth/group/").status_code == 200
+
+
+@pytest.mark.django_db
+def test_a_viewer_cannot_open_django_admin(viewer_client):
+    response = viewer_client.get("/django-admin/auth/user/")
+    assert response.status_code == 302
+    assert "/django-admin/login/" in response["Location"]
