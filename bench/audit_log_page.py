@@ -16,9 +16,7 @@ the depth (shown for contrast: the same deep page fetched with OFFSET).
 import argparse
 import json
 import os
-import platform
 import random
-import re
 import sqlite3
 import subprocess
 import sys
@@ -28,7 +26,9 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+import common
+
+REPO_ROOT = common.REPO_ROOT
 PYTHON = str(REPO_ROOT / ".venv" / "bin" / "python")
 SECTION = "## audit_log_page.py"
 REPOSITORIES = [f"team-{i % 40}/app-{i}" for i in range(500)]
@@ -222,16 +222,7 @@ def run_sizes(counts, env_base, rounds=2):
 
 
 def machine():
-    cpu = "unknown CPU"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return (
-        f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"SQLite {sqlite3.sqlite_version}"
-    )
+    return common.machine(sqlite=True)
 
 
 def report(base, big, quick, elapsed):
@@ -277,21 +268,6 @@ def report(base, big, quick, elapsed):
 MARKER = "audit_log_page"
 
 
-def replace_section(text, section):
-    """`text` with this script's section (between its HTML comment markers) replaced, or
-    appended; the other scripts' sections are left alone."""
-    block = f"<!-- {MARKER} -->\n{section.rstrip()}\n<!-- /{MARKER} -->\n"
-    pattern = re.compile(rf"<!-- {MARKER} -->\n.*?<!-- /{MARKER} -->\n?", re.S)
-    if pattern.search(text):
-        return pattern.sub(lambda _: block, text, count=1)
-    return text.rstrip("\n") + "\n\n" + block
-
-
-def write_readme(section):
-    readme = REPO_ROOT / "bench" / "README.md"
-    readme.write_text(replace_section(readme.read_text(), section))
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
@@ -309,7 +285,7 @@ def main():
     base, big = run_sizes([10_000, 200_000 if args.quick else 1_000_000], env_base)
     section = report(base, big, args.quick, time.monotonic() - started)
     print(section)
-    write_readme(section)
+    common.write_section(section, marker=MARKER)
 
 
 if __name__ == "__main__":

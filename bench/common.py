@@ -62,12 +62,14 @@ def free_port():
 def write_section(section, heading=None, marker=None):
     """Put a script's `section` into bench/README.md in place of its previous one, or append it.
 
-    A section is found either between `<!-- marker -->` and `<!-- /marker -->` (which `section`
-    itself carries), or from its `heading` line (e.g. "## browse.py") to the next section.
+    A section is found either between `<!-- marker -->` and `<!-- /marker -->` (added around
+    `section` unless it carries them), or from its `heading` line (e.g. "## browse.py") to the next section.
     Other scripts' sections are left as they are.
     """
     text = README.read_text() if README.exists() else "# Benchmarks\n"
     section = section.rstrip("\n") + "\n"
+    if marker and not section.startswith(f"<!-- {marker} -->"):
+        section = f"<!-- {marker} -->\n{section}<!-- /{marker} -->\n"
     if marker:
         pattern = re.compile(
             rf"<!-- {re.escape(marker)} -->.*?<!-- /{re.escape(marker)} -->\n?", re.S

@@ -25,8 +25,6 @@ import argparse
 import http.client
 import json
 import os
-import platform
-import re
 import signal
 import socket
 import sqlite3
@@ -40,7 +38,9 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+import common
+
+REPO_ROOT = common.REPO_ROOT
 BENCH_DIR = Path(__file__).resolve().parent / "webhook"
 PYTHON = str(REPO_ROOT / ".venv" / "bin" / "python")
 GUNICORN = str(REPO_ROOT / ".venv" / "bin" / "gunicorn")
@@ -48,12 +48,6 @@ PAYLOAD = REPO_ROOT / "registry_admin" / "tests" / "payloads" / "push-manifest-o
 TOKEN = "bench-token-" + "x" * 32
 WEBHOOK, NOOP, AUDIT_ONLY = "/api/registry/events", "/bench/noop", "/bench/audit-only"
 SECTION = "## webhook_throughput.py"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Bodies:
@@ -173,13 +167,7 @@ def run_phase(port, bodies, senders, requests, endpoint=WEBHOOK):
 
 
 def machine():
-    cpu = "unknown CPU"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, {platform.system()} {platform.release()}"
+    return common.machine(kernel=True)
 
 
 def prepare_database(env):
@@ -215,7 +203,7 @@ def run_backend(quick):
     subprocess.run(
         [PYTHON, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO_ROOT, env=env, check=True
     )
-    port = free_port()
+    port = common.free_port()
     server = subprocess.Popen(
         [
             GUNICORN,
@@ -364,19 +352,7 @@ def notes(results):
 MARKER = "webhook_throughput"
 
 
-def replace_section(text, section):
-    """`text` with this script's section (between its HTML comment markers) replaced, or
-    appended; the other scripts' sections are left alone."""
-    block = f"<!-- {MARKER} -->\n{section.rstrip()}\n<!-- /{MARKER} -->\n"
-    pattern = re.compile(rf"<!-- {MARKER} -->\n.*?<!-- /{MARKER} -->\n?", re.S)
-    if pattern.search(text):
-        return pattern.sub(lambda _: block, text, count=1)
-    return text.rstrip("\n") + "\n\n" + block
-
-
 def write_readme(results, quick, elapsed):
-    readme = REPO_ROOT / "bench" / "README.md"
-    text = readme.read_text()
     section = "\n".join(
         [
             SECTION,
@@ -398,7 +374,7 @@ def write_readme(results, quick, elapsed):
             "",
         ]
     )
-    readme.write_text(replace_section(text, section))
+    common.write_section(section, marker=MARKER)
 
 
 def main():
