@@ -52,7 +52,8 @@ def clean_text(value, field_name):
     return text[:max_length] if max_length else text
 
 
-def portal_kind(repository, tag, digest):
+def target_kind(repository, tag, digest):
+    """The kind of an event known only by what it names (a portal action, a bare registry event)."""
     if tag and not digest:
         return AuditEvent.Kind.TAG
     if digest:
@@ -86,7 +87,7 @@ def record_portal_action(
         event_id=f"portal-{uuid.uuid4()}",
         timestamp=timezone.now(),
         action=action,
-        kind=portal_kind(repository, tag, digest),
+        kind=target_kind(repository, tag, digest),
         repository=repository,
         tag=tag,
         digest=digest,

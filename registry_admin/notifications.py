@@ -36,7 +36,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from .audit import clean_text
+from .audit import clean_text, target_kind
 from .models import AuditEvent, RejectedDelivery
 
 logger = logging.getLogger(__name__)
@@ -212,13 +212,7 @@ def derive_kind(action, media_type, url="", repository="", tag="", digest=""):
         return AuditEvent.Kind.BLOB
     if action == "mount":
         return AuditEvent.Kind.BLOB
-    if tag and not digest:
-        return AuditEvent.Kind.TAG
-    if digest:
-        return AuditEvent.Kind.MANIFEST
-    if repository:
-        return AuditEvent.Kind.REPOSITORY
-    return AuditEvent.Kind.OTHER
+    return target_kind(repository, tag, digest)
 
 
 def record(envelope, raw_body=b"", content_type="", remote_addr="", error="", handlers=None):
