@@ -36,6 +36,9 @@ def test_a_push_appears_and_the_tag_page_copies_the_pull_command(
     search = page.get_by_role("searchbox", name="Search")
     search.fill(base)
     page.keyboard.press("Enter")
+    # Let the search's own navigation finish before reloading (a reload racing it detaches).
+    expect(page).to_have_url(re.compile(rf"q={base}"))
+    page.wait_for_load_state()
     rows = page.locator("table.repository-table tbody tr")
     for _ in range(50):
         if rows.count() == 2:
@@ -43,7 +46,6 @@ def test_a_push_appears_and_the_tag_page_copies_the_pull_command(
         page.wait_for_timeout(100)
         page.reload()
     expect(rows).to_have_count(2)
-    expect(page).to_have_url(re.compile(rf"q={base}"))
 
     page.get_by_label("Sort by").select_option("tags")
     page.get_by_role("button", name="Search").click()

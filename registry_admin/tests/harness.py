@@ -383,3 +383,18 @@ def browser_type_launch_args():
             "--no-first-run",
         ],
     }
+
+
+def child_database_url():
+    """A DATABASE_URL for a child process that must see this test's database (SQLite or PG)."""
+    from urllib.parse import quote
+
+    from django.db import connection
+
+    db = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{db['NAME']}"
+    credentials = quote(db["USER"] or "", safe="")
+    if db.get("PASSWORD"):
+        credentials += ":" + quote(db["PASSWORD"], safe="")
+    return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"

@@ -16,13 +16,12 @@ from .images import build_image
 def manage(reg, *args, settings=None):
     """Run manage.py in a child process pointed at `reg`, with the test database's settings."""
     from django.conf import settings as django_settings
-    from django.db import connection
 
     env = {
         "DJANGO_SETTINGS_MODULE": "portal.settings_test",
         "PATH": "/usr/bin:/bin",
         "DATA_DIR": str(django_settings.DATA_DIR),
-        "DATABASE_URL": f"sqlite:///{connection.settings_dict['NAME']}",
+        "DATABASE_URL": harness.child_database_url(),
         "REGISTRY_URL": reg.url if reg else f"http://127.0.0.1:{harness.free_port()}",
         "REGISTRY_USERNAME": harness.SERVICE_USER,
         "REGISTRY_PASSWORD": harness.SERVICE_PASSWORD,
