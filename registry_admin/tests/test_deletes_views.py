@@ -59,11 +59,16 @@ def test_deleting_one_tag_asks_first_then_keeps_its_siblings(registry, admin_cli
     assert 'name="confirm" value="yes"' in page
     assert registry.pusher().tags(repo) == ["a", "b", "c"]
 
-    done = admin_client.post(reverse(TAG_URL), {**form, "confirm": "yes"})
+    tag_page = reverse("registry_admin:tag", args=[repo, "b"])
+    done = admin_client.post(reverse(TAG_URL), {**form, "confirm": "yes", "next": tag_page})
 
     assert done.status_code == 200
     page = done.content.decode()
     assert 'data-state="deleted"' in page
+    # "Back" leads to the repository, not to the page of the tag that is gone.
+    repository_page = reverse("registry_admin:repository", args=[repo])
+    assert f'href="{repository_page}">Back</a>' in page
+    assert f'href="{tag_page}"' not in page
     assert "registry garbage-collect --dry-run /etc/docker/registry/config.yml" in page
     assert "Restart the registry" in page
     assert "--delete-untagged" in page
