@@ -240,10 +240,9 @@ def test_deleting_one_of_two_tags_on_an_image_leaves_the_other_pullable(
     assert pusher.head_manifest(repository, "release-1") == image.digest
     assert pusher.tags(repository) == ["release-1"]
 
-    # "Back" returns to the deleted tag's page, which now says so and links its repository.
+    # "Back" leads to the repository (the deleted tag's own page is gone).
     page.get_by_role("link", name="Back").first.click()
-    expect(page.get_by_role("status").first).to_contain_text("The registry has no such tag")
-    page.get_by_role("navigation", name="breadcrumb").get_by_role("link", name=repository).click()
+    expect(page.get_by_role("heading", level=1)).to_have_text(repository)
     expect(page.locator("table.tag-table tbody tr")).to_have_count(1)
     expect(page.locator("tr[data-tag=release-1]")).to_have_attribute("data-digest", image.digest)
     main_nav(page, "Audit log")
