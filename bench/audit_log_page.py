@@ -272,15 +272,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
-    env_base = {
-        **{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
-        "SECRET_KEY": "bench-" + "s" * 50,
-        "DEBUG": "0",
-        "SECURE_SSL_REDIRECT": "0",
-        "ALLOWED_HOSTS": "testserver",
-        "NOTIFICATIONS_TOKEN": "bench-token-" + "x" * 20,
-        "LOG_LEVEL": "ERROR",
-    }
+    env_base = common.page_bench_env()
     started = time.monotonic()
     base, big = run_sizes([10_000, 200_000 if args.quick else 1_000_000], env_base)
     section = report(base, big, args.quick, time.monotonic() - started)

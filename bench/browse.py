@@ -16,7 +16,6 @@ The baseline is the same request on the 10x smaller index in the same run: the g
 
 import argparse
 import json
-import os
 import random
 import sqlite3
 import subprocess
@@ -243,15 +242,7 @@ def main():
     parser.add_argument("--runs", type=int, default=40)
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
-    env_base = {
-        **{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
-        "SECRET_KEY": "bench-" + "s" * 50,
-        "DEBUG": "0",
-        "SECURE_SSL_REDIRECT": "0",
-        "ALLOWED_HOSTS": "testserver",
-        "NOTIFICATIONS_TOKEN": "bench-token-" + "x" * 20,
-        "LOG_LEVEL": "ERROR",
-    }
+    env_base = common.page_bench_env()
     started = time.monotonic()
     small, large = (500, 5_000) if args.quick else (1_000, 10_000)
     base = run_size(small, args.runs, env_base)

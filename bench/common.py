@@ -86,3 +86,17 @@ def write_section(section, heading=None, marker=None):
         README.write_text(text[:start] + section + rest)
         return
     README.write_text(text.rstrip("\n") + "\n\n" + section)
+
+
+def page_bench_env():
+    """Environment for a child process that renders pages with production settings in-process
+    (the Django test client, host `testserver`), on a database the caller sets in DATABASE_URL."""
+    return {
+        **{k: v for k, v in os.environ.items() if k != "DATABASE_URL"},
+        "SECRET_KEY": "bench-" + "s" * 50,
+        "DEBUG": "0",
+        "SECURE_SSL_REDIRECT": "0",
+        "ALLOWED_HOSTS": "testserver",
+        "NOTIFICATIONS_TOKEN": "bench-token-" + "x" * 20,
+        "LOG_LEVEL": "ERROR",
+    }
