@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format check-deps test-deps test-postgres bench screenshots clean
+.PHONY: run test test-fast lint format check-deps test-deps test-postgres bench screenshots clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Oyster needs Python 3.11 or newer.")'
@@ -23,6 +23,10 @@ test: test-deps
 	$(VENV)/bin/ruff format --check .
 	$(PY) manage.py makemigrations --check --dry-run --settings=portal.settings_test
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The tests that need no registry, Azurite, Chromium or live server: a quick edit loop.
+test-fast: $(STAMP)
+	$(VENV)/bin/pytest -m "not live" $(PYTEST_ARGS)
 
 # System packages (Debian), Node tools and the venv the suite needs; each step only when missing.
 test-deps: $(STAMP)
