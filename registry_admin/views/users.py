@@ -1,7 +1,7 @@
 """Registry users: the htpasswd file the registry reads, listed by everyone, changed by admins.
 
-Every change is recorded in the audit trail inside the same transaction as the file change: the
-row is written first, so a change the database cannot record never reaches the file.
+The changes themselves (audit row, then the file, in one transaction) live in `registry_users`,
+which `manage.py htpasswd` shares.
 """
 
 import logging
@@ -9,14 +9,13 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib import messages
-from django.db import transaction
 from django.db.models import Max
 from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_POST
 
-from .. import audit, htpasswd
+from .. import htpasswd, registry_users
 from ..htpasswd_forms import PasswordForm, UserCreateForm
 from ..models import AuditEvent
 from ..roles import MANAGE_USERS, require
@@ -73,13 +72,7 @@ def user_create(request):
     if request.method == "POST" and form.is_valid():
         name, password = form.cleaned_data["username"], form.cleaned_data["password"]
         try:
-            _record_and_change(
-                request,
-                audit.USER_CREATED,
-                name,
-                lambda: htpasswd.add_user(name, password),
-                generated=form.generated,
-            )
+            registry_users.create(_actor(request), name, password, generated=form.generated)
         except htpasswd.CredentialsError as exc:
             logger.warning("Creating registry user %r failed: %s", name, exc)
             form.add_error(None, str(exc))
@@ -101,12 +94,8 @@ def user_password(request):
     if request.method == "POST" and form.is_valid():
         password = form.cleaned_data["password"]
         try:
-            _record_and_change(
-                request,
-                audit.USER_PASSWORD_CHANGED,
-                name,
-                lambda: htpasswd.set_password(name, password),
-                generated=form.generated,
+            registry_users.change_password(
+                _actor(request), name, password, generated=form.generated
             )
         except htpasswd.CredentialsError as exc:
             logger.warning("Changing the password of registry user %r failed: %s", name, exc)
@@ -124,9 +113,7 @@ def user_delete(request):
     name = entry.username
     if request.method == "POST":
         try:
-            _record_and_change(
-                request, audit.USER_DELETED, name, lambda: htpasswd.delete_user(name)
-            )
+            registry_users.delete(_actor(request), name)
         except htpasswd.CredentialsError as exc:
             logger.warning("Deleting registry user %r failed: %s", name, exc)
             messages.error(request, str(exc))
@@ -145,13 +132,8 @@ def service_repair(request):
         messages.error(request, "REGISTRY_PASSWORD is not set, so there is nothing to write.")
         return redirect(LIST)
     try:
-        _record_and_change(
-            request,
-            audit.USER_PASSWORD_CHANGED,
-            name,
-            lambda: htpasswd.ensure_service_account(name, settings.REGISTRY_PASSWORD),
-            service_account=True,
-            source="REGISTRY_PASSWORD",
+        registry_users.write_service_account(
+            _actor(request), name, settings.REGISTRY_PASSWORD, source="REGISTRY_PASSWORD"
         )
     except htpasswd.CredentialsError as exc:
         logger.warning("Writing the service account %r failed: %s", name, exc)
@@ -161,12 +143,8 @@ def service_repair(request):
     return redirect(LIST)
 
 
-def _record_and_change(request, action, name, change, **detail):
-    with transaction.atomic():
-        audit.record_portal_action(
-            request.user.get_username(), action, detail={"registry_user": name, **detail}
-        )
-        change()
+def _actor(request):
+    return request.user.get_username()
 
 
 @sensitive_variables("password")

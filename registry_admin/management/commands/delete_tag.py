@@ -10,7 +10,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import DatabaseError
 
 from ... import deletes, references, registry
-from .htpasswd import cli_actor
+from ...registry_users import cli_actor
 
 
 class Command(BaseCommand):

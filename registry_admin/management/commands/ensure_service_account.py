@@ -2,7 +2,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from ... import audit, htpasswd
-from .htpasswd import cli_actor
+from ...registry_users import cli_actor
 
 
 class Command(BaseCommand):

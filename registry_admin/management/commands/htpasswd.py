@@ -7,14 +7,14 @@ A generated password is the only thing written to stdout, so `$(...)` captures j
 """
 
 import getpass
-import os
 import sys
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
-from django.db import DatabaseError, transaction
+from django.db import DatabaseError
 
-from ... import audit, htpasswd
+from ... import htpasswd, registry_users
+from ...registry_users import cli_actor
 
 # One line of a password and then some: enough to say "too long" without reading a huge stream.
 STDIN_LIMIT = 4096
@@ -95,40 +95,27 @@ class Command(BaseCommand):
                 "or `ensure_service_account` for it."
             )
         password = self.read_password(username, **options)
-        self.record_and_change(
-            audit.USER_CREATED, username, lambda: htpasswd.add_user(username, password)
-        )
+        registry_users.create(cli_actor(), username, password, via="cli")
         self.report(f"Added the user {username}.", password, options["generate"])
 
     def change_password(self, username, **options):
         htpasswd.validate_username(username)
         self.refuse_service_account(username, "changing its password")
         password = self.read_password(username, **options)
-        self.record_and_change(
-            audit.USER_PASSWORD_CHANGED,
-            username,
-            lambda: htpasswd.set_password(username, password),
-        )
+        registry_users.change_password(cli_actor(), username, password, via="cli")
         self.report(f"Changed the password of {username}.", password, options["generate"])
 
     def delete_user(self, username, **options):
         htpasswd.validate_username(username)
         self.refuse_service_account(username, "deleting it")
-        self.record_and_change(audit.USER_DELETED, username, lambda: htpasswd.delete_user(username))
+        registry_users.delete(cli_actor(), username, via="cli")
         self.stdout.write(f"Deleted the user {username}.")
 
     def rotate_service(self, **options):
         username = settings.REGISTRY_USERNAME
         htpasswd.validate_username(username)
-        passwords = []
-        self.record_and_change(
-            audit.USER_PASSWORD_CHANGED,
-            username,
-            lambda: passwords.append(htpasswd.rotate_service_account(username)),
-            service_account=True,
-            generated=True,
-        )
-        self.stdout.write(passwords[0])
+        password = registry_users.rotate_service_account(cli_actor(), username, via="cli")
+        self.stdout.write(password)
         self.stderr.write(
             f"That is the new password of the service account {username} (bcrypt cost "
             f"{settings.HTPASSWD_SERVICE_BCRYPT_ROUNDS}); it is shown only once. Set "
@@ -160,13 +147,6 @@ class Command(BaseCommand):
             raise CommandError("The two passwords differ; nothing was changed.")
         return password
 
-    def record_and_change(self, action, username, change, **detail):
-        with transaction.atomic():
-            audit.record_portal_action(
-                cli_actor(), action, detail={"registry_user": username, "via": "cli", **detail}
-            )
-            change()
-
     def report(self, message, password, generated):
         if generated:
             self.stdout.write(password)
@@ -187,12 +167,3 @@ def read_password_stdin():
         return raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise CommandError("The password on standard input is not UTF-8 text.") from exc
-
-
-def cli_actor():
-    """Who ran the command, as the audit log shows it: `cli:<operating-system user>`."""
-    try:
-        name = getpass.getuser()
-    except (KeyError, OSError):
-        name = f"uid {os.getuid()}"
-    return f"cli:{name}"

@@ -9,7 +9,7 @@ status 1 when a tag could not be deleted or another retention run holds the lock
 from django.core.management.base import BaseCommand, CommandError
 
 from ... import deletes, retention, worker
-from .htpasswd import cli_actor
+from ...registry_users import cli_actor
 
 
 class Command(BaseCommand):
