@@ -343,7 +343,7 @@ def notes(results):
             f"is p99 < 50 ms on SQLite."
         )
     lines.append(
-        "- The repository index update (EVENT_HANDLERS, same transaction) takes most of each "
+        "- The repository index update (events_recorded receivers, same transaction) takes most of each "
         "request; 8 concurrent senders on SQLite queue on its single writer lock (the long p99)."
     )
     return lines

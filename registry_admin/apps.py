@@ -17,5 +17,4 @@ class RegistryAdminConfig(AppConfig):
 
         post_migrate.connect(ensure_groups, sender=self)
         # The repository index follows the pushes and deletes the webhook stores.
-        if index.update_from_events not in notifications.EVENT_HANDLERS:
-            notifications.EVENT_HANDLERS.append(index.update_from_events)
+        notifications.events_recorded.connect(index.on_events_recorded, dispatch_uid="index")

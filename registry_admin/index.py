@@ -4,7 +4,7 @@ actions. The reconcile that walks the registry lives in `registry_admin.sync`.
 Every write goes through these functions so the repository's denormalised counters
 (`tag_count`, `total_size`, `last_push_at`, `is_empty`) stay right.
 
-`update_from_events(events)` is registered in `notifications.EVENT_HANDLERS` (see apps.py): it
+`update_from_events(events)` receives `notifications.events_recorded` (connected in apps.py): it
 runs inside the webhook's transaction, makes no outbound call, and asks the worker for a
 "details" run when a pushed digest is new.
 """
@@ -163,6 +163,10 @@ def _valid(repository, tag="", digest=""):
         and (not tag or TAG_RE.fullmatch(tag) is not None)
         and (not digest or DIGEST_RE.fullmatch(digest) is not None)
     )
+
+
+def on_events_recorded(sender, events, **kwargs):
+    update_from_events(events)
 
 
 def update_from_events(events):

@@ -2,7 +2,7 @@
 
 - /bench/noop: the same middleware, token check and body read, no parsing or storing (the
   baseline);
-- /bench/audit-only: the webhook without the EVENT_HANDLERS (the repository index update), to
+- /bench/audit-only: the webhook without the events_recorded receivers (the repository index update), to
   show what the audit trail itself costs.
 """
 

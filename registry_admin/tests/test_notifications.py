@@ -190,34 +190,34 @@ def test_an_envelope_of_many_events_is_stored_at_once_and_deduplicated_inside():
 def test_handlers_see_only_newly_stored_events_inside_the_transaction():
     seen = []
 
-    def handler(events):
+    def handler(sender, events, **kwargs):
         from django.db import connection
 
         seen.append(([e.event_id for e in events], connection.in_atomic_block))
 
     event = make_registry_event()
     body = make_envelope(event)
-    notifications.EVENT_HANDLERS.append(handler)
+    notifications.events_recorded.connect(handler)
     try:
         notifications.record(notifications.parse_envelope(body))
         notifications.record(notifications.parse_envelope(body))
     finally:
-        notifications.EVENT_HANDLERS.remove(handler)
+        notifications.events_recorded.disconnect(handler)
     assert seen == [([event["id"]], True), ([], True)]
 
 
 @pytest.mark.django_db
 def test_a_failing_handler_rolls_the_whole_delivery_back():
-    def handler(events):
+    def handler(sender, events, **kwargs):
         raise RuntimeError("index update failed")
 
     body = make_envelope(make_registry_event(), make_registry_event())
-    notifications.EVENT_HANDLERS.append(handler)
+    notifications.events_recorded.connect(handler)
     try:
         with pytest.raises(RuntimeError):
             notifications.record(notifications.parse_envelope(body))
     finally:
-        notifications.EVENT_HANDLERS.remove(handler)
+        notifications.events_recorded.disconnect(handler)
     assert not AuditEvent.objects.exists()
 
 

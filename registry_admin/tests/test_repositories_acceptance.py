@@ -117,11 +117,8 @@ def test_the_four_manifest_kinds_show_the_registrys_digests_sizes_dates_and_plat
 
 
 def test_a_tag_deleted_behind_the_portals_back_shows_a_notice_then_goes_with_a_reconcile(
-    registry, admin_client, monkeypatch
+    registry, admin_client, index_updates_off
 ):
-    from registry_admin import notifications
-
-    monkeypatch.setattr(notifications, "EVENT_HANDLERS", [])
     cache.clear()
     name = f"behind-{uuid.uuid4().hex[:8]}/app"
     image = build_image()

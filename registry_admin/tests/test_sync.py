@@ -9,7 +9,7 @@ import requests
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from registry_admin import index, notifications, sync, worker
+from registry_admin import index, sync, worker
 from registry_admin.models import Manifest, Repository, Run, Tag
 from registry_admin.registry import RegistryUnreachable
 
@@ -155,10 +155,9 @@ def test_sequential_and_concurrent_reconciles_build_the_same_index(registry):
 
 
 def test_tags_removed_behind_the_portals_back_disappear_and_empty_repositories_are_marked(
-    registry, monkeypatch
+    registry, index_updates_off
 ):
     # Notifications lost (the registry restarted with events queued): only the reconcile sees.
-    monkeypatch.setattr(notifications, "EVENT_HANDLERS", [])
     name = _unique() + "/app"
     pusher = registry.pusher()
     one, two = build_image(), build_image()
