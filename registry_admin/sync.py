@@ -1,4 +1,4 @@
-"""The reconcile: walk the registry and make the index match it; and the details fetch.
+"""The reconcile: walk the registry and make the index match it; and the details job.
 
 `reconcile_job(run)` (job kind "sync", also `manage.py sync_registry`) lists `_catalog`, then
 the tags of every repository, HEADs every tag for its digest, and GETs manifest + config only
@@ -6,246 +6,35 @@ for digests whose details the index does not have yet. HTTP runs on `SYNC_CONCUR
 (one registry client per thread); every database write happens on the calling thread, one
 repository at a time, as soon as that repository's tags are known.
 
-`details_job(run)` (job kind "details") fetches details for digests a notification added.
+`details_job(run)` (job kind "details") fetches details for digests a notification added. What a
+manifest says about its image is read by `image_details`; this module only stores it.
 
 A reconcile never undoes what a notification wrote while it was running: tags changed after the
 repository was listed, and repositories first seen after the catalog was read, are left alone.
 """
 
-import json
 import logging
 import queue
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
-from django.utils.dateparse import parse_datetime
 
 from . import registry
+from .image_details import fetch_details
 from .index import refresh_stats_of
 from .models import Manifest, Repository, Tag
 from .worker import report_progress
 
 logger = logging.getLogger(__name__)
 
-IMAGE_CONFIG_TYPES = frozenset(
-    {
-        "application/vnd.oci.image.config.v1+json",
-        "application/vnd.docker.container.image.v1+json",
-    }
-)
-# Index entries that are not runnable images (BuildKit attestations, signatures).
-_ATTESTATION_ANNOTATION = "vnd.docker.reference.type"
-_HISTORY_LIMIT = 500
-_TEXT_LIMIT = 4000
 _PROGRESS_EVERY_SECONDS = 0.5
 
 
-# --- Details: manifest + config -> Manifest fields -------------------------------------------
-
-
-def fetch_details(client, repository, digest, configs=None):
-    """The Manifest fields for `digest`, read from `repository`. Raises RegistryError.
-
-    `configs` ({digest: config}) spares reading a config blob twice: images rebuilt without
-    changes, or re-annotated, share one.
-    """
-    document = client.get_manifest(repository, digest)
-    return details_from_document(client, repository, document, configs)
-
-
-def details_from_document(client, repository, document, configs=None):
-    """The Manifest fields for a fetched ManifestDocument (reads its config or children)."""
-    configs = {} if configs is None else configs
-    fields = {
-        "media_type": document.media_type,
-        "manifest_size": len(document.raw),
-        "is_index": document.is_index,
-        "details_error": "",
-        "details_fetched_at": timezone.now(),
-    }
-    if document.is_index:
-        fields.update(_index_details(client, repository, document.data, configs))
-    elif "fsLayers" in document.data:
-        fields.update(_schema1_details(document.data))
-    else:
-        fields.update(_image_details(client, repository, document.data, configs))
-    return fields
-
-
-def _image_details(client, repository, manifest, configs):
-    config_ref = manifest.get("config") if isinstance(manifest.get("config"), dict) else {}
-    layers = [
-        {
-            "digest": str(layer.get("digest", "")),
-            "size": _int(layer.get("size")),
-            "media_type": str(layer.get("mediaType", "")),
-        }
-        for layer in _list(manifest.get("layers"))
-        if isinstance(layer, dict)
-    ]
-    config_digest = str(config_ref.get("digest", ""))
-    size = _int(config_ref.get("size")) + sum(layer["size"] for layer in layers)
-    config = {}
-    config_type = str(config_ref.get("mediaType", ""))
-    if config_type in IMAGE_CONFIG_TYPES and registry.is_valid_digest(config_digest):
-        if config_digest not in configs:
-            configs[config_digest] = client.get_config(repository, config_digest)
-        config = configs[config_digest]
-    summary = summarize_config(config)
-    platform = {key: summary[key] for key in ("os", "architecture", "variant") if summary.get(key)}
-    return {
-        "size": size,
-        "created": _datetime(config.get("created")),
-        "config_digest": config_digest,
-        "platforms": [platform] if platform else [],
-        "layer_count": len(layers),
-        "layers": layers,
-        "labels": summary.pop("labels"),
-        "config": {**summary, "config_media_type": config_type},
-    }
-
-
-def _index_details(client, repository, index, configs):
-    platforms, sizes, created = [], [], []
-    for entry in _list(index.get("manifests")):
-        if not isinstance(entry, dict):
-            continue
-        platform = entry.get("platform") if isinstance(entry.get("platform"), dict) else {}
-        annotations = entry.get("annotations") if isinstance(entry.get("annotations"), dict) else {}
-        child = {
-            "digest": str(entry.get("digest", "")),
-            "media_type": str(entry.get("mediaType", "")),
-            "os": str(platform.get("os", "")),
-            "architecture": str(platform.get("architecture", "")),
-            "variant": str(platform.get("variant", "")),
-            "attestation": _ATTESTATION_ANNOTATION in annotations,
-        }
-        try:
-            details = _image_details(
-                client, repository, client.get_manifest(repository, child["digest"]).data, configs
-            )
-        except registry.RegistryNotFound:
-            child["missing"] = True
-        else:
-            child.update(
-                size=details["size"],
-                created=details["created"].isoformat() if details["created"] else None,
-                layer_count=details["layer_count"],
-            )
-            if not child["attestation"]:
-                sizes.append(details["size"])
-                if details["created"]:
-                    created.append(details["created"])
-        platforms.append(child)
-    return {
-        "size": sum(sizes) if sizes else None,
-        "created": max(created) if created else None,
-        "platforms": platforms,
-        "layer_count": None,
-        "layers": [],
-        "labels": {},
-        "config": {},
-    }
-
-
-def _schema1_details(manifest):
-    """Legacy schema1 manifests: no sizes, the config is the first history entry."""
-    try:
-        v1 = json.loads((_list(manifest.get("history")) or [{}])[0].get("v1Compatibility") or "{}")
-    except (ValueError, AttributeError, IndexError, TypeError, RecursionError):
-        v1 = {}
-    summary = summarize_config(v1 if isinstance(v1, dict) else {})
-    layers = [
-        {"digest": str(layer.get("blobSum", "")), "size": None, "media_type": ""}
-        for layer in _list(manifest.get("fsLayers"))
-        if isinstance(layer, dict)
-    ]
-    return {
-        "size": None,
-        "created": _datetime(v1.get("created") if isinstance(v1, dict) else None),
-        "platforms": [
-            {"os": summary.get("os", ""), "architecture": summary.get("architecture", "")}
-        ],
-        "layer_count": len(layers),
-        "layers": layers,
-        "labels": summary.pop("labels"),
-        "config": summary,
-    }
-
-
-def summarize_config(config):
-    """The parts of an image config the pages show, bounded in size."""
-    if not isinstance(config, dict):
-        config = {}
-    runtime = config.get("config") if isinstance(config.get("config"), dict) else {}
-    labels = runtime.get("Labels") if isinstance(runtime.get("Labels"), dict) else {}
-    history = []
-    for step in _list(config.get("history"))[:_HISTORY_LIMIT]:
-        if isinstance(step, dict):
-            history.append(
-                {
-                    "created": _clip(step.get("created")),
-                    "created_by": _clip(step.get("created_by")),
-                    "comment": _clip(step.get("comment")),
-                    "empty_layer": bool(step.get("empty_layer")),
-                }
-            )
-    return {
-        "created": _clip(config.get("created")),
-        "author": _clip(config.get("author")),
-        "os": _clip(config.get("os")),
-        "architecture": _clip(config.get("architecture")),
-        "variant": _clip(config.get("variant")),
-        "user": _clip(runtime.get("User")),
-        "env": [_clip(item) for item in _list(runtime.get("Env"))],
-        "entrypoint": [_clip(item) for item in _list(runtime.get("Entrypoint"))],
-        "cmd": [_clip(item) for item in _list(runtime.get("Cmd"))],
-        "working_dir": _clip(runtime.get("WorkingDir")),
-        "exposed_ports": sorted(_clip(port) for port in (runtime.get("ExposedPorts") or {}))
-        if isinstance(runtime.get("ExposedPorts"), dict)
-        else [],
-        "volumes": sorted(_clip(v) for v in (runtime.get("Volumes") or {}))
-        if isinstance(runtime.get("Volumes"), dict)
-        else [],
-        "stop_signal": _clip(runtime.get("StopSignal")),
-        "labels": {_clip(k): _clip(v) for k, v in list(labels.items())[:500]},
-        "history": history,
-    }
-
-
-def _list(value):
-    if isinstance(value, list):
-        return value[:500]
-    if isinstance(value, str):
-        return [value]
-    return []
-
-
-def _clip(value):
-    if value is None:
-        return ""
-    return str(value)[:_TEXT_LIMIT]
-
-
-def _int(value):
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
-
-
-def _datetime(value):
-    if not isinstance(value, str) or not value:
-        return None
-    try:
-        parsed = parse_datetime(value)
-    except ValueError:
-        return None
-    if parsed is None or parsed.year < 1971:
-        return None
-    return parsed if timezone.is_aware(parsed) else parsed.replace(tzinfo=UTC)
+# --- Storing details -----------------------------------------------------------------------
 
 
 def store_details(digest, fields, refresh=True):

@@ -9,7 +9,7 @@ import requests
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from registry_admin import index, sync, worker
+from registry_admin import image_details, index, sync, worker
 from registry_admin.models import Manifest, Repository, Run, Tag
 from registry_admin.registry import RegistryUnreachable
 
@@ -301,13 +301,15 @@ def test_odd_manifests_give_partial_details_not_errors(manifest):
     document = sync.registry.ManifestDocument(
         digest="sha256:" + "d" * 64, media_type="application/x-odd", raw=b"{}", data=manifest
     )
-    fields = sync.details_from_document(client=None, repository="odd/app", document=document)
+    fields = image_details.details_from_document(
+        client=None, repository="odd/app", document=document
+    )
     assert fields["details_fetched_at"] is not None
     assert isinstance(fields["layers"], list)
 
 
 def test_odd_configs_are_summarized_safely():
-    summary = sync.summarize_config(
+    summary = image_details.summarize_config(
         {
             "created": "not a date",
             "history": {"a": 1},
@@ -324,9 +326,9 @@ def test_odd_configs_are_summarized_safely():
     assert summary["cmd"] == [] and summary["exposed_ports"] == [] and summary["history"] == []
     assert summary["labels"] == {"k": "['v']", "<b>": ""}
     assert summary["working_dir"] == "7"
-    assert sync._datetime("not a date") is None
-    assert sync._datetime("0001-01-01T00:00:00Z") is None
-    assert sync._datetime("2024-01-02T03:04:05.123456789+02:00").hour == 3
+    assert image_details._datetime("not a date") is None
+    assert image_details._datetime("0001-01-01T00:00:00Z") is None
+    assert image_details._datetime("2024-01-02T03:04:05.123456789+02:00").hour == 3
 
 
 def _catalog_stub(tags_status):

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.paginator import Paginator
 from django.shortcuts import render
 
-from .. import index, registry, sync, usage, worker
+from .. import image_details, index, registry, usage, worker
 from ..models import Manifest, Repository, Tag
 
 REPOSITORIES_PER_PAGE = 50
@@ -142,15 +142,13 @@ def _image_page(request, name, reference, indexed_tag):
 
 def _read_live(name, reference):
     """(image dict, error message, missing) from the registry."""
-    client = registry.get_client()
     try:
-        document = client.get_manifest(name, reference)
-        details = sync.details_from_document(client, name, document)
+        image = image_details.read_live_image(name, reference)
     except registry.RegistryNotFound as exc:
         return None, str(exc), True
     except registry.RegistryError as exc:
         return None, str(exc), False
-    live = {**details, "digest": document.digest, "raw": _pretty(document.raw)}
+    live = {**image.details, "digest": image.digest, "raw": _pretty(image.raw)}
     return live, "", False
 
 
