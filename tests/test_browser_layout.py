@@ -100,8 +100,6 @@ def no_sideways_scroll(page, what):
     widths = page.evaluate(
         "[document.documentElement.scrollWidth, document.documentElement.clientWidth]"
     )
-    if widths[0] > widths[1]:
-        page.screenshot(path="/tmp/i19-overflow.png", full_page=True)
     assert widths[0] <= widths[1], (
         f"{what}: the page scrolls sideways ({widths[0]} > {widths[1]}), "
         f"past the edge: {page.evaluate(WIDEST)}"
