@@ -5,6 +5,7 @@ with its default. Sanity checks on values live in `registry_admin/checks.py` as 
 a misconfiguration is reported with a sentence that says what to set.
 """
 
+import re
 import secrets
 from pathlib import Path
 
@@ -218,7 +219,34 @@ HTPASSWD_MIN_PASSWORD_LENGTH = env.int("HTPASSWD_MIN_PASSWORD_LENGTH", default=1
 # --- Notifications from the registry ---
 NOTIFICATIONS_TOKEN = env("NOTIFICATIONS_TOKEN", default="")
 NOTIFICATIONS_MAX_BODY = env.int("NOTIFICATIONS_MAX_BODY", default=1024 * 1024)
-NOTIFICATIONS_SILENCE_WARNING_HOURS = env.float("NOTIFICATIONS_SILENCE_WARNING_HOURS", default=24)
+
+
+def _duration_seconds(name, value):
+    """`90`, `90s`, `30m`, `24h` or `2d` as seconds; anything else stops the start with a sentence."""
+    match = re.fullmatch(r"\s*(\d{1,12}(?:\.\d{1,6})?)\s*([smhd]?)\s*", value, re.IGNORECASE)
+    seconds = (
+        match
+        and float(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match[2].lower()]
+    )
+    # Above ten years is a typo, and a timedelta that large overflows date arithmetic.
+    if not seconds or not 0 < seconds <= 3650 * 86400:
+        raise ImproperlyConfigured(
+            f"{name}={value[:40]!r} is not a duration: write seconds (86400) or a number with "
+            "s, m, h or d (24h, 90m, 2d), more than zero and at most ten years."
+        )
+    return seconds
+
+
+# How long the registry may stay silent (while it answers) before the dashboard warns.
+# The older NOTIFICATIONS_SILENCE_WARNING_HOURS (in hours) still works when the new name is unset.
+_silence_hours = env("NOTIFICATIONS_SILENCE_WARNING_HOURS", default="").strip()
+NOTIFICATIONS_SILENCE_WARNING = (
+    _duration_seconds("NOTIFICATIONS_SILENCE_WARNING", env("NOTIFICATIONS_SILENCE_WARNING"))
+    if env("NOTIFICATIONS_SILENCE_WARNING", default="").strip()
+    else _duration_seconds("NOTIFICATIONS_SILENCE_WARNING_HOURS", f"{_silence_hours}h")
+    if _silence_hours
+    else 24 * 3600.0
+)
 AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=365)
 # Seconds between the worker's prunes of the audit log (0 turns the schedule off).
 AUDIT_PRUNE_INTERVAL = env.int("AUDIT_PRUNE_INTERVAL", default=24 * 3600)

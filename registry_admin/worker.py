@@ -26,12 +26,18 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from .models import JobLease, Run
+from .models import JobLease, Run, WorkerHeartbeat
 
 logger = logging.getLogger(__name__)
 
 # A lease not renewed for this long is taken over: its worker died.
 LEASE_SECONDS = 300
+# A worker process stamps its heartbeat this often, from a thread of its own so that a long
+# job does not look like a dead worker; four missed beats and the dashboard says it is gone.
+HEARTBEAT_SECONDS = 15
+HEARTBEAT_STALE_SECONDS = 4 * HEARTBEAT_SECONDS
+# Rows of workers gone for this long are dropped (each restart is a new host:pid).
+HEARTBEAT_FORGET_SECONDS = 7 * 24 * 3600
 
 
 @dataclass(frozen=True)
@@ -251,3 +257,59 @@ def noop_job(run):
     """A job that does nothing, so the worker's machinery can be checked end to end."""
     report_progress(run, done=1, total=1, message="nothing to do")
     return {"ok": True}
+
+
+# --- Worker heartbeats ------------------------------------------------------------------------
+
+
+def beat(owner=None, started_at=None):
+    """Stamp this worker process as alive now."""
+    now = timezone.now()
+    WorkerHeartbeat.objects.update_or_create(
+        owner=owner or _owner(),
+        defaults={"last_seen_at": now, "stopped_at": None},
+        create_defaults={"started_at": started_at or now, "last_seen_at": now},
+    )
+    WorkerHeartbeat.objects.filter(
+        last_seen_at__lt=now - timedelta(seconds=HEARTBEAT_FORGET_SECONDS)
+    ).delete()
+
+
+def stop_beating(owner=None):
+    """A clean exit: the dashboard says the worker stopped, rather than waiting for staleness."""
+    now = timezone.now()
+    WorkerHeartbeat.objects.filter(owner=owner or _owner()).update(last_seen_at=now, stopped_at=now)
+
+
+@dataclass(frozen=True)
+class WorkerStatus:
+    state: str  # "alive", "stopped" (clean exit), "silent" (no beat for too long) or "never"
+    heartbeat: WorkerHeartbeat | None
+    alive_count: int
+
+
+def worker_status():
+    """Is a worker running? From the newest heartbeat of any worker process."""
+    cutoff = timezone.now() - timedelta(seconds=HEARTBEAT_STALE_SECONDS)
+    alive = WorkerHeartbeat.objects.filter(stopped_at__isnull=True, last_seen_at__gte=cutoff)
+    count = alive.count()
+    if count:
+        return WorkerStatus("alive", alive.order_by("-last_seen_at").first(), count)
+    latest = WorkerHeartbeat.objects.order_by("-last_seen_at").first()
+    if latest is None:
+        return WorkerStatus("never", None, 0)
+    return WorkerStatus("stopped" if latest.stopped_at else "silent", latest, 0)
+
+
+def failed_runs():
+    """For each job kind whose latest finished run failed: that run (newest first)."""
+    failed = []
+    for kind in JOBS:
+        run = (
+            Run.objects.filter(kind=kind, state__in=[Run.State.DONE, Run.State.FAILED])
+            .order_by("-finished_at", "-pk")
+            .first()
+        )
+        if run is not None and run.state == Run.State.FAILED:
+            failed.append(run)
+    return sorted(failed, key=lambda r: r.finished_at or r.requested_at, reverse=True)

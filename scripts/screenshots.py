@@ -50,6 +50,7 @@ from registry_admin.tests.images import (  # noqa: E402
 from tests.portal_process import PortalProcess  # noqa: E402
 
 VIEWPORT = {"width": 1280, "height": 900}
+PHONE = {"width": 390, "height": 844}
 ADMIN = ("admin", "screenshots-admin-password")
 PUBLIC_HOST = "registry.example.com"
 # Registry accounts: people, CI and deploy robots. Passwords are throwaway: the registry lives
@@ -361,15 +362,28 @@ def render(portal, out):
             ("audit-log", "/audit/", None),
             ("retention", "/retention/", None),
         ]
+        page.emulate_media(color_scheme="light")
         for name, path, ready in shots:
-            response = page.goto(portal.url + path)
-            if response.status != 200:
-                raise SystemExit(f"{path} answered {response.status}")
-            if ready:
-                page.locator(ready).wait_for()
-            page.screenshot(path=out / f"{name}.png")
-            print(f"  {out / f'{name}.png'}")
+            shoot(page, portal.url + path, ready, out / f"{name}.png")
+        # The dark theme (the system setting, which the default "auto" theme follows).
+        page.emulate_media(color_scheme="dark")
+        shoot(page, portal.url + "/", shots[0][2], out / "dashboard-dark.png")
+        shoot(page, portal.url + "/storage/", shots[6][2], out / "storage-dark.png")
+        # A phone held upright: the whole dashboard, header wrapped, cards stacked.
+        page.emulate_media(color_scheme="light")
+        page.set_viewport_size(PHONE)
+        shoot(page, portal.url + "/", shots[0][2], out / "dashboard-phone.png", full_page=True)
         browser.close()
+
+
+def shoot(page, url, ready, path, full_page=False):
+    response = page.goto(url)
+    if response.status != 200:
+        raise SystemExit(f"{url} answered {response.status}")
+    if ready:
+        page.locator(ready).wait_for()
+    page.screenshot(path=path, full_page=full_page)
+    print(f"  {path}")
 
 
 def main():
@@ -404,8 +418,21 @@ def main():
             portal.start()
             print(f"Seeding a registry at {registry.url} and the portal at {portal.url}...")
             seed(portal, registry)
-            print(f"Rendering into {options.out}:")
-            render(portal, options.out)
+            # A running worker, so the dashboard shows its heartbeat as an operator would.
+            worker = subprocess.Popen(
+                [sys.executable, "manage.py", "run_worker", "--kind", "noop"],
+                cwd=ROOT,
+                env=portal.env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                time.sleep(3)
+                print(f"Rendering into {options.out}:")
+                render(portal, options.out)
+            finally:
+                worker.terminate()
+                worker.wait(timeout=30)
         finally:
             portal.stop()
             registry.stop()

@@ -68,3 +68,20 @@ class JobLease(models.Model):
 
     def __str__(self):
         return self.kind
+
+
+class WorkerHeartbeat(models.Model):
+    """One row per worker process (`run_worker`), stamped while it lives.
+
+    A run's own heartbeat only moves while a job runs; this one tells the dashboard whether
+    any worker is there at all, including between jobs. A worker that exits cleanly stamps
+    `stopped_at`; one that is killed simply stops beating.
+    """
+
+    owner = models.CharField(max_length=200, unique=True)
+    started_at = models.DateTimeField()
+    last_seen_at = models.DateTimeField(db_index=True)
+    stopped_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return self.owner

@@ -133,7 +133,7 @@ def test_no_silence_warning_while_the_registry_is_unreachable(viewer_client, unr
 def test_it_warns_when_a_reachable_registry_sent_nothing_for_too_long(
     viewer_client, registry, settings
 ):
-    settings.NOTIFICATIONS_SILENCE_WARNING_HOURS = 2
+    settings.NOTIFICATIONS_SILENCE_WARNING = 2 * 3600
     # Only events of this test matter: the session registry may have sent others already.
     AuditEvent.objects.filter(source=AuditEvent.Source.REGISTRY).update(
         received_at=timezone.now() - timedelta(hours=3)

@@ -107,12 +107,22 @@ def notification_settings(request):
     )
 
 
+def duration_text(delta):
+    """A setting's duration as people say it: "24 hours", "90 minutes", "2 days"."""
+    seconds = round(delta.total_seconds())
+    for unit, size in (("day", 86400), ("hour", 3600), ("minute", 60)):
+        if seconds >= size and seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}{'s' if count != 1 else ''}"
+    return f"{seconds} second{'s' if seconds != 1 else ''}"
+
+
 def dashboard_context(ping):
     """What the dashboard's audit sections show; `ping` says whether the registry is up."""
     activity = cache.get_or_set(ACTIVITY_CACHE_KEY, _activity, ACTIVITY_CACHE_SECONDS)
     per_day = activity["per_day"]
     last_received = AuditEvent.objects.last_received()
-    silence = timedelta(hours=settings.NOTIFICATIONS_SILENCE_WARNING_HOURS)
+    silence = timedelta(seconds=settings.NOTIFICATIONS_SILENCE_WARNING)
     now = timezone.now()
     unauthorized = _unauthorized_counter()
     return {
@@ -127,7 +137,7 @@ def dashboard_context(ping):
         "audit_last_received": last_received,
         "audit_silent": ping.state == "reachable"
         and (last_received is None or now - last_received > silence),
-        "audit_silence_hours": settings.NOTIFICATIONS_SILENCE_WARNING_HOURS,
+        "audit_silence": duration_text(silence),
         "audit_rejected_count": RejectedDelivery.objects.count(),
         "audit_unauthorized": unauthorized,
         # A wrong token: the registry keeps retrying its first refused event, so nothing newer

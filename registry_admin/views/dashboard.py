@@ -1,11 +1,52 @@
-from django.shortcuts import render
+from datetime import timedelta
 
-from .. import registry
+from django.conf import settings
+from django.shortcuts import render
+from django.utils import timezone
+
+from .. import registry, usage, worker
 from . import audit
+
+# Where an operator acts on a failed run of each job kind.
+JOB_PAGES = {
+    "sync": ("registry_admin:repositories", "Repositories"),
+    "details": ("registry_admin:repositories", "Repositories"),
+    "storage_scan": ("registry_admin:storage", "Storage"),
+    "retention": ("registry_admin:retention", "Retention rules"),
+    "audit_prune": ("registry_admin:audit", "Audit log"),
+}
+
+
+def _storage_context():
+    snapshot = usage.latest_snapshot()
+    interval = settings.STORAGE_SCAN_INTERVAL
+    return {
+        "storage_snapshot": snapshot,
+        # Two missed scheduled scans mean the figures are old: say so beside them.
+        "storage_stale": bool(
+            snapshot
+            and interval > 0
+            and timezone.now() - snapshot.created_at > timedelta(seconds=2 * interval)
+        ),
+        "storage_failed_run": usage.failed_run_since(snapshot),
+    }
+
+
+def _jobs_context():
+    return {
+        "worker_status": worker.worker_status(),
+        "worker_stale_seconds": worker.HEARTBEAT_STALE_SECONDS,
+        "failed_runs": [
+            (run, worker.JOBS[run.kind].label, *JOB_PAGES.get(run.kind, (None, None)))
+            for run in worker.failed_runs()
+        ],
+    }
 
 
 def dashboard(request):
     ping = registry.get_client().ping()
     context = {"ping": ping}
     context.update(audit.dashboard_context(ping))
+    context.update(_storage_context())
+    context.update(_jobs_context())
     return render(request, "registry_admin/dashboard.html", context)

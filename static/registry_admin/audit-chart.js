@@ -1,4 +1,5 @@
 // Dashboard: pushes and pulls per day. Data comes from the json_script tag "audit-activity-data".
+// Colours come from the theme (static/registry_admin/theme.js); the chart redraws when it changes.
 (function () {
   "use strict";
   function draw() {
@@ -7,14 +8,19 @@
     if (!canvas || !source || typeof window.Chart === "undefined") {
       return;
     }
+    var colors = window.OysterTheme.colors();
+    var old = window.Chart.getChart(canvas);
+    if (old) old.destroy();
+    window.Chart.defaults.color = colors.text;
+    window.Chart.defaults.borderColor = colors.grid;
     var data = JSON.parse(source.textContent);
     new window.Chart(canvas, {
       type: "bar",
       data: {
         labels: data.labels,
         datasets: [
-          { label: "Pushes", data: data.pushes, backgroundColor: "#1565c0" },
-          { label: "Pulls", data: data.pulls, backgroundColor: "#90caf9" },
+          { label: "Pushes", data: data.pushes, backgroundColor: colors.first },
+          { label: "Pulls", data: data.pulls, backgroundColor: colors.second },
         ],
       },
       options: {
@@ -24,7 +30,9 @@
       },
     });
     canvas.dataset.rendered = "true";
+    canvas.dataset.theme = document.documentElement.getAttribute("data-theme-effective");
   }
+  window.OysterTheme.onChange(draw);
   if (document.readyState === "loading") {
     document.addEventListener("DOMContentLoaded", draw);
   } else {

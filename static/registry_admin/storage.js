@@ -1,5 +1,6 @@
 // Storage page: the top repositories (unique vs shared bytes) and usage over time. Data comes
 // from the json_script tag "storage-chart-data"; the table below the charts has the numbers.
+// Colours come from the theme (static/registry_admin/theme.js); the charts redraw when it changes.
 (function () {
   "use strict";
   var UNITS = ["bytes", "KB", "MB", "GB", "TB", "PB"];
@@ -28,14 +29,22 @@
     };
   }
 
+  function fresh(canvas) {
+    var old = window.Chart.getChart(canvas);
+    if (old) old.destroy();
+    canvas.dataset.theme = document.documentElement.getAttribute("data-theme-effective");
+    return window.OysterTheme.colors();
+  }
+
   function drawTop(canvas, top) {
+    var colors = fresh(canvas);
     new window.Chart(canvas, {
       type: "bar",
       data: {
         labels: top.labels,
         datasets: [
-          { label: "Unique", data: top.unique, backgroundColor: "#1565c0" },
-          { label: "Shared", data: top.shared, backgroundColor: "#90caf9" },
+          { label: "Unique", data: top.unique, backgroundColor: colors.first },
+          { label: "Shared", data: top.shared, backgroundColor: colors.second },
         ],
       },
       options: {
@@ -50,6 +59,7 @@
   }
 
   function drawHistory(canvas, history) {
+    var colors = fresh(canvas);
     var labels = history.labels.map(function (iso) {
       return new Date(iso).toLocaleString();
     });
@@ -58,8 +68,8 @@
       data: {
         labels: labels,
         datasets: [
-          { label: "Stored", data: history.total, borderColor: "#1565c0", backgroundColor: "#1565c0" },
-          { label: "Reclaimable", data: history.reclaimable, borderColor: "#c62828", backgroundColor: "#c62828" },
+          { label: "Stored", data: history.total, borderColor: colors.first, backgroundColor: colors.first },
+          { label: "Reclaimable", data: history.reclaimable, borderColor: colors.danger, backgroundColor: colors.danger },
         ],
       },
       options: {
@@ -77,6 +87,9 @@
     if (!source || typeof window.Chart === "undefined") {
       return;
     }
+    var colors = window.OysterTheme.colors();
+    window.Chart.defaults.color = colors.text;
+    window.Chart.defaults.borderColor = colors.grid;
     var data = JSON.parse(source.textContent);
     var top = document.getElementById("storage-top-chart");
     var history = document.getElementById("storage-history-chart");
@@ -84,6 +97,7 @@
     if (history) drawHistory(history, data.history);
   }
 
+  window.OysterTheme.onChange(draw);
   if (document.readyState === "loading") {
     document.addEventListener("DOMContentLoaded", draw);
   } else {

@@ -1,10 +1,12 @@
 import logging
 import signal
+import threading
 import time
 
 from django.conf import settings
 from django.core.management.base import BaseCommand
-from django.db import DatabaseError, close_old_connections
+from django.db import DatabaseError, close_old_connections, connection
+from django.utils import timezone
 
 from ... import worker
 
@@ -29,6 +31,26 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, self._stop)
         kinds = options["kind"]
         self.stdout.write(f"Worker started; jobs: {', '.join(kinds or worker.JOBS)}")
+        self.started_at = timezone.now()
+        self._beat()
+        beating = threading.Event()
+        heart = None
+        if not options["once"]:
+            heart = threading.Thread(target=self._heartbeat, args=(beating,), daemon=True)
+            heart.start()
+        try:
+            self._loop(kinds, options["once"])
+        finally:
+            beating.set()
+            if heart is not None:
+                heart.join(timeout=5)
+            try:
+                worker.stop_beating()
+            except DatabaseError as exc:
+                logger.warning("worker could not record its stop: %s", exc)
+        self.stdout.write("Worker stopped.")
+
+    def _loop(self, kinds, once):
         while not self.stopping:
             close_old_connections()
             try:
@@ -39,10 +61,25 @@ class Command(BaseCommand):
             except DatabaseError as exc:
                 # The database may be briefly locked or restarting: try again next pass.
                 logger.warning("worker pass failed: %s", exc)
-            if options["once"]:
+            if once:
                 break
             self._sleep(settings.WORKER_POLL_SECONDS)
-        self.stdout.write("Worker stopped.")
+
+    def _beat(self):
+        try:
+            worker.beat(started_at=self.started_at)
+        except DatabaseError as exc:
+            # A missed beat only makes the dashboard warn sooner; the jobs go on.
+            logger.warning("worker heartbeat failed: %s", exc)
+
+    def _heartbeat(self, stop):
+        """Beats from its own thread, so a job that runs for an hour does not look like a dead
+        worker (the loop only comes round between jobs)."""
+        try:
+            while not stop.wait(worker.HEARTBEAT_SECONDS):
+                self._beat()
+        finally:
+            connection.close()
 
     def _stop(self, signum, frame):
         self.stopping = True
