@@ -912,6 +912,8 @@ def _untagged(table, listing, reader, tagged):
         found.extend((name, d, revisions[d], d in children) for d in lost)
     if not found:
         return []
+    # Listing order must not change the figures: parents first, then by name and digest.
+    found.sort(key=lambda item: (item[0], item[3], item[1]))
     kept = bytearray(len(table))
     for digest in staying:
         number = table.number(digest)
