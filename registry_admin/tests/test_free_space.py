@@ -6,18 +6,24 @@ The module starts its own registry, so switching it read-only and collecting gar
 no other test's images.
 """
 
+import io
 import json
 import os
+import re
 import subprocess
 import uuid
 
 import pytest
 import yaml
+from django.core.management import call_command
+from django.utils import timezone
 
-from registry_admin import collector, deletes, untagged, usage
-from registry_admin.models import AuditEvent, UntaggedManifest
+from registry_admin import collector, deletes, index, registry, sync, untagged, usage
+from registry_admin.models import AuditEvent, RetentionRule, Tag, UntaggedManifest
+from registry_admin.registry_config import EVENTS_PATH
 
 from . import harness
+from .factories import make_envelope, make_registry_event
 from .images import build_image, build_index, make_layer
 
 LAYER_BYTES = 300 * 1024
@@ -251,3 +257,49 @@ def test_the_real_collector_refuses_unless_the_registry_is_read_only_or_really_s
         assert result.freed_bytes is not None
     finally:
         reg.restart()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_forged_push_events_dated_2099_change_nothing_retention_deletes(reg, client):
+    """Issue #14 item 3: a leaked notification token cannot steer retention."""
+    repo = name("forge")
+    pusher = reg.pusher()
+    images = {}
+    for day, tag in enumerate(["old", "mid", "new"], start=1):
+        images[tag] = build_image(created=f"2020-01-0{day}T00:00:00Z")
+        pusher.push_image(repo, tag, images[tag])
+        index.upsert_tag(repo, tag, images[tag].digest, timezone.now())
+    harness.wait_for_quiet_notifications()
+    registry_client = registry.get_client()
+    for tag, image in images.items():
+        sync.store_details(image.digest, sync.fetch_details(registry_client, repo, image.digest))
+    RetentionRule.objects.create(name="two", repository_pattern=repo, keep_latest=2)
+    honest = io.StringIO()
+    call_command("retention", "--dry-run", stdout=honest)
+
+    forged = [
+        make_registry_event(repository=repo, tag=tag, digest="sha256:" + digit * 64)
+        | {"timestamp": "2099-01-01T00:00:00Z"}
+        for tag, digit in (("fake1", "1"), ("fake2", "2"))
+    ]
+    for event in forged:
+        response = client.post(
+            EVENTS_PATH,
+            make_envelope(event),
+            content_type="application/vnd.docker.distribution.events.v1+json",
+            HTTP_AUTHORIZATION=f"Bearer {harness.NOTIFICATIONS_TOKEN}",
+        )
+        assert response.status_code == 200
+    assert not AuditEvent.objects.filter(timestamp__gt=timezone.now()).exists()
+    assert Tag.objects.filter(repository__name=repo, name="fake1").exists()  # the index believed it
+
+    dry = io.StringIO()
+    call_command("retention", "--dry-run", stdout=dry)
+    planned = re.findall(r"^\s{4}delete\s+(\S+)", dry.getvalue(), re.MULTILINE)
+    assert planned == re.findall(r"^\s{4}delete\s+(\S+)", honest.getvalue(), re.MULTILINE)
+    assert planned == ["old"]
+    assert "last tag on its image" in dry.getvalue()
+
+    call_command("retention", stdout=io.StringIO())
+
+    assert pusher.tags(repo) == ["mid", "new"]
