@@ -8,6 +8,7 @@ import time
 from datetime import UTC, datetime
 
 from django.db import transaction
+from django.db.models import Count, Sum
 
 from . import storage, worker
 from .models import ManifestReferences, RepositoryStorage, StorageSnapshot, UntaggedManifest
@@ -161,6 +162,7 @@ def storage_summary_for_repository(name):
     if row is None:
         return None
     return {
+        "name": name,
         "referenced_bytes": row.referenced_bytes,
         "unique_bytes": row.unique_bytes,
         "shared_bytes": row.shared_bytes,
@@ -169,7 +171,15 @@ def storage_summary_for_repository(name):
         "manifest_count": row.manifest_count,
         "scanned_at": snapshot.created_at,
         "snapshot_id": snapshot.pk,
+        **_untagged_figures(snapshot, name),
     }
+
+
+def _untagged_figures(snapshot, name):
+    figures = UntaggedManifest.objects.filter(snapshot=snapshot, repository=name).aggregate(
+        count=Count("id"), size=Sum("reclaimable_bytes")
+    )
+    return {"untagged_count": figures["count"], "untagged_bytes": figures["size"] or 0}
 
 
 def gc_guidance_context(snapshot=None):

@@ -3,8 +3,10 @@ POSTs, confirmation, hostile input. The jobs themselves run in test_free_space.p
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
-from registry_admin.models import Run, StorageSnapshot, UntaggedManifest
+from registry_admin import index
+from registry_admin.models import RepositoryStorage, Run, StorageSnapshot, UntaggedManifest
 
 PRUNE = reverse("registry_admin:untagged-prune")
 GC = reverse("registry_admin:garbage-collect")
@@ -102,3 +104,24 @@ def test_a_get_or_an_anonymous_post_changes_nothing(admin_client, client):
     admin_client.logout()
     assert client.post(GC, {"mode": "run"}).status_code in (302, 403)
     assert not Run.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_repository_page_shows_its_untagged_images(admin_client):
+    snapshot = snapshot_with_untagged()
+    RepositoryStorage.objects.create(
+        snapshot=snapshot,
+        name="team/app",
+        referenced_bytes=1,
+        unique_bytes=1,
+        shared_bytes=0,
+        reclaimable_bytes=0,
+        blob_count=1,
+        manifest_count=1,
+    )
+    index.upsert_tag("team/app", "v1", "sha256:" + "c" * 64, timezone.now())
+    page = admin_client.get(
+        reverse("registry_admin:repository", args=["team/app"])
+    ).content.decode()
+    assert 'data-untagged-count="1"' in page
+    assert '<input type="hidden" name="repository" value="team/app">' in page
