@@ -7,6 +7,7 @@ a misconfiguration is reported with a sentence that says what to set.
 
 import re
 import secrets
+import shutil
 from pathlib import Path
 
 import environ
@@ -281,6 +282,18 @@ AZURE_STORAGE_CONTAINER = env(
 AZURE_STORAGE_ROOT_DIRECTORY = env(
     "AZURE_STORAGE_ROOT_DIRECTORY", default=env("REGISTRY_STORAGE_AZURE_ROOTDIRECTORY", default="")
 )
+
+# --- Getting the space back ---
+# Untagged manifests linked more recently than this are never removed: a multi-platform push
+# uploads its children before the index that tags them.
+UNTAGGED_GRACE_MINUTES = env.int("UNTAGGED_GRACE_MINUTES", default=60)
+# The registry's own collector: `registry` (official image) or Debian's `docker-registry`,
+# whichever is on PATH, unless set (a command line; Oyster appends `garbage-collect CONFIG`).
+REGISTRY_GC_COMMAND = env("REGISTRY_GC_COMMAND", default="") or next(
+    (name for name in ("registry", "docker-registry") if shutil.which(name)), "registry"
+)
+# Seconds a collector run may take before it is stopped.
+REGISTRY_GC_TIMEOUT = env.int("REGISTRY_GC_TIMEOUT", default=3600)
 
 # --- Logging: one line per event to stdout, for gunicorn, Docker and App Service ---
 LOG_LEVEL = env("LOG_LEVEL", default="INFO").upper()

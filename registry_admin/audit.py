@@ -34,6 +34,8 @@ USER_DELETED = "user.deleted"
 TAG_DELETED = "tag.deleted"
 IMAGE_DELETED = "image.deleted"
 RETENTION_RUN = "retention.run"
+UNTAGGED_DELETED = "image.untagged_deleted"
+GARBAGE_COLLECTED = "storage.garbage_collected"
 AUDIT_PRUNED = "audit.pruned"
 
 

@@ -27,6 +27,8 @@ ACTION_SUGGESTIONS = [
     audit.TAG_DELETED,
     audit.IMAGE_DELETED,
     audit.RETENTION_RUN,
+    audit.UNTAGGED_DELETED,
+    audit.GARBAGE_COLLECTED,
     audit.AUDIT_PRUNED,
 ]
 

@@ -7,25 +7,36 @@ recorded in the audit trail with the portal user and removed from the index at o
 pages are right before the registry's own notifications arrive (those are idempotent against it).
 """
 
+import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import IntegrityError
 
 from . import audit, index, references, registry
+from .models import ManifestReferences, PortalPlaceholder, Tag
 
 logger = logging.getLogger(__name__)
 
 TAG_DELETE_INCOMPLETE = "tag.delete_incomplete"
 
-GC_COMMAND = "registry garbage-collect /etc/docker/registry/config.yml"
 GC_ADVICE = (
-    "Deleting frees no space by itself: the registry's garbage collection does. With the "
-    f"registry stopped or read-only, run `{GC_COMMAND} --dry-run` first, then `{GC_COMMAND}`, "
-    "then restart the registry. Never add --delete-untagged on registry 2.8: it deletes the "
-    "per-platform manifests of multi-platform images."
+    "The bytes come back when the registry's garbage collection runs: with the registry "
+    "read-only, `python manage.py garbage_collect --dry-run`, then `python manage.py "
+    "garbage_collect` (or the Storage page), then restart the registry. Never add "
+    "--delete-untagged on registry 2.8: it deletes the per-platform manifests of "
+    "multi-platform images."
 )
+
+# How one tag goes (TagPlan.method).
+BY_DIGEST = "digest"  # the last tag on its image: the manifest goes, the space can come back
+BY_PLACEHOLDER = "placeholder"  # other tags keep the image: only this tag goes, nothing is freed
+METHOD_TEXT = {
+    BY_DIGEST: "last tag on its image: the image is deleted",
+    BY_PLACEHOLDER: "other tags keep the image: only the tag goes, no space is freed",
+}
 
 # Outcome states of one tag in a bulk or retention delete.
 DELETED = "deleted"
@@ -45,25 +56,340 @@ class TagOutcome:
     digest: str = ""
     # The RegistryError subclass's name when it failed ("RegistryDeleteUnsupported", ...).
     error_type: str = ""
+    method: str = ""  # BY_DIGEST or BY_PLACEHOLDER once deleted
+    reclaimable_bytes: int = 0
 
     @property
     def ok(self):
         return self.state in (DELETED, ALREADY_GONE)
 
 
-def delete_tag(actor, repository, tag, expected_digest=None, detail=None):
-    """Delete one tag (its siblings stay), record it, drop it from the index.
+class RecordedPlaceholders:
+    """The placeholders the portal pushed (registry.RegistryClient.delete_tag's `placeholders`)."""
 
-    Returns the registry's TagDeletion. Raises references.InvalidReferenceError for a bad name
-    and registry.RegistryError (with its readable message) when the registry refused or failed;
-    a RegistryDeleteIncomplete is recorded in the audit trail, since the tag changed.
+    def lookup(self, repository, digest):
+        row = PortalPlaceholder.objects.filter(repository=repository, digest=digest).first()
+        return row.replaces if row else None
+
+    def record(self, repository, tag, digest, replaces):
+        # IntegrityError: a concurrent retry recorded it (same digest, same meaning).
+        with contextlib.suppress(IntegrityError):
+            PortalPlaceholder.objects.get_or_create(
+                repository=repository, digest=digest, defaults={"tag": tag, "replaces": replaces}
+            )
+
+    def forget(self, repository, digest):
+        PortalPlaceholder.objects.filter(repository=repository, digest=digest).delete()
+
+
+PLACEHOLDERS = RecordedPlaceholders()
+
+
+class LiveRepository:
+    """A repository's tags and their digests as the registry says now, kept current.
+
+    Resolved once per repository in a bulk or retention run (tags/list, then a HEAD per tag);
+    each delete updates it, and `refresh()` right before a delete by digest picks up tags
+    pushed since (so a sibling added behind the index's back is seen) and re-reads the tag
+    being deleted (so a tag pushed again is never deleted with its old digest).
+    """
+
+    def __init__(self, repository, refs):
+        self.repository = repository
+        self.refs = dict(refs)  # tag -> registry.ManifestRef
+        self._documents = {}
+
+    @classmethod
+    def resolve(cls, repository):
+        references.check_repository(repository)
+        tags = registry.get_client().list_tags(repository)
+        return cls(repository, _head_all(repository, tags))
+
+    def digest_of(self, tag):
+        ref = self.refs.get(tag)
+        return ref.digest if ref else None
+
+    def tags_on(self, digest):
+        return sorted(tag for tag, ref in self.refs.items() if ref.digest == digest)
+
+    def refresh(self, tag):
+        """Pick up new tags and re-read `tag`; returns its digest now (None: gone)."""
+        client = registry.get_client()
+        listed = set(client.list_tags(self.repository))
+        for gone in set(self.refs) - listed:
+            del self.refs[gone]
+        new = [name for name in listed if name not in self.refs and name != tag]
+        self.refs.update(_head_all(self.repository, new))
+        if tag in listed:
+            try:
+                self.refs[tag] = client.head_manifest(self.repository, tag)
+            except registry.RegistryNotFound:
+                self.refs.pop(tag, None)
+        else:
+            self.refs.pop(tag, None)
+        return self.digest_of(tag)
+
+    def forget(self, tags):
+        for tag in tags:
+            self.refs.pop(tag, None)
+
+    def document(self, digest):
+        """The manifest `digest` (cached: content-addressed); None when it is gone."""
+        if digest not in self._documents:
+            try:
+                self._documents[digest] = registry.get_client().get_manifest(
+                    self.repository, digest
+                )
+            except registry.RegistryNotFound:
+                self._documents[digest] = None
+        return self._documents[digest]
+
+    def children_of(self, digest):
+        """The child manifests of an index or manifest list (empty for an image)."""
+        document = self.document(digest)
+        if document is None or not document.is_index:
+            return []
+        children = []
+        for child in document.data.get("manifests") or []:
+            child_digest = child.get("digest") if isinstance(child, dict) else None
+            if registry.is_valid_digest(child_digest) and child_digest not in children:
+                children.append(child_digest)
+        return children
+
+    def orphaned_children(self, digest, leaving=()):
+        """Children of `digest` that nothing staying references: no tag, no other tagged index.
+
+        `leaving` are tags about to go too (a bulk plan)."""
+        children = self.children_of(digest)
+        if not children:
+            return []
+        staying = {
+            ref.digest
+            for tag, ref in self.refs.items()
+            if tag not in leaving and ref.digest != digest
+        }
+        kept = set(staying)
+        for other in staying:
+            ref_type = next(r.media_type for r in self.refs.values() if r.digest == other)
+            if ref_type in registry.INDEX_MEDIA_TYPES or not ref_type:
+                kept.update(self.children_of(other))
+        return [child for child in children if child not in kept]
+
+
+def _head_all(repository, tags):
+    """{tag: ManifestRef} for the tags that still exist (HEADs in parallel)."""
+    tags = list(tags)
+    if not tags:
+        return {}
+    workers = max(1, min(settings.SYNC_CONCURRENCY, len(tags)))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        refs = list(pool.map(lambda tag: _head(repository, tag), tags))
+    return {tag: ref for tag, ref in zip(tags, refs, strict=True) if ref is not None}
+
+
+def _head(repository, tag):
+    try:
+        # get_client() is per thread: sessions are not thread-safe.
+        return registry.get_client().head_manifest(repository, tag)
+    except registry.RegistryNotFound:
+        return None
+
+
+@dataclass(frozen=True)
+class TagPlan:
+    """How one tag would go now: BY_DIGEST (with `children`) or BY_PLACEHOLDER (`siblings`
+    stay); `reclaimable_bytes` is the estimate from the latest scan. `method` is "" when the
+    tag does not exist."""
+
+    repository: str
+    tag: str
+    digest: str
+    method: str
+    siblings: tuple = ()
+    children: tuple = ()
+    reclaimable_bytes: int = 0
+
+    @property
+    def method_text(self):
+        return METHOD_TEXT.get(self.method, "not in the registry any more")
+
+
+def plan_tags(live, tags):
+    """TagPlans for deleting `tags` of `live` one after the other (live is not changed)."""
+    remaining = dict(live.refs)
+    plans, freed_digests = [], []
+    for tag in tags:
+        ref = remaining.pop(tag, None)
+        if ref is None:
+            plans.append(TagPlan(live.repository, tag, "", ""))
+            continue
+        siblings = tuple(sorted(t for t, r in remaining.items() if r.digest == ref.digest))
+        if siblings:
+            plans.append(TagPlan(live.repository, tag, ref.digest, BY_PLACEHOLDER, siblings))
+            continue
+        leaving = set(live.refs) - set(remaining)
+        children = tuple(live.orphaned_children(ref.digest, leaving=leaving))
+        freed_digests.append((ref.digest, children))
+        plans.append(TagPlan(live.repository, tag, ref.digest, BY_DIGEST, (), children))
+    if not freed_digests:
+        return plans
+    estimates = estimate_reclaimable(live, freed_digests)
+    return [
+        TagPlan(**{**p.__dict__, "reclaimable_bytes": estimates.get(p.digest, 0)})
+        if p.method == BY_DIGEST
+        else p
+        for p in plans
+    ]
+
+
+def estimate_reclaimable(live, freed):
+    """{digest: bytes} the collector frees once each (digest, children) is deleted.
+
+    A blob counts when no other manifest the latest scan saw linked references it and no
+    other repository's tag points at its manifest; sizes come from the manifests' own
+    descriptors. An estimate: a scan older than recent pushes misses their sharing.
+    """
+    leaving = set()
+    closures = {}
+    for digest, children in freed:
+        leaving.add(digest)
+        leaving.update(children)
+    for digest, children in freed:
+        blobs = {}
+        for manifest_digest in (digest, *children):
+            document = live.document(manifest_digest)
+            if document is None:
+                continue
+            blobs[manifest_digest] = len(document.raw)
+            for descriptor in _blob_descriptors(document.data):
+                blobs.setdefault(descriptor[0], descriptor[1])
+        closures[digest] = blobs
+    wanted = {d for blobs in closures.values() for d in blobs}
+    shared = _referenced_elsewhere(wanted, leaving)
+    elsewhere = set(
+        Tag.objects.filter(digest__in=leaving)
+        .exclude(repository__name=live.repository)
+        .values_list("digest", flat=True)
+    )
+    estimates, counted = {}, set()
+    for digest, blobs in closures.items():
+        if digest in elsewhere:
+            estimates[digest] = 0
+            continue
+        total = 0
+        for blob, size in blobs.items():
+            if blob in shared or blob in counted or blob in elsewhere:
+                continue
+            counted.add(blob)
+            total += size
+        estimates[digest] = total
+    return estimates
+
+
+def _blob_descriptors(data):
+    items = []
+    if isinstance(data.get("config"), dict):
+        items.append(data["config"])
+    items.extend(item for item in data.get("layers") or () if isinstance(item, dict))
+    return [
+        (item["digest"], item["size"])
+        for item in items
+        if registry.is_valid_digest(item.get("digest"))
+        and isinstance(item.get("size"), int)
+        and item["size"] >= 0
+    ]
+
+
+def _referenced_elsewhere(wanted, leaving):
+    """The digests of `wanted` that a manifest outside `leaving` references (scan cache)."""
+    raw_wanted = {bytes.fromhex(d[7:]): d for d in wanted if d.startswith("sha256:")}
+    raw_leaving = {d[7:] for d in leaving if d.startswith("sha256:")}
+    found = set()
+    rows = ManifestReferences.objects.values_list("digest", "references").iterator(chunk_size=2000)
+    for manifest_hex, refs in rows:
+        if manifest_hex in raw_leaving:
+            continue
+        refs = bytes(refs)
+        for position in range(0, len(refs), 32):
+            digest = raw_wanted.get(refs[position : position + 32])
+            if digest is not None:
+                found.add(digest)
+    return found
+
+
+def delete_tag(actor, repository, tag, expected_digest=None, detail=None, live=None):
+    """Delete one tag the way that frees space when it can; record it; update the index.
+
+    The last tag on its image (checked live, right before): the image's manifest is deleted by
+    digest, with the children of an index that nothing staying references. Other tags on the
+    image: only this tag goes (placeholder), since they keep its layers in use. `live` is the
+    repository's LiveRepository when the caller deletes several tags of it.
+
+    Returns a TagPlan saying which happened. Raises references.InvalidReferenceError for a bad
+    name and registry.RegistryError (with its readable message) when the registry refused or
+    failed; a RegistryDeleteIncomplete is recorded in the audit trail, since the tag changed.
     """
     references.check_repository(repository)
     references.check_tag(tag)
     if expected_digest:
         references.check_digest(expected_digest)
+    if live is None:
+        live = LiveRepository.resolve(repository)
+    current = live.refresh(tag)
+    if current is None:
+        raise registry.RegistryNotFound(f"The registry has no manifest {repository}:{tag}.")
+    replaced = PLACEHOLDERS.lookup(repository, current)
+    if expected_digest and current != expected_digest and replaced is None:
+        raise registry.RegistryTagMoved(
+            f"{repository}:{tag} now points at {current}, not {expected_digest}: it was pushed "
+            "again since the page was shown. Nothing was deleted."
+        )
+    plan = plan_tags(live, [tag])[0]
+    if plan.method == BY_DIGEST and replaced is None:
+        _delete_by_digest(actor, live, plan, detail)
+    else:
+        plan = _delete_by_placeholder(actor, live, plan, detail)
+    return plan
+
+
+def _delete_by_digest(actor, live, plan, detail):
+    repository, tag = live.repository, plan.tag
+    client = registry.get_client()
+    client.delete_image(repository, plan.digest)
+    live.forget([tag])
+    index.forget_tags(repository, [tag])
+    removed_children = []
+    for child in plan.children:
+        try:
+            client.delete_image(repository, child)
+            removed_children.append(child)
+        except registry.RegistryNotFound:
+            pass
+        except registry.RegistryError as exc:
+            # The image is gone already; a child left over shows up as untagged later.
+            logger.warning("child %s of %s@%s stayed: %s", child, repository, plan.digest, exc)
+    audit.record_portal_action(
+        actor,
+        audit.TAG_DELETED,
+        repository=repository,
+        tag=tag,
+        digest=plan.digest,
+        detail={
+            **(detail or {}),
+            "method": BY_DIGEST,
+            "children": removed_children,
+            "reclaimable_bytes": plan.reclaimable_bytes,
+        },
+    )
+    logger.info("tag %s:%s deleted by digest %s by %s", repository, tag, plan.digest, actor)
+
+
+def _delete_by_placeholder(actor, live, plan, detail):
+    repository, tag = live.repository, plan.tag
     try:
-        deletion = registry.get_client().delete_tag(repository, tag, expected_digest)
+        deletion = registry.get_client().delete_tag(
+            repository, tag, plan.digest, placeholders=PLACEHOLDERS
+        )
     except registry.RegistryDeleteIncomplete as exc:
         audit.record_portal_action(
             actor,
@@ -73,6 +399,9 @@ def delete_tag(actor, repository, tag, expected_digest=None, detail=None):
             detail={**(detail or {}), "error": str(exc)},
         )
         raise
+    if deletion.placeholder_digest:
+        PLACEHOLDERS.forget(repository, deletion.placeholder_digest)
+    live.forget([tag])
     index.forget_tags(repository, [tag])
     audit.record_portal_action(
         actor,
@@ -82,12 +411,13 @@ def delete_tag(actor, repository, tag, expected_digest=None, detail=None):
         digest=deletion.digest,
         detail={
             **(detail or {}),
-            "method": deletion.method,
+            "method": BY_PLACEHOLDER,
             "placeholder": deletion.placeholder_digest,
+            "reclaimable_bytes": 0,
         },
     )
     logger.info("tag %s:%s (%s) deleted by %s", repository, tag, deletion.digest, actor)
-    return deletion
+    return TagPlan(repository, tag, deletion.digest, BY_PLACEHOLDER, plan.siblings)
 
 
 def delete_image(actor, repository, digest, confirmed_tags=()):
@@ -118,21 +448,35 @@ class TagToDelete:
     reason: str = ""
 
 
-def delete_tags(actor, targets, on_progress=None):
+class LiveRepositories:
+    """One LiveRepository per repository for the length of a bulk or retention run."""
+
+    def __init__(self):
+        self._live = {}
+
+    def get(self, repository):
+        if repository not in self._live:
+            self._live[repository] = LiveRepository.resolve(repository)
+        return self._live[repository]
+
+
+def delete_tags(actor, targets, on_progress=None, live=None):
     """Delete several tags (TagToDelete), one at a time; a list of TagOutcome in order.
 
-    A failure of one tag does not stop the others, except when the registry refuses deletes,
-    refuses the portal's credentials or cannot be reached: every following tag would fail the
-    same way, so the rest are marked "not attempted". `on_progress(done, outcome)` is called
-    after each tag.
+    Each repository is resolved live once (`live`, a LiveRepositories, may carry what a plan
+    already resolved) and kept current as its tags go. A failure of one tag does not stop the
+    others, except when the registry refuses deletes, refuses the portal's credentials or
+    cannot be reached: every following tag would fail the same way, so the rest are marked
+    "not attempted". `on_progress(done, outcome)` is called after each tag.
     """
+    live = live or LiveRepositories()
     outcomes, stop_reason = [], ""
     for number, target in enumerate(targets, start=1):
         if stop_reason:
             outcome = TagOutcome(target.repository, target.tag, NOT_ATTEMPTED, stop_reason)
         else:
             try:
-                outcome = _delete_one(actor, target)
+                outcome = _delete_one(actor, target, live)
             except _STOPPERS as exc:
                 outcome = TagOutcome(
                     target.repository, target.tag, FAILED, str(exc), error_type=type(exc).__name__
@@ -151,12 +495,16 @@ _STOPPERS = (
 )
 
 
-def _delete_one(actor, target):
+def _delete_one(actor, target, live):
     """One tag's TagOutcome; raises only the _STOPPERS errors."""
     repository, tag = target.repository, target.tag
     detail = {"reason": target.reason} if target.reason else None
     try:
-        deletion = delete_tag(actor, repository, tag, target.expected_digest or None, detail)
+        references.check_repository(repository)
+        references.check_tag(tag)
+        plan = delete_tag(
+            actor, repository, tag, target.expected_digest or None, detail, live.get(repository)
+        )
     except references.InvalidReferenceError as exc:
         return TagOutcome(str(repository)[:300], str(tag)[:200], FAILED, str(exc))
     except registry.RegistryNotFound as exc:
@@ -167,9 +515,31 @@ def _delete_one(actor, target):
         raise
     except registry.RegistryError as exc:
         return TagOutcome(repository, tag, FAILED, str(exc), error_type=type(exc).__name__)
+    if plan.method == BY_DIGEST:
+        message = (
+            f"Deleted {repository}:{tag} with its image (the last tag on it): "
+            f"≈ {_human(plan.reclaimable_bytes)} become reclaimable."
+        )
+    else:
+        message = (
+            f"Deleted {repository}:{tag}; the image stays for {', '.join(plan.siblings)} "
+            "(no space freed)."
+        )
     return TagOutcome(
-        repository, tag, DELETED, f"Deleted {repository}:{tag}.", digest=deletion.digest
+        repository,
+        tag,
+        DELETED,
+        message,
+        digest=plan.digest,
+        method=plan.method,
+        reclaimable_bytes=plan.reclaimable_bytes,
     )
+
+
+def _human(size):
+    from django.template.defaultfilters import filesizeformat
+
+    return filesizeformat(size)
 
 
 def tags_pointing_at(repository, digest):
@@ -178,22 +548,5 @@ def tags_pointing_at(repository, digest):
     Sorted names. Raises InvalidReferenceError or RegistryError (the registry is the only
     source that can promise nothing else disappears with the digest).
     """
-    references.check_repository(repository)
     references.check_digest(digest)
-    client = registry.get_client()
-    tags = client.list_tags(repository)
-    workers = max(1, min(settings.SYNC_CONCURRENCY, len(tags) or 1))
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        digests = list(pool.map(lambda tag: _tag_digest(repository, tag), tags))
-    return sorted(
-        tag for tag, tag_digest in zip(tags, digests, strict=True) if tag_digest == digest
-    )
-
-
-def _tag_digest(repository, tag):
-    """The tag's digest, or None when it vanished meanwhile (HEAD in a worker thread)."""
-    try:
-        # get_client() is per thread: sessions are not thread-safe.
-        return registry.get_client().head_manifest(repository, tag).digest
-    except registry.RegistryNotFound:
-        return None
+    return LiveRepository.resolve(repository).tags_on(digest)

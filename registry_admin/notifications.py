@@ -311,7 +311,9 @@ def _timestamp(value, event_id):
         parsed = None
     if parsed is None:
         raise EventError(f"unreadable timestamp {value[:40]!r} (id {event_id[:80]})")
-    return parsed
+    # A time in the future can only be forged (or a wrong clock): stored as the receipt time,
+    # so nobody holding the token can make a tag look like the newest to retention.
+    return min(parsed, timezone.now())
 
 
 def _size(target):

@@ -7,6 +7,7 @@ Every call has a connect and a read timeout from settings; every transport failu
 """
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -418,8 +419,14 @@ class RegistryClient:
     # A digest no repository holds: deleting it answers 404 when deletes work, 405 when off.
     _PROBE_DIGEST = "sha256:" + hashlib.sha256(b"oyster: are deletes enabled?").hexdigest()
 
-    def delete_tag(self, repository, tag, expected_digest=None):
+    def delete_tag(self, repository, tag, expected_digest=None, placeholders=None):
         """Remove `repository:tag` and nothing else; its image and other tags stay.
+
+        `placeholders` is where the portal records the placeholders it pushes:
+        `lookup(repository, digest)` returns the image digest a recorded placeholder replaced
+        (None when the portal never pushed it) and `record(repository, tag, digest, replaces)`
+        is called before the tag is re-pointed. Without it no leftover is ever recognised: a
+        manifest's own annotations can be forged by anyone with push rights.
 
         Returns a TagDeletion. Raises RegistryNotFound (no such tag), RegistryTagMoved (the tag
         no longer points at `expected_digest`), RegistryDeleteUnsupported (deletes are off) —
@@ -432,14 +439,12 @@ class RegistryClient:
             raise RegistryNotFound(f"{tag[:80]!r} is not a tag.")
         ref = f"{repository}:{tag}"
         current = self.get_manifest(repository, tag)
-        annotations = current.data.get("annotations")
-        leftover = isinstance(annotations, dict) and self.PLACEHOLDER_ANNOTATION in annotations
-        if leftover:
+        replaced = placeholders.lookup(repository, current.digest) if placeholders else None
+        if replaced is not None:
             # An earlier attempt stopped after re-pointing the tag: finish it.
-            image_digest = str(annotations.get(self.PLACEHOLDER_REPLACES_ANNOTATION, ""))
             self._check_deletes_enabled(repository)
-            self._delete_placeholder(repository, tag, current.digest, image_digest)
-            return TagDeletion(repository, tag, image_digest, "placeholder", current.digest)
+            self._delete_placeholder(repository, tag, current.digest, replaced)
+            return TagDeletion(repository, tag, replaced, "placeholder", current.digest)
         if expected_digest and current.digest != expected_digest:
             raise RegistryTagMoved(
                 f"{ref} now points at {current.digest}, not {expected_digest}: it was pushed "
@@ -450,6 +455,8 @@ class RegistryClient:
         self._check_deletes_enabled(repository)
         body = self._placeholder_manifest(repository, tag, current)
         placeholder_digest = "sha256:" + hashlib.sha256(body).hexdigest()
+        if placeholders:
+            placeholders.record(repository, tag, placeholder_digest, current.digest)
         try:
             response = self.request(
                 "PUT",
@@ -495,6 +502,43 @@ class RegistryClient:
             raise RegistryDeleteUnsupported(self.DELETES_DISABLED_MESSAGE)
         self.check_response(response, f"image {ref}")
         raise RegistryError(f"The registry answered HTTP {response.status_code} to deleting {ref}.")
+
+    def read_only_state(self, repository):
+        """("read-only" | "writable" | "unreachable" | "unknown", detail): may GC run now?
+
+        Asks to start a blob upload. 2.8.2 in `maintenance.readonly` mode answers 405 with
+        `Allow: GET, HEAD` and a plain-text body (measured); deletes being off answers a JSON
+        error instead, so only that exact answer counts as read-only. When the registry accepts
+        the upload, the session is cancelled at once.
+        """
+        _require_name(repository)
+        try:
+            response = self.request("POST", f"/v2/{repository}/blobs/uploads/")
+        except RegistryTimeout as exc:
+            # A hung registry may still be writing: only a refused connection is "stopped".
+            return "unknown", str(exc)
+        except RegistryUnreachable as exc:
+            return "unreachable", str(exc)
+        allow = {m.strip().upper() for m in response.headers.get("Allow", "").split(",")}
+        content_type = response.headers.get("Content-Type", "")
+        if (
+            response.status_code == 405
+            and allow == {"GET", "HEAD"}
+            and content_type.startswith("text/plain")
+        ):
+            return "read-only", "The registry refuses writes (maintenance.readonly is on)."
+        if response.status_code == 202:
+            location = response.headers.get("Location", "")
+            path = _path_of(urljoin(self.base_url + "/", location))
+            base_path = urlsplit(self.base_url).path
+            if base_path and path.startswith(base_path + "/"):
+                path = path[len(base_path) :]
+            if path.startswith(f"/v2/{repository}/blobs/uploads/"):
+                with contextlib.suppress(RegistryError):
+                    self.request("DELETE", path)
+            return "writable", "The registry accepts uploads: it is not in read-only mode."
+        detail = _error_text(response) or f"HTTP {response.status_code}"
+        return "unknown", f"The registry answered a write check with {detail}."
 
     def check_deletes_enabled(self, repository):
         """Raise RegistryDeleteUnsupported when the registry refuses deletes; changes nothing."""

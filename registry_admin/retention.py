@@ -1,7 +1,10 @@
 """Retention rules: which tags each rule deletes and keeps, and why; then the deletes.
 
-`build_plan()` reads only the index (no registry call) and explains every decision, so a dry
-run is cheap and exact. `apply_plan()` deletes the planned tags one at a time through
+`build_plan()` explains every decision. Given `live` (a deletes.LiveRepositories), as every dry
+and real run does, it re-reads each governed repository's tags and digests from the registry
+first: the index (fed by notifications a leaked token could forge) only supplies ages, and only
+for a tag whose digest the registry confirms. Without `live` it plans from the index alone (the
+cheap preview on the rules page). `apply_plan()` deletes the planned tags one at a time through
 `deletes.delete_tags()` (one tag only, siblings kept; each tag's digest must still be the one the
 plan saw, so a tag pushed again meanwhile is skipped), records each delete and a run summary in
 the audit trail. `retention_job()` is the worker's job kind "retention".
@@ -23,8 +26,8 @@ from datetime import UTC, datetime, timedelta
 
 from django.utils import timezone
 
-from . import audit, deletes
-from .models import Repository, RetentionRule, Tag
+from . import audit, deletes, registry
+from .models import Manifest, Repository, RetentionRule, Tag
 
 logger = logging.getLogger(__name__)
 
@@ -143,8 +146,9 @@ def tag_age(tag):
     return None, "unknown"
 
 
-def build_plan(rules=None, now=None):
-    """The Plan of the enabled rules (or `rules`, in their order) over the index."""
+def build_plan(rules=None, now=None, live=None):
+    """The Plan of the enabled rules (or `rules`, in their order); over the registry's live tags
+    when `live` (a deletes.LiveRepositories) is given, else over the index."""
     now = now or timezone.now()
     if rules is None:
         rules = list(RetentionRule.objects.filter(enabled=True).order_by("position", "id"))
@@ -165,10 +169,35 @@ def build_plan(rules=None, now=None):
         )
         for repo_id, *fields in rows:
             tags_by_repo.setdefault(repo_id, []).append(IndexedTag(*fields))
+        if live is not None:
+            tags_by_repo = {
+                repo_id: _live_tags(live, name, tags_by_repo.get(repo_id, []))
+                for repo_id, name, _ in batch
+            }
         for repo_id, name, rule_plan in batch:
             decisions = decide(rule_plan.rule, tags_by_repo.get(repo_id, []), now)
             rule_plan.repositories.append(RepositoryPlan(repository=name, decisions=decisions))
     return Plan(rules=plans, now=now)
+
+
+def _live_tags(live, repository, indexed):
+    """IndexedTags of what the registry holds now; the index adds push times it can vouch for."""
+    try:
+        refs = live.get(repository).refs
+    except registry.RegistryNotFound:
+        return []
+    by_name = {tag.name: tag for tag in indexed}
+    created = dict(
+        Manifest.objects.filter(digest__in={ref.digest for ref in refs.values()}).values_list(
+            "digest", "created"
+        )
+    )
+    tags = []
+    for name, ref in refs.items():
+        known = by_name.get(name)
+        pushed_at = known.pushed_at if known and known.digest == ref.digest else None
+        tags.append(IndexedTag(name, ref.digest, pushed_at, created.get(ref.digest)))
+    return tags
 
 
 def decide(rule, tags, now):
@@ -227,10 +256,10 @@ def _judge(rule, rank, age_at, now, cutoff):
     return DELETE, "; ".join(reasons)
 
 
-def apply_plan(plan, actor, on_progress=None):
+def apply_plan(plan, actor, on_progress=None, live=None):
     """Delete the plan's tags; record a retention.run audit row; return the summary dict."""
     targets = plan.targets()
-    outcomes = deletes.delete_tags(actor, targets, on_progress=on_progress)
+    outcomes = deletes.delete_tags(actor, targets, on_progress=on_progress, live=live)
     summary = summarize(plan, outcomes)
     audit.record_portal_action(actor, audit.RETENTION_RUN, detail=summary)
     logger.info(
@@ -257,24 +286,57 @@ def summarize(plan, outcomes):
         "already_gone": counts[deletes.ALREADY_GONE],
         "failed": counts[deletes.FAILED],
         "not_attempted": counts[deletes.NOT_ATTEMPTED],
+        "reclaimable_bytes": sum(o.reclaimable_bytes for o in outcomes),
         "tags": [
-            {"repository": o.repository, "tag": o.tag, "state": o.state, "message": o.message}
+            {
+                "repository": o.repository,
+                "tag": o.tag,
+                "state": o.state,
+                "message": o.message,
+                "method": o.method,
+                "reclaimable_bytes": o.reclaimable_bytes,
+            }
             for o in outcomes[:SUMMARY_TAG_LIMIT]
         ],
         "truncated": len(outcomes) > SUMMARY_TAG_LIMIT,
     }
 
 
-def dry_run_summary(plan):
+def tag_plans(plan, live):
+    """{(repository, tag): deletes.TagPlan}: how each planned delete would go, in order."""
+    by_repository = {}
+    for target in plan.targets():
+        by_repository.setdefault(target.repository, []).append(target.tag)
+    plans = {}
+    for repository, tags in by_repository.items():
+        for tag_plan in deletes.plan_tags(live.get(repository), tags):
+            plans[repository, tag_plan.tag] = tag_plan
+    return plans
+
+
+def dry_run_summary(plan, live=None):
+    how = tag_plans(plan, live) if live is not None else {}
+    tags = []
+    for t in plan.targets()[:SUMMARY_TAG_LIMIT]:
+        tag_plan = how.get((t.repository, t.tag))
+        tags.append(
+            {
+                "repository": t.repository,
+                "tag": t.tag,
+                "state": "would delete",
+                "message": t.reason
+                + (f" — {tag_plan.method_text}" if tag_plan and tag_plan.method else ""),
+                "method": tag_plan.method if tag_plan else "",
+                "reclaimable_bytes": tag_plan.reclaimable_bytes if tag_plan else 0,
+            }
+        )
     return {
         "dry_run": True,
         "rules": [r.rule.name for r in plan.rules],
         "planned": plan.delete_count,
         "kept": plan.keep_count,
-        "tags": [
-            {"repository": t.repository, "tag": t.tag, "state": "would delete", "message": t.reason}
-            for t in plan.targets()[:SUMMARY_TAG_LIMIT]
-        ],
+        "reclaimable_bytes": sum(p.reclaimable_bytes for p in how.values()),
+        "tags": tags,
         "truncated": plan.delete_count > SUMMARY_TAG_LIMIT,
     }
 
@@ -284,10 +346,11 @@ def retention_job(run):
     failures raises, so the Run shows as failed with the registry's reason."""
     from . import worker
 
-    plan = build_plan()
+    live = deletes.LiveRepositories()
+    plan = build_plan(live=live)
     if (run.options or {}).get("dry_run"):
         worker.report_progress(run, done=0, total=0, message=f"{plan.delete_count} to delete")
-        return dry_run_summary(plan)
+        return dry_run_summary(plan, live)
     total = plan.delete_count
     worker.report_progress(run, done=0, total=total, message=f"{total} tags to delete")
 
@@ -295,7 +358,7 @@ def retention_job(run):
         worker.report_progress(run, done=done, message=f"{outcome.repository}:{outcome.tag}")
 
     actor = f"retention ({run.requested_by or 'schedule'})"
-    summary = apply_plan(plan, actor, on_progress=progress)
+    summary = apply_plan(plan, actor, on_progress=progress, live=live)
     if summary["failed"] and not summary["deleted"]:
         first = next(t for t in summary["tags"] if t["state"] == deletes.FAILED)
         raise RuntimeError(f"No tag deleted; {summary['failed']} failed: {first['message']}")

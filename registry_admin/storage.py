@@ -48,6 +48,8 @@ _REPOSITORIES = V2_PREFIX + "repositories/"
 _LAYER_LINK = "_layers/sha256/"
 _REVISION_LINK = "_manifests/revisions/sha256/"
 _UPLOADS = "_uploads/"
+_TAG_LINKS = "_manifests/tags/"
+_CURRENT_LINK = "/current/link"
 _BLOBS_LEN, _REPOSITORIES_LEN = len(_BLOBS), len(_REPOSITORIES)
 # The registry refuses manifests above 4 MiB on push; anything bigger is not a manifest.
 MANIFEST_MAX_BYTES = 4 * 1024 * 1024
@@ -144,6 +146,16 @@ class FilesystemStorage:
         items.sort(key=lambda item: item[0])
         return items
 
+    def blob_size(self, digest):
+        """The stored size of blob `digest` (sha256:<hex>), or None when it is not stored."""
+        raw = _digest_bytes(digest)
+        if raw is None:
+            return None
+        try:
+            return os.stat(os.path.join(self.root, _blob_path(raw))).st_size
+        except OSError:
+            return None
+
     def read(self, path, max_bytes):
         if ".." in path.split("/") or path.startswith("/"):
             raise StorageError(f"Refusing to read {path!r} outside the storage root.")
@@ -230,6 +242,22 @@ class AzureStorage:
                 yield blob.name[strip:], blob.size, blob.last_modified.timestamp()
         except azure_exceptions.AzureError as exc:
             raise self._error(exc, "list") from None
+
+    def blob_size(self, digest):
+        """The stored size of blob `digest` (sha256:<hex>), or None when it is not stored."""
+        raw = _digest_bytes(digest)
+        if raw is None:
+            return None
+        try:
+            return (
+                self.client.get_blob_client(self.prefix + _blob_path(raw))
+                .get_blob_properties()
+                .size
+            )
+        except azure_exceptions.ResourceNotFoundError:
+            return None
+        except azure_exceptions.AzureError as exc:
+            raise self._error(exc, "read") from None
 
     def read(self, path, max_bytes):
         try:
@@ -374,6 +402,22 @@ class RepositoryUsage:
 
 
 @dataclass(frozen=True)
+class UntaggedRevision:
+    """A manifest revision of `repository` that no tag reaches, directly or as a child.
+
+    `reclaimable_bytes`: what the collector frees once every untagged revision is removed,
+    counted once (on the first revision that holds the blob); `is_child`: a child of an
+    untagged index, which goes with its parent.
+    """
+
+    repository: str
+    digest: str
+    linked_at: float | None
+    reclaimable_bytes: int
+    is_child: bool
+
+
+@dataclass(frozen=True)
 class ScanResult:
     total_bytes: int
     blob_count: int
@@ -396,6 +440,8 @@ class ScanResult:
     skipped_entries: int
     duration_seconds: float
     repositories: tuple = field(default_factory=tuple)
+    # UntaggedRevision entries: revisions no tag reaches (directly or through a tagged index).
+    untagged: tuple = field(default_factory=tuple)
 
     def as_dict(self):
         return asdict(self)
@@ -621,10 +667,36 @@ def scan(entries, read, progress=None, read_concurrency=1, cache=None, progress_
     finally:
         reader.close()
     if progress:
+        progress(listing.entry_count, None, f"Reading {len(listing.tag_links):,} tag links")
+    tagged = _read_tag_links(listing, read, read_concurrency)
+    if progress:
         progress(listing.entry_count, listing.entry_count, "Adding up")
     table = _BlobTable(listing.digests, listing.sizes)
     listing.digests = listing.sizes = None
-    return _tally(table, listing, reader, started)
+    return _tally(table, listing, reader, started, tagged)
+
+
+def _read_tag_links(listing, read, concurrency):
+    """{repository number: set of 32-byte digests its tags point at now}."""
+
+    def one(item):
+        content = read(item[1], 200)
+        if not content:
+            return item[0], None
+        text = content.decode("ascii", "replace").strip()
+        return item[0], _digest_bytes(text)
+
+    tagged = {}
+    links, listing.tag_links = listing.tag_links, None
+    if concurrency > 1 and len(links) > 1:
+        with ThreadPoolExecutor(concurrency) as pool:
+            results = list(pool.map(one, links, chunksize=64))
+    else:
+        results = map(one, links)
+    for repository, raw in results:
+        if raw is not None:
+            tagged.setdefault(repository, set()).add(raw)
+    return tagged
 
 
 class _Listing:
@@ -634,6 +706,7 @@ class _Listing:
         self.digests, self.sizes = bytearray(), array("q")
         self.repository_ids, self.names, self.rejected_names = {}, [], set()
         self.layer_links, self.revision_links = [], []
+        self.revision_times, self.tag_links = [], []
         self.uploads = {}
         self.entry_count = self.skipped = 0
 
@@ -641,6 +714,7 @@ class _Listing:
         # One tight loop with everything in locals: this runs once per stored object.
         digests, sizes, repository_ids = self.digests, self.sizes, self.repository_ids
         layer_links, revision_links, uploads = self.layer_links, self.revision_links, self.uploads
+        revision_times, tag_links = self.revision_times, self.tag_links
         layer_end, revision_end = len(_LAYER_LINK) + 64, len(_REVISION_LINK) + 64
         count = skipped = 0
         for path, size, modified in entries:
@@ -681,7 +755,10 @@ class _Listing:
                     skipped += 1
                 else:
                     revision_links[repository] += raw
+                    revision_times[repository].append(modified or 0.0)
                     reader.request(raw)
+            elif tail.startswith(_TAG_LINKS) and tail.endswith(_CURRENT_LINK):
+                tag_links.append((repository, path))
             elif tail.startswith(_UPLOADS):
                 key = (repository, tail[len(_UPLOADS) :].split("/", 1)[0])
                 upload = uploads.get(key)
@@ -705,6 +782,7 @@ class _Listing:
         self.names.append(name)
         self.layer_links.append(bytearray())
         self.revision_links.append(bytearray())
+        self.revision_times.append(array("d"))
         return repository
 
 
@@ -724,8 +802,9 @@ def _link_digest(tail, offset, end):
     return _hex_digest(tail[offset:end])
 
 
-def _tally(table, listing, reader, started):
+def _tally(table, listing, reader, started, tagged=None):
     sizes, count = table.sizes, len(table)
+    untagged = _untagged(table, listing, reader, tagged or {})
     refcount = array("i", bytes(4 * count))
     # The last repository that counted each blob: dedups a repository's links without a set.
     last_counted = array("i", [-1]) * count
@@ -790,7 +869,72 @@ def _tally(table, listing, reader, started):
         skipped_entries=listing.skipped,
         duration_seconds=round(time.monotonic() - started, 3),
         repositories=tuple(repositories),
+        untagged=tuple(untagged),
     )
+
+
+def _untagged(table, listing, reader, tagged):
+    """UntaggedRevisions, with what removing them all would let the collector free.
+
+    Per repository: the revisions minus what its tags reach (a tag's manifest and, for an
+    index, its children, recursively). A blob counts as reclaimable when no revision that
+    stays (in any repository) marks it and the collector would not free it already.
+    """
+    references = {}
+    records, position = reader.records, 0
+    while position < len(records):
+        manifest = bytes(records[position : position + 32])
+        length = int.from_bytes(records[position + 32 : position + 36], "little")
+        start, position = position + 36, position + 36 + length
+        references[manifest] = bytes(records[start:position])
+    found, staying = [], []
+    for repository, name in enumerate(listing.names):
+        links, times = listing.revision_links[repository], listing.revision_times[repository]
+        revisions = {bytes(links[i : i + 32]): times[i // 32] for i in range(0, len(links), 32)}
+        reached, queue = set(), [d for d in tagged.get(repository, ()) if d in revisions]
+        while queue:
+            digest = queue.pop()
+            if digest in reached:
+                continue
+            reached.add(digest)
+            refs = references.get(digest, b"")
+            queue.extend(
+                child
+                for child in (refs[i : i + 32] for i in range(0, len(refs), 32))
+                if child in revisions and child not in reached
+            )
+        lost = [d for d in revisions if d not in reached]
+        staying.extend(d for d in revisions if d in reached)
+        children = set()
+        for digest in lost:
+            refs = references.get(digest, b"")
+            children.update(refs[i : i + 32] for i in range(0, len(refs), 32))
+        found.extend((name, d, revisions[d], d in children) for d in lost)
+    if not found:
+        return []
+    # Listing order must not change the figures: parents first, then by name and digest.
+    found.sort(key=lambda item: (item[0], item[3], item[1]))
+    kept = bytearray(len(table))
+    for digest in staying:
+        number = table.number(digest)
+        if number >= 0:
+            kept[number] = 1
+            refs = references.get(digest, b"")
+            for ref in table.numbers(refs):
+                if ref >= 0:
+                    kept[ref] = 1
+    counted = bytearray(len(table))
+    result = []
+    for name, digest, linked_at, is_child in found:
+        total = 0
+        for number in (table.number(digest), *table.numbers(references.get(digest, b""))):
+            if number >= 0 and not kept[number] and not counted[number]:
+                counted[number] = 1
+                total += table.sizes[number]
+        result.append(
+            UntaggedRevision(name, "sha256:" + digest.hex(), linked_at or None, total, is_child)
+        )
+    return result
 
 
 def _repository_usage(name, numbers, manifests, sizes, refcount, marked):

@@ -8,9 +8,10 @@ import time
 from datetime import UTC, datetime
 
 from django.db import transaction
+from django.db.models import Count, Sum
 
 from . import storage, worker
-from .models import ManifestReferences, RepositoryStorage, StorageSnapshot
+from .models import ManifestReferences, RepositoryStorage, StorageSnapshot, UntaggedManifest
 
 JOB_KIND = "storage_scan"
 # Seconds between progress writes to the database during a scan.
@@ -41,6 +42,13 @@ def storage_scan_job(run):
         "repository_count": len(result.repositories),
         "manifests_read": result.manifests_read,
     }
+
+
+def run_scan():
+    """Scan now in this process (no Run row: a caller's own job holds the worker lease);
+    returns the stored snapshot. Raises StorageError."""
+    backend, result = storage.scan_storage(cache=ManifestReferenceCache())
+    return record_snapshot(result, backend)
 
 
 class ManifestReferenceCache:
@@ -113,6 +121,22 @@ def record_snapshot(result, backend, run=None):
             ),
             batch_size=500,
         )
+        UntaggedManifest.objects.bulk_create(
+            (
+                UntaggedManifest(
+                    snapshot=snapshot,
+                    repository=item.repository,
+                    digest=item.digest,
+                    linked_at=_datetime(item.linked_at),
+                    reclaimable_bytes=item.reclaimable_bytes,
+                    is_child=item.is_child,
+                )
+                for item in result.untagged
+            ),
+            batch_size=500,
+        )
+        # Only the latest scan's list is acted on; older lists would only mislead.
+        UntaggedManifest.objects.exclude(snapshot=snapshot).delete()
         StorageSnapshot.objects.prune_details()
     return snapshot
 
@@ -138,6 +162,7 @@ def storage_summary_for_repository(name):
     if row is None:
         return None
     return {
+        "name": name,
         "referenced_bytes": row.referenced_bytes,
         "unique_bytes": row.unique_bytes,
         "shared_bytes": row.shared_bytes,
@@ -146,7 +171,15 @@ def storage_summary_for_repository(name):
         "manifest_count": row.manifest_count,
         "scanned_at": snapshot.created_at,
         "snapshot_id": snapshot.pk,
+        **_untagged_figures(snapshot, name),
     }
+
+
+def _untagged_figures(snapshot, name):
+    figures = UntaggedManifest.objects.filter(snapshot=snapshot, repository=name).aggregate(
+        count=Count("id"), size=Sum("reclaimable_bytes")
+    )
+    return {"untagged_count": figures["count"], "untagged_bytes": figures["size"] or 0}
 
 
 def gc_guidance_context(snapshot=None):
@@ -235,6 +268,16 @@ def snapshot_as_dict(snapshot):
         "unreadable_manifests": snapshot.unreadable_manifests,
         "missing_blob_links": snapshot.missing_blob_links,
         "duration_seconds": snapshot.duration_seconds,
+        "untagged": [
+            {
+                "repository": row.repository,
+                "digest": row.digest,
+                "linked_at": row.linked_at.isoformat() if row.linked_at else None,
+                "reclaimable_bytes": row.reclaimable_bytes,
+                "is_child": row.is_child,
+            }
+            for row in snapshot.untagged.order_by("repository", "digest")
+        ],
         "repositories": [
             {"name": name, **dict(zip(fields, figures, strict=True))}
             for name, *figures in snapshot.repositories.order_by("name").values_list(

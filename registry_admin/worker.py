@@ -72,6 +72,8 @@ JOBS = {
         "Storage scan",
         interval_setting="STORAGE_SCAN_INTERVAL",
     ),
+    "prune_untagged": Job("registry_admin.untagged.prune_job", "Untagged image cleanup"),
+    "garbage_collect": Job("registry_admin.collector.garbage_collect_job", "Garbage collection"),
     "retention": Job(
         "registry_admin.retention.retention_job",
         "Retention rules",

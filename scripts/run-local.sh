@@ -96,7 +96,14 @@ trap 'exit 0' INT TERM
 # The registry must not inherit the portal's REGISTRY_* variables: it reads REGISTRY_* as config.
 unset_registry_vars=()
 for name in $(compgen -e | grep '^REGISTRY_' || true); do unset_registry_vars+=(-u "$name"); done
-env "${unset_registry_vars[@]}" "$REGISTRY_BIN" serve "$DATA_DIR/registry/config.yml" >>"$DATA_DIR/registry/registry.log" 2>&1 &
+# REGISTRY_READ_ONLY=1 make run: the registry refuses pushes and deletes, so `manage.py
+# garbage_collect` (or the Storage page) may collect; run `make run` again without it afterwards.
+read_only=()
+if [ "${REGISTRY_READ_ONLY:-0}" = "1" ]; then
+  read_only=(REGISTRY_STORAGE_MAINTENANCE_READONLY='{"enabled":true}')
+  echo "The registry runs read-only (REGISTRY_READ_ONLY=1): garbage collection may run."
+fi
+env "${unset_registry_vars[@]}" "${read_only[@]}" "$REGISTRY_BIN" serve "$DATA_DIR/registry/config.yml" >>"$DATA_DIR/registry/registry.log" 2>&1 &
 pids+=($!)
 "$PY" manage.py run_worker >>"$DATA_DIR/worker.log" 2>&1 &
 pids+=($!)

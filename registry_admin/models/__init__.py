@@ -1,6 +1,7 @@
 """Models, one module per area; each area's module is imported here so Django finds it."""
 
 from .audit import AuditEvent, DeliveryCounter, RejectedDelivery  # noqa: F401
+from .deletes import PortalPlaceholder, UntaggedManifest  # noqa: F401
 from .index import Manifest, Repository, Tag  # noqa: F401
 from .retention import RetentionRule  # noqa: F401
 from .roles import Roles  # noqa: F401

@@ -69,7 +69,7 @@ def test_deleting_one_tag_asks_first_then_keeps_its_siblings(registry, admin_cli
     repository_page = reverse("registry_admin:repository", args=[repo])
     assert f'href="{repository_page}">Back</a>' in page
     assert f'href="{tag_page}"' not in page
-    assert "registry garbage-collect --dry-run /etc/docker/registry/config.yml" in page
+    assert "python manage.py garbage_collect --dry-run" in page
     assert "Restart the registry" in page
     assert "--delete-untagged" in page
     pusher = registry.pusher()

@@ -9,6 +9,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 import requests
 
+from registry_admin.deletes import PLACEHOLDERS
 from registry_admin.registry import (
     OCI_MANIFEST,
     RegistryClient,
@@ -190,7 +191,7 @@ def test_a_failure_after_repointing_says_where_the_tag_is_and_a_retry_finishes(r
     client._placeholder_manifest = remember_placeholder
     client.request = failing_placeholder_delete
     with pytest.raises(RegistryDeleteIncomplete) as failure:
-        client.delete_tag(repo, "b")
+        client.delete_tag(repo, "b", placeholders=PLACEHOLDERS)
     placeholder = placeholders[0]
     message = str(failure.value)
     assert f"{repo}:b now points at placeholder {placeholder}" in message
@@ -199,7 +200,9 @@ def test_a_failure_after_repointing_says_where_the_tag_is_and_a_retry_finishes(r
     assert pull(registry, repo, "a") == image.digest
 
     # A new client (no injected fault) finishes the job and reports the original image.
-    deletion = client_for(registry).delete_tag(repo, "b", expected_digest=image.digest)
+    deletion = client_for(registry).delete_tag(
+        repo, "b", expected_digest=image.digest, placeholders=PLACEHOLDERS
+    )
     assert deletion.placeholder_digest == placeholder
     assert deletion.digest == image.digest
     assert pusher.tags(repo) == ["a"]

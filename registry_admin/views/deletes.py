@@ -38,7 +38,12 @@ def tag_delete(request):
         return _refused(request, exc)
     context = {"repository": repository, "tag": tag, "digest": digest, "back": _back(request)}
     if request.POST.get("confirm") != CONFIRM:
-        context["siblings"] = _indexed_siblings(repository, tag, digest)
+        plans, context["live_error"] = _live_plans(repository, [tag])
+        plan = plans.get(tag)
+        context["plan"] = plan
+        context["siblings"] = (
+            list(plan.siblings) if plan else _indexed_siblings(repository, tag, digest)
+        )
         return render(request, "registry_admin/deletes/confirm_tag.html", context)
     target = deletes.TagToDelete(repository, tag, expected_digest=digest)
     outcomes = deletes.delete_tags(request.user.get_username(), [target])
@@ -93,7 +98,9 @@ def tags_bulk_delete(request):
                 "name", "digest"
             )
         )
-        context["rows"] = [(tag, known.get(tag, "")) for tag in tags]
+        plans, context["live_error"] = _live_plans(repository, tags)
+        context["rows"] = [(tag, known.get(tag, ""), plans.get(tag)) for tag in tags]
+        context["reclaimable_bytes"] = sum(p.reclaimable_bytes for p in plans.values())
         return render(request, "registry_admin/deletes/confirm_bulk.html", context)
     expected = _expected_digests(request)
     targets = [deletes.TagToDelete(repository, tag, expected.get(tag, "")) for tag in tags]
@@ -122,6 +129,15 @@ def _expected_digests(request):
         if references.TAG_RE.fullmatch(tag) and references.DIGEST_RE.fullmatch(digest):
             expected[tag] = digest
     return expected
+
+
+def _live_plans(repository, tags):
+    """({tag: deletes.TagPlan}, error text): how each tag would go, asked of the registry now."""
+    try:
+        live = deletes.LiveRepository.resolve(repository)
+        return {plan.tag: plan for plan in deletes.plan_tags(live, tags)}, ""
+    except registry.RegistryError as exc:
+        return {}, str(exc)
 
 
 def _indexed_siblings(repository, tag, digest):

@@ -4,10 +4,15 @@ It reads snapshots only; the scan itself runs in the worker ("Scan now" requests
 """
 
 from django import forms
+from django.conf import settings
+from django.contrib import messages
 from django.core.paginator import Paginator
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_POST
 
-from .. import storage, usage, worker
+from .. import collector, storage, untagged, usage, worker
+from ..roles import DELETE_IMAGES, require
 
 ROWS_PER_PAGE = 100
 # Sort keys offered in the table's headers: key -> (column, ORM ordering).
@@ -73,9 +78,78 @@ def storage_page(request):
             "failed_run": usage.failed_run_since(snapshot),
             "configuration_problem": storage.configuration_problem(),
             "charts": usage.chart_data(snapshot),
+            "untagged": untagged.summary_by_repository(snapshot) if snapshot else [],
+            "untagged_run": worker.latest_run(untagged.JOB_KIND),
+            "gc_run": worker.latest_run(collector.JOB_KIND),
+            "read_only_howto": collector.READ_ONLY_HOWTO,
+            "restart_reminder": collector.RESTART_REMINDER,
             **usage.gc_guidance_context(snapshot),
         },
     )
+
+
+class PruneForm(forms.Form):
+    repository = forms.CharField(required=False, max_length=255)
+
+    def clean_repository(self):
+        text = self.cleaned_data["repository"]
+        if any(not char.isprintable() for char in text):
+            raise forms.ValidationError("Control characters are not allowed.", code="control")
+        return text.strip()
+
+
+@require_POST
+@require(DELETE_IMAGES)
+@never_cache
+def untagged_prune(request):
+    """First POST: the confirmation listing the untagged manifests; second: the worker job."""
+    form = PruneForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "; ".join(e for errors in form.errors.values() for e in errors))
+        return redirect("registry_admin:storage")
+    pattern = form.cleaned_data["repository"]
+    if request.POST.get("confirm") != "yes":
+        rows = untagged.latest_rows(pattern)
+        return render(
+            request,
+            "registry_admin/storage/confirm_prune.html",
+            {
+                "rows": rows[:1000],
+                "more": max(0, len(rows) - 1000),
+                "total_bytes": sum(row.reclaimable_bytes for row in rows),
+                "pattern": pattern,
+                "grace_minutes": settings.UNTAGGED_GRACE_MINUTES,
+            },
+        )
+    run = worker.request_run(untagged.JOB_KIND, user=request.user, options={"repository": pattern})
+    messages.info(
+        request,
+        f"Untagged cleanup #{run.pk} is {run.get_state_display().lower()}: each manifest is "
+        "checked against the registry again right before it is removed.",
+    )
+    return redirect("registry_admin:storage")
+
+
+@require_POST
+@require(DELETE_IMAGES)
+@never_cache
+def garbage_collect(request):
+    """Ask the worker for a collector run: a dry run, or a real one (checked safe by the job)."""
+    mode = request.POST.get("mode", "")
+    if mode not in ("dry-run", "run", "run-stopped"):
+        messages.error(request, "Choose a dry run or a real run.")
+        return redirect("registry_admin:storage")
+    run = worker.request_run(
+        collector.JOB_KIND,
+        user=request.user,
+        options={"dry_run": mode == "dry-run", "registry_stopped": mode == "run-stopped"},
+    )
+    messages.info(
+        request,
+        f"Garbage collection #{run.pk} ({'dry run' if mode == 'dry-run' else 'real run'}) is "
+        f"{run.get_state_display().lower()}; its result shows below when it is done.",
+    )
+    return redirect("registry_admin:storage")
 
 
 def _columns(sort):

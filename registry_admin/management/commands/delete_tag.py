@@ -16,7 +16,8 @@ from ...registry_users import cli_actor
 class Command(BaseCommand):
     help = (
         "Delete one tag (REPO:TAG; its sibling tags stay) or one image with all its tags "
-        "(REPO@sha256:DIGEST). Space comes back only after the registry's garbage collection."
+        "(REPO@sha256:DIGEST). The last tag on an image deletes the image; space comes back "
+        "after the registry's garbage collection (manage.py garbage_collect)."
     )
 
     def add_arguments(self, parser):
@@ -49,11 +50,18 @@ class Command(BaseCommand):
         self.stdout.write(deletes.GC_ADVICE)
 
     def delete_tag(self, repository, tag, expect_digest):
-        deletion = deletes.delete_tag(cli_actor(), repository, tag, expect_digest or None)
-        self.stdout.write(
-            f"Deleted {repository}:{tag} (it pointed at {deletion.digest}); "
-            "other tags of that image are unchanged."
-        )
+        plan = deletes.delete_tag(cli_actor(), repository, tag, expect_digest or None)
+        if plan.method == deletes.BY_DIGEST:
+            self.stdout.write(
+                f"Deleted {repository}:{tag} and its image {plan.digest} (it was the last tag "
+                f"on it): {plan.reclaimable_bytes} bytes become reclaimable (estimate from "
+                "the latest storage scan)."
+            )
+        else:
+            self.stdout.write(
+                f"Deleted {repository}:{tag} (it pointed at {plan.digest}); the image stays "
+                f"for {', '.join(plan.siblings) or 'its other tags'}: no space is freed."
+            )
 
     def delete_image(self, repository, digest):
         tags = deletes.tags_pointing_at(repository, digest)

@@ -8,12 +8,12 @@ status 1 when a tag could not be deleted or another retention run holds the lock
 
 from django.core.management.base import BaseCommand, CommandError
 
-from ... import deletes, retention, worker
+from ... import deletes, registry, retention, worker
 from ...registry_users import cli_actor
 
 
 class Command(BaseCommand):
-    help = "Apply the enabled retention rules to the index's tags (--dry-run: only list)."
+    help = "Apply the enabled retention rules to the registry's tags (--dry-run: only list)."
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -24,8 +24,13 @@ class Command(BaseCommand):
 
     def handle(self, *args, dry_run, **options):
         if dry_run:
-            plan = retention.build_plan()
-            self.print_plan(plan)
+            live = deletes.LiveRepositories()
+            try:
+                plan = retention.build_plan(live=live)
+                how = retention.tag_plans(plan, live)
+            except registry.RegistryError as exc:
+                raise CommandError(f"Could not read the registry: {exc}") from exc
+            self.print_plan(plan, how)
             return
         try:
             run = worker.run_now("retention", user=cli_actor())
@@ -37,7 +42,7 @@ class Command(BaseCommand):
         if run.result.get("failed"):
             raise CommandError(f"{run.result['failed']} tag(s) could not be deleted (see above).")
 
-    def print_plan(self, plan):
+    def print_plan(self, plan, how):
         out = self.stdout.write
         if not plan.rules:
             out("No enabled retention rules.")
@@ -51,12 +56,20 @@ class Command(BaseCommand):
                 out(f"  {repo.repository}: delete {len(repo.to_delete)}, keep {len(repo.to_keep)}")
                 for d in repo.decisions:
                     age = d.age_at.strftime("%Y-%m-%d %H:%M") if d.age_at else "unknown"
-                    out(f"    {d.action:<6} {d.tag:<30} {age} ({d.age_source}): {d.reason}")
+                    line = f"    {d.action:<6} {d.tag:<30} {age} ({d.age_source}): {d.reason}"
+                    tag_plan = how.get((repo.repository, d.tag)) if d.deletes else None
+                    if tag_plan and tag_plan.method:
+                        line += f" — {tag_plan.method_text}"
+                        if tag_plan.method == deletes.BY_DIGEST:
+                            line += f", ≈ {tag_plan.reclaimable_bytes:,} bytes reclaimable"
+                    out(line)
             for name, governing in rule_plan.shadowed:
                 out(f"  {name}: governed by the earlier rule “{governing}”")
+        reclaimable = sum(p.reclaimable_bytes for p in how.values())
         out(
             f"Dry run: {plan.delete_count} tag(s) would be deleted and {plan.keep_count} kept "
-            f"(as of {plan.now:%Y-%m-%d %H:%M} UTC). Nothing was changed."
+            f"(as of {plan.now:%Y-%m-%d %H:%M} UTC, tags read from the registry); ≈ "
+            f"{reclaimable:,} bytes would become reclaimable. Nothing was changed."
         )
 
     def print_results(self, result):

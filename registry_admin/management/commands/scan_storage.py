@@ -1,6 +1,7 @@
 import json
 
 from django.core.management.base import BaseCommand, CommandError
+from django.db.models import Count, Sum
 from django.template.defaultfilters import filesizeformat
 
 from ... import usage, worker
@@ -56,6 +57,11 @@ class Command(BaseCommand):
         )
         write(
             f"  uploads:      {snapshot.upload_count:,} unfinished, {_bytes(snapshot.upload_bytes)}"
+        )
+        untagged = snapshot.untagged.aggregate(count=Count("id"), size=Sum("reclaimable_bytes"))
+        write(
+            f"  untagged:     {untagged['count']:,} manifests no tag reaches, "
+            f"{_bytes(untagged['size'] or 0)} more after `manage.py prune_untagged`"
         )
         if snapshot.unreadable_manifests:
             write(

@@ -1,0 +1,178 @@
+"""Removing the manifests no tag reaches: the safe `--delete-untagged` that registry 2.8 lacks.
+
+The storage scan lists them (storage.UntaggedRevision, stored as UntaggedManifest rows of the
+latest snapshot). Before each `DELETE /manifests/<digest>` the repository is re-read live: a
+digest some tag points at again, or that a tagged index or manifest list references, stays,
+and so does anything the registry linked within UNTAGGED_GRACE_MINUTES (a multi-platform push
+uploads its children before the index that tags them). Parents go before their children, so a
+child is never left referenced by an untagged index that is still there.
+"""
+
+import fnmatch
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Count, Sum
+from django.utils import timezone
+
+from . import audit, deletes, registry
+from .models import StorageSnapshot, UntaggedManifest
+
+logger = logging.getLogger(__name__)
+
+JOB_KIND = "prune_untagged"
+REMOVED = "removed"
+KEPT = "kept"
+FAILED = "failed"
+
+
+def latest_rows(repository_glob=""):
+    """The latest snapshot's UntaggedManifest rows (optionally for repositories matching the
+    shell-style `repository_glob`), parents before children."""
+    snapshot = StorageSnapshot.objects.latest_snapshot()
+    if snapshot is None:
+        return []
+    rows = UntaggedManifest.objects.filter(snapshot=snapshot).order_by(
+        "repository", "is_child", "digest"
+    )
+    if repository_glob:
+        rows = [row for row in rows if fnmatch.fnmatchcase(row.repository, repository_glob)]
+    return list(rows)
+
+
+def summary_by_repository(snapshot=None, repository=None):
+    """[{repository, count, reclaimable_bytes}] of the latest snapshot, largest first."""
+    snapshot = snapshot or StorageSnapshot.objects.latest_snapshot()
+    if snapshot is None:
+        return []
+    rows = UntaggedManifest.objects.filter(snapshot=snapshot)
+    if repository is not None:
+        rows = rows.filter(repository=repository)
+    return list(
+        rows.values("repository")
+        .annotate(count=Count("id"), reclaimable_bytes=Sum("reclaimable_bytes"))
+        .order_by("-reclaimable_bytes", "repository")
+    )
+
+
+def grace_cutoff(now=None):
+    return (now or timezone.now()) - timedelta(minutes=settings.UNTAGGED_GRACE_MINUTES)
+
+
+@dataclass
+class PruneResult:
+    dry_run: bool
+    items: list = field(default_factory=list)  # {repository, digest, state, message, bytes}
+
+    @property
+    def removed(self):
+        return [i for i in self.items if i["state"] == REMOVED]
+
+    @property
+    def reclaimable_bytes(self):
+        return sum(i["bytes"] for i in self.removed)
+
+    def as_dict(self):
+        return {
+            "dry_run": self.dry_run,
+            "removed": len(self.removed),
+            "kept": sum(1 for i in self.items if i["state"] == KEPT),
+            "failed": sum(1 for i in self.items if i["state"] == FAILED),
+            "reclaimable_bytes": self.reclaimable_bytes,
+            "items": self.items[:2000],
+        }
+
+
+def prune(actor, repository_glob="", dry_run=False, on_progress=None, now=None):
+    """Remove (or with `dry_run`, check) the latest scan's untagged manifests; a PruneResult.
+
+    Each one is checked live right before; a registry that refuses deletes or cannot be
+    reached stops the run (every following delete would fail the same way).
+    """
+    cutoff = grace_cutoff(now)
+    result = PruneResult(dry_run=dry_run)
+    live_repositories = {}
+    rows = latest_rows(repository_glob)
+    for number, row in enumerate(rows, start=1):
+        item = {"repository": row.repository, "digest": row.digest, "bytes": 0}
+        try:
+            live = live_repositories.get(row.repository)
+            if live is None:
+                live = live_repositories[row.repository] = deletes.LiveRepository.resolve(
+                    row.repository
+                )
+            reason = _reason_to_keep(live, row, cutoff)
+            if reason:
+                item.update(state=KEPT, message=reason)
+            elif dry_run:
+                item.update(state=REMOVED, message="would be removed", bytes=row.reclaimable_bytes)
+            else:
+                _remove(actor, row)
+                item.update(state=REMOVED, message="removed", bytes=row.reclaimable_bytes)
+        except registry.RegistryNotFound:
+            item.update(state=KEPT, message="gone from the registry already")
+        except (
+            registry.RegistryDeleteUnsupported,
+            registry.RegistryUnreachable,
+            registry.RegistryUnauthorized,
+        ) as exc:
+            item.update(state=FAILED, message=str(exc))
+            result.items.append(item)
+            break
+        except registry.RegistryError as exc:
+            item.update(state=FAILED, message=str(exc))
+        result.items.append(item)
+        if on_progress:
+            on_progress(number, len(rows), item)
+    return result
+
+
+def _reason_to_keep(live, row, cutoff):
+    """Why `row` must stay, asked of the registry now; "" when it may go."""
+    if row.linked_at is None or row.linked_at > cutoff:
+        return (
+            f"linked within the last {settings.UNTAGGED_GRACE_MINUTES} minutes "
+            "(UNTAGGED_GRACE_MINUTES): a push may still be tagging it"
+        )
+    tags = live.tags_on(row.digest)
+    if tags:
+        return f"tagged again: {', '.join(tags[:5])}"
+    for ref in list(live.refs.values()):
+        if ref.media_type not in registry.INDEX_MEDIA_TYPES:
+            continue
+        if row.digest in live.children_of(ref.digest):
+            return f"a child of the tagged {ref.digest}"
+    return ""
+
+
+def _remove(actor, row):
+    registry.get_client().delete_image(row.repository, row.digest)
+    audit.record_portal_action(
+        actor,
+        audit.UNTAGGED_DELETED,
+        repository=row.repository,
+        digest=row.digest,
+        detail={"reclaimable_bytes": row.reclaimable_bytes, "child": row.is_child},
+    )
+    row.delete()
+    logger.info("untagged %s@%s removed by %s", row.repository, row.digest, actor)
+
+
+def prune_job(run):
+    """Worker job "prune_untagged": options {"repository": glob, "dry_run": bool}."""
+    from . import worker
+
+    options = run.options or {}
+    total = len(latest_rows(options.get("repository", "")))
+    worker.report_progress(run, done=0, total=total, message=f"{total} untagged manifests")
+
+    def progress(done, _total, item):
+        worker.report_progress(run, done=done, message=f"{item['repository']}@{item['digest']}")
+
+    actor = run.requested_by or "prune_untagged"
+    result = prune(
+        actor, options.get("repository", ""), bool(options.get("dry_run")), on_progress=progress
+    )
+    return result.as_dict()
