@@ -147,8 +147,16 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_USERNAME_CALLABLE = "registry_admin.accounts.throttling_username"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
-AXES_IPWARE_PROXY_COUNT = env.int("PROXY_COUNT", default=0)
+# Proxies in front of the portal that each append to X-Forwarded-For (Azure App Service: 1).
+PROXY_COUNT = env.int("PROXY_COUNT", default=0)
+AXES_CLIENT_IP_CALLABLE = "registry_admin.accounts.client_ip"
 AXES_VERBOSE = False
+# Failed logins from one address under any user names within the cool-off before it gets no more
+# password checks (each costs a hash); 0 turns the address limit off.
+LOGIN_ADDRESS_FAILURE_LIMIT = env.int("LOGIN_ADDRESS_FAILURE_LIMIT", default=10)
+# Password checks one portal process runs at once, and seconds a login waits for its turn.
+LOGIN_CONCURRENCY = env.int("LOGIN_CONCURRENCY", default=1)
+LOGIN_QUEUE_SECONDS = env.float("LOGIN_QUEUE_SECONDS", default=0.3)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env("TIME_ZONE", default="UTC")
@@ -182,7 +190,8 @@ SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 # browsers for months and is not ours to decide for a portal on one subdomain: opt-in only.
 SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 # TLS terminated by a front end (Azure App Service, a reverse proxy) arrives as X-Forwarded-Proto.
-if env.bool("TRUST_X_FORWARDED_PROTO", default=True):
+# Off by default: a client reaching gunicorn directly could claim HTTPS with the header.
+if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # Never redirected to HTTPS: container health probes speak plain HTTP on the private port, and
 # the registry counts a 3xx answer to a notification as delivered, so a redirect would silently
