@@ -213,6 +213,9 @@ REGISTRY_PASSWORD = env("REGISTRY_PASSWORD", default="")
 REGISTRY_PUBLIC_HOST = env("REGISTRY_PUBLIC_HOST", default="")
 REGISTRY_VERIFY_TLS = env.bool("REGISTRY_VERIFY_TLS", default=True)
 REGISTRY_CA_BUNDLE = env("REGISTRY_CA_BUNDLE", default="")
+# Host names besides REGISTRY_URL's that may receive the service account's credentials when the
+# registry's `WWW-Authenticate: Bearer realm=` names them (a separate token server).
+REGISTRY_TOKEN_REALM_HOSTS = env.list("REGISTRY_TOKEN_REALM_HOSTS", default=[])
 REGISTRY_TIMEOUT = env.float("REGISTRY_TIMEOUT", default=10.0)
 REGISTRY_CONNECT_TIMEOUT = env.float(
     "REGISTRY_CONNECT_TIMEOUT", default=min(3.05, REGISTRY_TIMEOUT)
