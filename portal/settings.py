@@ -232,6 +232,8 @@ NOTIFICATIONS_TOKEN = env("NOTIFICATIONS_TOKEN", default="")
 NOTIFICATIONS_MAX_BODY = env.int("NOTIFICATIONS_MAX_BODY", default=1024 * 1024)
 NOTIFICATIONS_SILENCE_WARNING_HOURS = env.float("NOTIFICATIONS_SILENCE_WARNING_HOURS", default=24)
 AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=365)
+# Most events one CSV export may hold (a larger match is refused with a message; 0: no cap).
+AUDIT_EXPORT_MAX_ROWS = env.int("AUDIT_EXPORT_MAX_ROWS", default=100_000)
 # Seconds between the worker's prunes of the audit log (0 turns the schedule off).
 AUDIT_PRUNE_INTERVAL = env.int("AUDIT_PRUNE_INTERVAL", default=24 * 3600)
 

@@ -41,3 +41,128 @@ def test_the_confirmed_real_run_still_works_from_the_retention_page(admin_client
     admin_client.post(reverse("registry_admin:retention-run"), {"confirm": "yes"})
     (run,) = Run.objects.filter(kind="retention")
     assert run.options == {"dry_run": False}
+
+
+# --- Audit CSV export (item 8) --------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "actor",
+    [
+        " =1+1",
+        "\n=cmd()",
+        "\t=x",
+        '＝HYPERLINK("http://evil")',
+        "＋1",
+        "－1",
+        "＠SUM(A1)",
+        "｜x",
+        "％x",
+        "\u3000=x",
+    ],
+)
+def test_the_export_neutralises_formulas_hidden_behind_space_newline_or_full_width(
+    viewer_client, actor
+):
+    from .test_audit_views import EXPORT, read_csv, store
+
+    store(0, actor=actor, repository="csv/app")
+    (row,) = read_csv(viewer_client.get(EXPORT, {"repository": "csv/"}))
+    assert row["actor"] == "'" + actor
+
+
+@pytest.mark.django_db
+def test_an_export_larger_than_the_cap_is_refused_with_a_message(viewer_client, settings):
+    """Item 8: a viewer could hold every gunicorn thread with a few million-row exports."""
+    from .test_audit_views import EXPORT, read_csv, store
+
+    settings.AUDIT_EXPORT_MAX_ROWS = 3
+    for minute in range(4):
+        store(minute, repository="cap/app")
+    response = viewer_client.get(EXPORT, {"repository": "cap/", "all": "1"})
+    assert response.status_code == 400
+    assert b"More than 3 events match this filter" in response.content
+    assert b"AUDIT_EXPORT_MAX_ROWS" in response.content
+    settings.AUDIT_EXPORT_MAX_ROWS = 4
+    assert len(read_csv(viewer_client.get(EXPORT, {"repository": "cap/", "all": "1"}))) == 4
+
+
+# --- The registry's log (item 8) ------------------------------------------------------------------
+
+
+def test_the_generated_registry_config_keeps_the_notification_token_out_of_its_log(tmp_path):
+    """Debian's registry 2.8.2 at `info` logs the endpoint's headers, token included, on start;
+    the generated config (also what `make run` starts) logs at `warn`, which does not."""
+    import time
+
+    from registry_admin.registry_config import local_registry_config
+
+    from .harness import NOTIFICATIONS_TOKEN, start_registry
+
+    reg = start_registry(tmp_path / "registry", "http://127.0.0.1:9")
+    try:
+        time.sleep(0.5)
+        assert NOTIFICATIONS_TOKEN not in reg.log_path.read_text()
+        config = local_registry_config(
+            listen=f"127.0.0.1:{reg.port}",
+            storage_root=reg.storage_root,
+            htpasswd_path=reg.htpasswd_path,
+            portal_url="http://127.0.0.1:9",
+            token=NOTIFICATIONS_TOKEN,
+        )
+        assert config["log"]["level"] == "warn"
+        # The same registry at info does write it: the level is what keeps it out.
+        config["log"]["level"] = "info"
+        reg.restart(config)
+        time.sleep(0.5)
+        assert f"Bearer {NOTIFICATIONS_TOKEN}" in reg.log_path.read_text()
+    finally:
+        reg.stop()
+
+
+# --- The "wrong token" alarm (item 8) -------------------------------------------------------------
+
+
+def _refused_delivery(client, event_id, authorization="Bearer not-the-token"):
+    from .factories import make_envelope, make_registry_event
+
+    return client.post(
+        reverse("registry_admin:registry-events"),
+        data=make_envelope(make_registry_event(event_id=event_id)),
+        content_type="application/vnd.docker.distribution.events.v1+json",
+        HTTP_AUTHORIZATION=authorization,
+    )
+
+
+def _alarm_on(admin_client, settings):
+    from .harness import free_port
+
+    settings.REGISTRY_URL = f"http://127.0.0.1:{free_port()}"
+    return 'data-warning="wrong-token"' in admin_client.get("/").content.decode()
+
+
+@pytest.mark.django_db
+def test_one_anonymous_post_with_a_wrong_token_raises_no_alarm(admin_client, settings):
+    stranger = Client()
+    assert _refused_delivery(stranger, "forged-1").status_code == 401
+    assert not _alarm_on(admin_client, settings)
+    # Nor do one-off posts with a new event id each, or no envelope at all.
+    _refused_delivery(stranger, "forged-2")
+    stranger.post(
+        reverse("registry_admin:registry-events"),
+        data=b"x" * 100_000,
+        content_type="text/plain",
+        HTTP_AUTHORIZATION="Bearer nope",
+    )
+    assert not _alarm_on(admin_client, settings)
+
+
+@pytest.mark.django_db
+def test_the_registry_retrying_one_event_with_a_wrong_token_raises_the_alarm(
+    admin_client, settings
+):
+    registry = Client()
+    for _ in range(3):  # the registry's `threshold` retries of the same event
+        assert _refused_delivery(registry, "evt-retried").status_code == 401
+    assert _alarm_on(admin_client, settings)
