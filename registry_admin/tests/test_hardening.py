@@ -1,5 +1,7 @@
 """Issue #14's smaller holes, each tried with the request that showed it."""
 
+import re
+
 import pytest
 from django.contrib.auth.models import Permission
 from django.test import Client
@@ -166,3 +168,51 @@ def test_the_registry_retrying_one_event_with_a_wrong_token_raises_the_alarm(
     for _ in range(3):  # the registry's `threshold` retries of the same event
         assert _refused_delivery(registry, "evt-retried").status_code == 401
     assert _alarm_on(admin_client, settings)
+
+
+# --- Content-Security-Policy and Cache-Control (item 8) ---------------------------------------------
+
+
+def test_no_template_carries_an_inline_script_style_or_handler():
+    """The policy forbids them; the browser test proves the pages it visits, this every template."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "templates"
+    offenders = []
+    for path in root.rglob("*.html"):
+        text = path.read_text()
+        inline_scripts = re.findall(r"<script(?![^>]*\bsrc=)[^>]*>", text)
+        # json_script renders <script type="application/json">: data a browser never runs.
+        if (
+            [s for s in inline_scripts if "application/json" not in s]
+            or re.search(r"<style\b|\sstyle=|\son[a-z]+=", text)
+            or "javascript:" in text
+        ):
+            offenders.append(str(path.relative_to(root)))
+    assert offenders == []
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("path", ["/login/", "/no-such-page/", "/healthz", "/api/registry/events"])
+def test_every_response_carries_the_policy_without_unsafe_inline(client, path):
+    from registry_admin.middleware import CONTENT_SECURITY_POLICY
+
+    response = client.get(path)
+    policy = response["Content-Security-Policy"]
+    assert policy == CONTENT_SECURITY_POLICY
+    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+    assert "script-src 'self'" in policy and "style-src 'self'" in policy
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "path", ["/", "/users/", "/audit/", "/audit/export.csv", "/retention/", "/django-admin/"]
+)
+def test_pages_for_a_logged_in_user_are_never_cached(admin_client, settings, path):
+    from .harness import free_port
+
+    settings.REGISTRY_URL = f"http://127.0.0.1:{free_port()}"
+    response = admin_client.get(path)
+    cache_control = {part.strip() for part in response["Cache-Control"].split(",")}
+    assert {"private", "no-store"} <= cache_control
+    assert "Content-Security-Policy" in response
