@@ -147,3 +147,15 @@ def test_x_forwarded_proto_is_trusted_only_when_turned_on(tmp_path, value, trust
     assert result.returncode == 0, result.stderr
     expected = "('HTTP_X_FORWARDED_PROTO', 'https')" if trusted else "None"
     assert result.stdout.strip() == expected
+
+
+def test_a_proxy_that_ends_tls_without_trusting_its_header_is_warned_about(settings):
+    from registry_admin.checks import check_proxy_settings
+
+    settings.PROXY_COUNT, settings.SECURE_SSL_REDIRECT = 1, True
+    settings.SECURE_PROXY_SSL_HEADER = None
+    assert [p.id for p in check_proxy_settings(None)] == ["oyster.W040"]
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    assert check_proxy_settings(None) == []
+    settings.PROXY_COUNT = -1
+    assert [p.id for p in check_proxy_settings(None)] == ["oyster.E040"]
