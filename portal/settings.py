@@ -69,6 +69,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so its headers reach every response, the other middleware's own answers included.
+    "registry_admin.middleware.SecurityHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -149,8 +151,16 @@ AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_USERNAME_CALLABLE = "registry_admin.accounts.throttling_username"
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
-AXES_IPWARE_PROXY_COUNT = env.int("PROXY_COUNT", default=0)
+# Proxies in front of the portal that each append to X-Forwarded-For (Azure App Service: 1).
+PROXY_COUNT = env.int("PROXY_COUNT", default=0)
+AXES_CLIENT_IP_CALLABLE = "registry_admin.accounts.client_ip"
 AXES_VERBOSE = False
+# Failed logins from one address under any user names within the cool-off before it gets no more
+# password checks (each costs a hash); 0 turns the address limit off.
+LOGIN_ADDRESS_FAILURE_LIMIT = env.int("LOGIN_ADDRESS_FAILURE_LIMIT", default=10)
+# Password checks one portal process runs at once, and seconds a login waits for its turn.
+LOGIN_CONCURRENCY = env.int("LOGIN_CONCURRENCY", default=1)
+LOGIN_QUEUE_SECONDS = env.float("LOGIN_QUEUE_SECONDS", default=0.3)
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env("TIME_ZONE", default="UTC")
@@ -184,7 +194,8 @@ SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
 # browsers for months and is not ours to decide for a portal on one subdomain: opt-in only.
 SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
 # TLS terminated by a front end (Azure App Service, a reverse proxy) arrives as X-Forwarded-Proto.
-if env.bool("TRUST_X_FORWARDED_PROTO", default=True):
+# Off by default: a client reaching gunicorn directly could claim HTTPS with the header.
+if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # Never redirected to HTTPS: container health probes speak plain HTTP on the private port, and
 # the registry counts a 3xx answer to a notification as delivered, so a redirect would silently
@@ -206,6 +217,9 @@ REGISTRY_PASSWORD = env("REGISTRY_PASSWORD", default="")
 REGISTRY_PUBLIC_HOST = env("REGISTRY_PUBLIC_HOST", default="")
 REGISTRY_VERIFY_TLS = env.bool("REGISTRY_VERIFY_TLS", default=True)
 REGISTRY_CA_BUNDLE = env("REGISTRY_CA_BUNDLE", default="")
+# Host names besides REGISTRY_URL's that may receive the service account's credentials when the
+# registry's `WWW-Authenticate: Bearer realm=` names them (a separate token server).
+REGISTRY_TOKEN_REALM_HOSTS = env.list("REGISTRY_TOKEN_REALM_HOSTS", default=[])
 REGISTRY_TIMEOUT = env.float("REGISTRY_TIMEOUT", default=10.0)
 REGISTRY_CONNECT_TIMEOUT = env.float(
     "REGISTRY_CONNECT_TIMEOUT", default=min(3.05, REGISTRY_TIMEOUT)
@@ -249,6 +263,8 @@ NOTIFICATIONS_SILENCE_WARNING = (
     else 24 * 3600.0
 )
 AUDIT_RETENTION_DAYS = env.int("AUDIT_RETENTION_DAYS", default=365)
+# Most events one CSV export may hold (a larger match is refused with a message; 0: no cap).
+AUDIT_EXPORT_MAX_ROWS = env.int("AUDIT_EXPORT_MAX_ROWS", default=100_000)
 # Seconds between the worker's prunes of the audit log (0 turns the schedule off).
 AUDIT_PRUNE_INTERVAL = env.int("AUDIT_PRUNE_INTERVAL", default=24 * 3600)
 

@@ -1,4 +1,14 @@
-"""Portal accounts: how django-axes names the account behind a login attempt."""
+"""Portal accounts: the client address and name behind a login attempt, and the limits that keep
+failed logins from costing more than a few password hashes."""
+
+import threading
+from contextlib import contextmanager
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Sum
+from django.utils import timezone
+from ipware.ip import get_client_ip
 
 # Django's username column is 150 characters; axes stores the submitted name in a 255-character
 # column, which PostgreSQL enforces (SQLite does not), so an oversized or NUL-carrying name
@@ -11,3 +21,62 @@ def throttling_username(request, credentials=None):
     source = credentials if credentials else getattr(request, "POST", {})
     raw = source.get("username", "") if hasattr(source, "get") else ""
     return "".join(ch for ch in str(raw or "") if ch.isprintable())[:MAX_USERNAME]
+
+
+def client_ip(request):
+    """The client's address, as django-ipware reads it behind PROXY_COUNT proxies.
+
+    Each proxy appends the address it was reached from to X-Forwarded-For, so only the last
+    PROXY_COUNT entries are trustworthy and the client is the PROXY_COUNT-th from the right;
+    anything further left was written by the client. ipware counts the proxy nearest to us as
+    part of the chain, hence PROXY_COUNT - 1. With no proxy, headers are never read (a client
+    could forge them); a request that reached us without passing every proxy falls back to
+    the socket address.
+    """
+    remote = request.META.get("REMOTE_ADDR") or None
+    count = settings.PROXY_COUNT
+    if count <= 0:
+        return remote
+    ip, _routable = get_client_ip(
+        request,
+        proxy_order="left-most",
+        proxy_count=count - 1,
+        request_header_order=["HTTP_X_FORWARDED_FOR"],
+        strict=False,
+    )
+    return ip or remote
+
+
+def address_failures(ip):
+    """Failed logins from one address, under any user names, within the cool-off period."""
+    from axes.models import AccessAttempt
+
+    if not ip:
+        return 0
+    since = timezone.now() - timedelta(hours=settings.AXES_COOLOFF_TIME)
+    total = AccessAttempt.objects.filter(ip_address=ip, attempt_time__gte=since).aggregate(
+        n=Sum("failures_since_start")
+    )["n"]
+    return total or 0
+
+
+def address_locked(request):
+    """True once an address has used up LOGIN_ADDRESS_FAILURE_LIMIT: it gets no more hashes."""
+    limit = settings.LOGIN_ADDRESS_FAILURE_LIMIT
+    return limit > 0 and address_failures(client_ip(request)) >= limit
+
+
+# Password hashing is the only CPU-heavy thing a stranger can make the portal do; letting at most
+# LOGIN_CONCURRENCY hashes run per process leaves the other threads free for pages and webhook.
+_hash_slots = threading.BoundedSemaphore(max(1, settings.LOGIN_CONCURRENCY))
+
+
+@contextmanager
+def hashing_slot():
+    """Yields True with a slot held, or False when none came free within LOGIN_QUEUE_SECONDS."""
+    acquired = _hash_slots.acquire(timeout=settings.LOGIN_QUEUE_SECONDS)
+    try:
+        yield acquired
+    finally:
+        if acquired:
+            _hash_slots.release()

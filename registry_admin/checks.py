@@ -142,3 +142,32 @@ def check_storage_settings(app_configs, **kwargs):
             )
         return problems
     return []
+
+
+@register()
+def check_proxy_settings(app_configs, **kwargs):
+    problems = []
+    if settings.PROXY_COUNT < 0:
+        problems.append(
+            Error(
+                "PROXY_COUNT cannot be negative.",
+                hint="Set it to the number of proxies in front of the portal (0 for none).",
+                id="oyster.E040",
+            )
+        )
+    if (
+        settings.PROXY_COUNT > 0
+        and settings.SECURE_SSL_REDIRECT
+        and not settings.SECURE_PROXY_SSL_HEADER
+    ):
+        problems.append(
+            Warning(
+                "PROXY_COUNT says a proxy is in front, SECURE_SSL_REDIRECT is on and "
+                "TRUST_X_FORWARDED_PROTO is off: if the proxy ends TLS, every request is "
+                "redirected to HTTPS for ever.",
+                hint="Set TRUST_X_FORWARDED_PROTO=1 when the proxy ends TLS and every request "
+                "passes it (Azure App Service: yes).",
+                id="oyster.W040",
+            )
+        )
+    return problems

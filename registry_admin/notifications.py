@@ -110,6 +110,16 @@ def parse_envelope(body):
     return envelope
 
 
+def first_event_id(body):
+    """The id of the first event in a body, or "" (read from refused deliveries, so no error)."""
+    try:
+        events = json.loads(body).get("events")
+        event_id = events[0].get("id")
+    except (ValueError, AttributeError, TypeError, IndexError, KeyError, RecursionError):
+        return ""
+    return event_id[:100] if isinstance(event_id, str) else ""
+
+
 class EventError(ValueError):
     """One event of an envelope cannot be stored; str(error) says why."""
 

@@ -150,6 +150,34 @@ class PingResult:
     status_code: int | None = None
 
 
+def _origin(url):
+    parts = urlsplit(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme, (parts.hostname or "").lower(), port
+
+
+class _SameOriginSession(requests.Session):
+    """A session that follows redirects only on the registry's own scheme, host and port.
+
+    A registry answer that points elsewhere would make the portal a blind request-forger inside
+    its network (and, with a token realm, a credential courier); it ends the request instead.
+    """
+
+    origin = None
+
+    def get_redirect_target(self, resp):
+        target = super().get_redirect_target(resp)
+        if target and self.origin and _origin(urljoin(resp.url, target)) != self.origin:
+            host = urlsplit(urljoin(resp.url, target)).netloc[:80]
+            logger.warning("registry redirected %s to another host; not followed", resp.url)
+            raise RegistryError(
+                f"The registry redirected a request to another host ({host}); the portal follows "
+                "redirects only on the registry's own address. If the registry redirects blob "
+                "downloads to its storage, turn that off for the portal (storage.redirect.disable)."
+            )
+        return target
+
+
 class RegistryClient:
     """One pooled `requests.Session` per client; build it with `get_client()`."""
 
@@ -163,10 +191,15 @@ class RegistryClient:
         verify=True,
         retries=2,
         pool_size=16,
+        token_hosts=(),
     ):
         self.base_url = base_url.rstrip("/")
         self.timeout = (connect_timeout, timeout)
-        self.session = requests.Session()
+        # Host names besides the registry's own that may receive the service account's
+        # credentials as a token realm (REGISTRY_TOKEN_REALM_HOSTS).
+        self.token_hosts = frozenset(h.strip().lower() for h in token_hosts if h.strip())
+        self.session = _SameOriginSession()
+        self.session.origin = _origin(self.base_url)
         # Proxy variables are read once here: with trust_env on, requests re-reads the whole
         # environment on every call (about 1 ms each, a third of a manifest HEAD's client cost).
         self.session.proxies = requests.utils.get_environ_proxies(self.base_url)
@@ -716,11 +749,12 @@ class RegistryAuth(AuthBase):
     def _fetch_token(self, challenge):
         """(token, monotonic expiry) from the challenge's realm; raises RegistryError."""
         realm = challenge.get("realm", "")
-        host = urlsplit(realm).netloc or realm[:80]
+        host = urlsplit(realm).netloc[:80] or realm[:80]
         if urlsplit(realm).scheme not in ("http", "https") or not urlsplit(realm).netloc:
             raise RegistryUnauthorized(
                 f"The registry asked for a token from {realm[:80]!r}, which is not an HTTP URL."
             )
+        self._check_realm(realm, host)
         params = [("service", challenge["service"])] if challenge.get("service") else []
         params += [("scope", scope) for scope in challenge.get("scope", "").split()]
         try:
@@ -755,6 +789,25 @@ class RegistryAuth(AuthBase):
         lifetime = lifetime if isinstance(lifetime, int) and lifetime > 0 else 60
         # Renew a little early so a token never expires between cache and registry.
         return token, time.monotonic() + max(1, lifetime - 10)
+
+    def _check_realm(self, realm, host):
+        """Refuse a realm the credentials must not travel to: the registry's answer names it,
+        and whoever controls that answer (or sits between) would otherwise receive them."""
+        scheme, hostname, _port = _origin(realm)
+        registry_scheme, registry_host, _ = _origin(self.client.base_url)
+        if hostname != registry_host and hostname not in self.client.token_hosts:
+            logger.warning("token realm on another host refused: %s", host)
+            raise RegistryUnauthorized(
+                f"The registry asked for a token from another host ({host}); the portal sends "
+                "its credentials only to the registry's own host. If that token server is "
+                "yours, add its host name to REGISTRY_TOKEN_REALM_HOSTS."
+            )
+        if registry_scheme == "https" and scheme != "https":
+            logger.warning("plain-HTTP token realm refused for an HTTPS registry: %s", host)
+            raise RegistryUnauthorized(
+                f"The registry asked for a token over plain HTTP ({host}) although it is served "
+                "over HTTPS; the portal does not send its credentials unencrypted."
+            )
 
 
 class _NoAuth(AuthBase):
@@ -898,6 +951,7 @@ def get_client():
         settings.REGISTRY_CONNECT_TIMEOUT,
         settings.REGISTRY_VERIFY_TLS,
         settings.REGISTRY_CA_BUNDLE,
+        tuple(settings.REGISTRY_TOKEN_REALM_HOSTS),
     )
     client = getattr(_local, "client", None)
     if client is None or getattr(_local, "key", None) != key:
@@ -909,6 +963,7 @@ def get_client():
             timeout=settings.REGISTRY_TIMEOUT,
             connect_timeout=settings.REGISTRY_CONNECT_TIMEOUT,
             verify=verify,
+            token_hosts=settings.REGISTRY_TOKEN_REALM_HOSTS,
         )
         _local.client, _local.key = client, key
     return client

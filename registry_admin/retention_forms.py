@@ -31,6 +31,10 @@ class RetentionRuleForm(forms.ModelForm):
             "delete_older_than_days": "Delete only tags older than (days)",
             "position": "Order",
         }
+        help_texts = {
+            "keep_regex": "Always keep tags that fully match this regular expression (RE2 syntax: "
+            "Python's without look-around or back-references), e.g. latest|stable|v\\d+\\.\\d+",
+        }
 
     def clean_name(self):
         name = self.cleaned_data["name"].strip()

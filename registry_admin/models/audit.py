@@ -250,6 +250,10 @@ class DeliveryCounter(models.Model):
     count = models.BigIntegerField(default=0)
     last_seen = models.DateTimeField(null=True, blank=True)
     last_addr = models.CharField(max_length=255, blank=True)
+    # The event id of the latest refused delivery and how many refused deliveries in a row carried
+    # it: a registry with a wrong token retries the same event, a stranger's POST is one-off.
+    last_event_id = models.CharField(max_length=100, blank=True, default="")
+    repeats = models.PositiveIntegerField(default=0)
 
     def __str__(self):
         return f"{self.name}: {self.count}"

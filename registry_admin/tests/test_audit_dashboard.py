@@ -100,7 +100,12 @@ def test_it_shows_rejected_deliveries_and_warns_about_a_wrong_token(admin_client
     store(days_ago=1)
     RejectedDelivery.objects.create(error="not JSON", body=b"x")
     DeliveryCounter.objects.create(
-        name=DeliveryCounter.UNAUTHORIZED, count=7, last_seen=timezone.now(), last_addr="10.9.9.9"
+        name=DeliveryCounter.UNAUTHORIZED,
+        count=7,
+        last_seen=timezone.now(),
+        last_addr="10.9.9.9",
+        last_event_id="evt-1",
+        repeats=7,
     )
 
     content = admin_client.get(DASHBOARD).content.decode()
@@ -117,6 +122,7 @@ def test_the_token_warning_goes_once_events_arrive_again(viewer_client, unreacha
         name=DeliveryCounter.UNAUTHORIZED,
         count=7,
         last_seen=timezone.now() - timedelta(minutes=5),
+        repeats=7,
     )
     store()
     assert 'data-warning="wrong-token"' not in viewer_client.get(DASHBOARD).content.decode()

@@ -68,7 +68,18 @@ def audit_export(request):
         return HttpResponseBadRequest(
             f"Invalid filter: {errors}", content_type="text/plain; charset=utf-8"
         )
-    rows = _csv_lines(_every_event(form.filtered(whole=True)))
+    events = form.filtered(whole=True)
+    cap = settings.AUDIT_EXPORT_MAX_ROWS
+    # Refused up front rather than cut short: a partial file would pass for the whole log. The
+    # cap bounds what one request holds a gunicorn thread for (a million rows took 79 s).
+    if cap and events.order_by()[cap : cap + 1].exists():
+        return HttpResponseBadRequest(
+            f"More than {cap} events match this filter, and one export holds at most {cap} "
+            "(AUDIT_EXPORT_MAX_ROWS). Narrow it by date, repository, actor or action, and "
+            "export the parts one after another.",
+            content_type="text/plain; charset=utf-8",
+        )
+    rows = _csv_lines(_every_event(events))
     response = StreamingHttpResponse(rows, content_type="text/csv; charset=utf-8")
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     response["Content-Disposition"] = f'attachment; filename="oyster-audit-{stamp}.csv"'
@@ -117,6 +128,10 @@ def duration_text(delta):
     return f"{seconds} second{'s' if seconds != 1 else ''}"
 
 
+# Refused deliveries of one event id before the dashboard says the registry has a wrong token.
+TOKEN_ALARM_REPEATS = 2
+
+
 def dashboard_context(ping):
     """What the dashboard's audit sections show; `ping` says whether the registry is up."""
     activity = cache.get_or_set(ACTIVITY_CACHE_KEY, _activity, ACTIVITY_CACHE_SECONDS)
@@ -141,9 +156,11 @@ def dashboard_context(ping):
         "audit_rejected_count": RejectedDelivery.objects.count(),
         "audit_unauthorized": unauthorized,
         # A wrong token: the registry keeps retrying its first refused event, so nothing newer
-        # arrives either. Warn while refusals are newer than the last accepted event.
+        # arrives either. Warn while refusals are newer than the last accepted event, and only
+        # once the same event was refused again (a stranger's one POST is no evidence).
         "audit_token_blocked": bool(
             unauthorized
+            and unauthorized.repeats >= TOKEN_ALARM_REPEATS
             and unauthorized.last_seen
             and (last_received is None or unauthorized.last_seen > last_received)
         ),
@@ -248,6 +265,11 @@ def _csv_lines(events):
         yield writer.writerow([_csv_cell(getattr(event, name)) for name in CSV_COLUMNS])
 
 
+# What a spreadsheet may read as the start of a formula: the ASCII signs, their full-width forms
+# (some spreadsheets fold ＝ to =), and white space or line breaks it skips before one.
+_FORMULA_STARTS = frozenset("=+-@|%\t\r\n \u3000\uff1d\uff0b\uff0d\uff20\uff5c\uff05")
+
+
 def _csv_cell(value):
     """A spreadsheet must not run a cell as a formula: text starting like one gets a quote."""
     if value is None:
@@ -256,6 +278,6 @@ def _csv_cell(value):
         return value.isoformat()
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r", "|", "%"):
+    if isinstance(value, str) and value[:1] in _FORMULA_STARTS:
         return "'" + value
     return value

@@ -27,6 +27,13 @@ SHOWN_REPOSITORIES = 50
 def rules(request):
     """Every rule, what the enabled ones would delete now (from the index), and the last run."""
     plan = retention.build_plan()
+    for rule in RetentionRule.objects.exclude(keep_regex=""):
+        if problem := rule.keep_regex_error:
+            messages.warning(
+                request,
+                f"The rule “{rule.name}” keeps every tag until its keep expression is fixed: "
+                f"{problem}",
+            )
     context = {
         "rules": RetentionRule.objects.all(),
         "plan": plan,

@@ -1,4 +1,5 @@
 from django.contrib import messages
+from django.core.exceptions import PermissionDenied
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect
 from django.urls import reverse
@@ -6,7 +7,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from .. import worker
-from ..roles import RUN_JOBS, require
+from ..roles import DELETE_IMAGES, RUN_JOBS, require
 
 
 def _kind_or_404(kind):
@@ -15,13 +16,25 @@ def _kind_or_404(kind):
     return worker.JOBS[kind]
 
 
+# Kinds whose real run deletes: here they need the delete permission and only ever start a dry
+# run; the real run has its own confirmation page (Retention → Run now).
+DRY_RUN_ONLY = {"retention"}
+
+
 @require_POST
 @require(RUN_JOBS)
 def run_request(request, kind):
     """'Refresh now' / 'Scan now': ask the worker for a run, then go back where the user was."""
     job = _kind_or_404(kind)
-    run = worker.request_run(kind, user=request.user)
-    messages.info(request, f"{job.label}: run #{run.pk} is {run.get_state_display().lower()}.")
+    options = None
+    if kind in DRY_RUN_ONLY:
+        if not request.user.has_perm(DELETE_IMAGES):
+            raise PermissionDenied("Only admins may start retention runs.")
+        options = {"dry_run": True}
+    run = worker.request_run(kind, user=request.user, options=options)
+    dry = (run.options or {}).get("dry_run")
+    label = f"{job.label} (dry run, deletes nothing)" if dry else job.label
+    messages.info(request, f"{label}: run #{run.pk} is {run.get_state_display().lower()}.")
     back = request.POST.get("next", "")
     # Only a path of ours: redirect() would take any other word for a view name to reverse.
     if not back.startswith("/") or not url_has_allowed_host_and_scheme(

@@ -22,6 +22,8 @@ from ..models import DeliveryCounter
 
 logger = logging.getLogger(__name__)
 
+REFUSED_BODY_PEEK = 64 * 1024
+
 
 @csrf_exempt
 @login_not_required
@@ -29,7 +31,14 @@ logger = logging.getLogger(__name__)
 def registry_events(request):
     remote_addr = request.META.get("REMOTE_ADDR", "")
     if not _token_matches(request.headers.get("Authorization", "")):
-        _count_unauthorized(remote_addr)
+        # A little of the body, for the event id: enough for the registry's one-event deliveries,
+        # too little for a stranger to make the refusal expensive.
+        body = (
+            b""
+            if _declared_length(request) > REFUSED_BODY_PEEK
+            else _read_body(request, REFUSED_BODY_PEEK)
+        )
+        _count_unauthorized(remote_addr, notifications.first_event_id(body))
         return JsonResponse({"error": "wrong or missing bearer token"}, status=401)
 
     max_body = settings.NOTIFICATIONS_MAX_BODY
@@ -70,14 +79,20 @@ def _token_matches(authorization):
     return hmac.compare_digest(token.strip().encode(), expected.encode())
 
 
-def _count_unauthorized(remote_addr):
+def _count_unauthorized(remote_addr, event_id):
     """Bump the one counter row in place; a failure here must not turn the 401 into a 500."""
     values = {"count": F("count") + 1, "last_seen": timezone.now(), "last_addr": remote_addr[:255]}
+    name = DeliveryCounter.UNAUTHORIZED
     try:
-        name = DeliveryCounter.UNAUTHORIZED
         if not DeliveryCounter.objects.filter(name=name).update(**values):
             DeliveryCounter.objects.get_or_create(name=name)
             DeliveryCounter.objects.filter(name=name).update(**values)
+        # The same event refused again is the registry retrying; anything else starts over.
+        same = DeliveryCounter.objects.filter(name=name, last_event_id=event_id)
+        if not (event_id and same.update(repeats=F("repeats") + 1)):
+            DeliveryCounter.objects.filter(name=name).update(
+                last_event_id=event_id, repeats=1 if event_id else 0
+            )
     except DatabaseError:
         logger.exception("could not count an unauthorized notification delivery")
     logger.warning("notification delivery with a wrong or missing token from %s", remote_addr)
