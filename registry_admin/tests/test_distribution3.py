@@ -177,3 +177,12 @@ def test_a_repository_delete_is_audited_and_leaves_the_index_alone(deliver):
         "",
     )
     assert Tag.objects.count() == 1  # the next reconcile finds out; nothing was guessed
+
+
+@pytest.mark.django_db
+def test_gc_guidance_says_which_flags_are_safe_on_which_version(admin_client):
+    html = admin_client.get("/storage/").content.decode()
+    assert "<strong>Never add <code>--delete-untagged</code></strong> on registry 2.8" in html
+    assert "On registry 3.x it keeps the children of tagged indexes" in html
+    assert "<code>--dry-run</code> is safe on both" in html
+    assert "/etc/distribution/config.yml" in html
