@@ -25,8 +25,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from django.core.management import call_command
+from django.urls import reverse
+from django.utils.html import escape
 
-from registry_admin import checks, storage
+from registry_admin import checks, storage, usage, worker
+from registry_admin.models import Run
 from registry_admin.tests import harness
 from registry_admin.tests.storage_trees import (
     StorageTree,
@@ -359,3 +362,39 @@ def test_default_needs_no_secret_and_builds_without_calling_anything(settings):
     assert checks.check_storage_settings(None) == []
     backend = storage.get_backend()
     assert backend.location == "https://account.blob.core.windows.net/registry"
+
+
+@pytest.mark.django_db
+def test_a_hung_identity_endpoint_is_bounded_by_the_storage_timeout(
+    settings, azurite_tls, identity, stocked, monkeypatch
+):
+    hung = threading.Event()
+
+    def answer_never(*args, **kwargs):
+        hung.wait(60)
+
+    # The endpoint accepts the connection and never answers.
+    monkeypatch.setattr(identity.server.RequestHandlerClass, "do_GET", answer_never)
+    use_identity(settings, azurite_tls, stocked)
+    settings.STORAGE_TIMEOUT = 2
+    started = time.monotonic()
+    try:
+        with pytest.raises(storage.StorageError, match="found no Azure identity"):
+            storage.scan_storage()
+    finally:
+        hung.set()
+    assert time.monotonic() - started < 30
+
+
+@pytest.mark.django_db
+def test_the_storage_page_shows_the_identity_sentence_not_an_error_page(
+    admin_client, settings, azurite_tls, identity, stocked
+):
+    identity.refuse = True
+    use_identity(settings, azurite_tls, stocked)
+    run = worker.run_now(usage.JOB_KIND)
+    assert run.state == Run.State.FAILED
+    assert "found no Azure identity" in run.error
+    page = admin_client.get(reverse("registry_admin:storage"))
+    assert page.status_code == 200
+    assert escape("The portal found no Azure identity to sign in with") in page.content.decode()
