@@ -282,6 +282,10 @@ STORAGE_FILESYSTEM_ROOT = str(_path("STORAGE_FILESYSTEM_ROOT", DATA_DIR / "regis
 STORAGE_TIMEOUT = env.float("STORAGE_TIMEOUT", default=30.0)
 # Linked manifests read at once while the listing goes on (the scan reads only those).
 STORAGE_READ_CONCURRENCY = env.int("STORAGE_READ_CONCURRENCY", default=8)
+# How the scan signs in to Azure: default (azure-identity's chain: managed identity, workload
+# identity, `az login`), key, connection_string or sas; empty: the first of those secrets set.
+AZURE_STORAGE_CREDENTIAL = env("AZURE_STORAGE_CREDENTIAL", default="")
+AZURE_STORAGE_SAS_TOKEN = env("AZURE_STORAGE_SAS_TOKEN", default="")
 # Azure: the portal's own names first, then the registry's REGISTRY_STORAGE_AZURE_* as fallbacks,
 # so one env file can serve both.
 AZURE_STORAGE_CONNECTION_STRING = env("AZURE_STORAGE_CONNECTION_STRING", default="")

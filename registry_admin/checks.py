@@ -10,6 +10,8 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.core.checks import Error, Warning, register
 
+from . import storage
+
 
 @register()
 def check_registry_settings(app_configs, **kwargs):
@@ -119,16 +121,17 @@ def check_storage_settings(app_configs, **kwargs):
             )
         ]
     if backend == "azure":
-        has_credentials = settings.AZURE_STORAGE_CONNECTION_STRING or (
-            settings.AZURE_STORAGE_ACCOUNT_NAME and settings.AZURE_STORAGE_ACCOUNT_KEY
-        )
         problems = []
-        if not has_credentials:
+        credential_problem = storage.azure_credential_problem(*storage.azure_credential_settings())
+        if credential_problem:
             problems.append(
                 Error(
-                    "STORAGE_BACKEND is 'azure' but no Azure credentials are set.",
-                    hint="Set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_NAME and "
-                    "AZURE_STORAGE_ACCOUNT_KEY (the registry's REGISTRY_STORAGE_AZURE_* also work).",
+                    "STORAGE_BACKEND is 'azure' but its credentials cannot work: "
+                    + credential_problem,
+                    hint="Set AZURE_STORAGE_CREDENTIAL=default with AZURE_STORAGE_ACCOUNT_NAME "
+                    "(a managed identity), or AZURE_STORAGE_CONNECTION_STRING, or "
+                    "AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY (the registry's "
+                    "REGISTRY_STORAGE_AZURE_* also work).",
                     id="oyster.E031",
                 )
             )

@@ -74,6 +74,8 @@ INDEX_MEDIA_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
 MANIFEST_ACCEPT = ", ".join([OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST])
 # The registry refuses `_catalog?n=` above 1000 (400 PAGINATION_NUMBER_INVALID).
 CATALOG_PAGE_SIZE = 1000
+# distribution 3.1's default `tags.maxtags`: a page size every 3.x release accepts by default.
+TAGS_PAGE_SIZE = 1000
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_CONFIG_BYTES = 8 * 1024 * 1024
 
@@ -324,14 +326,52 @@ class RegistryClient:
             names.extend(page)
         return names
 
-    def list_tags(self, repository):
-        """The repository's tags (unsorted: 2.8 ignores `n`/`last`); [] when it has none."""
+    def list_tags(self, repository, page_size=TAGS_PAGE_SIZE):
+        """The repository's tags, every page; [] when it has none.
+
+        2.8 ignores `n` and `last` and answers everything, unsorted. 3.x pages: it sends `Link`
+        whenever a page is full, may cap `n` at its `tags.maxtags` (3.1.1) or refuse a larger
+        one with 400 PAGINATION_NUMBER_INVALID (3.1.0), and ends with `{"tags": null}` after a
+        full last page. So ask for `page_size`, follow `Link` whatever size the registry chose,
+        and on that 400 ask once without `n` (every 3.x version then answers everything).
+        Recorded from the source: tests/distribution3/README.md.
+        """
         _require_name(repository)
-        response = self.check_response(
-            self.request("GET", f"/v2/{repository}/tags/list"), f"repository {repository}"
+        what = f"repository {repository}"
+        base = f"/v2/{repository}/tags/list"
+        path = f"{base}?n={max(1, int(page_size))}"
+        tags, seen_tags, seen_paths = [], set(), set()
+        while path and path not in seen_paths:
+            seen_paths.add(path)
+            response = self.request("GET", path)
+            if (
+                response.status_code == 400
+                and _error_code(response) == "PAGINATION_NUMBER_INVALID"
+                and len(seen_paths) == 1
+            ):
+                path = base
+                continue
+            self.check_response(response, what)
+            page = _json_object(response, f"tags of {repository}").get("tags") or []
+            for tag in page:
+                if isinstance(tag, str) and tag not in seen_tags:
+                    seen_tags.add(tag)
+                    tags.append(tag)
+            path = self._next_page_path(response, base)
+        return tags
+
+    def _next_page_path(self, response, base):
+        """The `Link: <…>; rel="next"` target when it stays on `base` of this registry."""
+        target = (response.links.get("next") or {}).get("url")
+        if not target:
+            return None
+        parts, ours = (
+            urlsplit(urljoin(self.base_url + base, target)),
+            urlsplit(self.base_url + base),
         )
-        tags = _json_object(response, f"tags of {repository}").get("tags") or []
-        return [tag for tag in tags if isinstance(tag, str)]
+        if (parts.scheme, parts.netloc, parts.path) != (ours.scheme, ours.netloc, ours.path):
+            return None
+        return f"{base}?{parts.query}" if parts.query else None
 
     def head_manifest(self, repository, reference):
         """The digest, media type and length of `repository:reference` without its body."""

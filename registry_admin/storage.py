@@ -179,6 +179,11 @@ class AzureStorage:
     Reference: https://learn.microsoft.com/python/api/azure-storage-blob/azure.storage.blob.containerclient
     The client is built once with explicit connect/read timeouts (the SDK's read default is
     sized for huge uploads) and a short retry policy, so an unreachable account fails in seconds.
+
+    `credential` picks how it signs in (AZURE_STORAGE_CREDENTIAL): `connection_string`, `key`,
+    `sas`, or `default`: azure-identity's DefaultAzureCredential chain (environment, workload
+    identity, managed identity, the developer's `az login`), so no secret lives in the portal's
+    settings. Empty picks the first of connection string, key and SAS that is set, as before.
     """
 
     kind = "azure"
@@ -193,11 +198,23 @@ class AzureStorage:
         root_directory="",
         timeout=30.0,
         retries=2,
+        credential="",
+        sas_token="",
+        token_credential=None,
     ):
         if not container:
             raise StorageError("AZURE_STORAGE_CONTAINER is not set: name the registry's container.")
         self.container = container
         self.prefix = root_directory.strip("/") + "/" if root_directory.strip("/") else ""
+        self.timeout = timeout
+        problem = azure_credential_problem(
+            credential, connection_string, account_name, account_key, account_url, sas_token
+        )
+        if problem:
+            raise StorageError(problem)
+        self.credential_kind = azure_credential_kind(
+            credential, connection_string, account_key, sas_token
+        )
         options = {
             "connection_timeout": timeout,
             "read_timeout": timeout,
@@ -205,26 +222,29 @@ class AzureStorage:
                 initial_backoff=1, increment_base=2, retry_total=retries, random_jitter_range=0
             ),
         }
+        url = account_url or f"https://{account_name}.blob.core.windows.net"
         try:
-            if connection_string:
+            if self.credential_kind == "connection_string":
                 self.client = ContainerClient.from_connection_string(
                     connection_string, container, **options
                 )
-            elif account_name and account_key:
-                url = account_url or f"https://{account_name}.blob.core.windows.net"
+            elif self.credential_kind == "key":
                 credential = {"account_name": account_name, "account_key": account_key}
                 self.client = ContainerClient(url, container, credential=credential, **options)
-            else:
-                raise StorageError(
-                    "Azure storage needs AZURE_STORAGE_CONNECTION_STRING, or "
-                    "AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY."
+            elif self.credential_kind == "sas":
+                self.client = ContainerClient(
+                    url, container, credential=sas_token.lstrip("?"), **options
                 )
+            else:
+                identity = _IdentityCredential(
+                    token_credential or _default_azure_credential(timeout)
+                )
+                self.client = ContainerClient(url, container, credential=identity, **options)
         except ValueError:
             raise StorageError(
                 "The Azure storage connection string or account URL is malformed: check "
                 "AZURE_STORAGE_CONNECTION_STRING / AZURE_STORAGE_ACCOUNT_URL."
             ) from None
-        self.timeout = timeout
 
     @property
     def location(self):
@@ -293,16 +313,22 @@ class AzureStorage:
         ):
             return StorageError(
                 f"Azure rejected the credentials for {where} ({code or 'authentication failed'}): "
-                "check AZURE_STORAGE_ACCOUNT_KEY or the connection string."
+                f"{_CREDENTIAL_HINTS[self.credential_kind]}"
             )
         if code == "AuthorizationFailure":
             # Azurite says this for a wrong key; Azure also for its firewall or network rules.
             return StorageError(
-                f"Azure rejected the credentials for {where} (AuthorizationFailure): check "
-                "AZURE_STORAGE_ACCOUNT_KEY or the connection string, and that the account's "
+                f"Azure rejected the credentials for {where} (AuthorizationFailure): "
+                f"{_CREDENTIAL_HINTS[self.credential_kind][:-1]}, and that the account's "
                 "network rules let this host in."
             )
         if code.startswith(_PERMISSION_CODES):
+            if self.credential_kind == "default":
+                return StorageError(
+                    f"Permission denied on {where} ({code}): give the portal's identity the "
+                    "Storage Blob Data Reader role on the container (role assignments can take "
+                    "a few minutes to apply)."
+                )
             return StorageError(
                 f"Permission denied on {where} ({code}): the credentials must be allowed to list "
                 "and read blobs."
@@ -322,6 +348,141 @@ class AzureStorage:
             f"Azure storage refused to {action} blobs in {where}"
             f" (HTTP {status}{', ' + code if code else ''})."
         )
+
+    def list_blob_types(self, prefix):
+        """(path, blob type) of every object under `prefix`: 'BlockBlob', 'AppendBlob', ...
+
+        Only the registry upgrade check needs this (the scan does not care how a blob is
+        stored); same listing, same errors as `list_entries`."""
+        strip = len(self.prefix)
+        pages = self.client.list_blobs(
+            name_starts_with=self.prefix + prefix, results_per_page=AZURE_PAGE_SIZE
+        )
+        try:
+            for blob in pages:
+                yield blob.name[strip:], str(getattr(blob.blob_type, "value", blob.blob_type))
+        except azure_exceptions.AzureError as exc:
+            raise self._error(exc, "list") from None
+
+
+_CREDENTIAL_HINTS = {
+    "connection_string": "check AZURE_STORAGE_CONNECTION_STRING.",
+    "key": "check AZURE_STORAGE_ACCOUNT_KEY.",
+    "sas": "check AZURE_STORAGE_SAS_TOKEN (its expiry, and that it allows read and list).",
+    "default": (
+        "the token of the portal's identity was refused: check that the managed identity "
+        "(or `az login` account) belongs to the storage account's tenant."
+    ),
+}
+AZURE_CREDENTIALS = tuple(_CREDENTIAL_HINTS)
+# Azure Storage's OAuth scope: the token is for the storage service, not for one account.
+STORAGE_SCOPE = "https://storage.azure.com/.default"
+
+
+def azure_credential_kind(credential="", connection_string="", account_key="", sas_token=""):
+    """What AZURE_STORAGE_CREDENTIAL names; empty: the first secret that is set, as before."""
+    credential = (credential or "").strip().lower()
+    if credential:
+        return credential
+    if connection_string:
+        return "connection_string"
+    if account_key:
+        return "key"
+    if sas_token:
+        return "sas"
+    return ""
+
+
+def azure_credential_problem(
+    credential="",
+    connection_string="",
+    account_name="",
+    account_key="",
+    account_url="",
+    sas_token="",
+):
+    """A sentence naming what to set when the Azure credential settings cannot work, else None."""
+    kind = azure_credential_kind(credential, connection_string, account_key, sas_token)
+    if kind == "":
+        return (
+            "Azure storage needs credentials: AZURE_STORAGE_CREDENTIAL=default (a managed "
+            "identity), or AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_NAME and "
+            "AZURE_STORAGE_ACCOUNT_KEY."
+        )
+    if kind not in AZURE_CREDENTIALS:
+        return (
+            f"AZURE_STORAGE_CREDENTIAL={str(credential)[:40]!r} is not supported: set it to "
+            "default, key, connection_string or sas."
+        )
+    if kind == "connection_string" and not connection_string:
+        return "AZURE_STORAGE_CREDENTIAL is connection_string: set AZURE_STORAGE_CONNECTION_STRING."
+    if kind != "connection_string" and not (account_name or account_url):
+        return (
+            f"AZURE_STORAGE_CREDENTIAL is {kind}: set AZURE_STORAGE_ACCOUNT_NAME (or "
+            "AZURE_STORAGE_ACCOUNT_URL) to the storage account."
+        )
+    if kind == "key" and not (account_name and account_key):
+        return (
+            "AZURE_STORAGE_CREDENTIAL is key: set AZURE_STORAGE_ACCOUNT_NAME and "
+            "AZURE_STORAGE_ACCOUNT_KEY."
+        )
+    if kind == "sas" and not sas_token:
+        return "AZURE_STORAGE_CREDENTIAL is sas: set AZURE_STORAGE_SAS_TOKEN."
+    if kind == "default" and account_url.lower().startswith("http://"):
+        # The SDK refuses to send a bearer token without TLS, so say it before any call.
+        return (
+            "AZURE_STORAGE_CREDENTIAL=default needs an https:// AZURE_STORAGE_ACCOUNT_URL: Azure "
+            "sends identity tokens over TLS only."
+        )
+    return None
+
+
+def _default_azure_credential(timeout):
+    # Imported here: azure-identity pulls in msal, which only this credential needs.
+    from azure.identity import DefaultAzureCredential
+
+    # The timeouts reach each credential's own HTTP pipeline (the managed identity endpoint)
+    # and the developer tools it may start (`az`), so a host without an identity fails fast.
+    return DefaultAzureCredential(
+        connection_timeout=timeout, read_timeout=timeout, process_timeout=timeout
+    )
+
+
+class _IdentityCredential:
+    """A token credential that turns the identity's own failures into a StorageError.
+
+    Without it a missing managed identity surfaces as the storage call's authentication error,
+    and the page would blame the storage account. The chain's message is logged, not shown:
+    it lists every credential it tried, which is for the operator's log, not the page.
+    """
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def get_token(self, *scopes, **kwargs):
+        return self._call(self.inner.get_token, scopes, kwargs)
+
+    def get_token_info(self, *scopes, **kwargs):
+        if not hasattr(self.inner, "get_token_info"):
+            return self._call(self.inner.get_token, scopes, {})
+        return self._call(self.inner.get_token_info, scopes, kwargs)
+
+    def _call(self, method, scopes, kwargs):
+        try:
+            return method(*scopes, **kwargs)
+        except azure_exceptions.AzureError as exc:
+            logger.warning("azure identity: no token: %s: %s", type(exc).__name__, exc)
+            raise StorageError(
+                "The portal found no Azure identity to sign in with "
+                "(AZURE_STORAGE_CREDENTIAL=default): turn on the app's managed identity "
+                "(App Service: Identity; set AZURE_CLIENT_ID for a user-assigned one), or "
+                "sign in with `az login` where the portal runs."
+            ) from None
+
+    def close(self):
+        close = getattr(self.inner, "close", None)
+        if close:
+            close()
 
 
 def _error_code(exc):
@@ -345,17 +506,21 @@ def configuration_problem():
     if kind == "azure":
         if not settings.AZURE_STORAGE_CONTAINER:
             return "AZURE_STORAGE_CONTAINER is not set: name the registry's blob container."
-        if not settings.AZURE_STORAGE_CONNECTION_STRING and not (
-            settings.AZURE_STORAGE_ACCOUNT_NAME and settings.AZURE_STORAGE_ACCOUNT_KEY
-        ):
-            return (
-                "Azure storage needs AZURE_STORAGE_CONNECTION_STRING, or "
-                "AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY."
-            )
-        return None
+        return azure_credential_problem(*azure_credential_settings())
     return (
         f"STORAGE_BACKEND={settings.STORAGE_BACKEND!r} is not supported: set it to "
         "'filesystem' or 'azure'."
+    )
+
+
+def azure_credential_settings():
+    return (
+        settings.AZURE_STORAGE_CREDENTIAL,
+        settings.AZURE_STORAGE_CONNECTION_STRING,
+        settings.AZURE_STORAGE_ACCOUNT_NAME,
+        settings.AZURE_STORAGE_ACCOUNT_KEY,
+        settings.AZURE_STORAGE_ACCOUNT_URL,
+        settings.AZURE_STORAGE_SAS_TOKEN,
     )
 
 
@@ -373,6 +538,8 @@ def get_backend():
             account_url=settings.AZURE_STORAGE_ACCOUNT_URL,
             root_directory=settings.AZURE_STORAGE_ROOT_DIRECTORY,
             timeout=settings.STORAGE_TIMEOUT,
+            credential=settings.AZURE_STORAGE_CREDENTIAL,
+            sas_token=settings.AZURE_STORAGE_SAS_TOKEN,
         )
     raise StorageError(
         f"STORAGE_BACKEND={settings.STORAGE_BACKEND!r} is not supported: set it to "

@@ -253,9 +253,9 @@ def production_env(tmp_path, **extra):
     )
 
 
-def registry_config_env(portal_url, env):
-    """The REGISTRY_NOTIFICATIONS_* lines `manage.py registry_config --url` prints, as a dict."""
-    result = manage(["registry_config", "--url", portal_url], env)
+def registry_config_env(portal_url, env, version="2"):
+    """The REGISTRY_* lines `manage.py registry_config --url` prints, as a dict."""
+    result = manage(["registry_config", "--url", portal_url, "--registry-version", version], env)
     assert result.returncode == 0, result.stderr
     _, _, env_text = result.stdout.partition("# Or as the registry's environment variables:")
     lines = [shlex.split(line)[0] for line in env_text.strip().splitlines()]
@@ -598,10 +598,13 @@ def run_guide_shell(script):
     return result.stdout
 
 
-def guide_app_settings(app_variable):
-    """The app settings the guide gives one web app, with its shell variables filled in."""
+def guide_app_settings(app_variable, skip=()):
+    """The app settings the guide gives one web app, with its shell variables filled in;
+    commands naming any of `skip` are left out (the other registry version's credentials)."""
     settings = {}
     for line in guide_shell_lines():
+        if any(name in line for name in skip):
+            continue
         if line.startswith("az webapp config appsettings set") and f'"${app_variable}"' in line:
             argv = run_guide_shell(f"set -- {line}; printf '%s\\0' \"$@\"").split("\0")
             for item in argv[argv.index("--settings") + 1 :]:
@@ -638,13 +641,60 @@ def test_guide_notification_endpoint_is_what_registry_config_prints():
     )
 
 
-def test_guide_registry_settings_match_the_registry_config_command(tmp_path):
+# Each registry version's credentials command in the guide names the setting only it has.
+GUIDE_REGISTRY_ONLY = {
+    "3": "REGISTRY_STORAGE_AZURE_CREDENTIALS_TYPE",
+    "2": "REGISTRY_STORAGE_AZURE_ACCOUNTKEY",
+}
+
+
+@pytest.mark.parametrize("version", ["3", "2"])
+def test_guide_registry_settings_match_the_registry_config_command(tmp_path, version):
     portal = guide_app_settings("portal_app")
     env = base_env(**portal, DATA_DIR=tmp_path)
-    printed = registry_config_env(f"https://{GUIDE_SHELL['portal_app']}.azurewebsites.net", env)
-    registry = guide_app_settings("registry_app")
-    given = {k: v for k, v in registry.items() if k.startswith("REGISTRY_NOTIFICATIONS_")}
-    assert given == printed
+    url = f"https://{GUIDE_SHELL['portal_app']}.azurewebsites.net"
+    printed = registry_config_env(url, env, version)
+    other = GUIDE_REGISTRY_ONLY["2" if version == "3" else "3"]
+    registry = guide_app_settings("registry_app", skip=[other])
+    assert other not in registry
+    expected = {
+        name: GUIDE_SHELL["storage_key"] if value == "<storage account key>" else value
+        for name, value in printed.items()
+    }
+    assert {name: registry.get(name) for name in expected} == expected
+    given = {
+        k for k in registry if k.startswith(("REGISTRY_NOTIFICATIONS_", "REGISTRY_STORAGE_AZURE_"))
+    }
+    assert given == {k for k in printed if k != "REGISTRY_STORAGE"}
+
+
+def test_guide_portal_reads_the_storage_with_its_identity_and_no_key():
+    portal = guide_app_settings("portal_app")
+    assert portal["AZURE_STORAGE_CREDENTIAL"] == "default"
+    assert portal["AZURE_STORAGE_ACCOUNT_NAME"] == GUIDE_SHELL["storage"]
+    secrets = {
+        "AZURE_STORAGE_ACCOUNT_KEY",
+        "AZURE_STORAGE_CONNECTION_STRING",
+        "AZURE_STORAGE_SAS_TOKEN",
+    }
+    assert not secrets & set(portal)
+    assert GUIDE_SHELL["storage_key"] not in "".join(portal.values())
+    text = " ".join(guide_shell_lines())
+    assert re.search(
+        r'--assignee-object-id "\$portal_identity"\s+--assignee-principal-type ServicePrincipal'
+        r'\s+--role "Storage Blob Data Reader"\s+'
+        r'--scope "\$storage_id/blobServices/default/containers/registry"',
+        text,
+    )
+    # registry:3 uses its own identity too; only 2.8 gets the key.
+    registry3 = guide_app_settings("registry_app", skip=[GUIDE_REGISTRY_ONLY["2"]])
+    assert registry3["REGISTRY_STORAGE_AZURE_CREDENTIALS_TYPE"] == "default_credentials"
+    assert GUIDE_SHELL["storage_key"] not in "".join(registry3.values())
+    assert re.search(
+        r'--assignee-object-id "\$registry_identity"\s+--assignee-principal-type ServicePrincipal'
+        r'\s+--role "Storage Blob Data Contributor"\s+--scope "\$storage_id"',
+        text,
+    )
 
 
 def test_guide_shares_the_htpasswd_file_and_points_each_app_at_the_other():

@@ -311,15 +311,16 @@ class RunningAzurite:
     account_key: str
     process: subprocess.Popen
     location: Path
+    scheme: str = "http"
 
     @property
     def account_url(self):
-        return f"http://127.0.0.1:{self.port}/{self.account_name}"
+        return f"{self.scheme}://127.0.0.1:{self.port}/{self.account_name}"
 
     @property
     def connection_string(self):
         return (
-            "DefaultEndpointsProtocol=http;"
+            f"DefaultEndpointsProtocol={self.scheme};"
             f"AccountName={self.account_name};AccountKey={self.account_key};"
             f"BlobEndpoint={self.account_url};"
         )
@@ -335,7 +336,10 @@ AZURITE_KEY = (
 )
 
 
-def start_azurite(location):
+def start_azurite(location, tls=None):
+    """Azurite on a free port; `tls=(cert_path, key_path)` serves HTTPS with OAuth checking on
+    (`--oauth basic`: bearer tokens are decoded and their audience, issuer and lifetime checked,
+    not their signature), which Azure's SDK needs before it sends a token."""
     require_binary(
         AZURITE_BINARY, "install it with npm: npm install --no-save azurite (see the Makefile)"
     )
@@ -355,6 +359,7 @@ def start_azurite(location):
             "--disableTelemetry",
             "--loose",
             "--silent",
+            *(["--cert", str(tls[0]), "--key", str(tls[1]), "--oauth", "basic"] if tls else []),
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
@@ -366,6 +371,7 @@ def start_azurite(location):
         account_key=AZURITE_KEY,
         process=process,
         location=Path(location),
+        scheme="https" if tls else "http",
     )
 
 

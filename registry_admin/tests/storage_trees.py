@@ -128,6 +128,8 @@ def upload_tree(container, root, prefix=""):
 def azure_settings(settings, azurite, container_name, root_directory="", **overrides):
     """Point the portal at `container_name` in `azurite` with account name + key + URL."""
     settings.STORAGE_BACKEND = "azure"
+    settings.AZURE_STORAGE_CREDENTIAL = ""
+    settings.AZURE_STORAGE_SAS_TOKEN = ""
     settings.AZURE_STORAGE_CONNECTION_STRING = ""
     settings.AZURE_STORAGE_ACCOUNT_NAME = azurite.account_name
     settings.AZURE_STORAGE_ACCOUNT_KEY = azurite.account_key

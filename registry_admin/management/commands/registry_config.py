@@ -2,13 +2,20 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from ...audit_forms import NotificationSettingsForm
-from ...registry_config import TOKEN_PLACEHOLDER, notification_config_texts
+from ...registry_config import (
+    AZURE_CREDENTIALS_TYPES,
+    TOKEN_PLACEHOLDER,
+    azure_storage_section,
+    config_path_note,
+    registry_config_texts,
+)
 
 
 class Command(BaseCommand):
     help = (
         "Print the registry's notification config for this portal: the config.yml section and "
-        "the same as REGISTRY_NOTIFICATIONS_* environment variables."
+        "the same as REGISTRY_NOTIFICATIONS_* environment variables; with STORAGE_BACKEND=azure "
+        "also the registry's storage.azure section for --registry-version 2 or 3."
     )
 
     def add_arguments(self, parser):
@@ -33,6 +40,23 @@ class Command(BaseCommand):
             help=f"Print {TOKEN_PLACEHOLDER} instead of NOTIFICATIONS_TOKEN.",
         )
 
+        parser.add_argument(
+            "--registry-version",
+            type=int,
+            choices=(2, 3),
+            default=2,
+            help="2: distribution 2.8 (registry:2); 3: distribution 3.x (registry:3), whose "
+            "Azure driver needs credentials.type and whose config path is "
+            "/etc/distribution/config.yml.",
+        )
+        parser.add_argument(
+            "--azure-credentials",
+            choices=AZURE_CREDENTIALS_TYPES,
+            default="default_credentials",
+            help="Registry 3 only: the Azure driver's credentials.type (default_credentials: the "
+            "registry app's managed identity; shared_key: the account key).",
+        )
+
     def handle(self, *args, **options):
         form = NotificationSettingsForm(
             {
@@ -49,9 +73,35 @@ class Command(BaseCommand):
                 "NOTIFICATIONS_TOKEN is not set: set it (the portal refuses deliveries without "
                 "it) or pass --hide-token."
             )
-        yaml_text, env_text = notification_config_texts(
-            form.cleaned_data["url"], token, ignore=form.ignore_block()
+        version = options["registry_version"]
+        storage_section = None
+        if (settings.STORAGE_BACKEND or "").strip().lower() == "azure":
+            if not (settings.AZURE_STORAGE_ACCOUNT_NAME and settings.AZURE_STORAGE_CONTAINER):
+                raise CommandError(
+                    "STORAGE_BACKEND is azure: set AZURE_STORAGE_ACCOUNT_NAME and "
+                    "AZURE_STORAGE_CONTAINER (the registry's account and container)."
+                )
+            if version == 2 and settings.AZURE_STORAGE_ACCOUNT_URL:
+                self.stderr.write(
+                    "Registry 2.8's Azure driver cannot use AZURE_STORAGE_ACCOUNT_URL: it always "
+                    "connects to https://ACCOUNT.blob.core.windows.net (or another realm)."
+                )
+            storage_section = azure_storage_section(
+                version,
+                settings.AZURE_STORAGE_ACCOUNT_NAME,
+                settings.AZURE_STORAGE_CONTAINER,
+                root_directory=settings.AZURE_STORAGE_ROOT_DIRECTORY,
+                service_url=settings.AZURE_STORAGE_ACCOUNT_URL if version == 3 else "",
+                credentials_type=options["azure_credentials"],
+            )
+        yaml_text, env_text = registry_config_texts(
+            form.cleaned_data["url"],
+            token,
+            ignore=form.ignore_block(),
+            version=version,
+            storage_section=storage_section,
         )
+        self.stdout.write(config_path_note(version))
         self.stdout.write("# In the registry's config.yml:")
         self.stdout.write(yaml_text)
         self.stdout.write("# Or as the registry's environment variables:")
