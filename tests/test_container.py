@@ -353,6 +353,9 @@ def test_the_login_page_works_over_plain_http_on_localhost(stack):
     # A Secure cookie would not come back over http: the POST would fail its CSRF check.
     assert response.status_code == 302, response.text[:2000]
     assert session.get(f"{stack['portal']}/", timeout=10).status_code == 200
+    # Django's admin renders with only the English message catalogs left in the image.
+    admin = session.get(f"{stack['portal']}/django-admin/", timeout=10)
+    assert admin.status_code == 200 and "Site administration" in admin.text
     stack["session"] = session
 
 
