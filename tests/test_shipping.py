@@ -115,10 +115,11 @@ def _merge_service(base, override):
     return result
 
 
-_INTERPOLATION = re.compile(
-    r"\$\$|\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
-    r"|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)"
-)
+# The innermost `${VAR...}` (its default holds no `$`), so nested defaults such as
+# `${A:-${B:-1}}` resolve from the inside out; `$VAR` and `$$` are handled after.
+_BRACED = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^${}]*))?\}")
+_BARE = re.compile(r"\$(?P<name>[A-Za-z_][A-Za-z0-9_]*)")
+_ESCAPED = "\0"
 
 
 class MissingVariable(Exception):
@@ -126,13 +127,11 @@ class MissingVariable(Exception):
 
 
 def interpolate(value, env):
-    """Compose's `${VAR}`, `${VAR:-default}`, `${VAR:?error}` and `$$` rules."""
+    """Compose's `${VAR}`, `${VAR:-default}` (nested too), `${VAR:?error}`, `$VAR` and `$$`."""
 
     def substitute(match):
-        if match.group(0) == "$$":
-            return "$"
-        name = match.group("braced") or match.group("bare")
-        op, arg, current = match.group("op"), match.group("arg"), env.get(name)
+        name, op, arg = match.group("name"), match.group("op"), match.group("arg")
+        current = env.get(name)
         if op == ":-":
             return current or arg
         if op == "-":
@@ -141,15 +140,28 @@ def interpolate(value, env):
             raise MissingVariable(f"{name}: {arg}")
         return current or ""
 
-    return _INTERPOLATION.sub(substitute, str(value))
+    text = str(value).replace("$$", _ESCAPED)
+    count = 1
+    while count:
+        text, count = _BRACED.subn(substitute, text)
+    text = _BARE.sub(lambda match: env.get(match.group("name")) or "", text)
+    return text.replace(_ESCAPED, "$")
 
 
 def interpolated_names(text):
-    return {
-        m.group("braced") or m.group("bare")
-        for m in _INTERPOLATION.finditer(text)
-        if m.group(0) != "$$"
+    text = text.replace("$$", "")
+    return set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", text)) | {
+        match.group("name") for match in _BARE.finditer(text)
     }
+
+
+def test_compose_interpolation_as_the_tests_read_it():
+    env = {"A": "a", "EMPTY": "", "B": "b"}
+    assert interpolate("${A}-$B-$$A-${MISSING:-d}-${EMPTY:-e}-${EMPTY-f}", env) == "a-b-$A-d-e-"
+    assert interpolate("${EMPTY:-${B:-1}}|${MISSING:-${MISSING2:-1}}|${A:-${B}}", env) == "b|1|a"
+    with pytest.raises(MissingVariable):
+        interpolate("${MISSING:?set it}", env)
+    assert interpolated_names("${A:-${B:-1}} $C $$D") == {"A", "B", "C"}
 
 
 def service_env(service, dotenv):
@@ -388,6 +400,55 @@ def test_startup_is_gated_on_health_checks(compose):
     assert services["portal"]["healthcheck"]["test"] == ["CMD", *dockerfile_healthcheck_command()]
     assert services["registry"]["healthcheck"]["test"][0] == "CMD"
     assert services["worker"]["healthcheck"] == {"disable": True}
+
+
+def dotenv_lines(text):
+    return dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", text, re.MULTILINE))
+
+
+HTTPS_SETTINGS = (
+    "SECURE_SSL_REDIRECT",
+    "SESSION_COOKIE_SECURE",
+    "CSRF_COOKIE_SECURE",
+    "TRUST_X_FORWARDED_PROTO",
+)
+
+
+def portal_https_view(compose, dotenv):
+    portal = compose["services"]["portal"]
+    env = service_env(portal, dotenv)
+    (port,) = portal["ports"]
+    return interpolate(port, dotenv), {name: env[name] for name in HTTPS_SETTINGS}
+
+
+def test_env_example_copied_as_is_gives_plain_http_on_loopback_only(compose):
+    dotenv = {**dotenv_lines(ENV_EXAMPLE.read_text()), **SAMPLE_DOTENV}
+    published, https = portal_https_view(compose, dotenv)
+    assert published == "127.0.0.1:8000:8000"
+    assert set(https.values()) == {"0"}
+    # The worker gets the same view of the settings.
+    worker = service_env(compose["services"]["worker"], dotenv)
+    assert {name: worker[name] for name in HTTPS_SETTINGS} == https
+
+
+def test_behind_tls_or_with_an_older_env_file_compose_stays_secure(compose):
+    example = {**dotenv_lines(ENV_EXAMPLE.read_text()), **SAMPLE_DOTENV}
+    published, https = portal_https_view(compose, {**example, "PORTAL_HTTPS": "1"})
+    assert set(https.values()) == {"1"}
+    # An .env from before PORTAL_ADDRESS and PORTAL_HTTPS: its own lines, secure by default.
+    older = {k: v for k, v in example.items() if k not in ("PORTAL_ADDRESS", "PORTAL_HTTPS")}
+    older = {k: v for k, v in older.items() if k not in HTTPS_SETTINGS}
+    published, https = portal_https_view(compose, older)
+    assert published == "0.0.0.0:8000:8000"
+    assert https == {
+        "SECURE_SSL_REDIRECT": "1",
+        "SESSION_COOKIE_SECURE": "1",
+        "CSRF_COOKIE_SECURE": "1",
+        "TRUST_X_FORWARDED_PROTO": "0",
+    }
+    # An older .env that turned the redirect off by hand (the README's old advice) still does.
+    published, https = portal_https_view(compose, {**older, "SECURE_SSL_REDIRECT": "0"})
+    assert https["SECURE_SSL_REDIRECT"] == "0" and https["SESSION_COOKIE_SECURE"] == "1"
 
 
 def test_every_variable_in_compose_and_the_azure_guide_is_documented():
