@@ -1086,6 +1086,39 @@ def test_other_commands_run_in_the_image_as_given(tmp_path):
     assert "System check identified" in result.stdout
 
 
+@pytest.mark.parametrize(
+    "name", ["data-file", "with space; rm -rf x", "new\nline", "ünïcode-$(id)", "x" * 200]
+)
+def test_web_names_a_data_dir_it_cannot_use_and_changes_nothing(tmp_path, name):
+    # The tests run as root, for whom every folder is writable: a file where the folder
+    # should be fails the same check (tests/test_container.py tries a root-owned folder).
+    blocker = tmp_path / name
+    blocker.write_text("not a folder")
+    env = production_env(tmp_path, PORT=free_port())
+    env["DATA_DIR"] = str(blocker / "data")
+    result = subprocess.run(
+        [str(ENTRYPOINT), "web"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert f"DATA_DIR {blocker / 'data'} is not writable by uid" in result.stderr
+    assert "chown -R" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert blocker.read_text() == "not a folder"
+    assert not Path(env["HTPASSWD_PATH"]).exists()
+
+
+def test_web_checks_the_service_password_before_printing_an_admin_password(tmp_path):
+    env = production_env(tmp_path, PORT=free_port())
+    env["REGISTRY_PASSWORD"] = "short"
+    result = subprocess.run(
+        [str(ENTRYPOINT), "web"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    assert "The password must be at least 12 characters long." in result.stderr
+    assert "Created admin" not in result.stdout + result.stderr
+    assert "Listening at" not in result.stdout + result.stderr
+
+
 def test_web_refuses_to_start_without_a_secret_key(tmp_path):
     env = production_env(tmp_path, PORT=free_port())
     del env["SECRET_KEY"]
