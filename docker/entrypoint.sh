@@ -77,8 +77,11 @@ worker_loop() {
     child=
     [ "$stopping" -eq 0 ] || break
     echo "run_worker exited with $status; restarting in 5 s" >&2
+    # In the background too, so a stop during the pause ends it at once.
     sleep 5 &
-    wait $! || true
+    child=$!
+    wait_until_gone "$child" || true
+    child=
   done
 }
 

@@ -1049,6 +1049,56 @@ def test_all_runs_web_and_worker_and_stops_on_sigterm(tmp_path):
         end_group(process)
 
 
+def run_worker_pids(group):
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError, ProcessLookupError):
+                cmdline = (proc / "cmdline").read_bytes()
+                if b"run_worker" in cmdline and os.getpgid(int(proc.name)) == group:
+                    pids.append(int(proc.name))
+    return pids
+
+
+def test_all_restarts_a_crashed_worker_and_a_stop_during_the_pause_ends_at_once(tmp_path):
+    port = free_port()
+    static_root = tmp_path / "static"
+    collect_static_as_the_dockerfile_does(static_root)
+    env = production_env(
+        tmp_path, SECURE_SSL_REDIRECT="0", STATIC_ROOT=static_root, PORT=port, GUNICORN_WORKERS=1
+    )
+    log_path = tmp_path / "all.log"
+    process = start_entrypoint("all", env, log_path)
+    try:
+        wait_healthy(port, process, log_path)
+        for crash in (1, 2):
+            wait_for(
+                lambda crash=crash: (
+                    log_path.read_text().count("Worker started") == crash
+                    and run_worker_pids(process.pid)
+                ),
+                timeout=60,
+                interval=0.2,
+                message=f"worker start {crash}",
+            )
+            for pid in run_worker_pids(process.pid):
+                os.kill(pid, signal.SIGKILL)
+            wait_for(
+                lambda crash=crash: log_path.read_text().count("restarting in 5 s") == crash,
+                timeout=30,
+                message="the restart notice",
+            )
+        # Stopped during the 5 s pause: no worker to wait for, and the pause's sleep is ended
+        # with it rather than left behind in the group.
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        assert "Shutting down: Master" in log_path.read_text()
+        with pytest.raises(ProcessLookupError):
+            os.killpg(process.pid, 0)
+    finally:
+        end_group(process)
+
+
 def test_worker_waits_for_the_web_side_to_migrate(tmp_path):
     env = production_env(tmp_path, WORKER_POLL_SECONDS="0.5")
     (tmp_path / "data").mkdir()
