@@ -144,7 +144,7 @@ def main():
         f"{load:.1f}. podman 4.3.1 (buildah 1.28), Docker format. Whole run "
         f"{time.monotonic() - started:.0f} s. Built on the stand-in base (Debian bookworm "
         f"minbase with Debian's Python 3.11.2, {mb(base_size)}), not the official "
-        "`python:3.11.13-slim-bookworm` (about 130 MB unpacked): the base's share differs on "
+        "`python:3.11.13-slim-bookworm` (about 130 MB by its published size, not measured here): the base's share differs on "
         "a real Docker build, and the registry binary is the stand-in's (Debian's 2.8.2); the "
         "rest is the same. Baseline: the Dockerfile of "
         f"`{args.baseline}`, built in the same run.",
