@@ -141,4 +141,5 @@ def test_a_redirect_on_the_registrys_own_host_is_followed():
     with server(answer) as (registry, seen):
         client = RegistryClient(registry, USER, PASSWORD, timeout=3, retries=0)
         assert client.list_tags("a") == ["v2"]
-    assert [r["path"] for r in seen] == ["/v2/a/tags/list", "/moved/tags"]
+    # The first request carries the page size (`?n=`); the redirect target is followed as given.
+    assert [r["path"].split("?")[0] for r in seen] == ["/v2/a/tags/list", "/moved/tags"]
