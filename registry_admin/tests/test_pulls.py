@@ -304,3 +304,59 @@ def test_unused_command_json_and_text_and_bad_days():
     for bad in ("-1", "999999"):
         with pytest.raises(CommandError):
             call_command("unused", "--days", bad, stdout=StringIO())
+
+
+@pytest.fixture
+def registry_down(settings):
+    from django.core.cache import cache
+
+    from .harness import free_port
+
+    settings.REGISTRY_URL = f"http://127.0.0.1:{free_port()}"
+    settings.REGISTRY_TIMEOUT = 1
+    cache.clear()
+
+
+def test_pages_show_and_sort_by_pulls(viewer_client, registry_down):
+    now = timezone.now()
+    _index("team/app", "old", D1, now - timedelta(days=3))
+    _index("team/app", "new", D2, now - timedelta(days=2))
+    _index("quiet/app", "v1", "sha256:" + "5" * 64, now - timedelta(days=2))
+    deliver(
+        event(tag="old", when=now - timedelta(hours=1), actor="carol"),
+        event(tag="old", when=now - timedelta(hours=2)),
+        event(tag="new", digest=D2, when=now - timedelta(hours=5)),
+    )
+    page = viewer_client.get("/repositories/?sort=pulled")
+    text = page.content.decode()
+    assert page.status_code == 200
+    assert "Last pulled" in text and "Pulls (30 d)" in text
+    assert text.index("team/app") < text.index("quiet/app")
+    by_name = viewer_client.get("/repositories/?sort=name").content.decode()
+    assert by_name.index("quiet/app") < by_name.index("team/app")
+
+    detail = viewer_client.get("/repositories/team/app/?sort=pulls").content.decode()
+    assert detail.index('data-tag="old"') < detail.index('data-tag="new"')
+    assert "by 2 users" in detail
+    by_last = viewer_client.get("/repositories/team/app/?sort=pulled").content.decode()
+    assert by_last.index('data-tag="old"') < by_last.index('data-tag="new"')
+
+    tag = viewer_client.get("/repositories/team/app/-/tags/old/").content.decode()
+    assert "Who pulls it" in tag
+    assert tag.index(">carol<") < tag.index(">bob<")
+
+
+def test_unused_page_for_viewers_and_bad_days(viewer_client, client):
+    now = timezone.now()
+    deliver(event(repository="other/x", when=now - timedelta(days=100)))
+    _index("team/app", "stale", D1, now - timedelta(days=60))
+    page = viewer_client.get("/unused/?days=30")
+    assert page.status_code == 200
+    assert b'data-tag="team/app:stale"' in page.content
+    assert b'data-tag="team/app:stale"' not in viewer_client.get("/unused/?days=90").content
+    for bad in ("-1", "x", "9" * 40, "<script>alert(1)</script>"):
+        answer = viewer_client.get("/unused/", {"days": bad})
+        assert answer.status_code == 400
+        assert b"<script>alert(1)" not in answer.content
+    client.logout()
+    assert client.get("/unused/").status_code == 302
