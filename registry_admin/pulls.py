@@ -354,6 +354,43 @@ def watching_since():
     )["first"]
 
 
+def last_pull_verdict(repository, days, now=None):
+    """For retention's "not pulled for `days` days": a function (tag, digest) -> (unused, why)
+    over one repository. Unused means no real pull of the tag or its digest within `days`;
+    never pulled, the push time counts instead; pushed before the portal watched (or at an
+    unknown time) and never pulled, only when the portal has watched for `days` already."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(days=days)
+    since = watching_since()
+    rows = PullCount.objects.filter(repository=repository, scope__in=[Scope.TAG, Scope.DIGEST])
+    last = {
+        (row["scope"], row["ref"]): row["last"]
+        for row in rows.values("scope", "ref").annotate(last=Max("last_pulled_at"))
+    }
+    pushed = dict(Tag.objects.filter(repository__name=repository).values_list("name", "pushed_at"))
+
+    def verdict(tag, digest):
+        found = [w for w in (last.get((Scope.TAG, tag)), last.get((Scope.DIGEST, digest))) if w]
+        if found:
+            latest = max(found)
+            age = (now - latest).days
+            if latest > cutoff:
+                return False, f"pulled {age} days ago, within {days} days"
+            return True, f"last pulled {age} days ago, not within {days} days"
+        push = pushed.get(tag)
+        if push is not None and since is not None and push >= since:
+            age = (now - push).days
+            if push > cutoff:
+                return False, f"never pulled, pushed {age} days ago, within {days} days"
+            return True, f"never pulled since its push {age} days ago"
+        if since is not None and since <= cutoff:
+            return True, f"not pulled since the portal started watching on {since:%Y-%m-%d}"
+        before = f"{since:%Y-%m-%d}" if since else "now"
+        return False, f"pushed before the portal watched: no pull data before {before}"
+
+    return verdict
+
+
 # --- The unused report ---------------------------------------------------------------------
 
 

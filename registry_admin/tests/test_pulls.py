@@ -360,3 +360,84 @@ def test_unused_page_for_viewers_and_bad_days(viewer_client, client):
         assert b"<script>alert(1)" not in answer.content
     client.logout()
     assert client.get("/unused/").status_code == 302
+
+
+def test_retention_not_pulled_for_days_with_the_reason_per_tag():
+    from registry_admin import index, retention
+    from registry_admin.models import RetentionRule
+
+    now = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
+    deliver(event(repository="other/x", when=now - timedelta(days=100)))  # watching since
+
+    def tag(name, pushed, n):
+        digest = f"sha256:{n:064x}"
+        index.upsert_tag("team/app", name, digest, pushed)
+        return digest
+
+    tag("pulled-recent", now - timedelta(days=90), 1)
+    tag("pulled-old", now - timedelta(days=90), 2)
+    tag("never-new", now - timedelta(days=10), 3)
+    tag("never-old", now - timedelta(days=50), 4)
+    tag("before", now - timedelta(days=150), 5)  # before the portal watched
+    by_digest = tag("by-digest", now - timedelta(days=90), 6)
+    deliver(
+        event(tag="pulled-recent", digest=f"sha256:{1:064x}", when=now - timedelta(days=5)),
+        event(tag="pulled-old", digest=f"sha256:{2:064x}", when=now - timedelta(days=60)),
+        event(tag="", digest=by_digest, when=now - timedelta(days=1)),
+    )
+    rule = RetentionRule(name="unpulled", repository_pattern="team/*", not_pulled_for_days=30)
+    rule.full_clean()
+    rule.save()
+    plan = retention.build_plan(now=now)
+    [repo] = plan.rules[0].repositories
+    decided = {d.tag: (d.action, d.reason) for d in repo.decisions}
+    assert decided["pulled-recent"] == (retention.KEEP, "pulled 5 days ago, within 30 days")
+    assert decided["pulled-old"] == (
+        retention.DELETE,
+        "last pulled 60 days ago, not within 30 days",
+    )
+    assert decided["never-new"] == (
+        retention.KEEP,
+        "never pulled, pushed 10 days ago, within 30 days",
+    )
+    assert decided["never-old"] == (retention.DELETE, "never pulled since its push 50 days ago")
+    assert decided["by-digest"][0] == retention.KEEP
+    assert decided["before"][0] == retention.DELETE
+    assert "not pulled since the portal started watching" in decided["before"][1]
+
+    rule.not_pulled_for_days = 200
+    rule.keep_latest = 0
+    rule.save()
+    decided = {
+        d.tag: (d.action, d.reason)
+        for d in retention.build_plan(now=now).rules[0].repositories[0].decisions
+    }
+    assert decided["before"][0] == retention.KEEP
+    assert "no pull data before" in decided["before"][1]
+    # Combined with another limit, both reasons show.
+    assert decided["never-old"][0] == retention.KEEP
+    assert "within 200 days" in decided["never-old"][1]
+    assert "not pulled for 200 days" in retention.describe_rule(rule)
+
+
+def test_a_rule_with_only_the_pull_limit_is_valid_and_hostile_days_are_refused(admin_client):
+    from registry_admin.models import RetentionRule
+
+    for bad in ("-3", "x", "99999999", "<script>"):
+        page = admin_client.post(
+            "/retention/new/",
+            {"name": "r", "repository_pattern": "*", "not_pulled_for_days": bad, "position": 1},
+        )
+        assert page.status_code in (200, 400)
+        assert not RetentionRule.objects.exists()
+    admin_client.post(
+        "/retention/new/",
+        {
+            "name": "r",
+            "repository_pattern": "*",
+            "not_pulled_for_days": "30",
+            "position": 1,
+            "enabled": "on",
+        },
+    )
+    assert RetentionRule.objects.get().not_pulled_for_days == 30
