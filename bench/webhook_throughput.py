@@ -47,6 +47,8 @@ GUNICORN = str(REPO_ROOT / ".venv" / "bin" / "gunicorn")
 PAYLOAD = REPO_ROOT / "registry_admin" / "tests" / "payloads" / "push-manifest-oci.json"
 TOKEN = "bench-token-" + "x" * 32
 WEBHOOK, NOOP, AUDIT_ONLY = "/api/registry/events", "/bench/noop", "/bench/audit-only"
+WITHOUT_PULLS = "/bench/without-pulls"
+PAYLOADS = REPO_ROOT / "registry_admin" / "tests" / "payloads"
 SECTION = "## webhook_throughput.py"
 
 
@@ -65,6 +67,70 @@ class Bodies:
         event["target"]["repository"] = f"bench/app-{self.made % 50}"
         self.made += 1
         return json.dumps(envelope).encode()
+
+
+class PullBurst:
+    """A cluster pulling images: per node, the real 2.8.2 events of one pull as containerd makes
+    it (HEAD of the tag, GET of the manifest by digest, then a GET per blob), each node its own
+    user and address. Manifest GETs are the events the pull counters act on; every one here
+    takes the look-back path (a GET by digest after a HEAD)."""
+
+    def __init__(self, blobs=3):
+        load = lambda name: json.loads((PAYLOADS / name).read_text())["events"][0]  # noqa: E731
+        self.head = load("pull-manifest-head.json")
+        self.get = load("pull-manifest-by-digest.json")
+        self.blob = load("pull-blob.json")
+        self.blobs = blobs
+        self.nodes = 0
+
+    def make_pull(self):
+        """The bodies of one node's pull, in order."""
+        self.nodes += 1
+        node, repository = self.nodes, f"bench/pulled-{self.nodes % 20}"
+        now = datetime.now(UTC).isoformat()
+        bodies = []
+        for template in [self.head, self.get] + [self.blob] * self.blobs:
+            event = json.loads(json.dumps(template))
+            event["id"] = str(uuid.uuid4())
+            event["timestamp"] = now
+            event["target"]["repository"] = repository
+            event["target"]["digest"] = self.get["target"]["digest"]
+            event["actor"] = {"name": f"node-{node % 200}"}
+            event["request"]["addr"] = f"10.1.{node % 250}.{node % 200}:{30000 + node % 30000}"
+            bodies.append(json.dumps({"events": [event]}).encode())
+        return bodies
+
+    def plan(self, requests):
+        bodies = []
+        while len(bodies) < requests:
+            bodies.extend(self.make_pull())
+        return [bodies[:requests]]
+
+
+def run_pull_phases(port, requests, rounds=2):
+    """The same kind of pull burst with and without the counters, alternated `rounds` times in
+    one server; per-event time is wall time / events, the ratio counters on / off."""
+    burst = PullBurst()
+    results = {WEBHOOK: [], WITHOUT_PULLS: []}
+    for _ in range(rounds):
+        for endpoint in (WITHOUT_PULLS, WEBHOOK):
+            plans = burst.plan(requests)
+            note_endpoint_ids(plans)
+            latencies, wall, statuses = send_all(port, endpoint, plans)
+            results[endpoint].append(
+                {"ms_per_event": 1000 * wall / len(latencies), **summary(latencies, wall, statuses)}
+            )
+    off = statistics.mean(r["ms_per_event"] for r in results[WITHOUT_PULLS])
+    on = statistics.mean(r["ms_per_event"] for r in results[WEBHOOK])
+    return {
+        "requests": requests,
+        "rounds": rounds,
+        "off": results[WITHOUT_PULLS],
+        "on": results[WEBHOOK],
+        "off_ms": off,
+        "on_ms": on,
+        "ratio": on / off,
+    }
 
 
 def send_all(port, path, plans):
@@ -240,12 +306,14 @@ def run_backend(quick):
         sequential = run_phase(port, bodies, 1, 300 if quick else 1000)
         audit_only = run_phase(port, bodies, 1, 300 if quick else 1000, endpoint=AUDIT_ONLY)
         concurrent = run_phase(port, bodies, 8, 800 if quick else 2000)
+        pull_burst = run_pull_phases(port, 250 if quick else 500)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(30)
     return {
         "database": database,
         "phases": [sequential, audit_only, concurrent],
+        "pulls": pull_burst,
         "check": count_check(env, bodies),
     }
 
@@ -330,6 +398,23 @@ def checks(results):
     return "\n".join(lines)
 
 
+def pull_table(results):
+    lines = [
+        "| database | events per phase x rounds | ms per event, counters off | ms per event, counters on | p50 ms off / on | p99 ms off / on | ratio on / off |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        p = result["pulls"]
+        p50 = [statistics.mean(r["p50_ms"] for r in p[k]) for k in ("off", "on")]
+        p99 = [statistics.mean(r["p99_ms"] for r in p[k]) for k in ("off", "on")]
+        lines.append(
+            f"| {result['database']} | {p['requests']} x {p['rounds']} | {p['off_ms']:.2f} | "
+            f"{p['on_ms']:.2f} | {p50[0]:.1f} / {p50[1]:.1f} | {p99[0]:.1f} / {p99[1]:.1f} | "
+            f"**{p['ratio']:.2f}** |"
+        )
+    return "\n".join(lines)
+
+
 def notes(results):
     """Sentences that read the table: the goal, and what the index handler costs."""
     lines = []
@@ -372,6 +457,15 @@ def write_readme(results, quick, elapsed):
             "",
             *notes(results),
             "",
+            "### Pull bursts with and without the pull counters",
+            "",
+            "One sender posts a cluster's pulls (per node: HEAD of the tag, GET of the manifest "
+            "by digest, 3 blob GETs; real 2.8.2 payloads, one user and address per node), "
+            "alternately to the webhook without the pull counters (the repository index "
+            "receiver only) and to the real webhook, in the same server. Goal: ratio <= 1.2.",
+            "",
+            pull_table(results),
+            "",
         ]
     )
     common.write_section(section, marker=MARKER)
@@ -408,6 +502,7 @@ def main():
             results.append(json.loads(out.read_text()))
             print(table(results[-1:]))
             print(checks(results[-1:]))
+            print(pull_table(results[-1:]))
     elapsed = time.monotonic() - started
     write_readme(results, args.quick, elapsed)
     print(f"bench/README.md updated ({elapsed:.0f} s)")

@@ -268,6 +268,17 @@ AUDIT_EXPORT_MAX_ROWS = env.int("AUDIT_EXPORT_MAX_ROWS", default=100_000)
 # Seconds between the worker's prunes of the audit log (0 turns the schedule off).
 AUDIT_PRUNE_INTERVAL = env.int("AUDIT_PRUNE_INTERVAL", default=24 * 3600)
 
+# --- Pull statistics ---
+# Accounts whose manifest GETs are not pulls (scanners, mirrors); the service account never counts.
+PULL_IGNORE_USERS = [name.strip() for name in env.list("PULL_IGNORE_USERS", default=[]) if name]
+# Case-insensitive substrings of user agents whose GETs are not pulls (e.g. trivy, clair).
+PULL_IGNORE_USER_AGENTS = [
+    agent.strip().lower() for agent in env.list("PULL_IGNORE_USER_AGENTS", default=[]) if agent
+]
+# What one GB (2**30 bytes) of blob storage costs per month, for the unused-images report.
+# Default: Azure Blob Storage, Hot tier, LRS, first 50 TB, pay-as-you-go (USD).
+STORAGE_PRICE_PER_GB_MONTH = env.float("STORAGE_PRICE_PER_GB_MONTH", default=0.018)
+
 # --- Background work ---
 SYNC_INTERVAL = env.int("SYNC_INTERVAL", default=600)
 SYNC_CONCURRENCY = env.int("SYNC_CONCURRENCY", default=8)

@@ -12,9 +12,12 @@ class RegistryAdminConfig(AppConfig):
             checks,  # noqa: F401  (registers the system checks)
             index,
             notifications,
+            pulls,
         )
         from .roles import ensure_groups
 
         post_migrate.connect(ensure_groups, sender=self)
         # The repository index follows the pushes and deletes the webhook stores.
         notifications.events_recorded.connect(index.on_events_recorded, dispatch_uid="index")
+        # Real pulls bump their counters in the same transaction.
+        notifications.events_recorded.connect(pulls.on_events_recorded, dispatch_uid="pulls")

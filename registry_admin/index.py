@@ -23,7 +23,7 @@ from django.db import transaction
 from django.db.models import Count, Exists, F, Func, Max, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
 
-from . import registry, worker
+from . import pulls, registry, worker
 from .models import AuditEvent, Manifest, Repository, Run, Tag
 from .references import DIGEST_RE, REPOSITORY_MAX_LENGTH, REPOSITORY_RE, TAG_RE
 
@@ -220,6 +220,7 @@ REPOSITORY_SORTS = {
     "push": ("Last push", [F("last_push_at").desc(nulls_last=True), F("name").asc()]),
     "size": ("Size", [F("total_size").desc(), F("name").asc()]),
     "tags": ("Tag count", [F("tag_count").desc(), F("name").asc()]),
+    "pulled": ("Last pull", [F("last_pulled_at").desc(nulls_last=True), F("name").asc()]),
 }
 TAG_SORTS = {
     "created": "Created (newest first)",
@@ -227,6 +228,8 @@ TAG_SORTS = {
     "-name": "Name (versions descending)",
     "size": "Size (largest first)",
     "pushed": "Last pushed (newest first)",
+    "pulled": "Last pulled (newest first)",
+    "pulls": "Pulls in 30 days (most first)",
 }
 MAX_FILTER_LENGTH = 255
 
@@ -240,6 +243,8 @@ def search_repositories(query="", sort="name", show_empty=False):
         # Names are lowercase by the registry's grammar: lowering the query is a case-insensitive
         # match that SQLite and PostgreSQL both answer with a plain LIKE.
         repositories = repositories.filter(name__contains=query.lower())
+    if sort == "pulled":
+        repositories = repositories.annotate(last_pulled_at=pulls.last_pull_subquery())
     return repositories.order_by(*REPOSITORY_SORTS.get(sort, REPOSITORY_SORTS["name"])[1])
 
 
@@ -290,6 +295,8 @@ class TagRow:
     manifest: Manifest | None
     siblings: list
     group: int
+    # pulls.PullStats of the tag (None: never pulled since the portal watched).
+    pull_stats: object = None
 
     @property
     def shared(self):
@@ -329,6 +336,9 @@ _SORT_COLUMNS = {
     "size": "manifest__size",
     "name": None,
     "-name": None,
+    # From the pull counters, not a Tag column (see tag_page).
+    "pulled": None,
+    "pulls": None,
 }
 
 
@@ -339,6 +349,11 @@ def tag_page(repository, sort="created", query="", page_number=1, per_page=100):
     sort = sort if sort in _SORT_COLUMNS else "created"
     columns = ["pk", "name", "digest"] + ([_SORT_COLUMNS[sort]] if _SORT_COLUMNS[sort] else [])
     keys = list(Tag.objects.filter(repository=repository).values_list(*columns))
+    stats = pulls.stats(pulls.Scope.TAG, repository.name)
+    if sort == "pulled":
+        keys = [(*key, getattr(stats.get(key[1]), "last_pulled_at", None)) for key in keys]
+    elif sort == "pulls":
+        keys = [(*key, getattr(stats.get(key[1]), "recent_pulls", 0)) for key in keys]
     by_digest = {}
     for _, name, digest, *_ in keys:
         by_digest.setdefault(digest, []).append(name)
@@ -358,7 +373,15 @@ def tag_page(repository, sort="created", query="", page_number=1, per_page=100):
             continue
         siblings = sorted((n for n in by_digest[digest] if n != name), key=tag_name_key)
         group = groups.setdefault(digest, len(groups)) if siblings else -1
-        rows.append(TagRow(tag=tag, manifest=tag.manifest, siblings=siblings, group=group))
+        rows.append(
+            TagRow(
+                tag=tag,
+                manifest=tag.manifest,
+                siblings=siblings,
+                group=group,
+                pull_stats=stats.get(name),
+            )
+        )
     page.object_list = rows
     return page
 
@@ -366,7 +389,7 @@ def tag_page(repository, sort="created", query="", page_number=1, per_page=100):
 def _tag_sorter(sort):
     if sort in ("name", "-name"):
         return lambda key: tag_name_key(key[1])
-    if sort == "size":
+    if sort in ("size", "pulls"):
         return lambda key: (-(key[3] or 0), key[2], natural_key(key[1]))
     return lambda key: (-_timestamp(key[3]), key[2], natural_key(key[1]))
 

@@ -37,6 +37,7 @@ from django.utils.dateparse import parse_datetime
 
 from .audit import clean_text, target_kind
 from .models import AuditEvent, RejectedDelivery
+from .pulls import is_own_read
 
 logger = logging.getLogger(__name__)
 
@@ -146,6 +147,7 @@ def parse_event(item):
     if not repository:
         raise EventError(f"no target.repository (id {event_id[:80]})")
 
+    actor = _text(_object(item, "actor", event_id), "name")
     media_type = _text(target, "mediaType")
     tag = _text(target, "tag")
     digest = _text(target, "digest")
@@ -161,14 +163,15 @@ def parse_event(item):
         action=action,
         kind=kind,
         is_head=is_head,
-        noise=is_head or kind == AuditEvent.Kind.BLOB,
+        # The portal's own reads (reconcile, detail fetches) are noise too.
+        noise=is_head or kind == AuditEvent.Kind.BLOB or is_own_read(action, actor),
         repository=repository,
         from_repository=_text(target, "fromRepository"),
         tag=tag,
         digest=digest,
         media_type=media_type,
         size=_size(target),
-        actor=_text(_object(item, "actor", event_id), "name"),
+        actor=actor,
         request_id=_text(request, "id"),
         request_addr=_text(request, "addr"),
         request_host=_text(request, "host"),

@@ -20,13 +20,14 @@ How a tag's age is defined (README "Deleting tags and garbage collection"):
 image still get a fixed order.
 """
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.utils import timezone
 
-from . import audit, deletes, registry
+from . import audit, deletes, pulls, registry
 from .models import Manifest, Repository, RetentionRule, Tag
 
 logger = logging.getLogger(__name__)
@@ -123,6 +124,8 @@ def describe_rule(rule):
         parts.append(f"delete only tags older than {rule.delete_older_than_days} days")
     else:
         parts.append("delete the rest")
+    if getattr(rule, "not_pulled_for_days", None) is not None:
+        parts.append(f"only tags not pulled for {rule.not_pulled_for_days} days")
     return f"{rule.repository_pattern}: " + "; ".join(parts)
 
 
@@ -176,6 +179,7 @@ def build_plan(rules=None, now=None, live=None):
             }
         for repo_id, name, rule_plan in batch:
             decisions = decide(rule_plan.rule, tags_by_repo.get(repo_id, []), now)
+            decisions = limit_by_last_pull(rule_plan.rule, name, decisions, now)
             rule_plan.repositories.append(RepositoryPlan(repository=name, decisions=decisions))
     return Plan(rules=plans, now=now)
 
@@ -240,6 +244,30 @@ def decide(rule, tags, now):
     # Shown newest first, unknown ages on top (the sort is stable: ties keep the order above).
     decisions.sort(key=lambda d: d.age_at or datetime.max.replace(tzinfo=UTC), reverse=True)
     return decisions
+
+
+def limit_by_last_pull(rule, repository, decisions, now):
+    """The rule's "not pulled for D days": a tag the other limits would delete is kept when it
+    (or its image, by digest) had a real pull within D days, or, never pulled, was pushed
+    within D days; the reason says which. See `pulls.last_pull_verdict`."""
+    days = getattr(rule, "not_pulled_for_days", None)
+    if days is None:
+        return decisions
+    verdict = pulls.last_pull_verdict(repository, days, now)
+    limited = []
+    for decision in decisions:
+        if decision.action != DELETE:
+            limited.append(decision)
+            continue
+        unused, why = verdict(decision.tag, decision.digest)
+        limited.append(
+            dataclasses.replace(
+                decision,
+                action=DELETE if unused else KEEP,
+                reason=f"{decision.reason}; {why}" if unused and decision.reason else why,
+            )
+        )
+    return limited
 
 
 def _judge(rule, rank, age_at, now, cutoff):

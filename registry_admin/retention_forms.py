@@ -21,6 +21,7 @@ class RetentionRuleForm(forms.ModelForm):
             "keep_latest",
             "keep_regex",
             "delete_older_than_days",
+            "not_pulled_for_days",
             "position",
             "enabled",
         ]
@@ -29,6 +30,7 @@ class RetentionRuleForm(forms.ModelForm):
             "keep_latest": "Keep the newest N tags",
             "keep_regex": "Always keep tags matching",
             "delete_older_than_days": "Delete only tags older than (days)",
+            "not_pulled_for_days": "Delete only tags not pulled for (days)",
             "position": "Order",
         }
         help_texts = {

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import audit, dashboard, repositories, runs, users, webhooks
+from .views import audit, dashboard, repositories, runs, unused, users, webhooks
 from .views import deletes as delete_views
 from .views import retention as retention_views
 from .views import storage as storage_views
@@ -19,6 +19,7 @@ urlpatterns = [
         name="manifest",
     ),
     path("repositories/<path:name>/", repositories.repository_detail, name="repository"),
+    path("unused/", unused.unused_report, name="unused"),
     path("users/", users.users, name="users"),
     path("users/new/", users.user_create, name="user-create"),
     path("users/password/", users.user_password, name="user-password"),

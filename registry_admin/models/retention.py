@@ -106,6 +106,13 @@ class RetentionRule(models.Model):
         validators=[MaxValueValidator(36_500)],
         help_text="Only delete tags older than this many days (empty: any age).",
     )
+    not_pulled_for_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(36_500)],
+        help_text="Only delete tags nobody pulled for this many days (never pulled: counted "
+        "from the push; empty: pulls do not matter).",
+    )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -119,9 +126,14 @@ class RetentionRule(models.Model):
 
     def clean(self):
         super().clean()
-        if self.keep_latest is None and self.delete_older_than_days is None:
+        if (
+            self.keep_latest is None
+            and self.delete_older_than_days is None
+            and self.not_pulled_for_days is None
+        ):
             raise ValidationError(
-                "Set “keep the newest N tags”, “delete tags older than D days”, or both: "
+                "Set “keep the newest N tags”, “delete tags older than D days”, “not pulled "
+                "for D days”, or several: "
                 "a rule with neither would delete every tag not matching the regex.",
                 code="no_limit",
             )

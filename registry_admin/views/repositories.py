@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.paginator import Paginator
 from django.shortcuts import render
 
-from .. import image_details, index, registry, usage, worker
+from .. import image_details, index, pulls, registry, usage, worker
 from ..models import Manifest, Repository, Tag
 
 REPOSITORIES_PER_PAGE = 50
@@ -53,6 +53,9 @@ def repository_list(request):
         filters.get("q", ""), filters.get("sort") or "name", filters.get("empty", False)
     )
     page = Paginator(repositories, REPOSITORIES_PER_PAGE).get_page(request.GET.get("page"))
+    stats = pulls.stats(pulls.Scope.REPOSITORY, repositories=[r.name for r in page.object_list])
+    for repository in page.object_list:
+        repository.pull_stats = stats.get(repository.name)
     return render(
         request,
         "registry_admin/repositories/list.html",
@@ -136,6 +139,8 @@ def _image_page(request, name, reference, indexed_tag):
             "error": error,
             "missing": missing,
             "registry_host": host,
+            "pullers": pulls.pullers(name, reference) if registry.is_valid_tag(reference) else [],
+            "digest_pulls": pulls.stats(pulls.Scope.DIGEST, name, [digest]).get(digest),
         },
     )
 

@@ -1,0 +1,633 @@
+"""Who pulls what: real pulls counted per repository, tag and digest, and what is unused.
+
+The registry sends a `pull` event for every manifest and blob request, HEAD included, and the
+portal's own reconcile and detail fetches read manifests as its service account. Only some of
+those are someone using an image. A **real pull** here is:
+
+- a `GET` of a manifest (by tag or by digest): a `HEAD` is a check ("is it still there?"), blob
+  requests are the layers of a pull already counted;
+- by anyone but the portal's service account (`REGISTRY_USERNAME`), the accounts in
+  `PULL_IGNORE_USERS` and clients whose user agent contains one of `PULL_IGNORE_USER_AGENTS`;
+- not the per-platform child of an index the same client has just pulled: a multi-platform
+  pull counts once, for the tag (and the index's digest).
+
+Clients that resolve a tag with a `HEAD` and then `GET` the manifest by digest (containerd,
+docker) have that GET counted for the tag they resolved. Both look-backs read the audit log's
+manifest events of the same repository and user, from the same address, at most
+`CHAIN_SECONDS` before the event: so a count is a function of the audit log alone, and
+`rebuild()` reproduces the live counters.
+
+Counters (`PullCount`: one row per scope, repository, tag or digest, user and UTC day) are
+bumped by `on_events_recorded`, a receiver of the webhook's `events_recorded` signal, inside its
+transaction: one upsert statement per delivery that holds a real pull, nothing for the rest.
+"""
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from django.conf import settings
+from django.db import connection, transaction
+from django.db.models import Count, Max, Min, OuterRef, Q, Subquery, Sum
+from django.utils import timezone
+
+from .models import AuditEvent, Manifest, PullCount, RepositoryStorage, StorageSnapshot, Tag
+
+logger = logging.getLogger(__name__)
+
+Scope = PullCount.Scope
+# How far back a GET by digest looks for the HEAD of a tag or the index pull it belongs to.
+# Clients fetch every manifest of one pull within seconds, before any layer.
+CHAIN_SECONDS = 120
+INDEX_MEDIA_TYPES = frozenset(
+    {
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+    }
+)
+RECENT_DAYS = 30
+GIB = 1024**3
+# Events a rebuild reads per query.
+REBUILD_CHUNK = 5000
+
+
+# --- What counts --------------------------------------------------------------------------
+
+
+def is_own_read(action, actor):
+    """A pull by the portal's service account: its reconcile and detail fetches, which the audit
+    log's default view leaves out."""
+    return action == "pull" and bool(actor) and actor == settings.REGISTRY_USERNAME
+
+
+def is_ignored_client(actor, useragent):
+    if actor and (actor == settings.REGISTRY_USERNAME or actor in settings.PULL_IGNORE_USERS):
+        return True
+    agent = (useragent or "").lower()
+    return any(part in agent for part in settings.PULL_IGNORE_USER_AGENTS)
+
+
+def _is_manifest_get(event):
+    return (
+        event.source == AuditEvent.Source.REGISTRY
+        and event.action == "pull"
+        and event.kind == AuditEvent.Kind.MANIFEST
+        and event.request_method == "GET"
+        and bool(event.digest or event.tag)
+    )
+
+
+def _client_host(addr):
+    """The address without its port: `[::1]:5000` -> `::1`, `10.0.0.1:3411` -> `10.0.0.1`."""
+    host = addr.rpartition(":")[0] if ":" in addr else addr
+    return host.strip("[]")
+
+
+def classify(event):
+    """The tag a real pull counts for ("" for a pull by digest of no resolved tag), or None
+    when the event is not a real pull."""
+    if not _is_manifest_get(event) or is_ignored_client(event.actor, event.request_useragent):
+        return None
+    if event.tag:
+        return event.tag
+    earlier = (
+        AuditEvent.objects.filter(
+            repository=event.repository,
+            actor=event.actor,
+            action="pull",
+            kind=AuditEvent.Kind.MANIFEST,
+            timestamp__gte=event.timestamp - timedelta(seconds=CHAIN_SECONDS),
+            timestamp__lte=event.timestamp,
+        )
+        .filter(Q(timestamp__lt=event.timestamp) | Q(timestamp=event.timestamp, id__lt=event.pk))
+        .order_by("-timestamp", "-id")
+        .values_list("request_addr", "request_method", "tag", "digest", "media_type", "raw")[:200]
+    )
+    host = _client_host(event.request_addr)
+    resolved = ""
+    for addr, method, tag, digest, media_type, raw in earlier:
+        if _client_host(addr) != host:
+            continue
+        if method == "GET" and media_type in INDEX_MEDIA_TYPES and digest != event.digest:
+            if event.digest in _children(digest, raw):
+                return None
+        elif method == "HEAD" and tag and digest == event.digest and not resolved:
+            resolved = tag
+    return resolved
+
+
+def _children(digest, raw):
+    """The child manifests of an index pull: the event's `references` (the registry sends them
+    with `includereferences`), else the platforms the index has read."""
+    try:
+        references = json.loads(raw).get("target", {}).get("references") or []
+        found = {r.get("digest") for r in references if isinstance(r, dict)}
+    except (ValueError, AttributeError):
+        found = set()
+    if not found:
+        manifest = Manifest.objects.filter(digest=digest).values_list("platforms", flat=True)
+        for platforms in manifest[:1]:
+            found = {p.get("digest") for p in platforms or [] if isinstance(p, dict)}
+    return found
+
+
+def _keys(event, tag):
+    day = event.timestamp.astimezone(UTC).date()
+    keys = [(Scope.REPOSITORY, event.repository, "", event.actor, day)]
+    if tag:
+        keys.append((Scope.TAG, event.repository, tag, event.actor, day))
+    if event.digest:
+        keys.append((Scope.DIGEST, event.repository, event.digest, event.actor, day))
+    return keys
+
+
+def count_events(events, totals=None):
+    """{key: [pulls, last_pulled_at]} for the real pulls among `events` (added to `totals`)."""
+    totals = {} if totals is None else totals
+    for event in events:
+        tag = classify(event)
+        if tag is None:
+            continue
+        for key in _keys(event, tag):
+            entry = totals.get(key)
+            if entry is None:
+                totals[key] = [1, event.timestamp]
+            else:
+                entry[0] += 1
+                entry[1] = max(entry[1], event.timestamp)
+    return totals
+
+
+# --- Keeping the counters ------------------------------------------------------------------
+
+
+def on_events_recorded(sender, events, **kwargs):
+    """Receiver of `notifications.events_recorded`: bump the counters of the real pulls."""
+    # Most events of a pull burst are blob requests: leave before any query.
+    pulls = [event for event in events if _is_manifest_get(event)]
+    if pulls:
+        add(count_events(pulls))
+
+
+def add(totals):
+    """Add `totals` ({key: [pulls, last]}) to the counters: one upsert statement, because the
+    ORM's upsert can only overwrite a column, not add to it."""
+    if not totals:
+        return
+    table = connection.ops.quote_name(PullCount._meta.db_table)
+    ops = connection.ops
+    rows, params = [], []
+    for (scope, repository, ref, actor, day), (pulls, last) in totals.items():
+        rows.append("(%s, %s, %s, %s, %s, %s, %s)")
+        params += [
+            str(scope),
+            repository,
+            ref,
+            actor,
+            ops.adapt_datefield_value(day),
+            pulls,
+            ops.adapt_datetimefield_value(last),
+        ]
+    # Only the table name and placeholders are formatted in; every value is a parameter.
+    sql = (
+        f"INSERT INTO {table} (scope, repository, ref, actor, day, pulls, last_pulled_at) "  # noqa: S608
+        f"VALUES {', '.join(rows)} "
+        "ON CONFLICT (scope, repository, ref, actor, day) DO UPDATE SET "
+        f"pulls = {table}.pulls + excluded.pulls, "
+        f"last_pulled_at = CASE WHEN excluded.last_pulled_at > {table}.last_pulled_at "
+        f"THEN excluded.last_pulled_at ELSE {table}.last_pulled_at END"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+
+
+def _candidates():
+    return AuditEvent.objects.filter(
+        source=AuditEvent.Source.REGISTRY,
+        action="pull",
+        kind=AuditEvent.Kind.MANIFEST,
+        request_method="GET",
+    ).order_by("id")
+
+
+def _count_from(after_id, totals, progress=None):
+    """Count the candidate events with id > after_id into `totals`; the last id read."""
+    last = after_id
+    while True:
+        chunk = list(_candidates().filter(id__gt=last)[:REBUILD_CHUNK])
+        if not chunk:
+            return last
+        count_events(chunk, totals)
+        last = chunk[-1].pk
+        if progress:
+            progress(last)
+
+
+def rebuild(progress=None):
+    """Recompute every counter from the audit log; returns (events read up to id, rows).
+
+    The bulk is counted outside any transaction; then, in one, the events that arrived
+    meanwhile are counted too and the table is replaced, so no live pull is lost or doubled.
+    """
+    totals = {}
+    last = _count_from(0, totals, progress)
+    with transaction.atomic():
+        _lock_counters()
+        last = _count_from(last, totals)
+        PullCount.objects.all().delete()
+        PullCount.objects.bulk_create(
+            [
+                PullCount(
+                    scope=scope,
+                    repository=repository,
+                    ref=ref,
+                    actor=actor,
+                    day=day,
+                    pulls=pulls,
+                    last_pulled_at=when,
+                )
+                for (scope, repository, ref, actor, day), (pulls, when) in totals.items()
+            ],
+            batch_size=1000,
+        )
+    return last, len(totals)
+
+
+def _lock_counters():
+    """Hold off the webhook's counter writes until this transaction ends, so no delivery
+    commits between counting the newest events and replacing the table. SQLite: transactions
+    begin IMMEDIATE (settings), which already holds the database's write lock."""
+    if connection.vendor == "postgresql":
+        table = connection.ops.quote_name(PullCount._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
+    else:
+        # Any write statement takes SQLite's write lock, even one that matches no row.
+        PullCount.objects.filter(pk=-1).delete()
+
+
+def snapshot_counters():
+    """Every counter as {key: (pulls, last_pulled_at)}: what tests and the command compare."""
+    return {
+        (row.scope, row.repository, row.ref, row.actor, row.day): (row.pulls, row.last_pulled_at)
+        for row in PullCount.objects.all()
+    }
+
+
+# --- Reading them --------------------------------------------------------------------------
+
+
+@dataclass
+class PullStats:
+    last_pulled_at: datetime | None = None
+    recent_pulls: int = 0
+    pullers: int = 0
+
+
+def recent_since(now=None):
+    """The first UTC day of the "last 30 days" window (today included)."""
+    return (now or timezone.now()).astimezone(UTC).date() - timedelta(days=RECENT_DAYS - 1)
+
+
+def stats(scope, repository=None, refs=None, repositories=None):
+    """{ref or repository: PullStats} for the given refs of one repository, or (scope
+    repository) for the given repository names."""
+    rows = PullCount.objects.filter(scope=scope)
+    if repositories is not None:
+        rows = rows.filter(repository__in=list(repositories))
+        group = "repository"
+    else:
+        rows = rows.filter(repository=repository)
+        if refs is not None:
+            rows = rows.filter(ref__in=list(refs))
+        group = "ref"
+    since = recent_since()
+    result = {}
+    for row in rows.values(group).annotate(
+        last=Max("last_pulled_at"),
+        recent=Sum("pulls", filter=Q(day__gte=since)),
+        pullers=Count("actor", distinct=True),
+    ):
+        result[row[group]] = PullStats(row["last"], row["recent"] or 0, row["pullers"])
+    return result
+
+
+def last_pull_subquery(scope=Scope.REPOSITORY, repository_ref="name"):
+    """The newest pull of each repository, for annotating and sorting Repository rows."""
+    return Subquery(
+        PullCount.objects.filter(scope=scope, repository=OuterRef(repository_ref), ref="")
+        .order_by("-last_pulled_at")
+        .values("last_pulled_at")[:1]
+    )
+
+
+@dataclass
+class Puller:
+    actor: str
+    last_pulled_at: datetime
+    pulls: int
+    recent_pulls: int
+
+
+def pullers(repository, tag):
+    """Who pulled `repository:tag`, most recent first."""
+    since = recent_since()
+    rows = (
+        PullCount.objects.filter(scope=Scope.TAG, repository=repository, ref=tag)
+        .values("actor")
+        .annotate(
+            last=Max("last_pulled_at"),
+            total=Sum("pulls"),
+            recent=Sum("pulls", filter=Q(day__gte=since)),
+        )
+        .order_by("-last", "actor")
+    )
+    return [Puller(r["actor"], r["last"], r["total"], r["recent"] or 0) for r in rows]
+
+
+def watching_since():
+    """When the portal started seeing the registry's events: the oldest one it keeps."""
+    return AuditEvent.objects.filter(source=AuditEvent.Source.REGISTRY).aggregate(
+        first=Min("timestamp")
+    )["first"]
+
+
+def last_pull_verdict(repository, days, now=None):
+    """For retention's "not pulled for `days` days": a function (tag, digest) -> (unused, why)
+    over one repository. Unused means no real pull of the tag or its digest within `days`;
+    never pulled, the push time counts instead; pushed before the portal watched (or at an
+    unknown time) and never pulled, only when the portal has watched for `days` already."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(days=days)
+    since = watching_since()
+    rows = PullCount.objects.filter(repository=repository, scope__in=[Scope.TAG, Scope.DIGEST])
+    last = {
+        (row["scope"], row["ref"]): row["last"]
+        for row in rows.values("scope", "ref").annotate(last=Max("last_pulled_at"))
+    }
+    pushed = dict(Tag.objects.filter(repository__name=repository).values_list("name", "pushed_at"))
+
+    def verdict(tag, digest):
+        found = [w for w in (last.get((Scope.TAG, tag)), last.get((Scope.DIGEST, digest))) if w]
+        if found:
+            latest = max(found)
+            age = (now - latest).days
+            if latest > cutoff:
+                return False, f"pulled {age} days ago, within {days} days"
+            return True, f"last pulled {age} days ago, not within {days} days"
+        push = pushed.get(tag)
+        if push is not None and since is not None and push >= since:
+            age = (now - push).days
+            if push > cutoff:
+                return False, f"never pulled, pushed {age} days ago, within {days} days"
+            return True, f"never pulled since its push {age} days ago"
+        if since is not None and since <= cutoff:
+            return True, f"not pulled since the portal started watching on {since:%Y-%m-%d}"
+        before = f"{since:%Y-%m-%d}" if since else "now"
+        return False, f"pushed before the portal watched: no pull data before {before}"
+
+    return verdict
+
+
+# --- The unused report ---------------------------------------------------------------------
+
+
+@dataclass
+class UnusedTag:
+    repository: str
+    tag: str
+    digest: str
+    last_pulled: datetime | None
+    pushed: datetime | None
+    # "unused", or "no_data": pushed before the portal watched and not pulled since.
+    status: str
+    unique_bytes: int | None
+    monthly_cost: float | None
+
+    def as_json(self, no_data_before):
+        return {
+            "repository": self.repository,
+            "tag": self.tag,
+            "digest": self.digest,
+            "status": self.status,
+            "last_pulled": _iso(self.last_pulled),
+            "pushed": _iso(self.pushed),
+            "no_data_before": _iso(no_data_before) if self.status == "no_data" else None,
+            "unique_bytes": self.unique_bytes,
+            "monthly_cost": self.monthly_cost,
+        }
+
+
+@dataclass
+class UnusedRepository:
+    name: str
+    last_pulled: datetime | None
+    pushed: datetime | None
+    status: str
+    unique_bytes: int | None
+    monthly_cost: float | None
+    tags: list = field(default_factory=list)
+
+    def as_json(self, no_data_before):
+        return {
+            "repository": self.name,
+            "status": self.status,
+            "last_pulled": _iso(self.last_pulled),
+            "pushed": _iso(self.pushed),
+            "no_data_before": _iso(no_data_before) if self.status == "no_data" else None,
+            "unique_bytes": self.unique_bytes,
+            "monthly_cost": self.monthly_cost,
+        }
+
+
+@dataclass
+class UnusedReport:
+    days: int
+    cutoff: datetime
+    watching_since: datetime | None
+    snapshot: StorageSnapshot | None
+    price_per_gb_month: float
+    tags: list
+    repositories: list
+
+    @property
+    def unused_tags(self):
+        return [t for t in self.tags if t.status == "unused"]
+
+    @property
+    def no_data_tags(self):
+        return [t for t in self.tags if t.status == "no_data"]
+
+    @property
+    def unused_repositories(self):
+        return [r for r in self.repositories if r.status == "unused"]
+
+    @property
+    def unused_repository_bytes(self):
+        return sum(r.unique_bytes or 0 for r in self.unused_repositories)
+
+    @property
+    def unused_repository_cost(self):
+        return cost(self.unused_repository_bytes, self.price_per_gb_month)
+
+    def as_json(self):
+        return {
+            "days": self.days,
+            "cutoff": _iso(self.cutoff),
+            "watching_since": _iso(self.watching_since),
+            "storage_scan": _iso(self.snapshot.created_at) if self.snapshot else None,
+            "price_per_gb_month": self.price_per_gb_month,
+            "tags": [t.as_json(self.watching_since) for t in self.tags],
+            "repositories": [r.as_json(self.watching_since) for r in self.repositories],
+        }
+
+
+def cost(size, price):
+    return None if size is None else round(size / GIB * price, 6)
+
+
+def _iso(value):
+    return value.astimezone(UTC).isoformat() if value else None
+
+
+def _status(last_pulled, pushed, cutoff, since):
+    """unused, no_data or None (used recently)."""
+    if last_pulled is None and (pushed is None or since is None or pushed < since):
+        # Pushed before the portal saw any event: pulls before then are unknown.
+        return "no_data"
+    activity = last_pulled or pushed
+    return "unused" if activity <= cutoff else None
+
+
+def unused_report(days, now=None):
+    """Tags and repositories whose last real pull (never pulled: their push) is at least `days`
+    days old; `days=0` lists every tag. Bytes come from the latest storage scan."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(days=days)
+    since = watching_since()
+    price = settings.STORAGE_PRICE_PER_GB_MONTH
+    snapshot = StorageSnapshot.objects.latest_snapshot()
+    repository_bytes = {}
+    if snapshot is not None:
+        repository_bytes = dict(
+            RepositoryStorage.objects.filter(snapshot=snapshot).values_list("name", "unique_bytes")
+        )
+
+    last_by_tag = _latest(Scope.TAG)
+    last_by_digest = _latest(Scope.DIGEST)
+    last_by_repository = {repo: when for (repo, _), when in _latest(Scope.REPOSITORY).items()}
+    tags = list(
+        Tag.objects.select_related("repository")
+        .order_by("repository__name", "name")
+        .values_list("repository__name", "name", "digest", "pushed_at")
+    )
+    tag_bytes = unique_bytes_per_tag(tags)
+
+    report_tags, by_repository = [], defaultdict(list)
+    for repository, name, digest, pushed in tags:
+        # A pull of the image by digest uses the tag's image as much as a pull of the tag.
+        pulled = [
+            w
+            for w in (last_by_tag.get((repository, name)), last_by_digest.get((repository, digest)))
+            if w
+        ]
+        last = max(pulled) if pulled else None
+        status = _status(last, pushed, cutoff, since)
+        by_repository[repository].append((last, pushed, status))
+        if status is None:
+            continue
+        size = tag_bytes.get((repository, name))
+        report_tags.append(
+            UnusedTag(repository, name, digest, last, pushed, status, size, cost(size, price))
+        )
+
+    report_repositories = []
+    for repository, rows in sorted(by_repository.items()):
+        if any(status is None for _, _, status in rows):
+            continue
+        last = last_by_repository.get(repository)
+        pushes = [pushed for _, pushed, _ in rows if pushed]
+        pushed = max(pushes) if pushes else None
+        status = "no_data" if all(s == "no_data" for _, _, s in rows) else "unused"
+        size = repository_bytes.get(repository)
+        report_repositories.append(
+            UnusedRepository(repository, last, pushed, status, size, cost(size, price))
+        )
+    return UnusedReport(days, cutoff, since, snapshot, price, report_tags, report_repositories)
+
+
+def _latest(scope):
+    return {
+        (row["repository"], row["ref"]): row["last"]
+        for row in PullCount.objects.filter(scope=scope)
+        .values("repository", "ref")
+        .annotate(last=Max("last_pulled_at"))
+    }
+
+
+def unique_bytes_per_tag(tags):
+    """{(repository, tag): bytes that deleting this tag alone would free}, from the images the
+    index has read: the blobs (config, layers; an index's platforms') that no other tag of any
+    repository uses. None where the image's details are not known yet."""
+    digests = {digest for _, _, digest, _ in tags}
+    manifests = {
+        m["digest"]: m
+        for m in Manifest.objects.filter(digest__in=digests).values(
+            "digest", "size", "config_digest", "layers", "platforms", "is_index"
+        )
+    }
+    child_digests = {
+        p.get("digest")
+        for m in manifests.values()
+        if m["is_index"]
+        for p in m["platforms"] or []
+        if isinstance(p, dict) and p.get("digest")
+    }
+    children = {
+        m["digest"]: m
+        for m in Manifest.objects.filter(digest__in=child_digests).values(
+            "digest", "size", "config_digest", "layers", "platforms", "is_index"
+        )
+    }
+
+    def blobs(manifest):
+        """{blob digest: size} of one image manifest, or None when unknown."""
+        if manifest is None or manifest["size"] is None:
+            return None
+        layers = {
+            layer["digest"]: int(layer.get("size") or 0)
+            for layer in manifest["layers"] or []
+            if isinstance(layer, dict) and layer.get("digest")
+        }
+        if manifest["config_digest"]:
+            layers[manifest["config_digest"]] = max(0, manifest["size"] - sum(layers.values()))
+        return layers
+
+    image_blobs = {}
+    for digest in digests:
+        manifest = manifests.get(digest)
+        if manifest is not None and manifest["is_index"]:
+            found = {}
+            for child in manifest["platforms"] or []:
+                part = blobs(children.get(child.get("digest"))) if isinstance(child, dict) else None
+                if part is None:
+                    found = None
+                    break
+                found.update(part)
+            image_blobs[digest] = found
+        else:
+            image_blobs[digest] = blobs(manifest)
+
+    users = defaultdict(int)  # blob -> tags using it
+    for _, _, digest, _ in tags:
+        for blob in image_blobs.get(digest) or {}:
+            users[blob] += 1
+    result = {}
+    for repository, name, digest, _ in tags:
+        found = image_blobs.get(digest)
+        result[(repository, name)] = (
+            None if found is None else sum(s for b, s in found.items() if users[b] == 1)
+        )
+    return result
