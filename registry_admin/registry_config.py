@@ -35,9 +35,19 @@ def endpoints_env_value(endpoint):
 
 
 def local_registry_config(
-    listen, storage_root, htpasswd_path, portal_url, token, delete_enabled=True, realm="Oyster"
+    listen,
+    storage_root,
+    htpasswd_path,
+    portal_url,
+    token,
+    delete_enabled=True,
+    realm="Oyster",
+    auth=None,
 ):
-    """A complete registry config for a local filesystem-backed registry."""
+    """A complete registry config for a local filesystem-backed registry.
+
+    `auth` replaces the htpasswd block, e.g. with `token_auth_section(...)["auth"]`.
+    """
     return {
         "version": 0.1,
         "log": {"level": "info", "formatter": "text", "accesslog": {"disabled": True}},
@@ -47,7 +57,7 @@ def local_registry_config(
             "maintenance": {"uploadpurging": {"enabled": False}},
         },
         "http": {"addr": listen, "headers": {"X-Content-Type-Options": ["nosniff"]}},
-        "auth": {"htpasswd": {"realm": realm, "path": str(htpasswd_path)}},
+        "auth": auth or {"htpasswd": {"realm": realm, "path": str(htpasswd_path)}},
         "notifications": {
             "events": {"includereferences": True},
             "endpoints": [notification_endpoint(portal_url, token, backoff="1s")],
@@ -78,5 +88,33 @@ def notification_config_texts(portal_url, token, ignore=None):
         # the field EventConfig (..._EVENTS_... is ignored with a warning; measured on 2.8.2).
         "REGISTRY_NOTIFICATIONS_EVENTCONFIG_INCLUDEREFERENCES=true",
         "REGISTRY_NOTIFICATIONS_ENDPOINTS=" + shlex.quote(endpoints_env_value(endpoint)),
+    ]
+    return dump_yaml(section), "\n".join(env_lines) + "\n"
+
+
+TOKEN_PATH = "/auth/token"
+
+
+def token_auth_section(portal_url, service, issuer, rootcertbundle):
+    """The registry's `auth:` block that sends clients to this portal for tokens."""
+    return {
+        "auth": {
+            "token": {
+                "realm": portal_url.rstrip("/") + TOKEN_PATH,
+                "service": service,
+                "issuer": issuer,
+                "rootcertbundle": str(rootcertbundle),
+            }
+        }
+    }
+
+
+def token_auth_texts(portal_url, service, issuer, rootcertbundle):
+    """(yaml_text, env_text) of the token `auth:` block, as config.yml and REGISTRY_AUTH_* lines."""
+    section = token_auth_section(portal_url, service, issuer, rootcertbundle)
+    token = section["auth"]["token"]
+    env_lines = ["REGISTRY_AUTH=token"] + [
+        f"REGISTRY_AUTH_TOKEN_{name.upper()}={shlex.quote(str(value))}"
+        for name, value in token.items()
     ]
     return dump_yaml(section), "\n".join(env_lines) + "\n"
