@@ -9,6 +9,7 @@ scope is cut down to what the access rules allow; asking for more than allowed i
 
 import base64
 import binascii
+import json
 import logging
 from datetime import UTC, datetime
 
@@ -16,7 +17,7 @@ from axes.helpers import get_client_ip_address
 from django.conf import settings
 from django.contrib.auth.decorators import login_not_required
 from django.db import DatabaseError
-from django.http import Http404, JsonResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
@@ -30,7 +31,10 @@ MAX_CREDENTIAL_LENGTH = 4096
 
 
 def _error(status, code, message, **headers):
-    response = JsonResponse({"errors": [{"code": code, "message": message}]}, status=status)
+    # Messages quote what the client sent; escaped so no browser ever reads markup from them.
+    body = json.dumps({"errors": [{"code": code, "message": message}]})
+    body = body.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+    response = HttpResponse(body, status=status, content_type="application/json")
     for name, value in headers.items():
         response[name.replace("_", "-")] = value
     return response
