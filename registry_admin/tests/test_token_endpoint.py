@@ -445,3 +445,15 @@ def test_access_page_answers_what_a_user_can_do(admin_client, token_mode):
     )
     assert deleted.status_code == 302 and not RobotAccount.objects.exists()
     assert htpasswd.read_users().get("robot-deploy") is None
+
+
+def test_bad_token_settings_are_errors_naming_the_setting(settings):
+    from registry_admin import checks
+
+    settings.REGISTRY_AUTH_MODE = "tokens"
+    settings.TOKEN_LIFETIME = 10
+    problems = {p.id: p for p in checks.check_token_settings(None)}
+    assert "REGISTRY_AUTH_MODE" in problems["oyster.E040"].msg
+    assert "TOKEN_LIFETIME" in problems["oyster.E041"].msg
+    settings.REGISTRY_AUTH_MODE, settings.TOKEN_LIFETIME = "token", 300
+    assert checks.check_token_settings(None) == []
