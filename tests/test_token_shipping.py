@@ -133,3 +133,36 @@ def test_registry_in_the_token_variant_trusts_the_portals_tokens(tmp_path, setti
         assert requests.get(url, headers=bearer, timeout=5).status_code == 200
     finally:
         stop_process(process)
+
+
+def test_azure_guide_token_settings_are_what_registry_config_prints(tmp_path):
+    guide = (REPO / "docs" / "azure-app-service.md").read_text()
+    block = guide.split("## Token auth", 1)[1].split("```shell\n", 1)[1].split("```", 1)[0]
+    block = block.replace("\\\n", " ").replace('"$portal_app"', "oyster-portal")
+    block = block.replace("$portal_app", "oyster-portal")
+    given = dict(re.findall(r"\b(REGISTRY_AUTH(?:_TOKEN_[A-Z]+)?)=\"?([^\s\"]+)", block))
+    portal = dict(re.findall(r"\b((?:TOKEN|REGISTRY_AUTH_MODE)[A-Z_]*)=\"?([^\s\"]+)", block))
+    assert portal["REGISTRY_AUTH_MODE"] == "token"
+    env = base_env(
+        DATA_DIR=tmp_path, SECRET_KEY="x" * 50, TOKEN_KEY_DIR=tmp_path / "keys", DEBUG="1"
+    )
+    cert_out = tmp_path / "token-root.pem"
+    result = manage(
+        [
+            "registry_config",
+            "--auth",
+            "token",
+            "--url",
+            portal["TOKEN_REALM_URL"],
+            "--hide-token",
+            "--cert-out",
+            str(cert_out),
+            "--cert-path",
+            portal["TOKEN_CERT_OUT"],
+        ],
+        env,
+    )
+    assert result.returncode == 0, result.stderr
+    printed = dict(re.findall(r"^(REGISTRY_AUTH(?:_TOKEN_[A-Z]+)?)=(\S+)$", result.stdout, re.M))
+    assert given == printed
+    assert cert_out.read_text().startswith("-----BEGIN CERTIFICATE-----")
