@@ -441,7 +441,7 @@ def test_access_page_answers_what_a_user_can_do(admin_client, token_mode):
             admin_client.post(reverse("registry_admin:access-robot-create"), bad).status_code == 400
         )
     deleted = admin_client.post(
-        reverse("registry_admin:access-robot-delete"), {"username": "robot-deploy"}
+        reverse("registry_admin:access-robot-remove"), {"username": "robot-deploy"}
     )
     assert deleted.status_code == 302 and not RobotAccount.objects.exists()
     assert htpasswd.read_users().get("robot-deploy") is None
