@@ -51,6 +51,12 @@ prepare() {
     echo "REGISTRY_PASSWORD is empty: not writing a service account; the portal cannot call the registry." >&2
   fi
   python manage.py ensure_admin
+  if [ "${REGISTRY_AUTH_MODE:-htpasswd}" = token ] && [ -n "${TOKEN_CERT_OUT:-}" ]; then
+    # Token mode: the signing key is made on first use; its certificate goes where the registry
+    # reads its rootcertbundle (a volume the registry mounts read-only; never the key itself).
+    python manage.py registry_config --auth token --url "${TOKEN_REALM_URL:-http://localhost:8000}" \
+      --hide-token --cert-out "$TOKEN_CERT_OUT" >/dev/null
+  fi
 }
 
 # `wait PID` returns early (128 + signal) when a trapped signal arrives; wait until PID is gone

@@ -231,6 +231,23 @@ HTPASSWD_BCRYPT_ROUNDS = env.int("HTPASSWD_BCRYPT_ROUNDS", default=10)
 HTPASSWD_SERVICE_BCRYPT_ROUNDS = env.int("HTPASSWD_SERVICE_BCRYPT_ROUNDS", default=4)
 HTPASSWD_MIN_PASSWORD_LENGTH = env.int("HTPASSWD_MIN_PASSWORD_LENGTH", default=12)
 
+# --- The portal as the registry's token server (REGISTRY_AUTH_MODE=token) ---
+# `htpasswd`: the registry checks the htpasswd file itself (bcrypt on every request).
+# `token`: the registry sends clients to the portal's /auth/token, which checks the password once
+# and hands out a short-lived token limited to what the access rules allow.
+REGISTRY_AUTH_MODE = env("REGISTRY_AUTH_MODE", default="htpasswd").strip().lower()
+# The registry's `auth.token.service` and `auth.token.issuer`: tokens name both, and the registry
+# refuses tokens for another service or from another issuer.
+TOKEN_SERVICE = env("TOKEN_SERVICE", default="oyster-registry")
+TOKEN_ISSUER = env("TOKEN_ISSUER", default="oyster")
+# Seconds a token is valid. Clients fetch one per image operation, so a short life costs little.
+TOKEN_LIFETIME = env.int("TOKEN_LIFETIME", default=300)
+# Where the portal keeps the signing key it generates (and its certificate, the registry's
+# rootcertbundle). Every portal instance must see the same directory.
+TOKEN_KEY_DIR = str(_path("TOKEN_KEY_DIR", DATA_DIR / "token"))
+# The most scopes one token request may ask for; clients ask for one to three.
+TOKEN_MAX_SCOPES = env.int("TOKEN_MAX_SCOPES", default=32)
+
 # --- Notifications from the registry ---
 NOTIFICATIONS_TOKEN = env("NOTIFICATIONS_TOKEN", default="")
 NOTIFICATIONS_MAX_BODY = env.int("NOTIFICATIONS_MAX_BODY", default=1024 * 1024)

@@ -174,3 +174,35 @@ def check_proxy_settings(app_configs, **kwargs):
             )
         )
     return problems
+
+
+@register()
+def check_token_settings(app_configs, **kwargs):
+    problems = []
+    if settings.REGISTRY_AUTH_MODE not in ("htpasswd", "token"):
+        problems.append(
+            Error(
+                f"REGISTRY_AUTH_MODE={settings.REGISTRY_AUTH_MODE[:40]!r} is neither htpasswd "
+                "nor token.",
+                hint="Set REGISTRY_AUTH_MODE=htpasswd (the registry checks the htpasswd file) or "
+                "token (the portal issues the registry's tokens).",
+                id="oyster.E050",
+            )
+        )
+    if not 30 <= settings.TOKEN_LIFETIME <= 86400:
+        problems.append(
+            Error(
+                f"TOKEN_LIFETIME={settings.TOKEN_LIFETIME} is outside 30 to 86400 seconds.",
+                hint="Set TOKEN_LIFETIME to a few minutes, e.g. 300.",
+                id="oyster.E051",
+            )
+        )
+    if not 1 <= settings.TOKEN_MAX_SCOPES <= 1000:
+        problems.append(
+            Error(
+                "TOKEN_MAX_SCOPES must be between 1 and 1000.",
+                hint="Set TOKEN_MAX_SCOPES, e.g. 32.",
+                id="oyster.E052",
+            )
+        )
+    return problems

@@ -122,11 +122,13 @@ def local_registry_config(
     delete_enabled=True,
     realm="Oyster",
     version=2,
+    auth=None,
 ):
     """A complete registry config for a local filesystem-backed registry.
 
     The same keys serve 2.8 and 3.x (the filesystem driver, htpasswd and notifications did not
-    change); `version` is checked so a caller cannot ask for one Oyster does not know.
+    change); `version` is checked so a caller cannot ask for one Oyster does not know. `auth`
+    replaces the htpasswd block, e.g. with `token_auth_section(...)["auth"]`.
     """
     check_version(version)
     return {
@@ -141,7 +143,7 @@ def local_registry_config(
             "maintenance": {"uploadpurging": {"enabled": False}},
         },
         "http": {"addr": listen, "headers": {"X-Content-Type-Options": ["nosniff"]}},
-        "auth": {"htpasswd": {"realm": realm, "path": str(htpasswd_path)}},
+        "auth": auth or {"htpasswd": {"realm": realm, "path": str(htpasswd_path)}},
         "notifications": {
             "events": {"includereferences": True},
             "endpoints": [notification_endpoint(portal_url, token, backoff="1s")],
@@ -192,3 +194,31 @@ def config_path_note(version):
     version = check_version(version)
     earlier = "; 2.8 read /etc/docker/registry/config.yml" if version == 3 else ""
     return f"# Registry {version} reads {CONFIG_PATHS[version]} (the official image's default{earlier})."
+
+
+TOKEN_PATH = "/auth/token"
+
+
+def token_auth_section(portal_url, service, issuer, rootcertbundle):
+    """The registry's `auth:` block that sends clients to this portal for tokens."""
+    return {
+        "auth": {
+            "token": {
+                "realm": portal_url.rstrip("/") + TOKEN_PATH,
+                "service": service,
+                "issuer": issuer,
+                "rootcertbundle": str(rootcertbundle),
+            }
+        }
+    }
+
+
+def token_auth_texts(portal_url, service, issuer, rootcertbundle):
+    """(yaml_text, env_text) of the token `auth:` block, as config.yml and REGISTRY_AUTH_* lines."""
+    section = token_auth_section(portal_url, service, issuer, rootcertbundle)
+    token = section["auth"]["token"]
+    env_lines = ["REGISTRY_AUTH=token"] + [
+        f"REGISTRY_AUTH_TOKEN_{name.upper()}={shlex.quote(str(value))}"
+        for name, value in token.items()
+    ]
+    return dump_yaml(section), "\n".join(env_lines) + "\n"

@@ -1,6 +1,7 @@
 from django.urls import path
 
-from .views import audit, dashboard, repositories, runs, unused, users, webhooks
+from .views import access as access_views
+from .views import audit, dashboard, repositories, runs, token, unused, users, webhooks
 from .views import deletes as delete_views
 from .views import retention as retention_views
 from .views import storage as storage_views
@@ -33,6 +34,13 @@ urlpatterns = [
     path("audit/export.csv", audit.audit_export, name="audit-export"),
     path("audit/rejected/", audit.rejected_deliveries, name="audit-rejected"),
     path("settings/notifications/", audit.notification_settings, name="notification-settings"),
+    path("auth/token", token.token, name="token"),
+    path("access/", access_views.access_page, name="access"),
+    path("access/rules/", access_views.rule_save, name="access-rule-save"),
+    path("access/rules/remove/", access_views.rule_delete, name="access-rule-remove"),
+    path("access/groups/", access_views.group_save, name="access-group-save"),
+    path("access/robots/", access_views.robot_create, name="access-robot-create"),
+    path("access/robots/remove/", access_views.robot_delete, name="access-robot-remove"),
     path("api/registry/events", webhooks.registry_events, name="registry-events"),
     path("deletes/tag/", delete_views.tag_delete, name="tag-delete"),
     path("deletes/image/", delete_views.image_delete, name="image-delete"),

@@ -232,6 +232,13 @@ def page_requests(seed):
         Request(app + "retention-run", "POST", url("retention-run")),
         Request(app + "run-request", "POST", url("run-request", "sync"), {"next": delete_back}),
         Request(app + "run-status", "GET", url("run-status", "sync")),
+        Request(app + "token", "GET", f"{url('token')}?service=x&scope=repository:a/b:pull"),
+        Request(app + "access", "GET", f"{url('access')}?user=dev&repository={repo}"),
+        Request(app + "access-rule-save", "POST", url("access-rule-save"), {"subject": "dev"}),
+        Request(app + "access-rule-remove", "POST", url("access-rule-remove"), {}),
+        Request(app + "access-group-save", "POST", url("access-group-save"), {"name": "a:b"}),
+        Request(app + "access-robot-create", "POST", url("access-robot-create"), {"days": "0"}),
+        Request(app + "access-robot-remove", "POST", url("access-robot-remove"), {}),
         Request("logout", "POST", reverse("logout")),  # last: it ends the session
     ]
     return requests

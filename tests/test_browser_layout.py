@@ -41,10 +41,13 @@ NOT_PAGES = {
     "registry_admin:registry-events",
     "registry_admin:run-request",
     "registry_admin:user-service-repair",
+    "registry_admin:token",
+    "registry_admin:access-rule-remove",
+    "registry_admin:access-robot-remove",
     "logout",
     "login",
 }
-NAV = ["Dashboard", "Repositories", "Retention", "Users", "Storage", "Audit log"]
+NAV = ["Dashboard", "Repositories", "Retention", "Users", "Access", "Storage", "Audit log"]
 
 
 def log_in(page, base, user):

@@ -11,6 +11,7 @@ PAGES = [
     "registry_admin:audit",
     "registry_admin:retention",
     "registry_admin:notification-settings",
+    "registry_admin:access",
 ]
 
 

@@ -1,6 +1,9 @@
+from pathlib import Path
+
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from ... import tokens
 from ...audit_forms import NotificationSettingsForm
 from ...registry_config import (
     AZURE_CREDENTIALS_TYPES,
@@ -8,6 +11,7 @@ from ...registry_config import (
     azure_storage_section,
     config_path_note,
     registry_config_texts,
+    token_auth_texts,
 )
 
 
@@ -55,6 +59,23 @@ class Command(BaseCommand):
             default="default_credentials",
             help="Registry 3 only: the Azure driver's credentials.type (default_credentials: the "
             "registry app's managed identity; shared_key: the account key).",
+        )
+        parser.add_argument(
+            "--auth",
+            choices=["htpasswd", "token"],
+            default="htpasswd",
+            help="token: also print the registry's auth block for the portal's token endpoint "
+            "(and write the certificate bundle it names).",
+        )
+        parser.add_argument(
+            "--cert-out",
+            help="With --auth token: where to write the certificate bundle "
+            "(default TOKEN_KEY_DIR/rootcertbundle.pem).",
+        )
+        parser.add_argument(
+            "--cert-path",
+            help="With --auth token: the bundle's path as the registry sees it, when it mounts "
+            "the file elsewhere (default: the --cert-out path).",
         )
 
     def handle(self, *args, **options):
@@ -106,3 +127,28 @@ class Command(BaseCommand):
         self.stdout.write(yaml_text)
         self.stdout.write("# Or as the registry's environment variables:")
         self.stdout.write(env_text, ending="")
+        if options["auth"] == "token":
+            print_token_auth(self, form.cleaned_data["url"], options)
+
+
+def print_token_auth(command, portal_url, options):
+    """Write the certificate bundle and print the registry's token auth block, both ways."""
+    cert_out = Path(options["cert_out"] or Path(settings.TOKEN_KEY_DIR) / "rootcertbundle.pem")
+    try:
+        written = tokens.write_bundle(cert_out.expanduser().resolve())
+    except OSError as exc:
+        raise CommandError(f"Cannot write the certificate bundle to {cert_out}: {exc}") from None
+    yaml_text, env_text = token_auth_texts(
+        portal_url,
+        settings.TOKEN_SERVICE,
+        settings.TOKEN_ISSUER,
+        options["cert_path"] or written,
+    )
+    command.stdout.write(
+        "# Token auth (replaces the registry's htpasswd block; set REGISTRY_AUTH_MODE=token "
+        "on the portal):"
+    )
+    command.stdout.write(yaml_text)
+    command.stdout.write("# Or as the registry's environment variables:")
+    command.stdout.write(env_text, ending="")
+    command.stderr.write(f"Wrote the certificate bundle to {written}.")
