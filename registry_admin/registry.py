@@ -194,12 +194,17 @@ class RegistryClient:
         retries=2,
         pool_size=16,
         token_hosts=(),
+        token_minter=None,
     ):
         self.base_url = base_url.rstrip("/")
         self.timeout = (connect_timeout, timeout)
         # Host names besides the registry's own that may receive the service account's
         # credentials as a token realm (REGISTRY_TOKEN_REALM_HOSTS).
         self.token_hosts = frozenset(h.strip().lower() for h in token_hosts if h.strip())
+        # When the portal is the registry's token server: `token_minter(service, scopes)` signs
+        # a token in this process ((token, lifetime), or None for a service it does not serve),
+        # so the service account's password never travels, not even to the portal itself.
+        self.token_minter = token_minter
         self.session = _SameOriginSession()
         self.session.origin = _origin(self.base_url)
         # Proxy variables are read once here: with trust_env on, requests re-reads the whole
@@ -788,6 +793,13 @@ class RegistryAuth(AuthBase):
 
     def _fetch_token(self, challenge):
         """(token, monotonic expiry) from the challenge's realm; raises RegistryError."""
+        if self.client.token_minter is not None:
+            minted = self.client.token_minter(
+                challenge.get("service", ""), challenge.get("scope", "").split()
+            )
+            if minted is not None:
+                token, lifetime = minted
+                return token, time.monotonic() + max(1, lifetime - 10)
         realm = challenge.get("realm", "")
         host = urlsplit(realm).netloc[:80] or realm[:80]
         if urlsplit(realm).scheme not in ("http", "https") or not urlsplit(realm).netloc:
@@ -992,6 +1004,7 @@ def get_client():
         settings.REGISTRY_VERIFY_TLS,
         settings.REGISTRY_CA_BUNDLE,
         tuple(settings.REGISTRY_TOKEN_REALM_HOSTS),
+        settings.REGISTRY_AUTH_MODE,
     )
     client = getattr(_local, "client", None)
     if client is None or getattr(_local, "key", None) != key:
@@ -1004,6 +1017,13 @@ def get_client():
             connect_timeout=settings.REGISTRY_CONNECT_TIMEOUT,
             verify=verify,
             token_hosts=settings.REGISTRY_TOKEN_REALM_HOSTS,
+            token_minter=_portal_token_minter() if settings.REGISTRY_AUTH_MODE == "token" else None,
         )
         _local.client, _local.key = client, key
     return client
+
+
+def _portal_token_minter():
+    from . import tokens  # the token server; imported only in token mode
+
+    return tokens.mint_for_portal

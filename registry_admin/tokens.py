@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.x509.oid import NameOID
 from django.conf import settings
 
+from . import access
 from .registry import is_valid_repository
 
 KEY_FILE = "token-signing-key.pem"
@@ -251,3 +252,18 @@ def verify(token, service):
         audience=service,
         issuer=settings.TOKEN_ISSUER,
     )
+
+
+def mint_for_portal(service, scope_texts):
+    """(token, lifetime) for the portal's own service account, signed here: the registry client
+    uses it instead of sending the password to the token endpoint. None when `service` is not the
+    one this portal serves (that registry's own realm rules then apply)."""
+    if service != settings.TOKEN_SERVICE:
+        return None
+    try:
+        scopes = parse_scopes(scope_texts)
+    except ScopeError:
+        return None
+    principal = access.principal_for(settings.REGISTRY_USERNAME)
+    token, _issued = issue(principal.username, access.grant_access(principal, scopes), service)
+    return token, settings.TOKEN_LIFETIME

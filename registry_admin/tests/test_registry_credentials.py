@@ -143,3 +143,51 @@ def test_a_redirect_on_the_registrys_own_host_is_followed():
         assert client.list_tags("a") == ["v2"]
     # The first request carries the page size (`?n=`); the redirect target is followed as given.
     assert [r["path"].split("?")[0] for r in seen] == ["/v2/a/tags/list", "/moved/tags"]
+
+
+def test_in_token_mode_the_portal_signs_its_own_token_and_sends_the_realm_nothing():
+    """REGISTRY_AUTH_MODE=token: the portal is the token server, usually on another host than
+    the registry. Its client signs the service account's token in process, so the realm (here
+    on 127.0.0.2) receives no request and no password, and the registry gets the minted token."""
+    asked = []
+
+    def minter(service, scopes):
+        asked.append((service, scopes))
+        return ("minted-token", 300) if service == "registry" else None
+
+    seen_tokens = []
+
+    def registry_answer(handler):
+        authorization = handler.headers.get("Authorization") or ""
+        if authorization.startswith("Bearer "):
+            seen_tokens.append(authorization)
+        return challenging(f"{elsewhere}/auth/token")(handler)
+
+    with (
+        server(token_answer, host="127.0.0.2") as (elsewhere, realm_seen),
+        server(registry_answer) as (registry, _),
+    ):
+        client = RegistryClient(registry, USER, PASSWORD, timeout=3, retries=0, token_minter=minter)
+        assert client.list_tags("a") == ["v1"]
+    assert realm_seen == []
+    assert asked == [("registry", ["repository:a:pull"])]
+    assert seen_tokens == ["Bearer minted-token"]
+
+
+@pytest.mark.django_db
+def test_the_portals_minter_grants_its_service_account_only_for_its_own_service(settings, tmp_path):
+    import jwt
+
+    from registry_admin import tokens
+
+    settings.TOKEN_KEY_DIR = str(tmp_path)
+    assert tokens.mint_for_portal("someone-elses-registry", ["repository:a:pull"]) is None
+    token, lifetime = tokens.mint_for_portal(settings.TOKEN_SERVICE, ["repository:team/app:*"])
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["sub"] == settings.REGISTRY_USERNAME
+    assert claims["aud"] == settings.TOKEN_SERVICE
+    assert claims["access"] == [
+        {"type": "repository", "name": "team/app", "actions": ["pull", "push", "delete", "*"]}
+    ]
+    assert lifetime == settings.TOKEN_LIFETIME
+    assert tokens.mint_for_portal(settings.TOKEN_SERVICE, ["not a scope"]) is None
