@@ -26,15 +26,16 @@ test: test-deps
 
 # The tests that need no registry, Azurite, Chromium or live server: a quick edit loop.
 test-fast: $(STAMP)
-	$(VENV)/bin/pytest -m "not live" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not live and not postgres" $(PYTEST_ARGS)
 
 # System packages (Debian), Node tools and the venv the suite needs; each step only when missing.
 test-deps: $(STAMP)
 	scripts/install-test-deps.sh
 
-# The whole suite again on PostgreSQL (Debian's server, started by the script).
+# The whole suite again on PostgreSQL (Debian's server, started by the script), plus the tests
+# marked `postgres` (two portal instances and two workers on one database, advisory locks).
 test-postgres: test-deps
-	scripts/with-postgres.sh $(VENV)/bin/pytest $(PYTEST_ARGS)
+	scripts/with-postgres.sh $(VENV)/bin/pytest -m "not container" $(PYTEST_ARGS)
 
 # The image built from the Dockerfile and the compose stack run end to end with Debian's podman
 # (a few minutes; the first run also builds stand-in base images with debootstrap).

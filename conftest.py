@@ -22,7 +22,7 @@ LIVE_FIXTURES = frozenset(
 
 # Modules that start those processes themselves (gunicorn, a registry, the worker) rather than
 # through a fixture.
-LIVE_MODULE_PREFIXES = ("test_shipping", "test_fault_", "test_container")
+LIVE_MODULE_PREFIXES = ("test_shipping", "test_fault_", "test_container", "test_two_instances")
 
 
 def pytest_collection_modifyitems(items):
@@ -31,3 +31,16 @@ def pytest_collection_modifyitems(items):
             LIVE_MODULE_PREFIXES
         ):
             item.add_marker(pytest.mark.live)
+
+
+def pytest_runtest_setup(item):
+    """A `postgres` test selected on SQLite fails: passing it there would prove nothing."""
+    if item.get_closest_marker("postgres"):
+        from django.conf import settings
+
+        if settings.DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+            pytest.fail(
+                "this test needs PostgreSQL: run it with `make test-postgres` "
+                "(scripts/with-postgres.sh sets DATABASE_URL)",
+                pytrace=False,
+            )

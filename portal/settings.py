@@ -303,6 +303,9 @@ STORAGE_SCAN_INTERVAL = env.int("STORAGE_SCAN_INTERVAL", default=6 * 3600)
 RETENTION_SCHEDULE_ENABLED = env.bool("RETENTION_SCHEDULE_ENABLED", default=False)
 RETENTION_INTERVAL = env.int("RETENTION_INTERVAL", default=24 * 3600)
 WORKER_POLL_SECONDS = env.float("WORKER_POLL_SECONDS", default=2.0)
+# Seconds a job kind's lease lasts without renewal: a worker killed mid-job is taken over by
+# another worker this long after its last renewal (a live worker renews it every third of it).
+WORKER_LEASE_SECONDS = env.int("WORKER_LEASE_SECONDS", default=300)
 
 # --- Storage usage ---
 STORAGE_BACKEND = env("STORAGE_BACKEND", default="filesystem")

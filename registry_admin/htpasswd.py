@@ -11,7 +11,10 @@ would let a delete leave behind a line the registry still honours.
 
 Every change is a read-modify-write under an exclusive `fcntl` lock on a lock file beside the
 htpasswd file, written to a temp file in the same directory, fsynced, then `os.replace`d over the
-original (keeping its mode and, where allowed, its owner and group). The registry reloads the
+original (keeping its mode and, where allowed, its owner and group). On PostgreSQL the change
+also holds a database advisory lock first: portal instances on several machines share the file
+over a network share (Azure Files, SMB), where an `fcntl` lock is not something to rely on, but
+they always share the database. SQLite deployments are one machine, where the file lock holds. The registry reloads the
 file only when its mtime changes and must never see a partial file: one malformed line makes it
 answer 400 and ignore every later change, so a malformed line is written back as a comment.
 """
@@ -29,6 +32,7 @@ from dataclasses import dataclass
 
 import bcrypt
 from django.conf import settings
+from django.db import DatabaseError, connection
 
 logger = logging.getLogger(__name__)
 
@@ -287,9 +291,59 @@ def check_password(username, password):
         return False  # a damaged hash or a password bcrypt refuses: not accepted either way
 
 
+# pg_advisory_lock(key1, key2): the portal's namespace and "the htpasswd file". One database serves
+# one portal deployment, which manages one htpasswd file, so the key need not name the path
+# (whose mount point may differ between machines anyway).
+_PG_LOCK_KEYS = (0x0757E12, 1)
+
+
+@contextlib.contextmanager
+def _database_locked(path, deadline):
+    """A session-level PostgreSQL advisory lock held across machines; nothing on SQLite."""
+    if connection.vendor != "postgresql":
+        yield
+        return
+    try:
+        while True:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", _PG_LOCK_KEYS)
+                if cursor.fetchone()[0]:
+                    break
+            if time.monotonic() > deadline:
+                raise CredentialsError(
+                    f"Another change to {path} (from this or another portal instance) has held "
+                    f"the database lock for over {LOCK_TIMEOUT_SECONDS} seconds; nothing was "
+                    "changed. Try again."
+                )
+            time.sleep(0.01)
+    except DatabaseError as exc:
+        raise CredentialsError(
+            "Cannot take the database lock that guards the htpasswd file across portal "
+            f"instances ({exc.__class__.__name__}); nothing was changed."
+        ) from exc
+    try:
+        yield
+    finally:
+        try:
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", _PG_LOCK_KEYS)
+        except DatabaseError:
+            # A broken connection has already dropped its session locks with it.
+            logger.warning("could not release the htpasswd database lock; closing the connection")
+            connection.close()
+
+
 @contextlib.contextmanager
 def _locked(path):
-    """An exclusive cross-process lock on `<path>.lock`, held for a read-modify-write."""
+    """Exclusive locks for a read-modify-write: the database's advisory lock on PostgreSQL
+    (across machines), then `fcntl` on `<path>.lock` (across processes of one machine)."""
+    deadline = time.monotonic() + LOCK_TIMEOUT_SECONDS
+    with _database_locked(path, deadline), _file_locked(path, deadline):
+        yield
+
+
+@contextlib.contextmanager
+def _file_locked(path, deadline):
     lock_path = path + ".lock"
     try:
         fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o600)
@@ -299,7 +353,6 @@ def _locked(path):
             "access to the htpasswd file's directory. Nothing was changed."
         ) from exc
     try:
-        deadline = time.monotonic() + LOCK_TIMEOUT_SECONDS
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

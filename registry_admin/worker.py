@@ -11,17 +11,22 @@ value is 0 or false disables the schedule).
 
 The worker (`python manage.py run_worker`) loops: for each kind, a requested run or a due
 schedule is claimed through the kind's JobLease row with one conditional UPDATE, so several
-workers or portal instances never run the same kind twice at once.
+workers or portal instances never run the same kind twice at once. The worker's heartbeat thread
+renews the leases it holds; a worker killed mid-job stops renewing, and once its lease has
+expired the next worker marks that run failed and requests it again (once), so the work is taken
+over rather than lost.
 """
 
 import logging
 import os
 import socket
+import time
+import zlib
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
@@ -30,8 +35,11 @@ from .models import JobLease, Run, WorkerHeartbeat
 
 logger = logging.getLogger(__name__)
 
-# A lease not renewed for this long is taken over: its worker died.
+# A lease not renewed for this long is taken over: its worker died (WORKER_LEASE_SECONDS).
 LEASE_SECONDS = 300
+# A run taken over from a dead worker says so in its result; dying again is not retried, so a job
+# that kills its worker (out of memory, say) does not take every worker down in turn.
+TAKES_OVER = "takes_over"
 # A worker process stamps its heartbeat this often, from a thread of its own so that a long
 # job does not look like a dead worker; four missed beats and the dashboard says it is gone.
 HEARTBEAT_SECONDS = 15
@@ -91,11 +99,34 @@ def _owner():
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def lease_seconds():
+    return max(1, int(getattr(settings, "WORKER_LEASE_SECONDS", LEASE_SECONDS) or LEASE_SECONDS))
+
+
+# Any 64-bit key unlikely to collide with another application's advisory locks in a shared
+# database; the kind's own lock is keyed (namespace, crc32(kind)).
+_PG_RUN_REQUEST_NAMESPACE = 0x0757E12
+
+
+def _serialize_requests(kind):
+    """On PostgreSQL two portal instances asked at once must not both create a run: the
+    check-then-insert below is serialized per kind with a transaction-scoped advisory lock.
+    SQLite has a single writer and no such lock; there the race only ever queues a second run,
+    which still runs after the first, never beside it."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT pg_advisory_xact_lock(%s, %s)",
+                [_PG_RUN_REQUEST_NAMESPACE, zlib.crc32(kind.encode()) - 2**31],
+            )
+
+
 def request_run(kind, user=None, options=None):
     """Ask the worker for a run of `kind`; returns the pending or running run if there is one."""
     if kind not in JOBS:
         raise ValueError(f"unknown job kind {kind!r}")
     with transaction.atomic():
+        _serialize_requests(kind)
         active = (
             Run.objects.filter(kind=kind, state__in=[Run.State.REQUESTED, Run.State.RUNNING])
             .order_by("-requested_at")
@@ -134,7 +165,7 @@ def claim_lease(kind, owner=None):
         .filter(Q(lease_until__isnull=True) | Q(lease_until__lt=now))
         .update(
             owner=owner or _owner(),
-            lease_until=now + timedelta(seconds=LEASE_SECONDS),
+            lease_until=now + timedelta(seconds=lease_seconds()),
             last_started_at=now,
         )
     )
@@ -161,7 +192,15 @@ def report_progress(run, done=None, total=None, message=None):
         run.message, fields = message[:500], [*fields, "message"]
     Run.objects.filter(pk=run.pk).update(**{f: getattr(run, f) for f in fields})
     JobLease.objects.filter(kind=run.kind).update(
-        lease_until=run.heartbeat_at + timedelta(seconds=LEASE_SECONDS)
+        lease_until=run.heartbeat_at + timedelta(seconds=lease_seconds())
+    )
+
+
+def renew_leases(owner=None):
+    """Extend every lease this process holds (from the worker's heartbeat thread): a job that
+    reports no progress for longer than the lease is still alive and must not be taken over."""
+    return JobLease.objects.filter(owner=owner or _owner(), lease_until__isnull=False).update(
+        lease_until=timezone.now() + timedelta(seconds=lease_seconds())
     )
 
 
@@ -222,13 +261,46 @@ def _claim_requested(kind):
 
 
 def recover_stale_runs():
-    """Mark runs whose worker died (lease expired while running) as failed."""
-    cutoff = timezone.now() - timedelta(seconds=LEASE_SECONDS)
-    return Run.objects.filter(state=Run.State.RUNNING, heartbeat_at__lt=cutoff).update(
-        state=Run.State.FAILED,
-        error="The worker stopped while this run was in progress.",
-        finished_at=timezone.now(),
+    """Take over runs whose worker died: running, with no live lease on their kind and no sign
+    of life for a whole lease. Each is marked failed and, unless it was itself a takeover,
+    requested again. Returns how many runs were marked failed."""
+    now = timezone.now()
+    cutoff = now - timedelta(seconds=lease_seconds())
+    live_kinds = JobLease.objects.filter(lease_until__gte=now).values("kind")
+    stale = (
+        Run.objects.filter(state=Run.State.RUNNING)
+        .exclude(kind__in=live_kinds)
+        .filter(
+            Q(heartbeat_at__lt=cutoff)
+            | Q(heartbeat_at__isnull=True, started_at__lt=cutoff)
+            | Q(heartbeat_at__isnull=True, started_at__isnull=True)
+        )
     )
+    recovered = 0
+    for run in stale:
+        retry = run.kind in JOBS and not (run.result or {}).get(TAKES_OVER)
+        with transaction.atomic():
+            # Conditional, so two workers recovering at once fail and retry it only once.
+            if not Run.objects.filter(pk=run.pk, state=Run.State.RUNNING).update(
+                state=Run.State.FAILED,
+                error="The worker stopped while this run was in progress.",
+                finished_at=now,
+            ):
+                continue
+            recovered += 1
+            if retry:
+                again = Run.objects.create(
+                    kind=run.kind,
+                    options=run.options,
+                    requested_by=run.requested_by,
+                    result={TAKES_OVER: run.pk},
+                )
+                Run.objects.filter(pk=run.pk).update(
+                    error="The worker stopped while this run was in progress; "
+                    f"run #{again.pk} takes it over."
+                )
+                logger.warning("run %s #%s taken over by #%s", run.kind, run.pk, again.pk)
+    return recovered
 
 
 def tick(kinds=None):
@@ -255,8 +327,19 @@ def tick(kinds=None):
     return executed
 
 
+# The longest a no-op run may be asked to last (options {"seconds": N}); only code and tests set
+# options for it, never a page.
+NOOP_MAX_SECONDS = 60
+
+
 def noop_job(run):
-    """A job that does nothing, so the worker's machinery can be checked end to end."""
+    """A job that does nothing (for `seconds`, if asked), so the worker's machinery, including
+    one-at-a-time across workers and takeover after a kill, can be checked end to end."""
+    try:
+        seconds = min(max(float((run.options or {}).get("seconds", 0)), 0.0), NOOP_MAX_SECONDS)
+    except (TypeError, ValueError):
+        seconds = 0.0
+    time.sleep(seconds)  # no progress report on purpose: only the heartbeat keeps the lease
     report_progress(run, done=1, total=1, message="nothing to do")
     return {"ok": True}
 

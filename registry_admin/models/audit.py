@@ -10,6 +10,16 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BUSY_PREFIX_ROWS = 2000
 
 
+# The searched fields joined by U+001F, exactly as migration 0005 indexes them (PostgreSQL uses
+# an expression index only for the same expression).
+SEARCH_DOCUMENT = (
+    "{p}repository || chr(31) || {p}tag || chr(31) || {p}digest || chr(31) || {p}actor"
+    " || chr(31) || {p}action || chr(31) || {p}event_id || chr(31) || {p}request_id"
+    " || chr(31) || {p}request_addr || chr(31) || {p}request_useragent || chr(31) || {p}media_type"
+    " || chr(31) || CASE WHEN {p}source = 'portal' THEN {p}raw ELSE '' END"
+)
+
+
 class AuditEventQuerySet(models.QuerySet):
     """Reads of the audit trail: the log's filters, keyset pages and the dashboard's counts."""
 
@@ -48,6 +58,30 @@ class AuditEventQuerySet(models.QuerySet):
         )
 
     def matching_text(self, text):
+        """Events with `text` inside one of the searched fields, ignoring (ASCII) case.
+
+        Three characters or more are answered by the text index of migration 0005 (a trigram
+        index on each database); shorter ones, which no trigram index can serve, scan as before.
+        """
+        # Wildcards and their escape would need LIKE's ESCAPE clause, which FTS5 cannot serve
+        # from its index: such searches scan as before.
+        if len(text) >= 3 and not set(text) & {"\x1f", "%", "_", "\\"}:
+            pattern = f"%{text}%"
+            if connection.vendor == "sqlite" and not _busy_text(pattern):
+                # The trigram tokenizer folds case for all of Unicode, SQLite's LIKE only for
+                # ASCII: here "É" also finds "é" (README, Audit log).
+                return self.extra(  # noqa: S610  (constant SQL, the text is a parameter)
+                    where=[
+                        "registry_admin_auditevent.id IN (SELECT rowid FROM "
+                        "registry_admin_auditevent_search WHERE doc LIKE %s)"
+                    ],
+                    params=[pattern],
+                )
+            if connection.vendor == "postgresql":
+                document = SEARCH_DOCUMENT.format(p="registry_admin_auditevent.")
+                return self.extra(  # noqa: S610  (constant SQL, the text is a parameter)
+                    where=[f"({document}) ILIKE %s"], params=[pattern]
+                )
         fields = (
             "repository",
             "tag",
@@ -124,6 +158,19 @@ class AuditEventQuerySet(models.QuerySet):
             .values_list("received_at", flat=True)
             .first()
         )
+
+
+def _busy_text(pattern):
+    """Text matching many events: walking the time index until a page is full beats sorting
+    every match the text index returns (measured: 1.9 s for "docker/27" on 1,000,000 events
+    through the index, 17 ms by the scan). Counting up to a bound in the index is cheap."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM registry_admin_auditevent_search "
+            "WHERE doc LIKE %s LIMIT %s)",
+            [pattern, BUSY_PREFIX_ROWS],
+        )
+        return cursor.fetchone()[0] >= BUSY_PREFIX_ROWS
 
 
 def encode_cursor(event):

@@ -11,11 +11,15 @@ import uuid
 
 import pytest
 import requests
+from django.db import connection
 
 from registry_admin import htpasswd
 from registry_admin.htpasswd import CredentialsError
 
-from .harness import REPO_ROOT, start_registry
+from .harness import REPO_ROOT, child_database_url, start_registry
+
+# On PostgreSQL every change also takes the database's advisory lock.
+pytestmark = pytest.mark.django_db
 
 HOSTILE_NAMES = [
     ("al:ice", "cannot contain ':'"),
@@ -331,6 +335,32 @@ def test_a_held_lock_times_out_with_a_message(path, monkeypatch):
     htpasswd.add_user("b", "b-password-123")
 
 
+@pytest.mark.postgres
+def test_on_postgresql_the_database_lock_guards_changes_across_machines(path, monkeypatch):
+    """Another machine's portal holds the advisory lock (a second database session here; its
+    file lock would be on another host, so no fcntl lock is taken): the change waits for it,
+    times out with a message and changes nothing; once released, the change goes through."""
+    import psycopg
+
+    from registry_admin.tests.harness import child_database_url
+
+    path.write_text(bcrypt_line("a") + "\n")
+    before = path.read_bytes()
+    monkeypatch.setattr(htpasswd, "LOCK_TIMEOUT_SECONDS", 0.3)
+    with psycopg.connect(child_database_url().replace("postgres://", "postgresql://")) as other:
+        other.execute("SELECT pg_advisory_lock(%s, %s)", htpasswd._PG_LOCK_KEYS)
+        with pytest.raises(CredentialsError, match="another portal instance.*database lock"):
+            htpasswd.add_user("b", "b-password-123")
+        assert path.read_bytes() == before
+        other.execute("SELECT pg_advisory_unlock(%s, %s)", htpasswd._PG_LOCK_KEYS)
+    htpasswd.add_user("b", "b-password-123")
+    assert sorted(e.username for e in htpasswd.read_users().entries) == ["a", "b"]
+    # Released after the change: nothing of ours holds it now.
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'")
+        assert cursor.fetchone()[0] == 0
+
+
 def test_a_line_too_long_for_the_registry_stops_writes(path):
     path.write_text(bcrypt_line("a") + "\n" + "y" * 70000 + "\n")
     before = path.read_bytes()
@@ -341,9 +371,14 @@ def test_a_line_too_long_for_the_registry_stops_writes(path):
 
 def test_threads_in_one_process_do_not_lose_writes(path):
     names = [f"t{i}" for i in range(40)]
-    threads = [
-        threading.Thread(target=htpasswd.add_user, args=(n, f"{n}-password-123")) for n in names
-    ]
+
+    def add(name):
+        try:
+            htpasswd.add_user(name, f"{name}-password-123")
+        finally:
+            connection.close()  # each thread's own connection (PostgreSQL's advisory lock)
+
+    threads = [threading.Thread(target=add, args=(n,)) for n in names]
     for t in threads:
         t.start()
     for t in threads:
@@ -398,6 +433,8 @@ def start_adders(htpasswd_path, prefixes, count):
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "portal.settings_test",
         "HTPASSWD_PATH": str(htpasswd_path),
+        # On PostgreSQL the adders also take the database's advisory lock: this test's database.
+        "DATABASE_URL": child_database_url(),
     }
     start_at = str(time.time() + 3)
     return [

@@ -97,6 +97,52 @@ def test_a_run_whose_worker_died_is_marked_failed(jobs):
 
 
 @pytest.mark.django_db
+def test_a_run_whose_worker_was_killed_is_taken_over_once_its_lease_expires(jobs, settings):
+    settings.WORKER_LEASE_SECONDS = 30
+    long_ago = timezone.now() - timedelta(seconds=31)
+    run = Run.objects.create(
+        kind="noop", state=Run.State.RUNNING, options={"seconds": 0}, heartbeat_at=long_ago
+    )
+    JobLease.objects.create(kind="noop", owner="dead:1", lease_until=timezone.now())
+    # Lease still live (not yet expired): nothing is taken over.
+    JobLease.objects.filter(kind="noop").update(lease_until=timezone.now() + timedelta(seconds=5))
+    assert worker.recover_stale_runs() == 0
+    JobLease.objects.filter(kind="noop").update(lease_until=long_ago)
+    (again,) = worker.tick(["noop"])
+    run.refresh_from_db()
+    assert run.state == Run.State.FAILED
+    assert f"run #{again.pk} takes it over" in run.error
+    assert again.state == Run.State.DONE and again.options == {"seconds": 0}
+    # Only once: the takeover dying as well is not requested a third time.
+    Run.objects.filter(pk=again.pk).update(
+        state=Run.State.RUNNING, result={worker.TAKES_OVER: run.pk}, heartbeat_at=long_ago
+    )
+    assert worker.recover_stale_runs() == 1
+    assert not Run.objects.filter(state=Run.State.REQUESTED).exists()
+
+
+@pytest.mark.django_db
+def test_a_live_worker_renews_its_leases_so_a_quiet_job_is_not_taken_over(jobs, settings):
+    settings.WORKER_LEASE_SECONDS = 30
+    assert worker.claim_lease("noop", owner=worker._owner())
+    JobLease.objects.filter(kind="noop").update(lease_until=timezone.now())
+    assert worker.renew_leases() == 1
+    lease = JobLease.objects.get(kind="noop")
+    assert lease.lease_until > timezone.now() + timedelta(seconds=25)
+    assert not worker.claim_lease("noop", owner="other:2")
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("seconds", [-5, "x", None, [1], 1e308])
+def test_the_noop_duration_is_clamped(jobs, seconds, monkeypatch):
+    slept = []
+    monkeypatch.setattr(worker.time, "sleep", slept.append)
+    run = Run.objects.create(kind="noop", options={"seconds": seconds})
+    worker.noop_job(run)
+    assert 0 <= slept[0] <= worker.NOOP_MAX_SECONDS
+
+
+@pytest.mark.django_db
 def test_unknown_kinds_are_refused(jobs):
     with pytest.raises(ValueError):
         worker.request_run("../../etc")

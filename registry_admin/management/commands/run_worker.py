@@ -68,6 +68,7 @@ class Command(BaseCommand):
     def _beat(self):
         try:
             worker.beat(started_at=self.started_at)
+            worker.renew_leases()
         except DatabaseError as exc:
             # A missed beat only makes the dashboard warn sooner; the jobs go on.
             logger.warning("worker heartbeat failed: %s", exc)
@@ -76,7 +77,9 @@ class Command(BaseCommand):
         """Beats from its own thread, so a job that runs for an hour does not look like a dead
         worker (the loop only comes round between jobs)."""
         try:
-            while not stop.wait(worker.HEARTBEAT_SECONDS):
+            # Often enough that a lease is renewed twice before it could expire.
+            every = min(worker.HEARTBEAT_SECONDS, worker.lease_seconds() / 3)
+            while not stop.wait(every):
                 self._beat()
         finally:
             connection.close()
