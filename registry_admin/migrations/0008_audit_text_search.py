@@ -61,7 +61,7 @@ def _run(statements):
 
 
 class Migration(migrations.Migration):
-    dependencies = [("registry_admin", "0004_unauthorized_repeats")]
+    dependencies = [("registry_admin", "0007_token_access")]
 
     operations = [
         migrations.RunPython(
