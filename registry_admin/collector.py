@@ -76,7 +76,7 @@ def collector_config():
     problem = storage.configuration_problem()
     if problem:
         raise CollectorError(problem)
-    kind = settings.STORAGE_BACKEND.strip().lower()
+    kind = storage.backend_kind()
     if kind == "filesystem":
         driver = {"filesystem": {"rootdirectory": settings.STORAGE_FILESYSTEM_ROOT}}
     else:

@@ -21,6 +21,30 @@ class InvalidReferenceError(ValueError):
     """A name that the registry's grammar does not allow; str(error) is a sentence for the page."""
 
 
+def is_valid_repository(name):
+    """True for a repository name the registry accepts (`team/app`, never `..` or `A`)."""
+    return (
+        isinstance(name, str)
+        and len(name) <= REPOSITORY_MAX_LENGTH
+        and REPOSITORY_RE.fullmatch(name) is not None
+    )
+
+
+def is_valid_tag(tag):
+    return isinstance(tag, str) and TAG_RE.fullmatch(tag) is not None
+
+
+def is_valid_digest(digest):
+    return (
+        isinstance(digest, str) and len(digest) <= 150 and DIGEST_RE.fullmatch(digest) is not None
+    )
+
+
+def is_valid_reference(reference):
+    """A tag or a digest."""
+    return is_valid_tag(reference) or is_valid_digest(reference)
+
+
 def _shown(value, limit=80):
     """The value as it may appear in a message: control characters escaped, cut short."""
     text = repr(value)[1:-1]

@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from ... import storage
 from ...audit_forms import NotificationSettingsForm
 from ...registry_config import (
     AZURE_CREDENTIALS_TYPES,
@@ -75,7 +76,7 @@ class Command(BaseCommand):
             )
         version = options["registry_version"]
         storage_section = None
-        if (settings.STORAGE_BACKEND or "").strip().lower() == "azure":
+        if storage.backend_kind() == "azure":
             if not (settings.AZURE_STORAGE_ACCOUNT_NAME and settings.AZURE_STORAGE_CONTAINER):
                 raise CommandError(
                     "STORAGE_BACKEND is azure: set AZURE_STORAGE_ACCOUNT_NAME and "
