@@ -152,7 +152,7 @@ class LiveRepository:
         children = []
         for child in document.data.get("manifests") or []:
             child_digest = child.get("digest") if isinstance(child, dict) else None
-            if registry.is_valid_digest(child_digest) and child_digest not in children:
+            if references.is_valid_digest(child_digest) and child_digest not in children:
                 children.append(child_digest)
         return children
 
@@ -294,7 +294,7 @@ def _blob_descriptors(data):
     return [
         (item["digest"], item["size"])
         for item in items
-        if registry.is_valid_digest(item.get("digest"))
+        if references.is_valid_digest(item.get("digest"))
         and isinstance(item.get("size"), int)
         and item["size"] >= 0
     ]

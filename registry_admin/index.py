@@ -25,7 +25,7 @@ from django.db.models.functions import Coalesce
 
 from . import registry, worker
 from .models import AuditEvent, Manifest, Repository, Run, Tag
-from .references import DIGEST_RE, REPOSITORY_MAX_LENGTH, REPOSITORY_RE, TAG_RE
+from .references import is_valid_digest, is_valid_repository, is_valid_tag
 
 logger = logging.getLogger(__name__)
 
@@ -158,10 +158,9 @@ def _as_sent(event):
 
 def _valid(repository, tag="", digest=""):
     return (
-        len(repository) <= REPOSITORY_MAX_LENGTH
-        and REPOSITORY_RE.fullmatch(repository) is not None
-        and (not tag or TAG_RE.fullmatch(tag) is not None)
-        and (not digest or DIGEST_RE.fullmatch(digest) is not None)
+        is_valid_repository(repository)
+        and (not tag or is_valid_tag(tag))
+        and (not digest or is_valid_digest(digest))
     )
 
 

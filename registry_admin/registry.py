@@ -25,7 +25,12 @@ from requests.auth import AuthBase, HTTPBasicAuth
 from urllib3 import exceptions as urllib3_exceptions
 from urllib3.util.retry import Retry
 
-from .references import DIGEST_RE, REPOSITORY_MAX_LENGTH, REPOSITORY_RE, TAG_RE
+from .references import (  # the grammar's one home; re-exported for callers of registry.*
+    is_valid_digest,
+    is_valid_reference,
+    is_valid_repository,
+    is_valid_tag,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -78,30 +83,6 @@ CATALOG_PAGE_SIZE = 1000
 TAGS_PAGE_SIZE = 1000
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_CONFIG_BYTES = 8 * 1024 * 1024
-
-
-def is_valid_repository(name):
-    """True for a repository name the registry accepts (`team/app`, never `..` or `A`)."""
-    return (
-        isinstance(name, str)
-        and len(name) <= REPOSITORY_MAX_LENGTH
-        and REPOSITORY_RE.fullmatch(name) is not None
-    )
-
-
-def is_valid_tag(tag):
-    return isinstance(tag, str) and TAG_RE.fullmatch(tag) is not None
-
-
-def is_valid_digest(digest):
-    return (
-        isinstance(digest, str) and len(digest) <= 150 and DIGEST_RE.fullmatch(digest) is not None
-    )
-
-
-def is_valid_reference(reference):
-    """A tag or a digest."""
-    return is_valid_tag(reference) or is_valid_digest(reference)
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import registry
+from . import references, registry
 from .image_details import fetch_details
 from .index import refresh_stats_of
 from .models import Manifest, Repository, Tag
@@ -116,7 +116,7 @@ class _Reconcile:
         started = timezone.now()
         self._progress(message="reading the catalog")
         names = registry.get_client().list_repositories()
-        valid = [name for name in dict.fromkeys(names) if registry.is_valid_repository(name)]
+        valid = [name for name in dict.fromkeys(names) if references.is_valid_repository(name)]
         self.result.skipped_names = len(names) - len(valid)
         self.result.repositories = len(valid)
         self.total = len(valid)
@@ -178,7 +178,7 @@ class _Reconcile:
         if isinstance(tags, Exception):
             self._fail(scan, tags)
             return
-        valid = [tag for tag in dict.fromkeys(tags) if registry.is_valid_tag(tag)]
+        valid = [tag for tag in dict.fromkeys(tags) if references.is_valid_tag(tag)]
         self.result.skipped_names += len(tags) - len(valid)
         self.result.tags += len(valid)
         scan.pending = len(valid)

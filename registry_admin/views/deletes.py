@@ -126,7 +126,7 @@ def _expected_digests(request):
     expected = {}
     for pair in request.POST.getlist("expect"):
         tag, _, digest = pair.partition("@")
-        if references.TAG_RE.fullmatch(tag) and references.DIGEST_RE.fullmatch(digest):
+        if references.is_valid_tag(tag) and references.is_valid_digest(digest):
             expected[tag] = digest
     return expected
 
