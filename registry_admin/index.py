@@ -25,6 +25,7 @@ from django.db.models.functions import Coalesce
 
 from . import registry, worker
 from .models import AuditEvent, Manifest, Repository, Run, Tag
+from .models.batches import pk_batches
 from .references import is_valid_digest, is_valid_repository, is_valid_tag
 
 logger = logging.getLogger(__name__)
@@ -47,8 +48,8 @@ def refresh_stats_of(repository_ids):
         .annotate(total=Func(F("size"), function="SUM"))
         .values("total")
     )
-    for start in range(0, len(ids), 500):
-        Repository.objects.filter(pk__in=ids[start : start + 500]).update(
+    for batch in pk_batches(Repository, ids):
+        batch.update(
             tag_count=Coalesce(Subquery(tags.annotate(n=Count("pk")).values("n")), 0),
             last_push_at=Subquery(tags.annotate(last=Max("pushed_at")).values("last")),
             total_size=Coalesce(Subquery(total[:1]), 0),

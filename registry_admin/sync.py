@@ -27,6 +27,7 @@ from . import references, registry
 from .image_details import fetch_details
 from .index import refresh_stats_of
 from .models import Manifest, Repository, Tag
+from .models.batches import pk_batches
 from .worker import report_progress
 
 logger = logging.getLogger(__name__)
@@ -246,8 +247,8 @@ class _Reconcile:
             refresh_stats_of(self.stale_counters)
             self.stale_counters = set()
         now = timezone.now()
-        for start in range(0, len(self.synced), 500):
-            Repository.objects.filter(pk__in=self.synced[start : start + 500]).update(synced_at=now)
+        for batch in pk_batches(Repository, self.synced):
+            batch.update(synced_at=now)
         self.synced = []
 
     def _progress(self, message=None, force=False):
@@ -275,8 +276,8 @@ class _Reconcile:
             if name not in names
         ]
         self.result.repositories_removed = len(vanished)
-        for start in range(0, len(vanished), 500):
-            Repository.objects.filter(pk__in=vanished[start : start + 500]).delete()
+        for batch in pk_batches(Repository, vanished):
+            batch.delete()
 
     def _prune_manifests(self, started):
         """Drop manifests no tag points at any more (not ones a notification just added)."""
@@ -288,8 +289,8 @@ class _Reconcile:
             )
             if digest not in referenced
         ]
-        for start in range(0, len(orphans), 500):
-            Manifest.objects.filter(pk__in=orphans[start : start + 500]).delete()
+        for batch in pk_batches(Manifest, orphans):
+            batch.delete()
 
 
 def apply_repository(name, found, listed_at, refresh=True):
