@@ -25,7 +25,6 @@ from .models import Repository
 
 logger = logging.getLogger(__name__)
 
-JOB_KIND = "garbage_collect"
 ELIGIBLE = re.compile(r"blob eligible for deletion: (sha256:[0-9a-f]{64})")
 SUMMARY = re.compile(r"(\d+) blobs marked, (\d+) blobs and (\d+) manifests eligible for deletion")
 PROBE_REPOSITORY = "oyster/read-only-probe"

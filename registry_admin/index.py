@@ -24,7 +24,7 @@ from django.db.models import Count, Exists, F, Func, Max, OuterRef, Q, Subquery,
 from django.db.models.functions import Coalesce
 
 from . import registry, worker
-from .models import AuditEvent, Manifest, Repository, Run, Tag
+from .models import AuditEvent, JobKind, Manifest, Repository, Run, Tag
 from .models.batches import pk_batches
 from .references import is_valid_digest, is_valid_repository, is_valid_tag
 
@@ -209,8 +209,8 @@ def update_from_events(events):
 def request_details():
     """Ask the worker for a "details" run unless one is already waiting. (`worker.request_run`
     would hand back a running one, which may have listed its digests before this push.)"""
-    if not Run.objects.filter(kind="details", state=Run.State.REQUESTED).exists():
-        Run.objects.create(kind="details", requested_by="notifications")
+    if not Run.objects.filter(kind=JobKind.DETAILS, state=Run.State.REQUESTED).exists():
+        Run.objects.create(kind=JobKind.DETAILS, requested_by="notifications")
 
 
 # --- Reads for the pages ---------------------------------------------------------------------
@@ -389,7 +389,7 @@ def registry_status(ttl=30):
 def index_age():
     """When the index was last reconciled (None: never): the last successful sync run, or the
     newest repository reconcile (a run's record may have been pruned)."""
-    run = worker.last_finished_run("sync")
+    run = worker.last_finished_run(JobKind.SYNC)
     if run is not None:
         return run.finished_at
     return Repository.objects.aggregate(newest=Max("synced_at"))["newest"]

@@ -22,7 +22,6 @@ from .models import StorageSnapshot, UntaggedManifest
 
 logger = logging.getLogger(__name__)
 
-JOB_KIND = "prune_untagged"
 REMOVED = "removed"
 KEPT = "kept"
 FAILED = "failed"

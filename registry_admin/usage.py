@@ -12,10 +12,15 @@ from django.db import transaction
 from django.db.models import Count, Sum
 
 from . import storage, worker
-from .models import ManifestReferences, RepositoryStorage, StorageSnapshot, UntaggedManifest
+from .models import (
+    JobKind,
+    ManifestReferences,
+    RepositoryStorage,
+    StorageSnapshot,
+    UntaggedManifest,
+)
 from .models.batches import BATCH_SIZE, pk_batches
 
-JOB_KIND = "storage_scan"
 # Seconds between progress writes to the database during a scan.
 PROGRESS_SECONDS = 1.0
 # Points on the usage-over-time chart.
@@ -191,7 +196,7 @@ def gc_guidance_context(snapshot=None):
 
 def failed_run_since(snapshot):
     """The latest storage scan run if it failed after `snapshot` was taken, else None."""
-    run = worker.latest_run(JOB_KIND)
+    run = worker.latest_run(JobKind.STORAGE_SCAN)
     if run is None or run.state != run.State.FAILED:
         return None
     if snapshot is not None and run.finished_at and run.finished_at < snapshot.created_at:

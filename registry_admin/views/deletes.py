@@ -13,14 +13,13 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from .. import deletes, references, registry, usage, worker
-from ..models import Tag
+from ..models import JobKind, Tag
 from ..roles import DELETE_IMAGES, require
 
 logger = logging.getLogger(__name__)
 
 MAX_BULK_TAGS = 1000
 CONFIRM = "yes"
-SCAN_KIND = "storage_scan"
 
 
 @require_POST
@@ -186,8 +185,8 @@ def _results(request, context, outcomes, title):
         failed_count=sum(1 for o in outcomes if not o.ok),
         deletes_disabled=any(o.error_type == "RegistryDeleteUnsupported" for o in outcomes),
         deletes_disabled_message=registry.RegistryClient.DELETES_DISABLED_MESSAGE,
-        scan_kind=SCAN_KIND if SCAN_KIND in worker.JOBS else "",
-        scan_run=worker.latest_run(SCAN_KIND),
+        scan_kind=JobKind.STORAGE_SCAN,
+        scan_run=worker.latest_run(JobKind.STORAGE_SCAN),
         **usage.gc_guidance_context(),
     )
     return render(request, "registry_admin/deletes/results.html", context)

@@ -10,14 +10,13 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from .. import audit, retention, worker
-from ..models import RetentionRule
+from ..models import JobKind, RetentionRule
 from ..retention_forms import RetentionRuleForm
 from ..roles import DELETE_IMAGES, require
 
 logger = logging.getLogger(__name__)
 
 LIST = "registry_admin:retention"
-JOB_KIND = "retention"
 RULE_SAVED = "retention.rule_saved"
 RULE_DELETED = "retention.rule_deleted"
 # Repositories shown per rule on the page; the CLI dry run lists them all.
@@ -38,7 +37,7 @@ def rules(request):
         "rules": RetentionRule.objects.all(),
         "plan": plan,
         "shown_repositories": SHOWN_REPOSITORIES,
-        "latest_run": worker.latest_run(JOB_KIND),
+        "latest_run": worker.latest_run(JobKind.RETENTION),
         "retention_schedule_enabled": settings.RETENTION_SCHEDULE_ENABLED,
     }
     return render(request, "registry_admin/retention/rules.html", context)
@@ -98,7 +97,7 @@ def run(request):
     plan = retention.build_plan()
     if request.POST.get("confirm") != "yes":
         return render(request, "registry_admin/retention/run_confirm.html", {"plan": plan})
-    queued = worker.request_run(JOB_KIND, user=request.user, options={"dry_run": False})
+    queued = worker.request_run(JobKind.RETENTION, user=request.user, options={"dry_run": False})
     messages.info(
         request,
         f"Retention run #{queued.pk} is {queued.get_state_display().lower()}: the worker deletes "

@@ -9,6 +9,7 @@ status 1 when a tag could not be deleted or another retention run holds the lock
 from django.core.management.base import BaseCommand, CommandError
 
 from ... import deletes, registry, retention, worker
+from ...models import JobKind
 from ...registry_users import cli_actor
 
 
@@ -33,7 +34,7 @@ class Command(BaseCommand):
             self.print_plan(plan, how)
             return
         try:
-            run = worker.run_now("retention", user=cli_actor())
+            run = worker.run_now(JobKind.RETENTION, user=cli_actor())
         except worker.JobBusy as exc:
             raise CommandError(str(exc)) from exc
         if run.state != run.State.DONE:

@@ -5,7 +5,7 @@ from django.db.models import Count, Sum
 from django.template.defaultfilters import filesizeformat
 
 from ... import usage, worker
-from ...models import StorageSnapshot
+from ...models import JobKind, StorageSnapshot
 
 
 def _bytes(value):
@@ -34,7 +34,7 @@ class Command(BaseCommand):
         if options["top"] < 0:
             raise CommandError("--top must be 0 (all) or a positive number.")
         try:
-            run = worker.run_now(usage.JOB_KIND, user="manage.py scan_storage")
+            run = worker.run_now(JobKind.STORAGE_SCAN, user="manage.py scan_storage")
         except worker.JobBusy as exc:
             raise CommandError(str(exc)) from exc
         if run.state == run.State.FAILED:

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from ... import worker
+from ...models import JobKind
 
 
 class Command(BaseCommand):
@@ -22,7 +23,7 @@ class Command(BaseCommand):
             raise CommandError("--concurrency must be between 1 and 64.")
         run_options = {"concurrency": concurrency} if concurrency else {}
         try:
-            run = worker.run_now("sync", user="manage.py sync_registry", options=run_options)
+            run = worker.run_now(JobKind.SYNC, user="manage.py sync_registry", options=run_options)
         except worker.JobBusy as exc:
             raise CommandError(str(exc)) from exc
         if run.state == run.State.FAILED:
