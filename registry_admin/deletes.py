@@ -20,8 +20,6 @@ from .models import ManifestReferences, PortalPlaceholder, Tag
 
 logger = logging.getLogger(__name__)
 
-TAG_DELETE_INCOMPLETE = "tag.delete_incomplete"
-
 GC_ADVICE = (
     "The bytes come back when the registry's garbage collection runs: with the registry "
     "read-only, `python manage.py garbage_collect --dry-run`, then `python manage.py "
@@ -393,7 +391,7 @@ def _delete_by_placeholder(actor, live, plan, detail):
     except registry.RegistryDeleteIncomplete as exc:
         audit.record_portal_action(
             actor,
-            TAG_DELETE_INCOMPLETE,
+            audit.TAG_DELETE_INCOMPLETE,
             repository,
             tag,
             detail={**(detail or {}), "error": str(exc)},

@@ -17,8 +17,6 @@ from ..roles import DELETE_IMAGES, require
 logger = logging.getLogger(__name__)
 
 LIST = "registry_admin:retention"
-RULE_SAVED = "retention.rule_saved"
-RULE_DELETED = "retention.rule_deleted"
 # Repositories shown per rule on the page; the CLI dry run lists them all.
 SHOWN_REPOSITORIES = 50
 
@@ -64,7 +62,7 @@ def _edit(request, rule):
             rule.save()
             audit.record_portal_action(
                 request.user.get_username(),
-                RULE_SAVED,
+                audit.RETENTION_RULE_SAVED,
                 detail={"rule": rule.name, "id": rule.pk, **_rule_detail(rule)},
             )
         messages.success(request, f"Saved the retention rule “{rule.name}”.")
@@ -81,7 +79,7 @@ def rule_delete(request, pk):
     with transaction.atomic():
         audit.record_portal_action(
             request.user.get_username(),
-            RULE_DELETED,
+            audit.RETENTION_RULE_DELETED,
             detail={"rule": rule.name, "id": rule.pk, **_rule_detail(rule)},
         )
         rule.delete()
