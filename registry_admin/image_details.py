@@ -3,7 +3,7 @@
 `read_live_image(name, reference)` is what the tag and digest pages show, read from the registry
 now. `fetch_details()` and `details_from_document()` turn a manifest (and its config blob, and
 for an index each child) into the fields of the index's `Manifest` row; the reconcile and the
-details job in `sync` store them.
+details job in `reconcile` store them.
 """
 
 import json

@@ -1,5 +1,5 @@
 """The local index of repositories, tags and manifests: writes from notifications and portal
-actions. The reconcile that walks the registry lives in `registry_admin.sync`.
+actions. The reconcile that walks the registry lives in `registry_admin.reconcile`.
 
 Every write goes through these functions so the repository's denormalised counters
 (`tag_count`, `total_size`, `last_push_at`, `is_empty`) stay right.

@@ -65,8 +65,10 @@ JOBS = {
     JobKind.AUDIT_PRUNE: Job(
         "registry_admin.audit.prune_audit_events", JobKind.AUDIT_PRUNE.label, "AUDIT_PRUNE_INTERVAL"
     ),
-    JobKind.SYNC: Job("registry_admin.sync.reconcile_job", JobKind.SYNC.label, "SYNC_INTERVAL"),
-    JobKind.DETAILS: Job("registry_admin.sync.details_job", JobKind.DETAILS.label),
+    JobKind.SYNC: Job(
+        "registry_admin.reconcile.reconcile_job", JobKind.SYNC.label, "SYNC_INTERVAL"
+    ),
+    JobKind.DETAILS: Job("registry_admin.reconcile.details_job", JobKind.DETAILS.label),
     JobKind.STORAGE_SCAN: Job(
         "registry_admin.usage.storage_scan_job",
         JobKind.STORAGE_SCAN.label,
