@@ -10,8 +10,8 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from .. import audit, retention, worker
+from ..forms.retention import RetentionRuleForm
 from ..models import JobKind, RetentionRule
-from ..retention_forms import RetentionRuleForm
 from ..roles import DELETE_IMAGES, require
 
 logger = logging.getLogger(__name__)

@@ -16,7 +16,7 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 from django.views.decorators.http import require_POST
 
 from .. import htpasswd, registry_users
-from ..htpasswd_forms import PasswordForm, UserCreateForm
+from ..forms.htpasswd import PasswordForm, UserCreateForm
 from ..models import AuditEvent
 from ..roles import MANAGE_USERS, require
 

@@ -2,7 +2,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from ... import storage
-from ...audit_forms import NotificationSettingsForm
+from ...forms.audit import NotificationSettingsForm
 from ...registry_config import (
     AZURE_CREDENTIALS_TYPES,
     TOKEN_PLACEHOLDER,
