@@ -14,7 +14,6 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC
 
 from django.conf import settings
 from django.core.cache import cache
@@ -294,31 +293,6 @@ class TagRow:
     @property
     def shared(self):
         return bool(self.siblings)
-
-    # Formatted here in UTC: strftime costs a fraction of the `date` filter, per row.
-    @property
-    def created_iso(self):
-        return _iso(self.manifest.created if self.manifest else None)
-
-    @property
-    def created_text(self):
-        return _minutes(self.manifest.created if self.manifest else None)
-
-    @property
-    def pushed_iso(self):
-        return _iso(self.tag.pushed_at)
-
-    @property
-    def pushed_text(self):
-        return _minutes(self.tag.pushed_at)
-
-
-def _iso(value):
-    return value.astimezone(UTC).isoformat() if value else ""
-
-
-def _minutes(value):
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if value else ""
 
 
 # What each sort needs besides (pk, name, digest): one column, so the listing query converts
