@@ -42,14 +42,6 @@ logger = logging.getLogger(__name__)
 
 ACTIONS = ("push", "pull", "mount", "delete")
 
-# Content types the registry sends: 2.8 (v1), distribution v3 (v2), and plain JSON from tools.
-# The endpoint does not refuse others (a new registry version must not wedge its own queue).
-MEDIA_TYPES = (
-    "application/vnd.docker.distribution.events.v1+json",
-    "application/vnd.docker.distribution.events.v2+json",
-    "application/json",
-)
-
 MANIFEST_MEDIA_TYPES = frozenset(
     {
         "application/vnd.oci.image.manifest.v1+json",

@@ -460,7 +460,7 @@ class RegistryClient:
     # https://distribution.github.io/distribution/spec/api/#deleting-an-image
     # 2.8 deletes manifests, never tags: `DELETE /manifests/<digest>` drops every tag on that
     # digest. One tag alone goes by re-pointing it at a unique placeholder manifest and deleting
-    # the placeholder (measured: ../shared/realenv/README.md, "Registry API").
+    # the placeholder (measured on 2.8.2; registry_admin/tests/test_registry_deletes.py runs it).
 
     PLACEHOLDER_ANNOTATION = "io.oyster.placeholder"
     PLACEHOLDER_REPLACES_ANNOTATION = "io.oyster.placeholder.replaces"
@@ -593,11 +593,6 @@ class RegistryClient:
             return "writable", "The registry accepts uploads: it is not in read-only mode."
         detail = _error_text(response) or f"HTTP {response.status_code}"
         return "unknown", f"The registry answered a write check with {detail}."
-
-    def check_deletes_enabled(self, repository):
-        """Raise RegistryDeleteUnsupported when the registry refuses deletes; changes nothing."""
-        _require_name(repository)
-        self._check_deletes_enabled(repository)
 
     def _untag(self, repository, tag):
         """`DELETE /manifests/<tag>`: True when the registry untagged it (distribution v3),
