@@ -2,23 +2,24 @@
 tag reaches (from the latest storage scan), each re-checked live right before; the registry's
 garbage collection then frees their blobs. Exit status 1 when a delete failed."""
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.template.defaultfilters import filesizeformat
 
 from ... import untagged
 from ...registry_users import cli_actor
+from ..base import PortalCommand
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = (
         "Remove untagged manifests found by the latest storage scan (never one a tag or a "
         "tagged index still reaches, never one linked within UNTAGGED_GRACE_MINUTES)."
     )
 
+    dry_run_help = "Check and list; delete nothing."
+
     def add_arguments(self, parser):
-        parser.add_argument(
-            "--dry-run", action="store_true", help="Check and list; delete nothing."
-        )
+        super().add_arguments(parser)
         parser.add_argument(
             "--repository",
             metavar="GLOB",
@@ -26,7 +27,7 @@ class Command(BaseCommand):
             help="Only repositories matching this shell pattern (e.g. 'team/*').",
         )
 
-    def handle(self, *args, dry_run, repository, **options):
+    def run(self, *, dry_run, repository, **options):
         if len(repository) > 300 or any(not c.isprintable() for c in repository):
             raise CommandError(
                 "--repository must be a printable pattern of at most 300 characters.", returncode=2
