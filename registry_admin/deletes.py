@@ -366,20 +366,29 @@ def _delete_by_digest(actor, live, plan, detail):
         except registry.RegistryError as exc:
             # The image is gone already; a child left over shows up as untagged later.
             logger.warning("child %s of %s@%s stayed: %s", child, repository, plan.digest, exc)
+    _record_tag_deleted(
+        actor,
+        repository,
+        tag,
+        plan.digest,
+        detail,
+        method=BY_DIGEST,
+        children=removed_children,
+        reclaimable_bytes=plan.reclaimable_bytes,
+    )
+    logger.info("tag %s:%s deleted by digest %s by %s", repository, tag, plan.digest, actor)
+
+
+def _record_tag_deleted(actor, repository, tag, digest, detail, **how):
+    """The audit row of a tag delete: the caller's `detail`, then how the tag went."""
     audit.record_portal_action(
         actor,
         audit.TAG_DELETED,
         repository=repository,
         tag=tag,
-        digest=plan.digest,
-        detail={
-            **(detail or {}),
-            "method": BY_DIGEST,
-            "children": removed_children,
-            "reclaimable_bytes": plan.reclaimable_bytes,
-        },
+        digest=digest,
+        detail={**(detail or {}), **how},
     )
-    logger.info("tag %s:%s deleted by digest %s by %s", repository, tag, plan.digest, actor)
 
 
 def _delete_by_placeholder(actor, live, plan, detail):
@@ -401,18 +410,15 @@ def _delete_by_placeholder(actor, live, plan, detail):
         PLACEHOLDERS.forget(repository, deletion.placeholder_digest)
     live.forget([tag])
     index.forget_tags(repository, [tag])
-    audit.record_portal_action(
+    _record_tag_deleted(
         actor,
-        audit.TAG_DELETED,
-        repository=repository,
-        tag=tag,
-        digest=deletion.digest,
-        detail={
-            **(detail or {}),
-            "method": BY_PLACEHOLDER,
-            "placeholder": deletion.placeholder_digest,
-            "reclaimable_bytes": 0,
-        },
+        repository,
+        tag,
+        deletion.digest,
+        detail,
+        method=BY_PLACEHOLDER,
+        placeholder=deletion.placeholder_digest,
+        reclaimable_bytes=0,
     )
     logger.info("tag %s:%s (%s) deleted by %s", repository, tag, deletion.digest, actor)
     return TagPlan(repository, tag, deletion.digest, BY_PLACEHOLDER, plan.siblings)

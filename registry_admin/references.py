@@ -51,34 +51,32 @@ def _shown(value, limit=80):
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+def _check(value, what, max_length, pattern, grammar):
+    if not isinstance(value, str) or not value:
+        raise InvalidReferenceError(f"A {what} is required.")
+    if len(value) > max_length:
+        raise InvalidReferenceError(
+            f"A {what} has at most {max_length} characters ({len(value)} given)."
+        )
+    if not pattern.fullmatch(value):
+        raise InvalidReferenceError(f"“{_shown(value)}” is not a valid {what}: {grammar}")
+    return value
+
+
 def check_repository(name):
     """Return `name` when it is a valid repository name; raise InvalidReferenceError otherwise."""
-    if not isinstance(name, str) or not name:
-        raise InvalidReferenceError("A repository name is required.")
-    if len(name) > REPOSITORY_MAX_LENGTH:
-        raise InvalidReferenceError(
-            f"A repository name has at most {REPOSITORY_MAX_LENGTH} characters ({len(name)} given)."
-        )
-    if not REPOSITORY_RE.fullmatch(name):
-        raise InvalidReferenceError(
-            f"“{_shown(name)}” is not a valid repository name: lowercase letters, digits and "
-            "separators (. _ -) in components joined by /."
-        )
-    return name
+    return _check(
+        name,
+        "repository name",
+        REPOSITORY_MAX_LENGTH,
+        REPOSITORY_RE,
+        "lowercase letters, digits and separators (. _ -) in components joined by /.",
+    )
 
 
 def check_tag(tag):
     """Return `tag` when it is a valid tag; raise InvalidReferenceError otherwise."""
-    if not isinstance(tag, str) or not tag:
-        raise InvalidReferenceError("A tag is required.")
-    if len(tag) > 128:
-        raise InvalidReferenceError(f"A tag has at most 128 characters ({len(tag)} given).")
-    if not TAG_RE.fullmatch(tag):
-        raise InvalidReferenceError(
-            f"“{_shown(tag)}” is not a valid tag: letters, digits, _ . and -, "
-            "not starting with . or -."
-        )
-    return tag
+    return _check(tag, "tag", 128, TAG_RE, "letters, digits, _ . and -, not starting with . or -.")
 
 
 def check_digest(digest):

@@ -4,6 +4,7 @@ Each URL answers a first POST (from a Delete button) with a confirmation page an
 delete only on a second POST carrying `confirm=yes`. A GET is refused (405) and changes nothing.
 """
 
+import functools
 import logging
 
 from django.shortcuts import render
@@ -22,19 +23,30 @@ MAX_BULK_TAGS = 1000
 CONFIRM = "yes"
 
 
-@require_POST
-@require(DELETE_IMAGES)
-@never_cache
-def tag_delete(request):
+def _delete_view(view):
+    """POST only, admins only, never cached; `view(request, repository)` gets the posted
+    repository checked, and any name that fails the grammar answers the refusal page (400)."""
+
+    @require_POST
+    @require(DELETE_IMAGES)
+    @never_cache
+    @functools.wraps(view)
+    def checked(request):
+        try:
+            return view(request, references.check_repository(request.POST.get("repository", "")))
+        except references.InvalidReferenceError as exc:
+            return _refused(request, exc)
+
+    return checked
+
+
+@_delete_view
+def tag_delete(request, repository):
     """Delete one tag; its image and the image's other tags stay."""
-    try:
-        repository = references.check_repository(request.POST.get("repository", ""))
-        tag = references.check_tag(request.POST.get("tag", ""))
-        digest = request.POST.get("digest", "")
-        if digest:
-            references.check_digest(digest)
-    except references.InvalidReferenceError as exc:
-        return _refused(request, exc)
+    tag = references.check_tag(request.POST.get("tag", ""))
+    digest = request.POST.get("digest", "")
+    if digest:
+        references.check_digest(digest)
     context = {"repository": repository, "tag": tag, "digest": digest, "back": _back(request)}
     if request.POST.get("confirm") != CONFIRM:
         plans, context["live_error"] = _live_plans(repository, [tag])
@@ -49,16 +61,10 @@ def tag_delete(request):
     return _results(request, context, outcomes, title=f"Delete {repository}:{tag}")
 
 
-@require_POST
-@require(DELETE_IMAGES)
-@never_cache
-def image_delete(request):
+@_delete_view
+def image_delete(request, repository):
     """Delete an image by digest: every tag on it goes too, and the confirmation lists them."""
-    try:
-        repository = references.check_repository(request.POST.get("repository", ""))
-        digest = references.check_digest(request.POST.get("digest", ""))
-    except references.InvalidReferenceError as exc:
-        return _refused(request, exc)
+    digest = references.check_digest(request.POST.get("digest", ""))
     context = {"repository": repository, "digest": digest, "back": _back(request)}
     try:
         tags = deletes.tags_pointing_at(repository, digest)
@@ -80,16 +86,10 @@ def image_delete(request):
     return _results(request, context, outcomes, title=f"Delete image {repository}@{digest}")
 
 
-@require_POST
-@require(DELETE_IMAGES)
-@never_cache
-def tags_bulk_delete(request):
+@_delete_view
+def tags_bulk_delete(request, repository):
     """Delete the tags selected on the repository page, each alone, with one result per tag."""
-    try:
-        repository = references.check_repository(request.POST.get("repository", ""))
-        tags = _selected_tags(request)
-    except references.InvalidReferenceError as exc:
-        return _refused(request, exc)
+    tags = _selected_tags(request)
     context = {"repository": repository, "tags": tags, "back": _back(request)}
     if request.POST.get("confirm") != CONFIRM:
         known = dict(
