@@ -356,16 +356,7 @@ class RegistryClient:
 
     def head_manifest(self, repository, reference):
         """The digest, media type and length of `repository:reference` without its body."""
-        _require_name(repository, reference)
-        what = f"manifest {_ref_text(repository, reference)}"
-        response = self.check_response(
-            self.request(
-                "HEAD",
-                f"/v2/{repository}/manifests/{reference}",
-                headers={"Accept": MANIFEST_ACCEPT},
-            ),
-            what,
-        )
+        response, _ = self._manifest_request("HEAD", repository, reference)
         digest = response.headers.get("Docker-Content-Digest", "")
         if not is_valid_digest(digest):
             # Some proxies drop the header on HEAD: the body's hash is the truth then.
@@ -380,17 +371,7 @@ class RegistryClient:
 
     def get_manifest(self, repository, reference):
         """Fetch a manifest; its digest is checked against the bytes (and the reference)."""
-        _require_name(repository, reference)
-        what = f"manifest {_ref_text(repository, reference)}"
-        response = self.check_response(
-            self.request(
-                "GET",
-                f"/v2/{repository}/manifests/{reference}",
-                headers={"Accept": MANIFEST_ACCEPT},
-                stream=True,
-            ),
-            what,
-        )
+        response, what = self._manifest_request("GET", repository, reference, stream=True)
         raw = self._read_capped(response, MAX_MANIFEST_BYTES, what)
         computed = "sha256:" + hashlib.sha256(raw).hexdigest()
         header = response.headers.get("Docker-Content-Digest", "")
@@ -402,6 +383,18 @@ class RegistryClient:
         data = _json_loads(raw, what)
         media_type = _media_type(response) or str(data.get("mediaType") or "")
         return ManifestDocument(digest=computed, media_type=media_type, raw=raw, data=data)
+
+    def _manifest_request(self, method, repository, reference, **kwargs):
+        """(checked response, "manifest REPO:REF") for a HEAD or GET of one manifest."""
+        _require_name(repository, reference)
+        what = f"manifest {_ref_text(repository, reference)}"
+        response = self.request(
+            method,
+            f"/v2/{repository}/manifests/{reference}",
+            headers={"Accept": MANIFEST_ACCEPT},
+            **kwargs,
+        )
+        return self.check_response(response, what), what
 
     def get_config(self, repository, digest):
         """An image config blob (JSON) by digest, checked against the digest."""

@@ -12,6 +12,8 @@ from ... import deletes, references, registry
 from ...registry_users import cli_actor
 from ..base import PortalCommand
 
+EXPECT_HELP = "Only delete REPO:TAG if it still points at this digest."
+
 
 class Command(PortalCommand):
     help = (
@@ -25,12 +27,7 @@ class Command(PortalCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("reference", metavar="REPO:TAG|REPO@DIGEST")
-        parser.add_argument(
-            "--expect-digest",
-            metavar="DIGEST",
-            default="",
-            help="Only delete REPO:TAG if it still points at this digest.",
-        )
+        parser.add_argument("--expect-digest", metavar="DIGEST", default="", help=EXPECT_HELP)
 
     def run(self, *, reference, expect_digest, **options):
         try:

@@ -8,6 +8,8 @@ from ... import collector, registry, storage
 from ...registry_users import cli_actor
 from ..base import PortalCommand
 
+STOPPED_HELP = "The registry is stopped on purpose (checked: it must refuse connections)."
+
 
 class Command(PortalCommand):
     help = (
@@ -20,11 +22,7 @@ class Command(PortalCommand):
 
     def add_arguments(self, parser):
         super().add_arguments(parser)
-        parser.add_argument(
-            "--registry-stopped",
-            action="store_true",
-            help="The registry is stopped on purpose (checked: it must refuse connections).",
-        )
+        parser.add_argument("--registry-stopped", action="store_true", help=STOPPED_HELP)
 
     def run(self, *, dry_run, registry_stopped, **options):
         result = collector.collect(

@@ -9,6 +9,8 @@ from ... import untagged
 from ...registry_users import cli_actor
 from ..base import PortalCommand
 
+REPOSITORY_HELP = "Only repositories matching this shell pattern (e.g. 'team/*')."
+
 
 class Command(PortalCommand):
     help = (
@@ -20,12 +22,7 @@ class Command(PortalCommand):
 
     def add_arguments(self, parser):
         super().add_arguments(parser)
-        parser.add_argument(
-            "--repository",
-            metavar="GLOB",
-            default="",
-            help="Only repositories matching this shell pattern (e.g. 'team/*').",
-        )
+        parser.add_argument("--repository", metavar="GLOB", default="", help=REPOSITORY_HELP)
 
     def run(self, *, dry_run, repository, **options):
         if len(repository) > 300 or any(not c.isprintable() for c in repository):
