@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from . import audit, registry, storage, usage
-from .models import Repository
+from .models import JobKind, Repository
 
 logger = logging.getLogger(__name__)
 
@@ -245,7 +245,7 @@ def garbage_collect_job(run):
         worker.report_progress(run, message=message)
 
     result = collect(
-        run.requested_by or "garbage_collect",
+        run.requested_by or JobKind.GARBAGE_COLLECT,
         dry_run=bool(options.get("dry_run", True)),
         registry_stopped=bool(options.get("registry_stopped")),
         on_progress=progress,
