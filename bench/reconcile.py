@@ -142,14 +142,14 @@ def setup_django(data_dir, reg):
 
 
 def timed_reconcile(concurrency, fresh):
-    from registry_admin import sync
+    from registry_admin import reconcile
     from registry_admin.models import Manifest, Repository
 
     if fresh:
         Repository.objects.all().delete()
         Manifest.objects.all().delete()
     started = time.perf_counter()
-    result = sync.reconcile(concurrency=concurrency)
+    result = reconcile.reconcile(concurrency=concurrency)
     seconds = time.perf_counter() - started
     assert not result.errors, result.errors[:3]
     return seconds, result

@@ -8,8 +8,8 @@ there is one), with the portal user's name as `actor`:
                                repository="team/app", tag="v1", digest=digest)
 
 The row has `source="portal"`, so the audit log can show or filter portal actions apart from
-registry events (`?source=portal`). `action` is one of the constants below or another short
-dotted name; `detail` is any JSON-able dict (never put a password or token in it).
+registry events (`?source=portal`). `action` is one of the constants below, the one home of
+the portal's action names; `detail` is any JSON-able dict (never put a password or token in it).
 """
 
 import json
@@ -32,8 +32,12 @@ USER_CREATED = "user.created"
 USER_PASSWORD_CHANGED = "user.password_changed"
 USER_DELETED = "user.deleted"
 TAG_DELETED = "tag.deleted"
+# A tag delete that stopped halfway (the placeholder re-point); retrying finishes it.
+TAG_DELETE_INCOMPLETE = "tag.delete_incomplete"
 IMAGE_DELETED = "image.deleted"
 RETENTION_RUN = "retention.run"
+RETENTION_RULE_SAVED = "retention.rule_saved"
+RETENTION_RULE_DELETED = "retention.rule_deleted"
 UNTAGGED_DELETED = "image.untagged_deleted"
 GARBAGE_COLLECTED = "storage.garbage_collected"
 AUDIT_PRUNED = "audit.pruned"

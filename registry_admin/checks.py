@@ -111,40 +111,39 @@ def check_notification_settings(app_configs, **kwargs):
 
 @register()
 def check_storage_settings(app_configs, **kwargs):
-    backend = settings.STORAGE_BACKEND
-    if backend not in ("filesystem", "azure"):
+    # The rules live in storage.settings_problems(); this only words them as checks. A
+    # filesystem root that is missing at startup is left to the storage page.
+    found = dict(storage.settings_problems())
+    if "backend" in found:
         return [
             Error(
-                f"STORAGE_BACKEND={backend!r} is not a known storage backend.",
+                f"STORAGE_BACKEND={settings.STORAGE_BACKEND!r} is not a known storage backend.",
                 hint="Set STORAGE_BACKEND to 'filesystem' or 'azure'.",
                 id="oyster.E030",
             )
         ]
-    if backend == "azure":
-        problems = []
-        credential_problem = storage.azure_credential_problem(*storage.azure_credential_settings())
-        if credential_problem:
-            problems.append(
-                Error(
-                    "STORAGE_BACKEND is 'azure' but its credentials cannot work: "
-                    + credential_problem,
-                    hint="Set AZURE_STORAGE_CREDENTIAL=default with AZURE_STORAGE_ACCOUNT_NAME "
-                    "(a managed identity), or AZURE_STORAGE_CONNECTION_STRING, or "
-                    "AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY (the registry's "
-                    "REGISTRY_STORAGE_AZURE_* also work).",
-                    id="oyster.E031",
-                )
+    problems = []
+    if "credentials" in found:
+        problems.append(
+            Error(
+                "STORAGE_BACKEND is 'azure' but its credentials cannot work: "
+                + found["credentials"],
+                hint="Set AZURE_STORAGE_CREDENTIAL=default with AZURE_STORAGE_ACCOUNT_NAME "
+                "(a managed identity), or AZURE_STORAGE_CONNECTION_STRING, or "
+                "AZURE_STORAGE_ACCOUNT_NAME and AZURE_STORAGE_ACCOUNT_KEY (the registry's "
+                "REGISTRY_STORAGE_AZURE_* also work).",
+                id="oyster.E031",
             )
-        if not settings.AZURE_STORAGE_CONTAINER:
-            problems.append(
-                Error(
-                    "STORAGE_BACKEND is 'azure' but AZURE_STORAGE_CONTAINER is empty.",
-                    hint="Set AZURE_STORAGE_CONTAINER to the registry's blob container.",
-                    id="oyster.E032",
-                )
+        )
+    if "container" in found:
+        problems.append(
+            Error(
+                "STORAGE_BACKEND is 'azure' but AZURE_STORAGE_CONTAINER is empty.",
+                hint="Set AZURE_STORAGE_CONTAINER to the registry's blob container.",
+                id="oyster.E032",
             )
-        return problems
-    return []
+        )
+    return problems
 
 
 @register()

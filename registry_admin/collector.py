@@ -21,11 +21,10 @@ from dataclasses import dataclass, field
 from django.conf import settings
 
 from . import audit, registry, storage, usage
-from .models import Repository
+from .models import JobKind, Repository
 
 logger = logging.getLogger(__name__)
 
-JOB_KIND = "garbage_collect"
 ELIGIBLE = re.compile(r"blob eligible for deletion: (sha256:[0-9a-f]{64})")
 SUMMARY = re.compile(r"(\d+) blobs marked, (\d+) blobs and (\d+) manifests eligible for deletion")
 PROBE_REPOSITORY = "oyster/read-only-probe"
@@ -76,7 +75,7 @@ def collector_config():
     problem = storage.configuration_problem()
     if problem:
         raise CollectorError(problem)
-    kind = settings.STORAGE_BACKEND.strip().lower()
+    kind = storage.backend_kind()
     if kind == "filesystem":
         driver = {"filesystem": {"rootdirectory": settings.STORAGE_FILESYSTEM_ROOT}}
     else:
@@ -246,7 +245,7 @@ def garbage_collect_job(run):
         worker.report_progress(run, message=message)
 
     result = collect(
-        run.requested_by or "garbage_collect",
+        run.requested_by or JobKind.GARBAGE_COLLECT,
         dry_run=bool(options.get("dry_run", True)),
         registry_stopped=bool(options.get("registry_stopped")),
         on_progress=progress,

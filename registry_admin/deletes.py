@@ -20,8 +20,6 @@ from .models import ManifestReferences, PortalPlaceholder, Tag
 
 logger = logging.getLogger(__name__)
 
-TAG_DELETE_INCOMPLETE = "tag.delete_incomplete"
-
 GC_ADVICE = (
     "The bytes come back when the registry's garbage collection runs: with the registry "
     "read-only, `python manage.py garbage_collect --dry-run`, then `python manage.py "
@@ -152,7 +150,7 @@ class LiveRepository:
         children = []
         for child in document.data.get("manifests") or []:
             child_digest = child.get("digest") if isinstance(child, dict) else None
-            if registry.is_valid_digest(child_digest) and child_digest not in children:
+            if references.is_valid_digest(child_digest) and child_digest not in children:
                 children.append(child_digest)
         return children
 
@@ -294,7 +292,7 @@ def _blob_descriptors(data):
     return [
         (item["digest"], item["size"])
         for item in items
-        if registry.is_valid_digest(item.get("digest"))
+        if references.is_valid_digest(item.get("digest"))
         and isinstance(item.get("size"), int)
         and item["size"] >= 0
     ]
@@ -368,20 +366,29 @@ def _delete_by_digest(actor, live, plan, detail):
         except registry.RegistryError as exc:
             # The image is gone already; a child left over shows up as untagged later.
             logger.warning("child %s of %s@%s stayed: %s", child, repository, plan.digest, exc)
+    _record_tag_deleted(
+        actor,
+        repository,
+        tag,
+        plan.digest,
+        detail,
+        method=BY_DIGEST,
+        children=removed_children,
+        reclaimable_bytes=plan.reclaimable_bytes,
+    )
+    logger.info("tag %s:%s deleted by digest %s by %s", repository, tag, plan.digest, actor)
+
+
+def _record_tag_deleted(actor, repository, tag, digest, detail, **how):
+    """The audit row of a tag delete: the caller's `detail`, then how the tag went."""
     audit.record_portal_action(
         actor,
         audit.TAG_DELETED,
         repository=repository,
         tag=tag,
-        digest=plan.digest,
-        detail={
-            **(detail or {}),
-            "method": BY_DIGEST,
-            "children": removed_children,
-            "reclaimable_bytes": plan.reclaimable_bytes,
-        },
+        digest=digest,
+        detail={**(detail or {}), **how},
     )
-    logger.info("tag %s:%s deleted by digest %s by %s", repository, tag, plan.digest, actor)
 
 
 def _delete_by_placeholder(actor, live, plan, detail):
@@ -393,7 +400,7 @@ def _delete_by_placeholder(actor, live, plan, detail):
     except registry.RegistryDeleteIncomplete as exc:
         audit.record_portal_action(
             actor,
-            TAG_DELETE_INCOMPLETE,
+            audit.TAG_DELETE_INCOMPLETE,
             repository,
             tag,
             detail={**(detail or {}), "error": str(exc)},
@@ -403,18 +410,15 @@ def _delete_by_placeholder(actor, live, plan, detail):
         PLACEHOLDERS.forget(repository, deletion.placeholder_digest)
     live.forget([tag])
     index.forget_tags(repository, [tag])
-    audit.record_portal_action(
+    _record_tag_deleted(
         actor,
-        audit.TAG_DELETED,
-        repository=repository,
-        tag=tag,
-        digest=deletion.digest,
-        detail={
-            **(detail or {}),
-            "method": BY_PLACEHOLDER,
-            "placeholder": deletion.placeholder_digest,
-            "reclaimable_bytes": 0,
-        },
+        repository,
+        tag,
+        deletion.digest,
+        detail,
+        method=BY_PLACEHOLDER,
+        placeholder=deletion.placeholder_digest,
+        reclaimable_bytes=0,
     )
     logger.info("tag %s:%s (%s) deleted by %s", repository, tag, deletion.digest, actor)
     return TagPlan(repository, tag, deletion.digest, BY_PLACEHOLDER, plan.siblings)

@@ -3,7 +3,7 @@
 `read_live_image(name, reference)` is what the tag and digest pages show, read from the registry
 now. `fetch_details()` and `details_from_document()` turn a manifest (and its config blob, and
 for an index each child) into the fields of the index's `Manifest` row; the reconcile and the
-details job in `sync` store them.
+details job in `reconcile` store them.
 """
 
 import json
@@ -13,7 +13,7 @@ from datetime import UTC
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from . import registry
+from . import references, registry
 
 IMAGE_CONFIG_TYPES = frozenset(
     {
@@ -71,7 +71,7 @@ def _image_details(client, repository, manifest, configs):
     size = _int(config_ref.get("size")) + sum(layer["size"] for layer in layers)
     config = {}
     config_type = str(config_ref.get("mediaType", ""))
-    if config_type in IMAGE_CONFIG_TYPES and registry.is_valid_digest(config_digest):
+    if config_type in IMAGE_CONFIG_TYPES and references.is_valid_digest(config_digest):
         if config_digest not in configs:
             configs[config_digest] = client.get_config(repository, config_digest)
         config = configs[config_digest]

@@ -1,5 +1,5 @@
 """The local index of repositories, tags and manifests: writes from notifications and portal
-actions. The reconcile that walks the registry lives in `registry_admin.sync`.
+actions. The reconcile that walks the registry lives in `registry_admin.reconcile`.
 
 Every write goes through these functions so the repository's denormalised counters
 (`tag_count`, `total_size`, `last_push_at`, `is_empty`) stay right.
@@ -14,7 +14,6 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC
 
 from django.conf import settings
 from django.core.cache import cache
@@ -24,8 +23,9 @@ from django.db.models import Count, Exists, F, Func, Max, OuterRef, Q, Subquery,
 from django.db.models.functions import Coalesce
 
 from . import pulls, registry, worker
-from .models import AuditEvent, Manifest, Repository, Run, Tag
-from .references import DIGEST_RE, REPOSITORY_MAX_LENGTH, REPOSITORY_RE, TAG_RE
+from .models import AuditEvent, JobKind, Manifest, Repository, Run, Tag
+from .models.batches import pk_batches
+from .references import is_valid_digest, is_valid_repository, is_valid_tag
 
 logger = logging.getLogger(__name__)
 
@@ -47,8 +47,8 @@ def refresh_stats_of(repository_ids):
         .annotate(total=Func(F("size"), function="SUM"))
         .values("total")
     )
-    for start in range(0, len(ids), 500):
-        Repository.objects.filter(pk__in=ids[start : start + 500]).update(
+    for batch in pk_batches(Repository, ids):
+        batch.update(
             tag_count=Coalesce(Subquery(tags.annotate(n=Count("pk")).values("n")), 0),
             last_push_at=Subquery(tags.annotate(last=Max("pushed_at")).values("last")),
             total_size=Coalesce(Subquery(total[:1]), 0),
@@ -158,10 +158,9 @@ def _as_sent(event):
 
 def _valid(repository, tag="", digest=""):
     return (
-        len(repository) <= REPOSITORY_MAX_LENGTH
-        and REPOSITORY_RE.fullmatch(repository) is not None
-        and (not tag or TAG_RE.fullmatch(tag) is not None)
-        and (not digest or DIGEST_RE.fullmatch(digest) is not None)
+        is_valid_repository(repository)
+        and (not tag or is_valid_tag(tag))
+        and (not digest or is_valid_digest(digest))
     )
 
 
@@ -209,8 +208,8 @@ def update_from_events(events):
 def request_details():
     """Ask the worker for a "details" run unless one is already waiting. (`worker.request_run`
     would hand back a running one, which may have listed its digests before this push.)"""
-    if not Run.objects.filter(kind="details", state=Run.State.REQUESTED).exists():
-        Run.objects.create(kind="details", requested_by="notifications")
+    if not Run.objects.filter(kind=JobKind.DETAILS, state=Run.State.REQUESTED).exists():
+        Run.objects.create(kind=JobKind.DETAILS, requested_by="notifications")
 
 
 # --- Reads for the pages ---------------------------------------------------------------------
@@ -302,31 +301,6 @@ class TagRow:
     def shared(self):
         return bool(self.siblings)
 
-    # Formatted here in UTC: strftime costs a fraction of the `date` filter, per row.
-    @property
-    def created_iso(self):
-        return _iso(self.manifest.created if self.manifest else None)
-
-    @property
-    def created_text(self):
-        return _minutes(self.manifest.created if self.manifest else None)
-
-    @property
-    def pushed_iso(self):
-        return _iso(self.tag.pushed_at)
-
-    @property
-    def pushed_text(self):
-        return _minutes(self.tag.pushed_at)
-
-
-def _iso(value):
-    return value.astimezone(UTC).isoformat() if value else ""
-
-
-def _minutes(value):
-    return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M") if value else ""
-
 
 # What each sort needs besides (pk, name, digest): one column, so the listing query converts
 # as few values as possible. The digest breaks ties, keeping tags of one image adjacent.
@@ -412,7 +386,7 @@ def registry_status(ttl=30):
 def index_age():
     """When the index was last reconciled (None: never): the last successful sync run, or the
     newest repository reconcile (a run's record may have been pruned)."""
-    run = worker.last_finished_run("sync")
+    run = worker.last_finished_run(JobKind.SYNC)
     if run is not None:
         return run.finished_at
     return Repository.objects.aggregate(newest=Max("synced_at"))["newest"]

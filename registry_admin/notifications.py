@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from datetime import UTC
 
 from django.db import IntegrityError, transaction
+from django.db.models import CharField
 from django.dispatch import Signal
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
@@ -42,14 +43,6 @@ from .pulls import is_own_read
 logger = logging.getLogger(__name__)
 
 ACTIONS = ("push", "pull", "mount", "delete")
-
-# Content types the registry sends: 2.8 (v1), distribution v3 (v2), and plain JSON from tools.
-# The endpoint does not refuse others (a new registry version must not wedge its own queue).
-MEDIA_TYPES = (
-    "application/vnd.docker.distribution.events.v1+json",
-    "application/vnd.docker.distribution.events.v2+json",
-    "application/json",
-)
 
 MANIFEST_MEDIA_TYPES = frozenset(
     {
@@ -187,20 +180,11 @@ def parse_event(item):
     return row
 
 
-_TEXT_FIELDS = (
-    "repository",
-    "from_repository",
-    "tag",
-    "digest",
-    "media_type",
-    "actor",
-    "request_id",
-    "request_addr",
-    "request_host",
-    "request_method",
-    "request_useragent",
-    "source_addr",
-    "source_instance",
+# What the registry sends as free text: every optional text column of the audit table.
+_TEXT_FIELDS = tuple(
+    column.name
+    for column in AuditEvent._meta.concrete_fields
+    if isinstance(column, CharField) and column.blank
 )
 
 

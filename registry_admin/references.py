@@ -21,40 +21,62 @@ class InvalidReferenceError(ValueError):
     """A name that the registry's grammar does not allow; str(error) is a sentence for the page."""
 
 
+def is_valid_repository(name):
+    """True for a repository name the registry accepts (`team/app`, never `..` or `A`)."""
+    return (
+        isinstance(name, str)
+        and len(name) <= REPOSITORY_MAX_LENGTH
+        and REPOSITORY_RE.fullmatch(name) is not None
+    )
+
+
+def is_valid_tag(tag):
+    return isinstance(tag, str) and TAG_RE.fullmatch(tag) is not None
+
+
+def is_valid_digest(digest):
+    return (
+        isinstance(digest, str) and len(digest) <= 150 and DIGEST_RE.fullmatch(digest) is not None
+    )
+
+
+def is_valid_reference(reference):
+    """A tag or a digest."""
+    return is_valid_tag(reference) or is_valid_digest(reference)
+
+
 def _shown(value, limit=80):
     """The value as it may appear in a message: control characters escaped, cut short."""
     text = repr(value)[1:-1]
     return text if len(text) <= limit else text[:limit] + "…"
 
 
+def _check(value, what, max_length, pattern, grammar):
+    if not isinstance(value, str) or not value:
+        raise InvalidReferenceError(f"A {what} is required.")
+    if len(value) > max_length:
+        raise InvalidReferenceError(
+            f"A {what} has at most {max_length} characters ({len(value)} given)."
+        )
+    if not pattern.fullmatch(value):
+        raise InvalidReferenceError(f"“{_shown(value)}” is not a valid {what}: {grammar}")
+    return value
+
+
 def check_repository(name):
     """Return `name` when it is a valid repository name; raise InvalidReferenceError otherwise."""
-    if not isinstance(name, str) or not name:
-        raise InvalidReferenceError("A repository name is required.")
-    if len(name) > REPOSITORY_MAX_LENGTH:
-        raise InvalidReferenceError(
-            f"A repository name has at most {REPOSITORY_MAX_LENGTH} characters ({len(name)} given)."
-        )
-    if not REPOSITORY_RE.fullmatch(name):
-        raise InvalidReferenceError(
-            f"“{_shown(name)}” is not a valid repository name: lowercase letters, digits and "
-            "separators (. _ -) in components joined by /."
-        )
-    return name
+    return _check(
+        name,
+        "repository name",
+        REPOSITORY_MAX_LENGTH,
+        REPOSITORY_RE,
+        "lowercase letters, digits and separators (. _ -) in components joined by /.",
+    )
 
 
 def check_tag(tag):
     """Return `tag` when it is a valid tag; raise InvalidReferenceError otherwise."""
-    if not isinstance(tag, str) or not tag:
-        raise InvalidReferenceError("A tag is required.")
-    if len(tag) > 128:
-        raise InvalidReferenceError(f"A tag has at most 128 characters ({len(tag)} given).")
-    if not TAG_RE.fullmatch(tag):
-        raise InvalidReferenceError(
-            f"“{_shown(tag)}” is not a valid tag: letters, digits, _ . and -, "
-            "not starting with . or -."
-        )
-    return tag
+    return _check(tag, "tag", 128, TAG_RE, "letters, digits, _ . and -, not starting with . or -.")
 
 
 def check_digest(digest):

@@ -25,7 +25,12 @@ from requests.auth import AuthBase, HTTPBasicAuth
 from urllib3 import exceptions as urllib3_exceptions
 from urllib3.util.retry import Retry
 
-from .references import DIGEST_RE, REPOSITORY_MAX_LENGTH, REPOSITORY_RE, TAG_RE
+from .references import (  # the grammar's one home; re-exported for callers of registry.*
+    is_valid_digest,
+    is_valid_reference,
+    is_valid_repository,
+    is_valid_tag,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -78,30 +83,6 @@ CATALOG_PAGE_SIZE = 1000
 TAGS_PAGE_SIZE = 1000
 MAX_MANIFEST_BYTES = 4 * 1024 * 1024
 MAX_CONFIG_BYTES = 8 * 1024 * 1024
-
-
-def is_valid_repository(name):
-    """True for a repository name the registry accepts (`team/app`, never `..` or `A`)."""
-    return (
-        isinstance(name, str)
-        and len(name) <= REPOSITORY_MAX_LENGTH
-        and REPOSITORY_RE.fullmatch(name) is not None
-    )
-
-
-def is_valid_tag(tag):
-    return isinstance(tag, str) and TAG_RE.fullmatch(tag) is not None
-
-
-def is_valid_digest(digest):
-    return (
-        isinstance(digest, str) and len(digest) <= 150 and DIGEST_RE.fullmatch(digest) is not None
-    )
-
-
-def is_valid_reference(reference):
-    """A tag or a digest."""
-    return is_valid_tag(reference) or is_valid_digest(reference)
 
 
 @dataclass(frozen=True)
@@ -380,16 +361,7 @@ class RegistryClient:
 
     def head_manifest(self, repository, reference):
         """The digest, media type and length of `repository:reference` without its body."""
-        _require_name(repository, reference)
-        what = f"manifest {_ref_text(repository, reference)}"
-        response = self.check_response(
-            self.request(
-                "HEAD",
-                f"/v2/{repository}/manifests/{reference}",
-                headers={"Accept": MANIFEST_ACCEPT},
-            ),
-            what,
-        )
+        response, _ = self._manifest_request("HEAD", repository, reference)
         digest = response.headers.get("Docker-Content-Digest", "")
         if not is_valid_digest(digest):
             # Some proxies drop the header on HEAD: the body's hash is the truth then.
@@ -404,17 +376,7 @@ class RegistryClient:
 
     def get_manifest(self, repository, reference):
         """Fetch a manifest; its digest is checked against the bytes (and the reference)."""
-        _require_name(repository, reference)
-        what = f"manifest {_ref_text(repository, reference)}"
-        response = self.check_response(
-            self.request(
-                "GET",
-                f"/v2/{repository}/manifests/{reference}",
-                headers={"Accept": MANIFEST_ACCEPT},
-                stream=True,
-            ),
-            what,
-        )
+        response, what = self._manifest_request("GET", repository, reference, stream=True)
         raw = self._read_capped(response, MAX_MANIFEST_BYTES, what)
         computed = "sha256:" + hashlib.sha256(raw).hexdigest()
         header = response.headers.get("Docker-Content-Digest", "")
@@ -426,6 +388,18 @@ class RegistryClient:
         data = _json_loads(raw, what)
         media_type = _media_type(response) or str(data.get("mediaType") or "")
         return ManifestDocument(digest=computed, media_type=media_type, raw=raw, data=data)
+
+    def _manifest_request(self, method, repository, reference, **kwargs):
+        """(checked response, "manifest REPO:REF") for a HEAD or GET of one manifest."""
+        _require_name(repository, reference)
+        what = f"manifest {_ref_text(repository, reference)}"
+        response = self.request(
+            method,
+            f"/v2/{repository}/manifests/{reference}",
+            headers={"Accept": MANIFEST_ACCEPT},
+            **kwargs,
+        )
+        return self.check_response(response, what), what
 
     def get_config(self, repository, digest):
         """An image config blob (JSON) by digest, checked against the digest."""
@@ -484,7 +458,7 @@ class RegistryClient:
     # https://distribution.github.io/distribution/spec/api/#deleting-an-image
     # 2.8 deletes manifests, never tags: `DELETE /manifests/<digest>` drops every tag on that
     # digest. One tag alone goes by re-pointing it at a unique placeholder manifest and deleting
-    # the placeholder (measured: ../shared/realenv/README.md, "Registry API").
+    # the placeholder (measured on 2.8.2; registry_admin/tests/test_registry_deletes.py runs it).
 
     PLACEHOLDER_ANNOTATION = "io.oyster.placeholder"
     PLACEHOLDER_REPLACES_ANNOTATION = "io.oyster.placeholder.replaces"
@@ -617,11 +591,6 @@ class RegistryClient:
             return "writable", "The registry accepts uploads: it is not in read-only mode."
         detail = _error_text(response) or f"HTTP {response.status_code}"
         return "unknown", f"The registry answered a write check with {detail}."
-
-    def check_deletes_enabled(self, repository):
-        """Raise RegistryDeleteUnsupported when the registry refuses deletes; changes nothing."""
-        _require_name(repository)
-        self._check_deletes_enabled(repository)
 
     def _untag(self, repository, tag):
         """`DELETE /manifests/<tag>`: True when the registry untagged it (distribution v3),

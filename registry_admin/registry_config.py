@@ -157,8 +157,6 @@ def dump_yaml(data):
 
 # Shown instead of the real token where the config is displayed in a page.
 TOKEN_PLACEHOLDER = "<NOTIFICATIONS_TOKEN>"
-# What the `ignore` block drops when the admin asks to leave blob-level noise out.
-IGNORE_BLOBS = {"mediatypes": ["application/octet-stream"]}
 
 
 def notification_config_texts(portal_url, token, ignore=None):

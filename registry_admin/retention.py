@@ -29,6 +29,7 @@ from django.utils import timezone
 
 from . import audit, deletes, pulls, registry
 from .models import Manifest, Repository, RetentionRule, Tag
+from .models.batches import batched
 
 logger = logging.getLogger(__name__)
 
@@ -164,8 +165,7 @@ def build_plan(rules=None, now=None, live=None):
             governed.append((repo_id, name, matching[0]))
             for other in matching[1:]:
                 other.shadowed.append((name, matching[0].rule.name))
-    for start in range(0, len(governed), PLAN_BATCH):
-        batch = governed[start : start + PLAN_BATCH]
+    for batch in batched(governed, PLAN_BATCH):
         tags_by_repo = {}
         rows = Tag.objects.filter(repository_id__in=[r[0] for r in batch]).values_list(
             "repository_id", "name", "digest", "pushed_at", "manifest__created"

@@ -18,11 +18,10 @@ from django.db.models import Count, Sum
 from django.utils import timezone
 
 from . import audit, deletes, registry
-from .models import StorageSnapshot, UntaggedManifest
+from .models import JobKind, StorageSnapshot, UntaggedManifest
 
 logger = logging.getLogger(__name__)
 
-JOB_KIND = "prune_untagged"
 REMOVED = "removed"
 KEPT = "kept"
 FAILED = "failed"
@@ -171,7 +170,7 @@ def prune_job(run):
     def progress(done, _total, item):
         worker.report_progress(run, done=done, message=f"{item['repository']}@{item['digest']}")
 
-    actor = run.requested_by or "prune_untagged"
+    actor = run.requested_by or JobKind.PRUNE_UNTAGGED
     result = prune(
         actor, options.get("repository", ""), bool(options.get("dry_run")), on_progress=progress
     )

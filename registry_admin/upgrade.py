@@ -62,7 +62,7 @@ def load_config(path):
 def generated_config():
     """The 2.8 configuration Oyster would print for the registry (`registry_config`)."""
     config = {}
-    if (settings.STORAGE_BACKEND or "").strip().lower() == "azure":
+    if storage.backend_kind() == "azure":
         config["storage"] = registry_config.azure_storage_section(
             2,
             settings.AZURE_STORAGE_ACCOUNT_NAME,
@@ -254,7 +254,7 @@ def block_blob_links(backend, progress_every=0):
 
 def check_storage(backend=None):
     """The Azure block blob hazard, counted from a listing of the registry's storage."""
-    kind = (settings.STORAGE_BACKEND or "").strip().lower()
+    kind = storage.backend_kind()
     if backend is None and kind != "azure":
         return [
             Finding(OK, "azure blob types", f"Storage is {kind or 'unset'}: no Azure blob types.")

@@ -5,15 +5,22 @@ this module stores its result and answers questions about the latest one.
 """
 
 import time
+from dataclasses import fields
 from datetime import UTC, datetime
 
 from django.db import transaction
 from django.db.models import Count, Sum
 
 from . import storage, worker
-from .models import ManifestReferences, RepositoryStorage, StorageSnapshot, UntaggedManifest
+from .models import (
+    JobKind,
+    ManifestReferences,
+    RepositoryStorage,
+    StorageSnapshot,
+    UntaggedManifest,
+)
+from .models.batches import BATCH_SIZE, pk_batches
 
-JOB_KIND = "storage_scan"
 # Seconds between progress writes to the database during a scan.
 PROGRESS_SECONDS = 1.0
 # Points on the usage-over-time chart.
@@ -66,7 +73,7 @@ class ManifestReferenceCache:
                 ManifestReferences(digest=digest.hex(), references=references)
                 for digest, references in fresh.items()
             ],
-            batch_size=500,
+            batch_size=BATCH_SIZE,
             ignore_conflicts=True,
         )
 
@@ -78,8 +85,21 @@ class ManifestReferenceCache:
             )
             if bytes.fromhex(digest) not in live
         ]
-        for start in range(0, len(stale), 500):
-            ManifestReferences.objects.filter(pk__in=stale[start : start + 500]).delete()
+        for batch in pk_batches(ManifestReferences, stale):
+            batch.delete()
+
+
+def _shared_fields(result_class, model):
+    """Fields a scan result class and its model share: copied as they are, named once."""
+    columns = {field.name for field in model._meta.concrete_fields}
+    return tuple(field.name for field in fields(result_class) if field.name in columns)
+
+
+# The scan's figures, defined by storage.ScanResult / RepositoryUsage / UntaggedRevision and
+# the models; a figure added to both is stored and exported without touching this module.
+SNAPSHOT_FIGURES = _shared_fields(storage.ScanResult, StorageSnapshot)
+REPOSITORY_FIGURES = _shared_fields(storage.RepositoryUsage, RepositoryStorage)
+UNTAGGED_FIELDS = _shared_fields(storage.UntaggedRevision, UntaggedManifest)
 
 
 def record_snapshot(result, backend, run=None):
@@ -89,56 +109,36 @@ def record_snapshot(result, backend, run=None):
             run=run,
             backend=backend.kind,
             location=backend.location[:500],
-            total_bytes=result.total_bytes,
-            blob_count=result.blob_count,
-            linked_bytes=result.linked_bytes,
-            dedup_saved_bytes=result.dedup_saved_bytes,
-            reclaimable_bytes=result.reclaimable_bytes,
-            reclaimable_count=result.reclaimable_count,
-            upload_count=result.upload_count,
-            upload_bytes=result.upload_bytes,
             oldest_upload_started_at=_datetime(result.oldest_upload_started),
             repository_count=len(result.repositories),
-            manifest_count=result.manifest_count,
-            unreadable_manifests=result.unreadable_manifests,
-            missing_blob_links=result.missing_blob_links,
-            entry_count=result.entry_count,
-            duration_seconds=result.duration_seconds,
+            **_copied(result, SNAPSHOT_FIGURES),
         )
         RepositoryStorage.objects.bulk_create(
             (
-                RepositoryStorage(
-                    snapshot=snapshot,
-                    name=usage.name,
-                    referenced_bytes=usage.referenced_bytes,
-                    unique_bytes=usage.unique_bytes,
-                    shared_bytes=usage.shared_bytes,
-                    reclaimable_bytes=usage.reclaimable_bytes,
-                    blob_count=usage.blob_count,
-                    manifest_count=usage.manifest_count,
-                )
+                RepositoryStorage(snapshot=snapshot, **_copied(usage, REPOSITORY_FIGURES))
                 for usage in result.repositories
             ),
-            batch_size=500,
+            batch_size=BATCH_SIZE,
         )
         UntaggedManifest.objects.bulk_create(
             (
                 UntaggedManifest(
                     snapshot=snapshot,
-                    repository=item.repository,
-                    digest=item.digest,
-                    linked_at=_datetime(item.linked_at),
-                    reclaimable_bytes=item.reclaimable_bytes,
-                    is_child=item.is_child,
+                    # linked_at: a timestamp in the result, a datetime in the table.
+                    **{**_copied(item, UNTAGGED_FIELDS), "linked_at": _datetime(item.linked_at)},
                 )
                 for item in result.untagged
             ),
-            batch_size=500,
+            batch_size=BATCH_SIZE,
         )
         # Only the latest scan's list is acted on; older lists would only mislead.
         UntaggedManifest.objects.exclude(snapshot=snapshot).delete()
         StorageSnapshot.objects.prune_details()
     return snapshot
+
+
+def _copied(item, names):
+    return {name: getattr(item, name) for name in names}
 
 
 def _datetime(timestamp):
@@ -196,7 +196,7 @@ def gc_guidance_context(snapshot=None):
 
 def failed_run_since(snapshot):
     """The latest storage scan run if it failed after `snapshot` was taken, else None."""
-    run = worker.latest_run(JOB_KIND)
+    run = worker.latest_run(JobKind.STORAGE_SCAN)
     if run is None or run.state != run.State.FAILED:
         return None
     if snapshot is not None and run.finished_at and run.finished_at < snapshot.created_at:
@@ -235,14 +235,6 @@ def chart_data(snapshot, top=10):
 
 def snapshot_as_dict(snapshot):
     """A snapshot with all its repository rows, JSON-ready (`manage.py scan_storage --json`)."""
-    fields = (
-        "referenced_bytes",
-        "unique_bytes",
-        "shared_bytes",
-        "reclaimable_bytes",
-        "blob_count",
-        "manifest_count",
-    )
     return {
         "snapshot_id": snapshot.pk,
         "run_id": snapshot.run_id,
@@ -270,18 +262,10 @@ def snapshot_as_dict(snapshot):
         "duration_seconds": snapshot.duration_seconds,
         "untagged": [
             {
-                "repository": row.repository,
-                "digest": row.digest,
+                **_copied(row, UNTAGGED_FIELDS),
                 "linked_at": row.linked_at.isoformat() if row.linked_at else None,
-                "reclaimable_bytes": row.reclaimable_bytes,
-                "is_child": row.is_child,
             }
             for row in snapshot.untagged.order_by("repository", "digest")
         ],
-        "repositories": [
-            {"name": name, **dict(zip(fields, figures, strict=True))}
-            for name, *figures in snapshot.repositories.order_by("name").values_list(
-                "name", *fields
-            )
-        ],
+        "repositories": list(snapshot.repositories.order_by("name").values(*REPOSITORY_FIGURES)),
     }

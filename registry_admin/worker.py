@@ -5,9 +5,9 @@ with `report_progress(run, done, total, message)` (which also renews the lease) 
 small JSON-able summary stored in `run.result`; raising marks the run failed with the error's
 text. `run.options` carries what the requester asked for (e.g. {"dry_run": true}).
 
-To add a kind, add one line to JOBS below: the dotted path of the function, a label, and the
-name of the setting holding its interval in seconds (None: only on request; a setting whose
-value is 0 or false disables the schedule).
+To add a kind, name it in models.JobKind and add one line to JOBS below: the dotted path of the
+function, its label, and the name of the setting holding its interval in seconds (None: only on
+request; a setting whose value is 0 or false disables the schedule).
 
 The worker (`python manage.py run_worker`) loops: for each kind, a requested run or a due
 schedule is claimed through the kind's JobLease row with one conditional UPDATE, so several
@@ -31,7 +31,7 @@ from django.db.models import Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
-from .models import JobLease, Run, WorkerHeartbeat
+from .models import JobKind, JobLease, Run, WorkerHeartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -69,22 +69,26 @@ class Job:
 
 
 JOBS = {
-    "noop": Job("registry_admin.worker.noop_job", "No-op (for checks)"),
-    "audit_prune": Job(
-        "registry_admin.audit.prune_audit_events", "Audit log prune", "AUDIT_PRUNE_INTERVAL"
+    JobKind.NOOP: Job("registry_admin.worker.noop_job", JobKind.NOOP.label),
+    JobKind.AUDIT_PRUNE: Job(
+        "registry_admin.audit.prune_audit_events", JobKind.AUDIT_PRUNE.label, "AUDIT_PRUNE_INTERVAL"
     ),
-    "sync": Job("registry_admin.sync.reconcile_job", "Registry reconcile", "SYNC_INTERVAL"),
-    "details": Job("registry_admin.sync.details_job", "Image details fetch"),
-    "storage_scan": Job(
+    JobKind.SYNC: Job(
+        "registry_admin.reconcile.reconcile_job", JobKind.SYNC.label, "SYNC_INTERVAL"
+    ),
+    JobKind.DETAILS: Job("registry_admin.reconcile.details_job", JobKind.DETAILS.label),
+    JobKind.STORAGE_SCAN: Job(
         "registry_admin.usage.storage_scan_job",
-        "Storage scan",
+        JobKind.STORAGE_SCAN.label,
         interval_setting="STORAGE_SCAN_INTERVAL",
     ),
-    "prune_untagged": Job("registry_admin.untagged.prune_job", "Untagged image cleanup"),
-    "garbage_collect": Job("registry_admin.collector.garbage_collect_job", "Garbage collection"),
-    "retention": Job(
+    JobKind.PRUNE_UNTAGGED: Job("registry_admin.untagged.prune_job", JobKind.PRUNE_UNTAGGED.label),
+    JobKind.GARBAGE_COLLECT: Job(
+        "registry_admin.collector.garbage_collect_job", JobKind.GARBAGE_COLLECT.label
+    ),
+    JobKind.RETENTION: Job(
         "registry_admin.retention.retention_job",
-        "Retention rules",
+        JobKind.RETENTION.label,
         interval_setting="RETENTION_INTERVAL",
         enabled_setting="RETENTION_SCHEDULE_ENABLED",
     ),

@@ -7,5 +7,5 @@ from .index import Manifest, Repository, Tag  # noqa: F401
 from .pulls import PullCount  # noqa: F401
 from .retention import RetentionRule  # noqa: F401
 from .roles import Roles  # noqa: F401
-from .runs import JobLease, Run, WorkerHeartbeat  # noqa: F401
+from .runs import JobKind, JobLease, Run, WorkerHeartbeat  # noqa: F401
 from .storage import ManifestReferences, RepositoryStorage, StorageSnapshot  # noqa: F401

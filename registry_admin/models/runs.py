@@ -1,6 +1,23 @@
 from django.db import models
 
 
+class JobKind(models.TextChoices):
+    """Every background job kind, with its label; worker.JOBS maps each to its function.
+
+    SYNC is the reconcile: its value stays "sync" because operators' scripts and saved runs
+    use it (as does `manage.py sync_registry`).
+    """
+
+    NOOP = "noop", "No-op (for checks)"
+    AUDIT_PRUNE = "audit_prune", "Audit log prune"
+    SYNC = "sync", "Registry reconcile"
+    DETAILS = "details", "Image details fetch"
+    STORAGE_SCAN = "storage_scan", "Storage scan"
+    PRUNE_UNTAGGED = "prune_untagged", "Untagged image cleanup"
+    GARBAGE_COLLECT = "garbage_collect", "Garbage collection"
+    RETENTION = "retention", "Retention rules"
+
+
 class Run(models.Model):
     """One execution of a background job (reconcile, storage scan, audit prune, retention...).
 
@@ -14,6 +31,8 @@ class Run(models.Model):
         RUNNING = "running", "Running"
         DONE = "done", "Done"
         FAILED = "failed", "Failed"
+
+    Kind = JobKind
 
     kind = models.CharField(max_length=40)
     state = models.CharField(max_length=12, choices=State.choices, default=State.REQUESTED)

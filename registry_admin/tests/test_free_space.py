@@ -18,7 +18,7 @@ import yaml
 from django.core.management import call_command
 from django.utils import timezone
 
-from registry_admin import collector, deletes, index, registry, sync, untagged, usage
+from registry_admin import collector, deletes, index, reconcile, registry, untagged, usage
 from registry_admin.models import AuditEvent, RetentionRule, Tag, UntaggedManifest
 from registry_admin.registry_config import EVENTS_PATH
 
@@ -272,7 +272,9 @@ def test_forged_push_events_dated_2099_change_nothing_retention_deletes(reg, cli
     harness.wait_for_quiet_notifications()
     registry_client = registry.get_client()
     for tag, image in images.items():
-        sync.store_details(image.digest, sync.fetch_details(registry_client, repo, image.digest))
+        reconcile.store_details(
+            image.digest, reconcile.fetch_details(registry_client, repo, image.digest)
+        )
     RetentionRule.objects.create(name="two", repository_pattern=repo, keep_latest=2)
     honest = io.StringIO()
     call_command("retention", "--dry-run", stdout=honest)

@@ -11,7 +11,7 @@ import pytest
 import requests
 from django.core.management import call_command
 
-from registry_admin import htpasswd, pulls, storage, sync, usage
+from registry_admin import htpasswd, pulls, reconcile, storage, usage
 from registry_admin.models import AuditEvent, PullCount, RepositoryStorage
 
 from .harness import SKOPEO_BINARY, wait_for_quiet_notifications
@@ -82,7 +82,7 @@ def test_real_pulls_count_and_checks_and_the_portal_do_not(registry, tmp_path, s
     every = skopeo_pull(registry, repo, "multi", user, tmp_path / "multi", all_platforms=True)
     assert every.returncode == 0, every.stderr
     # The portal's reconcile reads every tag (HEAD) and the manifests it has not read (GET).
-    sync.reconcile()
+    reconcile.reconcile()
     wait_for(
         lambda: manifest_events(repo, is_head=True, tag="headonly", actor=user).exists(),
         message="the HEAD's pull event",

@@ -9,7 +9,7 @@ import requests
 from django.core.cache import cache
 from django.template.defaultfilters import filesizeformat
 
-from registry_admin import sync, worker
+from registry_admin import reconcile, worker
 from registry_admin.models import Repository, Tag
 
 from .harness import (
@@ -124,7 +124,7 @@ def test_a_tag_deleted_behind_the_portals_back_shows_a_notice_then_goes_with_a_r
     image = build_image()
     registry.pusher().push_image(name, "v1", image)
     wait_for_quiet_notifications()
-    sync.reconcile()
+    reconcile.reconcile()
     deleted = requests.delete(
         f"{registry.url}/v2/{name}/manifests/{image.digest}",
         auth=(PUSH_USER, PUSH_PASSWORD),
@@ -134,7 +134,7 @@ def test_a_tag_deleted_behind_the_portals_back_shows_a_notice_then_goes_with_a_r
     page = admin_client.get(f"/repositories/{name}/-/tags/v1/")
     assert page.status_code == 200
     assert b"The registry no longer has this tag" in page.content
-    sync.reconcile()
+    reconcile.reconcile()
     assert not Tag.objects.filter(repository__name=name).exists()
     assert Repository.objects.get(name=name).is_empty
     link = f'class="mono">{name}</a>'.encode()
@@ -156,7 +156,7 @@ def test_a_stopped_registry_leaves_the_pages_working_from_the_index(
         reg.pusher().push_image("down/app", "v1", image)
         reg.pusher().push_image("down/app", "multi", multi)
         wait_for_quiet_notifications()
-        sync.reconcile()
+        reconcile.reconcile()
         reg.stop()
         cache.clear()
 

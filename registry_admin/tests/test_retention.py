@@ -10,7 +10,7 @@ from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
-from registry_admin import audit, image_details, index, registry, retention, sync, worker
+from registry_admin import audit, image_details, index, reconcile, registry, retention, worker
 from registry_admin.models import AuditEvent, Manifest, RetentionRule, Tag
 
 from . import harness
@@ -282,7 +282,7 @@ def push_dated_repository(reg, repo, now):
     harness.wait_for_quiet_notifications()
     client = registry.get_client()
     for tag in Tag.objects.filter(repository__name=repo):
-        sync.store_details(tag.digest, image_details.fetch_details(client, repo, tag.digest))
+        reconcile.store_details(tag.digest, image_details.fetch_details(client, repo, tag.digest))
 
 
 def dry_run_lines(repo):
@@ -367,7 +367,7 @@ def test_run_now_from_the_page_is_confirmed_then_done_by_the_worker(registry, ad
         images[tag] = image
     harness.wait_for_quiet_notifications()
     for tag, image in images.items():
-        sync.store_details(
+        reconcile.store_details(
             image.digest, image_details.fetch_details(registry_client(), repo, image.digest)
         )
     make_rule(name="page", repository_pattern=repo, delete_older_than_days=30)

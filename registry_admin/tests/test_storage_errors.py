@@ -9,7 +9,7 @@ from azure.storage.blob import ContainerSasPermissions, generate_container_sas
 from django.urls import reverse
 from django.utils.html import escape
 
-from registry_admin import storage, usage, worker
+from registry_admin import storage, worker
 from registry_admin.models import Run, StorageSnapshot
 from registry_admin.tests import harness
 from registry_admin.tests.storage_trees import (
@@ -35,7 +35,7 @@ def stocked_container(tmp_path, azurite):
 
 
 def scan_and_page(client):
-    run = worker.run_now(usage.JOB_KIND)
+    run = worker.run_now(Run.Kind.STORAGE_SCAN)
     page = client.get(reverse("registry_admin:storage"))
     assert page.status_code == 200
     return run, page.content.decode()

@@ -28,7 +28,7 @@ from django.core.management import call_command
 from django.urls import reverse
 from django.utils.html import escape
 
-from registry_admin import checks, storage, usage, worker
+from registry_admin import checks, storage, worker
 from registry_admin.models import Run
 from registry_admin.tests import harness
 from registry_admin.tests.storage_trees import (
@@ -392,7 +392,7 @@ def test_the_storage_page_shows_the_identity_sentence_not_an_error_page(
 ):
     identity.refuse = True
     use_identity(settings, azurite_tls, stocked)
-    run = worker.run_now(usage.JOB_KIND)
+    run = worker.run_now(Run.Kind.STORAGE_SCAN)
     assert run.state == Run.State.FAILED
     assert "found no Azure identity" in run.error
     page = admin_client.get(reverse("registry_admin:storage"))

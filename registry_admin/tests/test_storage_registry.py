@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 import requests
 
-from registry_admin import storage, usage, worker
-from registry_admin.models import StorageSnapshot
+from registry_admin import storage, worker
+from registry_admin.models import Run, StorageSnapshot
 from registry_admin.tests import harness
 from registry_admin.tests.images import (
     ALL_MANIFEST_TYPES,
@@ -171,7 +171,7 @@ def delete_manifest(reg, repository, digest):
 
 def test_a_deleted_image_is_reclaimable_until_garbage_collection(own_registry):
     _, deleted = push_images(own_registry)
-    first = worker.run_now(usage.JOB_KIND)
+    first = worker.run_now(Run.Kind.STORAGE_SCAN)
     assert first.state == first.State.DONE, first.error
     before = StorageSnapshot.objects.get(pk=first.result["snapshot_id"])
     assert before.reclaimable_bytes == 0
@@ -179,7 +179,7 @@ def test_a_deleted_image_is_reclaimable_until_garbage_collection(own_registry):
     # Deleting the manifest by digest removes tag v2 (and only it: v1 is another image).
     delete_manifest(own_registry, "st/alpha", deleted.digest)
     assert own_registry.pusher().tags("st/alpha") == ["v1"]
-    run = worker.run_now(usage.JOB_KIND)
+    run = worker.run_now(Run.Kind.STORAGE_SCAN)
     after_delete = StorageSnapshot.objects.get(pk=run.result["snapshot_id"])
 
     # Only that image used its manifest, its config and its second layer; the base is shared.
@@ -203,7 +203,7 @@ def test_a_deleted_image_is_reclaimable_until_garbage_collection(own_registry):
     own_registry.garbage_collect()
     own_registry.restart()
 
-    run = worker.run_now(usage.JOB_KIND)
+    run = worker.run_now(Run.Kind.STORAGE_SCAN)
     after_gc = StorageSnapshot.objects.get(pk=run.result["snapshot_id"])
     assert after_gc.total_bytes == before.total_bytes - after_delete.reclaimable_bytes
     assert after_gc.total_bytes == sum(blob_data_sizes(own_registry.storage_root).values())

@@ -16,7 +16,7 @@ from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
-from registry_admin import access, htpasswd, index, sync
+from registry_admin import access, htpasswd, index, reconcile
 from registry_admin.models import AuditEvent, RobotAccount, Tag
 
 from . import harness
@@ -160,7 +160,7 @@ def test_skopeo_against_the_real_registry_in_token_mode(token_registry, tmp_path
     assert "expired" in refusals.filter(actor="robot-ci").first().raw
 
     # The portal's own pages work unchanged: reconcile, browse, delete (service account tokens).
-    sync.reconcile()
+    reconcile.reconcile()
     assert set(Tag.objects.filter(repository__name="team/app").values_list("name", flat=True)) == {
         "v1"
     }

@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
 from .. import registry_config
-from ..audit_forms import ACTION_SUGGESTIONS, AuditFilterForm, NotificationSettingsForm
+from ..forms.audit import ACTION_SUGGESTIONS, AuditFilterForm, NotificationSettingsForm
 from ..models import AuditEvent, DeliveryCounter, RejectedDelivery
 from ..models.audit import encode_cursor
 from ..roles import MANAGE_USERS, require

@@ -5,15 +5,16 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from .. import registry, usage, worker
+from ..models import JobKind
 from . import audit
 
 # Where an operator acts on a failed run of each job kind.
 JOB_PAGES = {
-    "sync": ("registry_admin:repositories", "Repositories"),
-    "details": ("registry_admin:repositories", "Repositories"),
-    "storage_scan": ("registry_admin:storage", "Storage"),
-    "retention": ("registry_admin:retention", "Retention rules"),
-    "audit_prune": ("registry_admin:audit", "Audit log"),
+    JobKind.SYNC: ("registry_admin:repositories", "Repositories"),
+    JobKind.DETAILS: ("registry_admin:repositories", "Repositories"),
+    JobKind.STORAGE_SCAN: ("registry_admin:storage", "Storage"),
+    JobKind.RETENTION: ("registry_admin:retention", "Retention rules"),
+    JobKind.AUDIT_PRUNE: ("registry_admin:audit", "Audit log"),
 }
 
 

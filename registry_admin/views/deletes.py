@@ -4,6 +4,7 @@ Each URL answers a first POST (from a Delete button) with a confirmation page an
 delete only on a second POST carrying `confirm=yes`. A GET is refused (405) and changes nothing.
 """
 
+import functools
 import logging
 
 from django.shortcuts import render
@@ -13,29 +14,39 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from .. import deletes, references, registry, usage, worker
-from ..models import Tag
+from ..models import JobKind, Tag
 from ..roles import DELETE_IMAGES, require
 
 logger = logging.getLogger(__name__)
 
 MAX_BULK_TAGS = 1000
 CONFIRM = "yes"
-SCAN_KIND = "storage_scan"
 
 
-@require_POST
-@require(DELETE_IMAGES)
-@never_cache
-def tag_delete(request):
+def _delete_view(view):
+    """POST only, admins only, never cached; `view(request, repository)` gets the posted
+    repository checked, and any name that fails the grammar answers the refusal page (400)."""
+
+    @require_POST
+    @require(DELETE_IMAGES)
+    @never_cache
+    @functools.wraps(view)
+    def checked(request):
+        try:
+            return view(request, references.check_repository(request.POST.get("repository", "")))
+        except references.InvalidReferenceError as exc:
+            return _refused(request, exc)
+
+    return checked
+
+
+@_delete_view
+def tag_delete(request, repository):
     """Delete one tag; its image and the image's other tags stay."""
-    try:
-        repository = references.check_repository(request.POST.get("repository", ""))
-        tag = references.check_tag(request.POST.get("tag", ""))
-        digest = request.POST.get("digest", "")
-        if digest:
-            references.check_digest(digest)
-    except references.InvalidReferenceError as exc:
-        return _refused(request, exc)
+    tag = references.check_tag(request.POST.get("tag", ""))
+    digest = request.POST.get("digest", "")
+    if digest:
+        references.check_digest(digest)
     context = {"repository": repository, "tag": tag, "digest": digest, "back": _back(request)}
     if request.POST.get("confirm") != CONFIRM:
         plans, context["live_error"] = _live_plans(repository, [tag])
@@ -50,16 +61,10 @@ def tag_delete(request):
     return _results(request, context, outcomes, title=f"Delete {repository}:{tag}")
 
 
-@require_POST
-@require(DELETE_IMAGES)
-@never_cache
-def image_delete(request):
+@_delete_view
+def image_delete(request, repository):
     """Delete an image by digest: every tag on it goes too, and the confirmation lists them."""
-    try:
-        repository = references.check_repository(request.POST.get("repository", ""))
-        digest = references.check_digest(request.POST.get("digest", ""))
-    except references.InvalidReferenceError as exc:
-        return _refused(request, exc)
+    digest = references.check_digest(request.POST.get("digest", ""))
     context = {"repository": repository, "digest": digest, "back": _back(request)}
     try:
         tags = deletes.tags_pointing_at(repository, digest)
@@ -81,16 +86,10 @@ def image_delete(request):
     return _results(request, context, outcomes, title=f"Delete image {repository}@{digest}")
 
 
-@require_POST
-@require(DELETE_IMAGES)
-@never_cache
-def tags_bulk_delete(request):
+@_delete_view
+def tags_bulk_delete(request, repository):
     """Delete the tags selected on the repository page, each alone, with one result per tag."""
-    try:
-        repository = references.check_repository(request.POST.get("repository", ""))
-        tags = _selected_tags(request)
-    except references.InvalidReferenceError as exc:
-        return _refused(request, exc)
+    tags = _selected_tags(request)
     context = {"repository": repository, "tags": tags, "back": _back(request)}
     if request.POST.get("confirm") != CONFIRM:
         known = dict(
@@ -126,7 +125,7 @@ def _expected_digests(request):
     expected = {}
     for pair in request.POST.getlist("expect"):
         tag, _, digest = pair.partition("@")
-        if references.TAG_RE.fullmatch(tag) and references.DIGEST_RE.fullmatch(digest):
+        if references.is_valid_tag(tag) and references.is_valid_digest(digest):
             expected[tag] = digest
     return expected
 
@@ -186,8 +185,8 @@ def _results(request, context, outcomes, title):
         failed_count=sum(1 for o in outcomes if not o.ok),
         deletes_disabled=any(o.error_type == "RegistryDeleteUnsupported" for o in outcomes),
         deletes_disabled_message=registry.RegistryClient.DELETES_DISABLED_MESSAGE,
-        scan_kind=SCAN_KIND if SCAN_KIND in worker.JOBS else "",
-        scan_run=worker.latest_run(SCAN_KIND),
+        scan_kind=JobKind.STORAGE_SCAN,
+        scan_run=worker.latest_run(JobKind.STORAGE_SCAN),
         **usage.gc_guidance_context(),
     )
     return render(request, "registry_admin/deletes/results.html", context)

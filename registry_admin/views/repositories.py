@@ -13,7 +13,7 @@ from django.core.paginator import Paginator
 from django.shortcuts import render
 
 from .. import image_details, index, pulls, registry, usage, worker
-from ..models import Manifest, Repository, Tag
+from ..models import JobKind, Manifest, Repository, Tag
 
 REPOSITORIES_PER_PAGE = 50
 TAGS_PER_PAGE = 50
@@ -193,7 +193,8 @@ def _index_status():
     return {
         "registry_status": index.registry_status(),
         "index_age": index.index_age(),
-        "sync_run": worker.latest_run("sync"),
+        "sync_run": worker.latest_run(JobKind.SYNC),
+        "sync_kind": JobKind.SYNC,
     }
 
 

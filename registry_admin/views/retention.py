@@ -10,16 +10,13 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from .. import audit, retention, worker
-from ..models import RetentionRule
-from ..retention_forms import RetentionRuleForm
+from ..forms.retention import RetentionRuleForm
+from ..models import JobKind, RetentionRule
 from ..roles import DELETE_IMAGES, require
 
 logger = logging.getLogger(__name__)
 
 LIST = "registry_admin:retention"
-JOB_KIND = "retention"
-RULE_SAVED = "retention.rule_saved"
-RULE_DELETED = "retention.rule_deleted"
 # Repositories shown per rule on the page; the CLI dry run lists them all.
 SHOWN_REPOSITORIES = 50
 
@@ -38,7 +35,7 @@ def rules(request):
         "rules": RetentionRule.objects.all(),
         "plan": plan,
         "shown_repositories": SHOWN_REPOSITORIES,
-        "latest_run": worker.latest_run(JOB_KIND),
+        "latest_run": worker.latest_run(JobKind.RETENTION),
         "retention_schedule_enabled": settings.RETENTION_SCHEDULE_ENABLED,
     }
     return render(request, "registry_admin/retention/rules.html", context)
@@ -65,7 +62,7 @@ def _edit(request, rule):
             rule.save()
             audit.record_portal_action(
                 request.user.get_username(),
-                RULE_SAVED,
+                audit.RETENTION_RULE_SAVED,
                 detail={"rule": rule.name, "id": rule.pk, **_rule_detail(rule)},
             )
         messages.success(request, f"Saved the retention rule “{rule.name}”.")
@@ -82,7 +79,7 @@ def rule_delete(request, pk):
     with transaction.atomic():
         audit.record_portal_action(
             request.user.get_username(),
-            RULE_DELETED,
+            audit.RETENTION_RULE_DELETED,
             detail={"rule": rule.name, "id": rule.pk, **_rule_detail(rule)},
         )
         rule.delete()
@@ -98,7 +95,7 @@ def run(request):
     plan = retention.build_plan()
     if request.POST.get("confirm") != "yes":
         return render(request, "registry_admin/retention/run_confirm.html", {"plan": plan})
-    queued = worker.request_run(JOB_KIND, user=request.user, options={"dry_run": False})
+    queued = worker.request_run(JobKind.RETENTION, user=request.user, options={"dry_run": False})
     messages.info(
         request,
         f"Retention run #{queued.pk} is {queued.get_state_display().lower()}: the worker deletes "

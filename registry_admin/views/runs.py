@@ -7,6 +7,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_POST
 
 from .. import worker
+from ..models import JobKind
 from ..roles import DELETE_IMAGES, RUN_JOBS, require
 
 
@@ -18,7 +19,7 @@ def _kind_or_404(kind):
 
 # Kinds whose real run deletes: here they need the delete permission and only ever start a dry
 # run; the real run has its own confirmation page (Retention → Run now).
-DRY_RUN_ONLY = {"retention"}
+DRY_RUN_ONLY = {JobKind.RETENTION}
 
 
 @require_POST

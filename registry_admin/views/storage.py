@@ -12,6 +12,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from .. import collector, storage, untagged, usage, worker
+from ..models import JobKind
 from ..roles import DELETE_IMAGES, require
 
 ROWS_PER_PAGE = 100
@@ -74,13 +75,14 @@ def storage_page(request):
             "query_string": query.urlencode(),
             "columns": _columns(sort),
             "filter_query": filters.get("q", ""),
-            "scan_run": worker.latest_run(usage.JOB_KIND),
+            "scan_run": worker.latest_run(JobKind.STORAGE_SCAN),
+            "scan_kind": JobKind.STORAGE_SCAN,
             "failed_run": usage.failed_run_since(snapshot),
             "configuration_problem": storage.configuration_problem(),
             "charts": usage.chart_data(snapshot),
             "untagged": untagged.summary_by_repository(snapshot) if snapshot else [],
-            "untagged_run": worker.latest_run(untagged.JOB_KIND),
-            "gc_run": worker.latest_run(collector.JOB_KIND),
+            "untagged_run": worker.latest_run(JobKind.PRUNE_UNTAGGED),
+            "gc_run": worker.latest_run(JobKind.GARBAGE_COLLECT),
             "read_only_howto": collector.READ_ONLY_HOWTO,
             "restart_reminder": collector.RESTART_REMINDER,
             **usage.gc_guidance_context(snapshot),
@@ -121,7 +123,9 @@ def untagged_prune(request):
                 "grace_minutes": settings.UNTAGGED_GRACE_MINUTES,
             },
         )
-    run = worker.request_run(untagged.JOB_KIND, user=request.user, options={"repository": pattern})
+    run = worker.request_run(
+        JobKind.PRUNE_UNTAGGED, user=request.user, options={"repository": pattern}
+    )
     messages.info(
         request,
         f"Untagged cleanup #{run.pk} is {run.get_state_display().lower()}: each manifest is "
@@ -140,7 +144,7 @@ def garbage_collect(request):
         messages.error(request, "Choose a dry run or a real run.")
         return redirect("registry_admin:storage")
     run = worker.request_run(
-        collector.JOB_KIND,
+        JobKind.GARBAGE_COLLECT,
         user=request.user,
         options={"dry_run": mode == "dry-run", "registry_stopped": mode == "run-stopped"},
     )

@@ -16,7 +16,7 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 from django.views.decorators.http import require_POST
 
 from .. import htpasswd, registry_users
-from ..htpasswd_forms import PasswordForm, UserCreateForm
+from ..forms.htpasswd import PasswordForm, UserCreateForm
 from ..models import AuditEvent
 from ..roles import MANAGE_USERS, require
 
@@ -112,14 +112,13 @@ def user_delete(request):
         return entry
     name = entry.username
     if request.method == "POST":
-        try:
-            registry_users.delete(_actor(request), name)
-        except htpasswd.CredentialsError as exc:
-            logger.warning("Deleting registry user %r failed: %s", name, exc)
-            messages.error(request, str(exc))
-        else:
-            messages.success(request, f"Deleted the registry user {name}.")
-        return redirect(LIST)
+        return _apply(
+            request,
+            f"Deleting registry user {name!r}",
+            f"Deleted the registry user {name}.",
+            registry_users.delete,
+            name,
+        )
     return render(request, "registry_admin/users/delete.html", {"entry": entry})
 
 
@@ -131,15 +130,26 @@ def service_repair(request):
     if not settings.REGISTRY_PASSWORD:
         messages.error(request, "REGISTRY_PASSWORD is not set, so there is nothing to write.")
         return redirect(LIST)
+    return _apply(
+        request,
+        f"Writing the service account {name!r}",
+        f"The service account {name} now matches REGISTRY_PASSWORD.",
+        registry_users.write_service_account,
+        name,
+        settings.REGISTRY_PASSWORD,
+        source="REGISTRY_PASSWORD",
+    )
+
+
+def _apply(request, doing, done, change, *args, **kwargs):
+    """One registry_users change from a button, then back to the list with how it went."""
     try:
-        registry_users.write_service_account(
-            _actor(request), name, settings.REGISTRY_PASSWORD, source="REGISTRY_PASSWORD"
-        )
+        change(_actor(request), *args, **kwargs)
     except htpasswd.CredentialsError as exc:
-        logger.warning("Writing the service account %r failed: %s", name, exc)
+        logger.warning("%s failed: %s", doing, exc)
         messages.error(request, str(exc))
     else:
-        messages.success(request, f"The service account {name} now matches REGISTRY_PASSWORD.")
+        messages.success(request, done)
     return redirect(LIST)
 
 

@@ -6,47 +6,40 @@ registry refuses or fails (the reason, including any half-done state, on stderr)
 error. Every delete is recorded in the audit log as `cli:<operating-system user>`.
 """
 
-from django.core.management.base import BaseCommand, CommandError
-from django.db import DatabaseError
+from django.core.management.base import CommandError
 
 from ... import deletes, references, registry
 from ...registry_users import cli_actor
+from ..base import PortalCommand
+
+EXPECT_HELP = "Only delete REPO:TAG if it still points at this digest."
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = (
         "Delete one tag (REPO:TAG; its sibling tags stay) or one image with all its tags "
         "(REPO@sha256:DIGEST). The last tag on an image deletes the image; space comes back "
         "after the registry's garbage collection (manage.py garbage_collect)."
     )
 
+    failures = (registry.RegistryError,)
+    database_failure = "The registry deleted it, but the audit log could not record it ({error})."
+
     def add_arguments(self, parser):
         parser.add_argument("reference", metavar="REPO:TAG|REPO@DIGEST")
-        parser.add_argument(
-            "--expect-digest",
-            metavar="DIGEST",
-            default="",
-            help="Only delete REPO:TAG if it still points at this digest.",
-        )
+        parser.add_argument("--expect-digest", metavar="DIGEST", default="", help=EXPECT_HELP)
 
-    def handle(self, *args, reference, expect_digest, **options):
+    def run(self, *, reference, expect_digest, **options):
         try:
             repository, tag, digest = references.parse_reference(reference)
             if expect_digest:
                 references.check_digest(expect_digest)
         except references.InvalidReferenceError as exc:
             raise CommandError(str(exc), returncode=2) from exc
-        try:
-            if tag:
-                self.delete_tag(repository, tag, expect_digest)
-            else:
-                self.delete_image(repository, digest)
-        except registry.RegistryError as exc:
-            raise CommandError(str(exc)) from exc
-        except DatabaseError as exc:
-            raise CommandError(
-                f"The registry deleted it, but the audit log could not record it ({exc})."
-            ) from exc
+        if tag:
+            self.delete_tag(repository, tag, expect_digest)
+        else:
+            self.delete_image(repository, digest)
         self.stdout.write(deletes.GC_ADVICE)
 
     def delete_tag(self, repository, tag, expect_digest):

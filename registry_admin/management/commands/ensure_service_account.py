@@ -1,24 +1,24 @@
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from ... import audit, htpasswd
 from ...registry_users import cli_actor
+from ..base import PortalCommand
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = (
         "Make sure the portal's service account (REGISTRY_USERNAME / REGISTRY_PASSWORD) is in the "
         "htpasswd file, hashed at HTPASSWD_SERVICE_BCRYPT_ROUNDS."
     )
 
-    def handle(self, *args, **options):
+    failures = (htpasswd.CredentialsError,)
+
+    def run(self, **options):
         name = settings.REGISTRY_USERNAME
         if not settings.REGISTRY_PASSWORD:
             raise CommandError("Set REGISTRY_PASSWORD first (a long random string).")
-        try:
-            changed = htpasswd.ensure_service_account(name, settings.REGISTRY_PASSWORD)
-        except htpasswd.CredentialsError as exc:
-            raise CommandError(str(exc)) from exc
+        changed = htpasswd.ensure_service_account(name, settings.REGISTRY_PASSWORD)
         if not changed:
             self.stdout.write(f"The service account {name!r} is up to date.")
             return

@@ -2,39 +2,35 @@
 collector against the portal's storage settings. The real run refuses unless the registry is
 read-only right now (or, with --registry-stopped, really unreachable)."""
 
-from django.core.management.base import BaseCommand, CommandError
 from django.template.defaultfilters import filesizeformat
 
 from ... import collector, registry, storage
 from ...registry_users import cli_actor
+from ..base import PortalCommand
+
+STOPPED_HELP = "The registry is stopped on purpose (checked: it must refuse connections)."
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = (
         "Free the space of deleted images with the registry's collector. --dry-run lists what "
         "would go; the real run needs the registry read-only (or stopped: --registry-stopped)."
     )
 
-    def add_arguments(self, parser):
-        parser.add_argument(
-            "--dry-run", action="store_true", help="Delete nothing; show what would go."
-        )
-        parser.add_argument(
-            "--registry-stopped",
-            action="store_true",
-            help="The registry is stopped on purpose (checked: it must refuse connections).",
-        )
+    failures = (collector.CollectorError, storage.StorageError, registry.RegistryError)
+    dry_run_help = "Delete nothing; show what would go."
 
-    def handle(self, *args, dry_run, registry_stopped, **options):
-        try:
-            result = collector.collect(
-                cli_actor(),
-                dry_run=dry_run,
-                registry_stopped=registry_stopped,
-                on_progress=lambda message: self.stderr.write(message),
-            )
-        except (collector.CollectorError, storage.StorageError, registry.RegistryError) as exc:
-            raise CommandError(str(exc)) from exc
+    def add_arguments(self, parser):
+        super().add_arguments(parser)
+        parser.add_argument("--registry-stopped", action="store_true", help=STOPPED_HELP)
+
+    def run(self, *, dry_run, registry_stopped, **options):
+        result = collector.collect(
+            cli_actor(),
+            dry_run=dry_run,
+            registry_stopped=registry_stopped,
+            on_progress=lambda message: self.stderr.write(message),
+        )
         scan = result.scan_reclaimable_bytes
         scan_text = (
             f"the latest scan counted {scan:,} bytes reclaimable"

@@ -10,18 +10,20 @@ import getpass
 import sys
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandError
-from django.db import DatabaseError
+from django.core.management.base import CommandError
 
 from ... import htpasswd, registry_users
 from ...registry_users import cli_actor
+from ..base import PortalCommand
 
 # One line of a password and then some: enough to say "too long" without reading a huge stream.
 STDIN_LIMIT = 4096
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = "List and change the registry's htpasswd users (HTPASSWD_PATH)."
+    failures = (htpasswd.CredentialsError,)
+    database_failure = "Cannot record the change in the audit log ({error}); nothing was changed."
 
     def add_arguments(self, parser):
         actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -48,7 +50,7 @@ class Command(BaseCommand):
             "at HTPASSWD_SERVICE_BCRYPT_ROUNDS and print it once.",
         )
 
-    def handle(self, *args, action, **options):
+    def run(self, *, action, **options):
         handler = {
             "list": self.list_users,
             "add": self.add_user,
@@ -56,14 +58,7 @@ class Command(BaseCommand):
             "delete": self.delete_user,
             "rotate-service": self.rotate_service,
         }[action]
-        try:
-            handler(**options)
-        except htpasswd.CredentialsError as exc:
-            raise CommandError(str(exc)) from exc
-        except DatabaseError as exc:
-            raise CommandError(
-                f"Cannot record the change in the audit log ({exc}); nothing was changed."
-            ) from exc
+        handler(**options)
 
     def list_users(self, **options):
         listing = htpasswd.read_users()
@@ -94,16 +89,15 @@ class Command(BaseCommand):
                 f"{username} is the portal's service account: use `rotate-service` "
                 "or `ensure_service_account` for it."
             )
-        password = self.read_password(username, **options)
-        registry_users.create(cli_actor(), username, password, via="cli")
-        self.report(f"Added the user {username}.", password, options["generate"])
+        self.store_password(
+            registry_users.create, username, f"Added the user {username}.", **options
+        )
 
     def change_password(self, username, **options):
         htpasswd.validate_username(username)
         self.refuse_service_account(username, "changing its password")
-        password = self.read_password(username, **options)
-        registry_users.change_password(cli_actor(), username, password, via="cli")
-        self.report(f"Changed the password of {username}.", password, options["generate"])
+        done = f"Changed the password of {username}."
+        self.store_password(registry_users.change_password, username, done, **options)
 
     def delete_user(self, username, **options):
         htpasswd.validate_username(username)
@@ -130,6 +124,12 @@ class Command(BaseCommand):
                 f"{username} is the portal's service account (REGISTRY_USERNAME): {doing} "
                 "would lock the portal out of the registry. Use `htpasswd rotate-service`."
             )
+
+    def store_password(self, change, username, done, **options):
+        """Ask for (or generate) the password, `change` the file with an audit row, report."""
+        password = self.read_password(username, **options)
+        change(cli_actor(), username, password, via="cli")
+        self.report(done, password, options["generate"])
 
     def read_password(self, username, password_stdin=False, generate=False, **options):
         if generate:

@@ -2,31 +2,29 @@
 tag reaches (from the latest storage scan), each re-checked live right before; the registry's
 garbage collection then frees their blobs. Exit status 1 when a delete failed."""
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.template.defaultfilters import filesizeformat
 
 from ... import untagged
 from ...registry_users import cli_actor
+from ..base import PortalCommand
+
+REPOSITORY_HELP = "Only repositories matching this shell pattern (e.g. 'team/*')."
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = (
         "Remove untagged manifests found by the latest storage scan (never one a tag or a "
         "tagged index still reaches, never one linked within UNTAGGED_GRACE_MINUTES)."
     )
 
-    def add_arguments(self, parser):
-        parser.add_argument(
-            "--dry-run", action="store_true", help="Check and list; delete nothing."
-        )
-        parser.add_argument(
-            "--repository",
-            metavar="GLOB",
-            default="",
-            help="Only repositories matching this shell pattern (e.g. 'team/*').",
-        )
+    dry_run_help = "Check and list; delete nothing."
 
-    def handle(self, *args, dry_run, repository, **options):
+    def add_arguments(self, parser):
+        super().add_arguments(parser)
+        parser.add_argument("--repository", metavar="GLOB", default="", help=REPOSITORY_HELP)
+
+    def run(self, *, dry_run, repository, **options):
         if len(repository) > 300 or any(not c.isprintable() for c in repository):
             raise CommandError(
                 "--repository must be a printable pattern of at most 300 characters.", returncode=2

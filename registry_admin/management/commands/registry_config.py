@@ -3,8 +3,8 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from ... import tokens
-from ...audit_forms import NotificationSettingsForm
+from ... import storage, tokens
+from ...forms.audit import NotificationSettingsForm
 from ...registry_config import (
     AZURE_CREDENTIALS_TYPES,
     TOKEN_PLACEHOLDER,
@@ -96,7 +96,7 @@ class Command(BaseCommand):
             )
         version = options["registry_version"]
         storage_section = None
-        if (settings.STORAGE_BACKEND or "").strip().lower() == "azure":
+        if storage.backend_kind() == "azure":
             if not (settings.AZURE_STORAGE_ACCOUNT_NAME and settings.AZURE_STORAGE_CONTAINER):
                 raise CommandError(
                     "STORAGE_BACKEND is azure: set AZURE_STORAGE_ACCOUNT_NAME and "

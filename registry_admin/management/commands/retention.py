@@ -6,23 +6,21 @@ tag at a time, sibling tags kept) and the results printed and recorded in the au
 status 1 when a tag could not be deleted or another retention run holds the lock.
 """
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from ... import deletes, registry, retention, worker
+from ...models import JobKind
 from ...registry_users import cli_actor
+from ..base import PortalCommand
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = "Apply the enabled retention rules to the registry's tags (--dry-run: only list)."
 
-    def add_arguments(self, parser):
-        parser.add_argument(
-            "--dry-run",
-            action="store_true",
-            help="List what would be deleted and kept; change nothing.",
-        )
+    failures = (worker.JobBusy,)
+    dry_run_help = "List what would be deleted and kept; change nothing."
 
-    def handle(self, *args, dry_run, **options):
+    def run(self, *, dry_run, **options):
         if dry_run:
             live = deletes.LiveRepositories()
             try:
@@ -32,10 +30,7 @@ class Command(BaseCommand):
                 raise CommandError(f"Could not read the registry: {exc}") from exc
             self.print_plan(plan, how)
             return
-        try:
-            run = worker.run_now("retention", user=cli_actor())
-        except worker.JobBusy as exc:
-            raise CommandError(str(exc)) from exc
+        run = worker.run_now(JobKind.RETENTION, user=cli_actor())
         if run.state != run.State.DONE:
             raise CommandError(f"Retention run #{run.pk} failed: {run.error}")
         self.print_results(run.result)

@@ -1,18 +1,19 @@
 import json
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 from django.db.models import Count, Sum
 from django.template.defaultfilters import filesizeformat
 
 from ... import usage, worker
-from ...models import StorageSnapshot
+from ...models import JobKind, StorageSnapshot
+from ..base import PortalCommand
 
 
 def _bytes(value):
     return f"{value:,} bytes ({filesizeformat(value)})"
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = (
         "Scan the registry's storage now (the worker also does it every STORAGE_SCAN_INTERVAL "
         "seconds) and store a snapshot: totals, per-repository usage, what garbage collection "
@@ -30,13 +31,12 @@ class Command(BaseCommand):
             help="Repositories listed in the text summary, largest first (0: all).",
         )
 
-    def handle(self, *args, **options):
+    failures = (worker.JobBusy,)
+
+    def run(self, **options):
         if options["top"] < 0:
             raise CommandError("--top must be 0 (all) or a positive number.")
-        try:
-            run = worker.run_now(usage.JOB_KIND, user="manage.py scan_storage")
-        except worker.JobBusy as exc:
-            raise CommandError(str(exc)) from exc
+        run = worker.run_now(JobKind.STORAGE_SCAN, user="manage.py scan_storage")
         if run.state == run.State.FAILED:
             raise CommandError(f"The storage scan failed: {run.error}")
         snapshot = StorageSnapshot.objects.get(pk=run.result["snapshot_id"])

@@ -1,13 +1,17 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import CommandError
 
 from ... import worker
+from ...models import JobKind
+from ..base import PortalCommand
 
 
-class Command(BaseCommand):
+class Command(PortalCommand):
     help = (
         "Reconcile the repository index with the registry now (the worker also does it every "
         "SYNC_INTERVAL seconds). Refuses to start while another reconcile runs."
     )
+
+    failures = (worker.JobBusy,)
 
     def add_arguments(self, parser):
         parser.add_argument(
@@ -16,15 +20,12 @@ class Command(BaseCommand):
             help="Parallel registry requests (default: SYNC_CONCURRENCY).",
         )
 
-    def handle(self, *args, **options):
+    def run(self, **options):
         concurrency = options.get("concurrency")
         if concurrency is not None and not 1 <= concurrency <= 64:
             raise CommandError("--concurrency must be between 1 and 64.")
         run_options = {"concurrency": concurrency} if concurrency else {}
-        try:
-            run = worker.run_now("sync", user="manage.py sync_registry", options=run_options)
-        except worker.JobBusy as exc:
-            raise CommandError(str(exc)) from exc
+        run = worker.run_now(JobKind.SYNC, user="manage.py sync_registry", options=run_options)
         if run.state == run.State.FAILED:
             raise CommandError(f"The reconcile failed: {run.error}")
         result = run.result

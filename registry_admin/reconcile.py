@@ -23,10 +23,11 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import registry
+from . import references, registry
 from .image_details import fetch_details
 from .index import refresh_stats_of
 from .models import Manifest, Repository, Tag
+from .models.batches import pk_batches
 from .worker import report_progress
 
 logger = logging.getLogger(__name__)
@@ -116,7 +117,7 @@ class _Reconcile:
         started = timezone.now()
         self._progress(message="reading the catalog")
         names = registry.get_client().list_repositories()
-        valid = [name for name in dict.fromkeys(names) if registry.is_valid_repository(name)]
+        valid = [name for name in dict.fromkeys(names) if references.is_valid_repository(name)]
         self.result.skipped_names = len(names) - len(valid)
         self.result.repositories = len(valid)
         self.total = len(valid)
@@ -178,7 +179,7 @@ class _Reconcile:
         if isinstance(tags, Exception):
             self._fail(scan, tags)
             return
-        valid = [tag for tag in dict.fromkeys(tags) if registry.is_valid_tag(tag)]
+        valid = [tag for tag in dict.fromkeys(tags) if references.is_valid_tag(tag)]
         self.result.skipped_names += len(tags) - len(valid)
         self.result.tags += len(valid)
         scan.pending = len(valid)
@@ -246,8 +247,8 @@ class _Reconcile:
             refresh_stats_of(self.stale_counters)
             self.stale_counters = set()
         now = timezone.now()
-        for start in range(0, len(self.synced), 500):
-            Repository.objects.filter(pk__in=self.synced[start : start + 500]).update(synced_at=now)
+        for batch in pk_batches(Repository, self.synced):
+            batch.update(synced_at=now)
         self.synced = []
 
     def _progress(self, message=None, force=False):
@@ -275,8 +276,8 @@ class _Reconcile:
             if name not in names
         ]
         self.result.repositories_removed = len(vanished)
-        for start in range(0, len(vanished), 500):
-            Repository.objects.filter(pk__in=vanished[start : start + 500]).delete()
+        for batch in pk_batches(Repository, vanished):
+            batch.delete()
 
     def _prune_manifests(self, started):
         """Drop manifests no tag points at any more (not ones a notification just added)."""
@@ -288,8 +289,8 @@ class _Reconcile:
             )
             if digest not in referenced
         ]
-        for start in range(0, len(orphans), 500):
-            Manifest.objects.filter(pk__in=orphans[start : start + 500]).delete()
+        for batch in pk_batches(Manifest, orphans):
+            batch.delete()
 
 
 def apply_repository(name, found, listed_at, refresh=True):

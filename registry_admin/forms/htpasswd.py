@@ -4,7 +4,7 @@ from django import forms
 from django.conf import settings
 from django.core.exceptions import ValidationError
 
-from . import htpasswd
+from .. import htpasswd
 
 TYPED = "typed"
 GENERATED = "generated"

@@ -9,7 +9,7 @@ import requests
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from registry_admin import image_details, index, sync, worker
+from registry_admin import image_details, index, reconcile, worker
 from registry_admin.models import Manifest, Repository, Run, Tag
 from registry_admin.registry import RegistryUnreachable
 
@@ -51,7 +51,7 @@ def test_reconcile_reads_all_four_manifest_types(registry):
         pusher.push_image(name, "v1.0", image)
 
     wait_for_quiet_notifications()
-    result = sync.reconcile()
+    result = reconcile.reconcile()
 
     assert result.errors == []
     for name, (image, media_type) in pushed.items():
@@ -107,12 +107,12 @@ def test_reconcile_is_idempotent_and_fetches_details_only_for_new_digests(regist
         for tag in ("latest", "1.0", "1.0.1"):
             pusher.push_image(f"{base}/r{number}", tag, shared)
     wait_for_quiet_notifications()
-    first = sync.reconcile(concurrency=4)
+    first = reconcile.reconcile(concurrency=4)
     assert first.errors == []
     # One image under nine tags: read once.
     assert Manifest.objects.get(digest=shared.digest).details_fetched_at is not None
     before = list(Tag.objects.order_by("pk").values_list("pk", "digest", "pushed_at", "updated_at"))
-    second = sync.reconcile(concurrency=4)
+    second = reconcile.reconcile(concurrency=4)
     assert (
         second.details_fetched,
         second.tags_added,
@@ -145,11 +145,11 @@ def test_sequential_and_concurrent_reconciles_build_the_same_index(registry):
         )
 
     wait_for_quiet_notifications()
-    sync.reconcile(concurrency=1)
+    reconcile.reconcile(concurrency=1)
     sequential = snapshot()
     Repository.objects.filter(name__startswith=base).delete()
     Manifest.objects.all().delete()
-    sync.reconcile(concurrency=8)
+    reconcile.reconcile(concurrency=8)
     assert snapshot() == sequential
     assert len(sequential) == 8 and all(size for *_, size in sequential)
 
@@ -165,13 +165,13 @@ def test_tags_removed_behind_the_portals_back_disappear_and_empty_repositories_a
     pusher.push_image(name, "drop", two)
     pusher.push_image(name, "drop-too", two)
     wait_for_quiet_notifications()
-    sync.reconcile()
+    reconcile.reconcile()
     assert Repository.objects.get(name=name).tag_count == 3
 
     _delete_digest(registry, name, two.digest)
     wait_for_quiet_notifications()
     assert Repository.objects.get(name=name).tag_count == 3
-    result = sync.reconcile()
+    result = reconcile.reconcile()
     assert result.tags_removed >= 2
     assert list(Tag.objects.filter(repository__name=name).values_list("name", flat=True)) == [
         "keep"
@@ -179,7 +179,7 @@ def test_tags_removed_behind_the_portals_back_disappear_and_empty_repositories_a
 
     _delete_digest(registry, name, one.digest)
     wait_for_quiet_notifications()
-    sync.reconcile()
+    reconcile.reconcile()
     repository = Repository.objects.get(name=name)
     assert (repository.is_empty, repository.tag_count, repository.total_size) == (True, 0, 0)
 
@@ -191,17 +191,17 @@ def test_vanished_repositories_go_but_ones_created_during_the_reconcile_stay(reg
     Manifest.objects.filter(pk=orphan.pk).update(first_seen_at=timezone.now() - timedelta(days=1))
     fresh_name = _unique("fresh")
 
-    original = sync._Reconcile._remove_vanished
+    original = reconcile._Reconcile._remove_vanished
 
     def notification_arrives_meanwhile(self, names, started):
         index.upsert_tag(fresh_name, "v1", "sha256:" + "f" * 64, timezone.now())
         return original(self, names, started)
 
-    sync._Reconcile._remove_vanished = notification_arrives_meanwhile
+    reconcile._Reconcile._remove_vanished = notification_arrives_meanwhile
     try:
-        result = sync.reconcile()
+        result = reconcile.reconcile()
     finally:
-        sync._Reconcile._remove_vanished = original
+        reconcile._Reconcile._remove_vanished = original
     assert result.repositories_removed >= 1
     assert not Repository.objects.filter(pk=ghost.pk).exists()
     assert not Manifest.objects.filter(pk=orphan.pk).exists()
@@ -215,8 +215,8 @@ def test_a_tag_moved_by_a_notification_after_listing_is_not_undone(registry):
     wait_for_quiet_notifications()
     listed_at = timezone.now()
     index.upsert_tag(name, "v1", new.digest, timezone.now())
-    found = {"v1": sync.registry.ManifestRef(old.digest, OCI_MANIFEST, len(old.manifest))}
-    counts = sync.apply_repository(name, found, listed_at)
+    found = {"v1": reconcile.registry.ManifestRef(old.digest, OCI_MANIFEST, len(old.manifest))}
+    counts = reconcile.apply_repository(name, found, listed_at)
     assert (counts["added"], counts["changed"], counts["removed"]) == (0, 0, 0)
     assert Tag.objects.get(repository__name=name, name="v1").digest == new.digest
 
@@ -225,7 +225,7 @@ def test_unreachable_registry_fails_the_run_and_keeps_the_index(settings):
     index.upsert_tag("kept/app", "v1", "sha256:" + "a" * 64, timezone.now())
     settings.REGISTRY_URL = f"http://127.0.0.1:{free_port()}"
     with pytest.raises(RegistryUnreachable):
-        sync.reconcile()
+        reconcile.reconcile()
     run = worker.run_now("sync")
     assert run.state == Run.State.FAILED
     assert "unreachable" in run.error
@@ -275,7 +275,7 @@ def test_details_job_fills_pending_digests_and_records_missing_ones(registry):
     wait_for_quiet_notifications()
     index.upsert_tag(name, "v1", image.digest, timezone.now())
     index.upsert_tag(name, "ghost", "sha256:" + "e" * 64, timezone.now())
-    result = sync.details_job(worker.request_run("details"))
+    result = reconcile.details_job(worker.request_run("details"))
     assert result["fetched"] >= 1
     manifest = Manifest.objects.get(digest=image.digest)
     assert manifest.size == image.size and manifest.details_fetched_at
@@ -298,7 +298,7 @@ def test_details_job_fills_pending_digests_and_records_missing_ones(registry):
 )
 def test_odd_manifests_give_partial_details_not_errors(manifest):
     """Artifacts and malformed documents: no registry call (no image config), no exception."""
-    document = sync.registry.ManifestDocument(
+    document = reconcile.registry.ManifestDocument(
         digest="sha256:" + "d" * 64, media_type="application/x-odd", raw=b"{}", data=manifest
     )
     fields = image_details.details_from_document(

@@ -1,12 +1,6 @@
-"""The registry's blob storage, read for usage figures: the only module that imports azure.*.
+"""The usage scan: one streaming pass over `docker/registry/v2/` turned into usage figures.
 
-Two backends share one narrow interface, picked by `STORAGE_BACKEND` like Django's mail
-backends: `list_entries(prefix)` yields `(path, size, last_modified)` for every object under
-`prefix` (paths relative to the registry's root directory, last_modified as a POSIX timestamp)
-and `read(path, max_bytes)` returns a small object's bytes (None when it is absent).
-
-`scan()` turns one streaming pass over `docker/registry/v2/` into usage figures. The layout
-(see https://github.com/distribution/distribution/blob/release/2.8/registry/storage/paths.go):
+The layout (see https://github.com/distribution/distribution/blob/release/2.8/registry/storage/paths.go):
 
     blobs/sha256/<xx>/<hex>/data                                  a blob and its size
     repositories/<name>/_layers/sha256/<hex>/link                 a blob linked into a repository
@@ -23,531 +17,29 @@ does not know yet.
 Memory stays flat per blob: digests live in one bytearray (32 bytes each), sizes in an
 array, per-repository links as arrays of blob numbers; no Python object per blob.
 
-Raises `StorageError`, whose message is a sentence for the page.
+Knows nothing of backends or settings: it reads through the `entries` and `read` it is given.
 """
 
 import json
-import logging
-import os
-import re
 import time
 from array import array
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-from azure.core import exceptions as azure_exceptions
-from azure.storage.blob import ContainerClient, ExponentialRetry
-from django.conf import settings
+from ..references import is_valid_repository
+from .layout import BLOBS, REPOSITORIES, blob_path, digest_bytes
 
-logger = logging.getLogger(__name__)
-
-V2_PREFIX = "docker/registry/v2/"
-_BLOBS = V2_PREFIX + "blobs/sha256/"
-_REPOSITORIES = V2_PREFIX + "repositories/"
 _LAYER_LINK = "_layers/sha256/"
 _REVISION_LINK = "_manifests/revisions/sha256/"
 _UPLOADS = "_uploads/"
 _TAG_LINKS = "_manifests/tags/"
 _CURRENT_LINK = "/current/link"
-_BLOBS_LEN, _REPOSITORIES_LEN = len(_BLOBS), len(_REPOSITORIES)
+BLOBS_LEN, REPOSITORIES_LEN = len(BLOBS), len(REPOSITORIES)
 # The registry refuses manifests above 4 MiB on push; anything bigger is not a manifest.
 MANIFEST_MAX_BYTES = 4 * 1024 * 1024
-# Listing page size for Azure (the service's maximum).
-AZURE_PAGE_SIZE = 5000
 # Manifest digests looked up in the reference cache (and new ones stored) per query.
 CACHE_BATCH = 500
-# Repository names as the registry accepts them (distribution's reference grammar); other
-# directories under repositories/ are not the registry's and are skipped.
-_REPOSITORY_NAME = re.compile(
-    r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
-)
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-
-
-# Azure error codes meaning "these credentials may not do that" (the list or the read).
-_PERMISSION_CODES = (
-    "AuthorizationPermission",
-    "AuthorizationResourceTypeMismatch",
-    "AuthorizationServiceMismatch",
-    "AuthorizationProtocolMismatch",
-    "AuthorizationSourceIPMismatch",
-    "InsufficientAccountPermissions",
-)
-
-
-class StorageError(Exception):
-    """Listing or reading the registry's storage failed; str(error) is a sentence for the page."""
-
-
-# --- Backends ---
-
-
-class FilesystemStorage:
-    """The filesystem driver's `rootdirectory`, walked in sorted order without following links."""
-
-    kind = "filesystem"
-
-    def __init__(self, root):
-        self.root = os.path.abspath(root)
-
-    @property
-    def location(self):
-        return self.root
-
-    def list_entries(self, prefix):
-        """Files under `prefix` in the order of their full paths, as Azure lists blobs."""
-        if not os.path.isdir(self.root):
-            raise StorageError(
-                f"The storage root {self.root} does not exist: set STORAGE_FILESYSTEM_ROOT to the "
-                "registry's storage rootdirectory."
-            )
-        start = os.path.join(self.root, prefix)
-        if not os.path.isdir(start):
-            return  # a registry that never stored anything has no docker/registry/v2 yet
-        levels = [iter(self._sorted_items(start, prefix.rstrip("/") + "/"))]
-        while levels:
-            item = next(levels[-1], None)
-            if item is None:
-                levels.pop()
-                continue
-            relative, path, size, modified = item
-            if size is None:
-                levels.append(iter(self._sorted_items(path, relative)))
-            else:
-                yield relative, size, modified
-
-    @staticmethod
-    def _sorted_items(directory, relative):
-        """(relative path, path, size, mtime) of a directory's entries, sorted like full paths;
-        a subdirectory has size None and its relative path ends with '/', as it sorts."""
-        try:
-            with os.scandir(directory) as scanned:
-                entries = list(scanned)
-        except FileNotFoundError:
-            return []  # removed while we walked (an upload finished, a GC ran)
-        except PermissionError as exc:
-            raise StorageError(
-                f"Permission denied reading {directory}: the portal needs read access to the "
-                "registry's whole storage tree."
-            ) from exc
-        except OSError as exc:
-            raise StorageError(f"Could not read {directory}: {exc.strerror}.") from exc
-        items = []
-        for entry in entries:
-            try:
-                if entry.is_dir(follow_symlinks=False):
-                    items.append((relative + entry.name + "/", entry.path, None, None))
-                elif entry.is_file(follow_symlinks=False):
-                    stat = entry.stat(follow_symlinks=False)
-                    items.append((relative + entry.name, entry.path, stat.st_size, stat.st_mtime))
-            except FileNotFoundError:
-                continue
-        items.sort(key=lambda item: item[0])
-        return items
-
-    def blob_size(self, digest):
-        """The stored size of blob `digest` (sha256:<hex>), or None when it is not stored."""
-        raw = _digest_bytes(digest)
-        if raw is None:
-            return None
-        try:
-            return os.stat(os.path.join(self.root, _blob_path(raw))).st_size
-        except OSError:
-            return None
-
-    def read(self, path, max_bytes):
-        if ".." in path.split("/") or path.startswith("/"):
-            raise StorageError(f"Refusing to read {path!r} outside the storage root.")
-        try:
-            with open(os.path.join(self.root, path), "rb") as handle:
-                return handle.read(max_bytes + 1)
-        except FileNotFoundError:
-            return None
-        except PermissionError as exc:
-            raise StorageError(
-                f"Permission denied reading {path}: the portal needs read access to the "
-                "registry's whole storage tree."
-            ) from exc
-        except OSError as exc:
-            raise StorageError(f"Could not read {path}: {exc.strerror}.") from exc
-
-
-class AzureStorage:
-    """A blob container the registry's azure driver writes to, optionally under a root prefix.
-
-    Reference: https://learn.microsoft.com/python/api/azure-storage-blob/azure.storage.blob.containerclient
-    The client is built once with explicit connect/read timeouts (the SDK's read default is
-    sized for huge uploads) and a short retry policy, so an unreachable account fails in seconds.
-
-    `credential` picks how it signs in (AZURE_STORAGE_CREDENTIAL): `connection_string`, `key`,
-    `sas`, or `default`: azure-identity's DefaultAzureCredential chain (environment, workload
-    identity, managed identity, the developer's `az login`), so no secret lives in the portal's
-    settings. Empty picks the first of connection string, key and SAS that is set, as before.
-    """
-
-    kind = "azure"
-
-    def __init__(
-        self,
-        container,
-        connection_string="",
-        account_name="",
-        account_key="",
-        account_url="",
-        root_directory="",
-        timeout=30.0,
-        retries=2,
-        credential="",
-        sas_token="",
-        token_credential=None,
-    ):
-        if not container:
-            raise StorageError("AZURE_STORAGE_CONTAINER is not set: name the registry's container.")
-        self.container = container
-        self.prefix = root_directory.strip("/") + "/" if root_directory.strip("/") else ""
-        self.timeout = timeout
-        problem = azure_credential_problem(
-            credential, connection_string, account_name, account_key, account_url, sas_token
-        )
-        if problem:
-            raise StorageError(problem)
-        self.credential_kind = azure_credential_kind(
-            credential, connection_string, account_key, sas_token
-        )
-        options = {
-            "connection_timeout": timeout,
-            "read_timeout": timeout,
-            "retry_policy": ExponentialRetry(
-                initial_backoff=1, increment_base=2, retry_total=retries, random_jitter_range=0
-            ),
-        }
-        url = account_url or f"https://{account_name}.blob.core.windows.net"
-        try:
-            if self.credential_kind == "connection_string":
-                self.client = ContainerClient.from_connection_string(
-                    connection_string, container, **options
-                )
-            elif self.credential_kind == "key":
-                credential = {"account_name": account_name, "account_key": account_key}
-                self.client = ContainerClient(url, container, credential=credential, **options)
-            elif self.credential_kind == "sas":
-                self.client = ContainerClient(
-                    url, container, credential=sas_token.lstrip("?"), **options
-                )
-            else:
-                identity = _IdentityCredential(
-                    token_credential or _default_azure_credential(timeout)
-                )
-                self.client = ContainerClient(url, container, credential=identity, **options)
-        except ValueError:
-            raise StorageError(
-                "The Azure storage connection string or account URL is malformed: check "
-                "AZURE_STORAGE_CONNECTION_STRING / AZURE_STORAGE_ACCOUNT_URL."
-            ) from None
-
-    @property
-    def location(self):
-        # Account URL and container only: never the key or a SAS token.
-        base = self.client.primary_endpoint.split("?", 1)[0].rstrip("/")
-        return base + ("/" + self.prefix.rstrip("/") if self.prefix else "")
-
-    def list_entries(self, prefix):
-        strip = len(self.prefix)
-        pages = self.client.list_blobs(
-            name_starts_with=self.prefix + prefix, results_per_page=AZURE_PAGE_SIZE
-        )
-        try:
-            for blob in pages:
-                yield blob.name[strip:], blob.size, blob.last_modified.timestamp()
-        except azure_exceptions.AzureError as exc:
-            raise self._error(exc, "list") from None
-
-    def blob_size(self, digest):
-        """The stored size of blob `digest` (sha256:<hex>), or None when it is not stored."""
-        raw = _digest_bytes(digest)
-        if raw is None:
-            return None
-        try:
-            return (
-                self.client.get_blob_client(self.prefix + _blob_path(raw))
-                .get_blob_properties()
-                .size
-            )
-        except azure_exceptions.ResourceNotFoundError:
-            return None
-        except azure_exceptions.AzureError as exc:
-            raise self._error(exc, "read") from None
-
-    def read(self, path, max_bytes):
-        try:
-            return self.client.download_blob(
-                self.prefix + path, offset=0, length=max_bytes + 1
-            ).readall()
-        except azure_exceptions.ResourceNotFoundError as exc:
-            if _error_code(exc) == "ContainerNotFound":
-                raise self._error(exc, "read") from None
-            return None
-        except azure_exceptions.HttpResponseError as exc:
-            if exc.status_code == 416:  # a range request on an empty blob
-                return b""
-            raise self._error(exc, "read") from None
-        except azure_exceptions.AzureError as exc:
-            raise self._error(exc, "read") from None
-
-    def _error(self, exc, action):
-        """One readable sentence per failure the operator can fix; the detail goes to the log.
-
-        Raised `from None`: the SDK's own messages can carry request URLs, SAS token included.
-        """
-        code = _error_code(exc)
-        where = f"container {self.container!r} at {self.location}"
-        logger.warning("azure %s failed on %s: %s %s", action, where, type(exc).__name__, code)
-        if code == "ContainerNotFound":
-            return StorageError(
-                f"The container {self.container!r} does not exist at {self.location}: check "
-                "AZURE_STORAGE_CONTAINER."
-            )
-        if code == "AuthenticationFailed" or isinstance(
-            exc, azure_exceptions.ClientAuthenticationError
-        ):
-            return StorageError(
-                f"Azure rejected the credentials for {where} ({code or 'authentication failed'}): "
-                f"{_CREDENTIAL_HINTS[self.credential_kind]}"
-            )
-        if code == "AuthorizationFailure":
-            # Azurite says this for a wrong key; Azure also for its firewall or network rules.
-            return StorageError(
-                f"Azure rejected the credentials for {where} (AuthorizationFailure): "
-                f"{_CREDENTIAL_HINTS[self.credential_kind][:-1]}, and that the account's "
-                "network rules let this host in."
-            )
-        if code.startswith(_PERMISSION_CODES):
-            if self.credential_kind == "default":
-                return StorageError(
-                    f"Permission denied on {where} ({code}): give the portal's identity the "
-                    "Storage Blob Data Reader role on the container (role assignments can take "
-                    "a few minutes to apply)."
-                )
-            return StorageError(
-                f"Permission denied on {where} ({code}): the credentials must be allowed to list "
-                "and read blobs."
-            )
-        if isinstance(exc, azure_exceptions.ServiceResponseError):
-            return StorageError(
-                f"The storage account at {self.location} did not answer within "
-                f"{self.timeout:g} seconds."
-            )
-        if isinstance(exc, azure_exceptions.ServiceRequestError):
-            return StorageError(
-                f"Could not connect to the storage account at {self.location}: check "
-                "AZURE_STORAGE_ACCOUNT_URL / the account name, and that it is reachable."
-            )
-        status = getattr(exc, "status_code", None)
-        return StorageError(
-            f"Azure storage refused to {action} blobs in {where}"
-            f" (HTTP {status}{', ' + code if code else ''})."
-        )
-
-    def list_blob_types(self, prefix):
-        """(path, blob type) of every object under `prefix`: 'BlockBlob', 'AppendBlob', ...
-
-        Only the registry upgrade check needs this (the scan does not care how a blob is
-        stored); same listing, same errors as `list_entries`."""
-        strip = len(self.prefix)
-        pages = self.client.list_blobs(
-            name_starts_with=self.prefix + prefix, results_per_page=AZURE_PAGE_SIZE
-        )
-        try:
-            for blob in pages:
-                yield blob.name[strip:], str(getattr(blob.blob_type, "value", blob.blob_type))
-        except azure_exceptions.AzureError as exc:
-            raise self._error(exc, "list") from None
-
-
-_CREDENTIAL_HINTS = {
-    "connection_string": "check AZURE_STORAGE_CONNECTION_STRING.",
-    "key": "check AZURE_STORAGE_ACCOUNT_KEY.",
-    "sas": "check AZURE_STORAGE_SAS_TOKEN (its expiry, and that it allows read and list).",
-    "default": (
-        "the token of the portal's identity was refused: check that the managed identity "
-        "(or `az login` account) belongs to the storage account's tenant."
-    ),
-}
-AZURE_CREDENTIALS = tuple(_CREDENTIAL_HINTS)
-# Azure Storage's OAuth scope: the token is for the storage service, not for one account.
-STORAGE_SCOPE = "https://storage.azure.com/.default"
-
-
-def azure_credential_kind(credential="", connection_string="", account_key="", sas_token=""):
-    """What AZURE_STORAGE_CREDENTIAL names; empty: the first secret that is set, as before."""
-    credential = (credential or "").strip().lower()
-    if credential:
-        return credential
-    if connection_string:
-        return "connection_string"
-    if account_key:
-        return "key"
-    if sas_token:
-        return "sas"
-    return ""
-
-
-def azure_credential_problem(
-    credential="",
-    connection_string="",
-    account_name="",
-    account_key="",
-    account_url="",
-    sas_token="",
-):
-    """A sentence naming what to set when the Azure credential settings cannot work, else None."""
-    kind = azure_credential_kind(credential, connection_string, account_key, sas_token)
-    if kind == "":
-        return (
-            "Azure storage needs credentials: AZURE_STORAGE_CREDENTIAL=default (a managed "
-            "identity), or AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_NAME and "
-            "AZURE_STORAGE_ACCOUNT_KEY."
-        )
-    if kind not in AZURE_CREDENTIALS:
-        return (
-            f"AZURE_STORAGE_CREDENTIAL={str(credential)[:40]!r} is not supported: set it to "
-            "default, key, connection_string or sas."
-        )
-    if kind == "connection_string" and not connection_string:
-        return "AZURE_STORAGE_CREDENTIAL is connection_string: set AZURE_STORAGE_CONNECTION_STRING."
-    if kind != "connection_string" and not (account_name or account_url):
-        return (
-            f"AZURE_STORAGE_CREDENTIAL is {kind}: set AZURE_STORAGE_ACCOUNT_NAME (or "
-            "AZURE_STORAGE_ACCOUNT_URL) to the storage account."
-        )
-    if kind == "key" and not (account_name and account_key):
-        return (
-            "AZURE_STORAGE_CREDENTIAL is key: set AZURE_STORAGE_ACCOUNT_NAME and "
-            "AZURE_STORAGE_ACCOUNT_KEY."
-        )
-    if kind == "sas" and not sas_token:
-        return "AZURE_STORAGE_CREDENTIAL is sas: set AZURE_STORAGE_SAS_TOKEN."
-    if kind == "default" and account_url.lower().startswith("http://"):
-        # The SDK refuses to send a bearer token without TLS, so say it before any call.
-        return (
-            "AZURE_STORAGE_CREDENTIAL=default needs an https:// AZURE_STORAGE_ACCOUNT_URL: Azure "
-            "sends identity tokens over TLS only."
-        )
-    return None
-
-
-def _default_azure_credential(timeout):
-    # Imported here: azure-identity pulls in msal, which only this credential needs.
-    from azure.identity import DefaultAzureCredential
-
-    # The timeouts reach each credential's own HTTP pipeline (the managed identity endpoint)
-    # and the developer tools it may start (`az`), so a host without an identity fails fast.
-    return DefaultAzureCredential(
-        connection_timeout=timeout, read_timeout=timeout, process_timeout=timeout
-    )
-
-
-class _IdentityCredential:
-    """A token credential that turns the identity's own failures into a StorageError.
-
-    Without it a missing managed identity surfaces as the storage call's authentication error,
-    and the page would blame the storage account. The chain's message is logged, not shown:
-    it lists every credential it tried, which is for the operator's log, not the page.
-    """
-
-    def __init__(self, inner):
-        self.inner = inner
-
-    def get_token(self, *scopes, **kwargs):
-        return self._call(self.inner.get_token, scopes, kwargs)
-
-    def get_token_info(self, *scopes, **kwargs):
-        if not hasattr(self.inner, "get_token_info"):
-            return self._call(self.inner.get_token, scopes, {})
-        return self._call(self.inner.get_token_info, scopes, kwargs)
-
-    def _call(self, method, scopes, kwargs):
-        try:
-            return method(*scopes, **kwargs)
-        except azure_exceptions.AzureError as exc:
-            logger.warning("azure identity: no token: %s: %s", type(exc).__name__, exc)
-            raise StorageError(
-                "The portal found no Azure identity to sign in with "
-                "(AZURE_STORAGE_CREDENTIAL=default): turn on the app's managed identity "
-                "(App Service: Identity; set AZURE_CLIENT_ID for a user-assigned one), or "
-                "sign in with `az login` where the portal runs."
-            ) from None
-
-    def close(self):
-        close = getattr(self.inner, "close", None)
-        if close:
-            close()
-
-
-def _error_code(exc):
-    code = getattr(exc, "error_code", None)
-    return str(getattr(code, "value", code) or "")
-
-
-def configuration_problem():
-    """A sentence naming what to set when the storage settings cannot work, else None.
-
-    Cheap and offline (no call to the storage): for the storage page and the system checks.
-    """
-    kind = (settings.STORAGE_BACKEND or "").strip().lower()
-    if kind == "filesystem":
-        if not os.path.isdir(settings.STORAGE_FILESYSTEM_ROOT):
-            return (
-                f"STORAGE_FILESYSTEM_ROOT ({settings.STORAGE_FILESYSTEM_ROOT}) is not a "
-                "directory: set it to the registry's storage rootdirectory."
-            )
-        return None
-    if kind == "azure":
-        if not settings.AZURE_STORAGE_CONTAINER:
-            return "AZURE_STORAGE_CONTAINER is not set: name the registry's blob container."
-        return azure_credential_problem(*azure_credential_settings())
-    return (
-        f"STORAGE_BACKEND={settings.STORAGE_BACKEND!r} is not supported: set it to "
-        "'filesystem' or 'azure'."
-    )
-
-
-def azure_credential_settings():
-    return (
-        settings.AZURE_STORAGE_CREDENTIAL,
-        settings.AZURE_STORAGE_CONNECTION_STRING,
-        settings.AZURE_STORAGE_ACCOUNT_NAME,
-        settings.AZURE_STORAGE_ACCOUNT_KEY,
-        settings.AZURE_STORAGE_ACCOUNT_URL,
-        settings.AZURE_STORAGE_SAS_TOKEN,
-    )
-
-
-def get_backend():
-    """The backend `STORAGE_BACKEND` names, built from settings. Raises StorageError."""
-    kind = (settings.STORAGE_BACKEND or "").strip().lower()
-    if kind == "filesystem":
-        return FilesystemStorage(settings.STORAGE_FILESYSTEM_ROOT)
-    if kind == "azure":
-        return AzureStorage(
-            container=settings.AZURE_STORAGE_CONTAINER,
-            connection_string=settings.AZURE_STORAGE_CONNECTION_STRING,
-            account_name=settings.AZURE_STORAGE_ACCOUNT_NAME,
-            account_key=settings.AZURE_STORAGE_ACCOUNT_KEY,
-            account_url=settings.AZURE_STORAGE_ACCOUNT_URL,
-            root_directory=settings.AZURE_STORAGE_ROOT_DIRECTORY,
-            timeout=settings.STORAGE_TIMEOUT,
-            credential=settings.AZURE_STORAGE_CREDENTIAL,
-            sas_token=settings.AZURE_STORAGE_SAS_TOKEN,
-        )
-    raise StorageError(
-        f"STORAGE_BACKEND={settings.STORAGE_BACKEND!r} is not supported: set it to "
-        "'filesystem' or 'azure'."
-    )
-
-
-# --- Results ---
 
 
 @dataclass(frozen=True)
@@ -612,9 +104,6 @@ class ScanResult:
 
     def as_dict(self):
         return asdict(self)
-
-
-# --- The scan ---
 
 
 class _BlobTable:
@@ -688,18 +177,6 @@ def manifest_references(content):
     return [d for d in descriptors if isinstance(d, str)]
 
 
-def _digest_bytes(digest):
-    """32 raw bytes of a `sha256:<hex>` digest, or None for other algorithms or junk."""
-    if not digest.startswith("sha256:") or not _HEX64.fullmatch(digest, 7):
-        return None
-    return bytes.fromhex(digest[7:])
-
-
-def _blob_path(raw_digest):
-    hex_digest = raw_digest.hex()
-    return f"{_BLOBS}{hex_digest[:2]}/{hex_digest}/data"
-
-
 class _ManifestReader:
     """Finds what each linked manifest references while the listing goes on.
 
@@ -753,7 +230,7 @@ class _ManifestReader:
             self._collect(raw, future.result())
 
     def _fetch(self, raw_digest):
-        content = self.read(_blob_path(raw_digest), MANIFEST_MAX_BYTES)
+        content = self.read(blob_path(raw_digest), MANIFEST_MAX_BYTES)
         if content is None:
             return None  # the revision links a blob that is gone: GC skips it too
         if len(content) > MANIFEST_MAX_BYTES:
@@ -761,7 +238,7 @@ class _ManifestReader:
         references = manifest_references(content)
         if references is None:
             return False
-        return b"".join(filter(None, map(_digest_bytes, references)))
+        return b"".join(filter(None, map(digest_bytes, references)))
 
     def _collect(self, raw_digest, outcome):
         if outcome is None:
@@ -851,7 +328,7 @@ def _read_tag_links(listing, read, concurrency):
         if not content:
             return item[0], None
         text = content.decode("ascii", "replace").strip()
-        return item[0], _digest_bytes(text)
+        return item[0], digest_bytes(text)
 
     tagged = {}
     links, listing.tag_links = listing.tag_links, None
@@ -888,9 +365,9 @@ class _Listing:
             count += 1
             if progress and not count % progress_every:
                 progress(count, None, f"Listed {count:,} objects ({len(sizes):,} blobs)")
-            if path.startswith(_BLOBS):
+            if path.startswith(BLOBS):
                 # "<xx>/<64 hex>/data"
-                rest = path[_BLOBS_LEN:]
+                rest = path[BLOBS_LEN:]
                 raw = _hex_digest(rest[3:67]) if len(rest) == 72 and rest[67:] == "/data" else None
                 if raw is None or rest[:2] != rest[3:5]:
                     skipped += 1
@@ -898,10 +375,10 @@ class _Listing:
                 digests += raw
                 sizes.append(size)
                 continue
-            if not path.startswith(_REPOSITORIES):
+            if not path.startswith(REPOSITORIES):
                 skipped += 1
                 continue
-            rest = path[_REPOSITORIES_LEN:]
+            rest = path[REPOSITORIES_LEN:]
             cut = rest.find("/_")
             repository = repository_ids.get(rest[:cut])
             if repository is None:
@@ -941,7 +418,7 @@ class _Listing:
     def _new_repository(self, name):
         if name in self.rejected_names:
             return None
-        if len(name) > 255 or _REPOSITORY_NAME.fullmatch(name) is None:
+        if not is_valid_repository(name):
             if len(self.rejected_names) < 1000:
                 self.rejected_names.add(name)
             return None
@@ -1122,17 +599,3 @@ def _repository_usage(name, numbers, manifests, sizes, refcount, marked):
         blob_count=len(numbers),
         manifest_count=manifests,
     )
-
-
-def scan_storage(backend=None, progress=None, cache=None):
-    """Scan the configured storage (or `backend`). Returns (backend, ScanResult); raises
-    StorageError."""
-    backend = backend or get_backend()
-    result = scan(
-        backend.list_entries(V2_PREFIX),
-        backend.read,
-        progress=progress,
-        cache=cache,
-        read_concurrency=settings.STORAGE_READ_CONCURRENCY,
-    )
-    return backend, result

@@ -5,7 +5,7 @@ import unicodedata
 from django import forms
 from django.core.exceptions import ValidationError
 
-from .models import RetentionRule
+from ..models import RetentionRule
 
 
 class RetentionRuleForm(forms.ModelForm):

@@ -8,9 +8,9 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from . import audit
-from .models import AuditEvent
-from .models.audit import decode_cursor
+from .. import audit
+from ..models import AuditEvent
+from ..models.audit import decode_cursor
 
 HOSTNAME = re.compile(
     r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*|[0-9a-f:.]+"

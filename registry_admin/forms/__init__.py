@@ -1,0 +1,1 @@
+"""Every form of the portal, one module per area: htpasswd users, audit log, retention rules."""
