@@ -34,7 +34,7 @@ MESSAGE = "Cannot create a file in {directory} ({reason}): the portal needs writ
 
 
 @pytest.fixture
-def htpasswd_file(tmp_path, settings):
+def htpasswd_file(db, tmp_path, settings):
     directory = tmp_path / "auth"
     directory.mkdir()
     path = directory / "htpasswd"

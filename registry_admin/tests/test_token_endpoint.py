@@ -28,7 +28,7 @@ PASSWORD = "a-long-enough-password"
 
 
 @pytest.fixture
-def token_mode(settings, tmp_path):
+def token_mode(db, settings, tmp_path):
     settings.REGISTRY_AUTH_MODE = "token"
     settings.TOKEN_KEY_DIR = str(tmp_path / "keys")
     settings.HTPASSWD_PATH = str(tmp_path / "htpasswd")
