@@ -394,11 +394,10 @@ def last_pull_verdict(repository, days, now=None):
 # --- The unused report ---------------------------------------------------------------------
 
 
-@dataclass
-class UnusedTag:
-    repository: str
-    tag: str
-    digest: str
+@dataclass(kw_only=True)
+class UsageVerdict:
+    """When a tag or repository was last used, and what keeping it costs."""
+
     last_pulled: datetime | None
     pushed: datetime | None
     # "unused", or "no_data": pushed before the portal watched and not pulled since.
@@ -406,40 +405,39 @@ class UnusedTag:
     unique_bytes: int | None
     monthly_cost: float | None
 
+    def verdict_json(self, no_data_before):
+        return {
+            "status": self.status,
+            "last_pulled": _iso(self.last_pulled),
+            "pushed": _iso(self.pushed),
+            "no_data_before": _iso(no_data_before) if self.status == "no_data" else None,
+            "unique_bytes": self.unique_bytes,
+            "monthly_cost": self.monthly_cost,
+        }
+
+
+@dataclass(kw_only=True)
+class UnusedTag(UsageVerdict):
+    repository: str
+    tag: str
+    digest: str
+
     def as_json(self, no_data_before):
         return {
             "repository": self.repository,
             "tag": self.tag,
             "digest": self.digest,
-            "status": self.status,
-            "last_pulled": _iso(self.last_pulled),
-            "pushed": _iso(self.pushed),
-            "no_data_before": _iso(no_data_before) if self.status == "no_data" else None,
-            "unique_bytes": self.unique_bytes,
-            "monthly_cost": self.monthly_cost,
+            **self.verdict_json(no_data_before),
         }
 
 
-@dataclass
-class UnusedRepository:
+@dataclass(kw_only=True)
+class UnusedRepository(UsageVerdict):
     name: str
-    last_pulled: datetime | None
-    pushed: datetime | None
-    status: str
-    unique_bytes: int | None
-    monthly_cost: float | None
     tags: list = field(default_factory=list)
 
     def as_json(self, no_data_before):
-        return {
-            "repository": self.name,
-            "status": self.status,
-            "last_pulled": _iso(self.last_pulled),
-            "pushed": _iso(self.pushed),
-            "no_data_before": _iso(no_data_before) if self.status == "no_data" else None,
-            "unique_bytes": self.unique_bytes,
-            "monthly_cost": self.monthly_cost,
-        }
+        return {"repository": self.name, **self.verdict_json(no_data_before)}
 
 
 @dataclass
@@ -540,7 +538,12 @@ def unused_report(days, now=None):
             continue
         size = tag_bytes.get((repository, name))
         report_tags.append(
-            UnusedTag(repository, name, digest, last, pushed, status, size, cost(size, price))
+            UnusedTag(
+                repository=repository,
+                tag=name,
+                digest=digest,
+                **_verdict(last, pushed, status, size, price),
+            )
         )
 
     report_repositories = []
@@ -553,9 +556,19 @@ def unused_report(days, now=None):
         status = "no_data" if all(s == "no_data" for _, _, s in rows) else "unused"
         size = repository_bytes.get(repository)
         report_repositories.append(
-            UnusedRepository(repository, last, pushed, status, size, cost(size, price))
+            UnusedRepository(name=repository, **_verdict(last, pushed, status, size, price))
         )
     return UnusedReport(days, cutoff, since, snapshot, price, report_tags, report_repositories)
+
+
+def _verdict(last_pulled, pushed, status, unique_bytes, price):
+    return {
+        "last_pulled": last_pulled,
+        "pushed": pushed,
+        "status": status,
+        "unique_bytes": unique_bytes,
+        "monthly_cost": cost(unique_bytes, price),
+    }
 
 
 def _latest(scope):

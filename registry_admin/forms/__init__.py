@@ -1,1 +1,1 @@
-"""Every form of the portal, one module per area: htpasswd users, audit log, retention rules."""
+"""Every form of the portal, one module per area: htpasswd users, audit log, retention rules, access rules."""

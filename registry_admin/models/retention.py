@@ -97,7 +97,7 @@ class RetentionRule(models.Model):
         max_length=REGEX_MAX_LENGTH,
         blank=True,
         validators=[validate_keep_regex],
-        help_text="Always keep tags that fully match this Python regular expression, "
+        help_text="Always keep tags that fully match this regular expression (RE2 syntax), "
         "e.g. latest|stable|v\\d+\\.\\d+\\.\\d+",
     )
     delete_older_than_days = models.PositiveIntegerField(

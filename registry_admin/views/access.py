@@ -10,7 +10,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from .. import access, htpasswd
-from ..access_forms import (
+from ..forms.access import (
     CheckForm,
     GroupForm,
     RobotDeleteForm,
@@ -19,7 +19,7 @@ from ..access_forms import (
     RuleForm,
 )
 from ..models import AccessGroup, AccessRule, RobotAccount
-from ..registry import is_valid_repository
+from ..references import is_valid_repository
 from ..roles import MANAGE_USERS, require
 
 logger = logging.getLogger(__name__)
@@ -69,6 +69,11 @@ def access_page(request):
     return render(request, "registry_admin/access.html", _context(request))
 
 
+def _admin_post(view):
+    """A POST that changes access rules, groups or robots: admins only."""
+    return require(MANAGE_USERS)(require_POST(view))
+
+
 def _actor(request):
     return request.user.get_username()
 
@@ -78,56 +83,49 @@ def _invalid(request, form, **extra):
     return render(request, "registry_admin/access.html", _context(request, **extra), status=400)
 
 
-@require(MANAGE_USERS)
-@require_POST
+@_admin_post
 def rule_save(request):
-    form = RuleForm(request.POST)
-    if not form.is_valid():
-        return _invalid(request, form, rule_form=form)
-    data = form.cleaned_data
-    try:
+    def save(data):
         access.grant(_actor(request), data["subject"], data["pattern"], data["actions"])
-    except access.AccessError as exc:
-        form.add_error(None, str(exc))
-        return _invalid(request, form, rule_form=form)
-    messages.success(request, f"Saved: {data['subject']} on {data['pattern']}.")
-    return redirect(PAGE)
+        return f"Saved: {data['subject']} on {data['pattern']}."
+
+    return _change(request, RuleForm(request.POST), "rule_form", save)
 
 
-@require(MANAGE_USERS)
-@require_POST
+@_admin_post
 def rule_delete(request):
-    form = RuleDeleteForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, "Nothing was changed: that rule does not exist.")
-        return redirect(PAGE)
-    data = form.cleaned_data
-    if access.revoke(_actor(request), data["subject"], data["pattern"]):
-        messages.success(request, f"Removed the rule for {data['subject']} on {data['pattern']}.")
-    else:
-        messages.error(request, "Nothing was changed: that rule does not exist.")
-    return redirect(PAGE)
+    def remove(data):
+        if not access.revoke(_actor(request), data["subject"], data["pattern"]):
+            raise access.AccessError("that rule does not exist.")
+        return f"Removed the rule for {data['subject']} on {data['pattern']}."
+
+    return _remove(request, RuleDeleteForm(request.POST), "rule", remove)
 
 
-@require(MANAGE_USERS)
-@require_POST
+@_admin_post
 def group_save(request):
-    form = GroupForm(request.POST)
-    if not form.is_valid():
-        return _invalid(request, form, group_form=form)
-    try:
-        access.set_group(
-            _actor(request), form.cleaned_data["name"], form.cleaned_data["members"].split()
-        )
-    except access.AccessError as exc:
-        form.add_error(None, str(exc))
-        return _invalid(request, form, group_form=form)
-    messages.success(request, "Saved the group.")
-    return redirect(PAGE)
+    def save(data):
+        access.set_group(_actor(request), data["name"], data["members"].split())
+        return "Saved the group."
+
+    return _change(request, GroupForm(request.POST), "group_form", save)
 
 
-@require(MANAGE_USERS)
-@require_POST
+def _change(request, form, form_name, change):
+    """Apply `change(cleaned_data)` (it returns the success message) and go back to the page,
+    or show the page again with the form and why nothing was changed."""
+    if form.is_valid():
+        try:
+            message = change(form.cleaned_data)
+        except access.AccessError as exc:
+            form.add_error(None, str(exc))
+        else:
+            messages.success(request, message)
+            return redirect(PAGE)
+    return _invalid(request, form, **{form_name: form})
+
+
+@_admin_post
 @never_cache
 def robot_create(request):
     form = RobotForm(request.POST)
@@ -154,17 +152,22 @@ def robot_create(request):
     )
 
 
-@require(MANAGE_USERS)
-@require_POST
+@_admin_post
 def robot_delete(request):
-    form = RobotDeleteForm(request.POST)
+    def remove(data):
+        access.delete_robot(_actor(request), data["username"])
+        return f"Deleted {data['username']}."
+
+    return _remove(request, RobotDeleteForm(request.POST), "robot", remove)
+
+
+def _remove(request, form, what, remove):
+    """Apply `remove(cleaned_data)` (it returns the success message), then back to the page."""
     if not form.is_valid():
-        messages.error(request, "Nothing was changed: that robot does not exist.")
+        messages.error(request, f"Nothing was changed: that {what} does not exist.")
         return redirect(PAGE)
     try:
-        access.delete_robot(_actor(request), form.cleaned_data["username"])
+        messages.success(request, remove(form.cleaned_data))
     except (access.AccessError, htpasswd.CredentialsError) as exc:
         messages.error(request, f"Nothing was changed: {exc}")
-        return redirect(PAGE)
-    messages.success(request, f"Deleted {form.cleaned_data['username']}.")
     return redirect(PAGE)

@@ -1,6 +1,6 @@
 from django import forms
 
-from .models.access import ACTIONS
+from ..models.access import ACTIONS
 
 ACTION_CHOICES = [(a, a) for a in ACTIONS]
 
