@@ -76,9 +76,6 @@ class RecordedPlaceholders:
                 repository=repository, digest=digest, defaults={"tag": tag, "replaces": replaces}
             )
 
-    def forget(self, repository, digest):
-        PortalPlaceholder.objects.filter(repository=repository, digest=digest).delete()
-
 
 PLACEHOLDERS = RecordedPlaceholders()
 
@@ -406,8 +403,8 @@ def _delete_by_placeholder(actor, live, plan, detail):
             detail={**(detail or {}), "error": str(exc)},
         )
         raise
-    if deletion.placeholder_digest:
-        PLACEHOLDERS.forget(repository, deletion.placeholder_digest)
+    # The placeholder's record stays: the registry's notification of its push arrives after
+    # this, and the index must not take the deleted tag back from it (see index.py).
     live.forget([tag])
     index.forget_tags(repository, [tag])
     _record_tag_deleted(

@@ -23,7 +23,7 @@ from django.db.models import Count, Exists, F, Func, Max, OuterRef, Q, Subquery,
 from django.db.models.functions import Coalesce
 
 from . import pulls, registry, worker
-from .models import AuditEvent, JobKind, Manifest, Repository, Run, Tag
+from .models import AuditEvent, JobKind, Manifest, PortalPlaceholder, Repository, Run, Tag
 from .models.batches import pk_batches
 from .references import is_valid_digest, is_valid_repository, is_valid_tag
 
@@ -77,6 +77,9 @@ def upsert_tag(repository, tag, digest, pushed_at, media_type="", manifest_size=
     """
     with transaction.atomic():
         repo, _ = Repository.objects.get_or_create(name=repository)
+        # One writer per repository at a time: a notification and a portal action (or two
+        # instances) upserting the same tag would otherwise both try to create it on PostgreSQL.
+        repo = Repository.objects.select_for_update().get(pk=repo.pk)
         existing = Tag.objects.filter(repository=repo, name=tag).select_related("manifest").first()
         newer = bool(
             pushed_at
@@ -187,6 +190,10 @@ def update_from_events(events):
             logger.warning("index: skipped %s event %s: invalid names", event.action, event.pk)
             continue
         if event.action == "push" and event.tag and event.digest:
+            if _is_portal_placeholder(event.repository, event.digest):
+                # The portal's own placeholder from deleting one tag: the tag is already gone
+                # from the index, and the registry's delete of the placeholder follows.
+                continue
             _, manifest = upsert_tag(
                 event.repository,
                 event.tag,
@@ -203,6 +210,10 @@ def update_from_events(events):
                 forget_tags(event.repository, [event.tag], before=event.timestamp)
     if wants_details:
         request_details()
+
+
+def _is_portal_placeholder(repository, digest):
+    return PortalPlaceholder.objects.filter(repository=repository, digest=digest).exists()
 
 
 def request_details():

@@ -217,3 +217,26 @@ def test_a_push_while_a_details_run_is_running_requests_another(deliver):
     assert Run.objects.filter(kind="details", state=Run.State.REQUESTED).count() == 1
     deliver(_payload("push-manifest-docker-v2.json"))
     assert Run.objects.filter(kind="details", state=Run.State.REQUESTED).count() == 1
+
+
+@pytest.mark.django_db
+def test_the_push_of_a_placeholder_the_portal_recorded_does_not_bring_the_deleted_tag_back(
+    deliver,
+):
+    """Deleting one tag re-points it at a placeholder the portal records first; the registry's
+    notification of that push arrives after the tag left the index and must not restore it (a
+    page rendered before the placeholder's delete event would show the deleted tag)."""
+    from registry_admin.models import PortalPlaceholder
+
+    PortalPlaceholder.objects.create(
+        repository="alpha/app", digest=OCI_DIGEST, tag="v1", replaces="sha256:" + "1" * 64
+    )
+    deliver(_payload("push-manifest-oci.json"))
+    assert not Tag.objects.filter(repository__name="alpha/app", name="v1").exists()
+    # The same push in another repository, where nothing was recorded, is indexed as usual.
+    other = json.loads(_payload("push-manifest-oci.json"))
+    for event in other["events"]:
+        event["id"] = str(uuid.uuid4())
+        event["target"]["repository"] = "beta/app"
+    deliver(other)
+    assert Tag.objects.filter(repository__name="beta/app", name="v1", digest=OCI_DIGEST).exists()
