@@ -13,6 +13,7 @@ import functools
 import json
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from datetime import UTC
 
@@ -30,8 +31,16 @@ from .references import DIGEST_RE, REPOSITORY_MAX_LENGTH, REPOSITORY_RE, TAG_RE
 logger = logging.getLogger(__name__)
 
 
+# Inside `update_from_events`: the repositories whose counters to refresh once at its end.
+_deferred = threading.local()
+
+
 def refresh_repository_stats(repository):
     """Recompute a repository's counters from its tags (one UPDATE)."""
+    deferred = getattr(_deferred, "ids", None)
+    if deferred is not None:
+        deferred.add(repository.pk)
+        return
     refresh_stats_of([repository.pk])
 
 
@@ -178,16 +187,34 @@ def update_from_events(events):
     registry's grammar are logged and skipped, never raised (that would wedge the registry's
     delivery queue).
     """
+    # A batch of a hundred pushes to one repository refreshes its counters once.
+    _deferred.ids = set()
+    try:
+        wants_details = _apply_events(events)
+        touched = _deferred.ids
+    finally:
+        _deferred.ids = None
+    if touched:
+        refresh_stats_of(sorted(touched))
+    if wants_details:
+        request_details()
+
+
+def _apply_events(events):
+    """Apply the events in order; True when a pushed digest still lacks its details.
+
+    Pushes wait in `latest` until a delete of their repository (or the end) needs them
+    applied: of several pushes of one tag only the newest can win (`upsert_tag` ignores an
+    older one; of equal times the first applied stays), so a batch of CI pushes of `latest`
+    costs one upsert.
+    """
+    latest = {}
     wants_details = False
-    for event in events:
-        if event.source != AuditEvent.Source.REGISTRY or event.kind == AuditEvent.Kind.BLOB:
-            continue
-        if event.action not in ("push", "delete"):
-            continue
-        if not (_valid(event.repository, event.tag, event.digest) and _as_sent(event)):
-            logger.warning("index: skipped %s event %s: invalid names", event.action, event.pk)
-            continue
-        if event.action == "push" and event.tag and event.digest:
+
+    def flush(repository=None):
+        nonlocal wants_details
+        for key in [k for k in latest if repository is None or k[0] == repository]:
+            event = latest.pop(key)
             _, manifest = upsert_tag(
                 event.repository,
                 event.tag,
@@ -197,13 +224,27 @@ def update_from_events(events):
                 manifest_size=event.size,
             )
             wants_details |= manifest.details_fetched_at is None
+
+    for event in events:
+        if event.source != AuditEvent.Source.REGISTRY or event.kind == AuditEvent.Kind.BLOB:
+            continue
+        if event.action not in ("push", "delete"):
+            continue
+        if not (_valid(event.repository, event.tag, event.digest) and _as_sent(event)):
+            logger.warning("index: skipped %s event %s: invalid names", event.action, event.pk)
+            continue
+        if event.action == "push" and event.tag and event.digest:
+            key = (event.repository, event.tag)
+            if key not in latest or event.timestamp > latest[key].timestamp:
+                latest[key] = event
         elif event.action == "delete":
+            flush(event.repository)
             if event.digest:
                 forget_digest(event.repository, event.digest, before=event.timestamp)
             elif event.tag:
                 forget_tags(event.repository, [event.tag], before=event.timestamp)
-    if wants_details:
-        request_details()
+    flush()
+    return wants_details
 
 
 def request_details():

@@ -1,7 +1,7 @@
 """Models, one module per area; each area's module is imported here so Django finds it."""
 
 from .access import AccessGroup, AccessRule, RobotAccount, TokenAuthFailure  # noqa: F401
-from .audit import AuditEvent, DeliveryCounter, RejectedDelivery  # noqa: F401
+from .audit import AuditEvent, DeliveryCounter, PendingEvent, RejectedDelivery  # noqa: F401
 from .deletes import PortalPlaceholder, UntaggedManifest  # noqa: F401
 from .index import Manifest, Repository, Tag  # noqa: F401
 from .pulls import PullCount  # noqa: F401

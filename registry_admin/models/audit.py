@@ -304,3 +304,18 @@ class DeliveryCounter(models.Model):
 
     def __str__(self):
         return f"{self.name}: {self.count}"
+
+
+class PendingEvent(models.Model):
+    """An audit event stored but not yet applied to the index and the counters (the webhook's
+    batched mode, `NOTIFICATIONS_APPLY_DELAY` > 0). The audit row is the durable record; this
+    row only says "still to apply", and goes in the transaction that applies it.
+
+    A plain id, not a foreign key: the webhook inserts it beside the audit row in one
+    statement each, and a pruned event (never a pending one in practice) only drops out.
+    """
+
+    event_id = models.BigIntegerField(primary_key=True)
+
+    def __str__(self):
+        return f"pending event #{self.event_id}"

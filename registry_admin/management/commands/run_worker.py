@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand
 from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
-from ... import worker
+from ... import ingest, worker
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ class Command(BaseCommand):
         while not self.stopping:
             close_old_connections()
             try:
+                # Events a web process stored but did not live to apply (crash, restart).
+                ingest.catch_up()
                 for run in worker.tick(kinds):
                     logger.info(
                         "job %s #%s %s %s", run.kind, run.pk, run.state, run.error or run.result
