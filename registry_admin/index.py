@@ -23,6 +23,7 @@ from django.core.paginator import Paginator
 from django.db import transaction
 from django.db.models import Count, Exists, F, Func, Max, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from . import pulls, registry, worker
 from .models import AuditEvent, Manifest, Repository, Run, Tag
@@ -213,17 +214,8 @@ def _apply_events(events):
 
     def flush(repository=None):
         nonlocal wants_details
-        for key in [k for k in latest if repository is None or k[0] == repository]:
-            event = latest.pop(key)
-            _, manifest = upsert_tag(
-                event.repository,
-                event.tag,
-                event.digest,
-                event.timestamp,
-                media_type=event.media_type,
-                manifest_size=event.size,
-            )
-            wants_details |= manifest.details_fetched_at is None
+        keys = [k for k in latest if repository is None or k[0] == repository]
+        wants_details |= _upsert_pushes([latest.pop(key) for key in keys])
 
     for event in events:
         if event.source != AuditEvent.Source.REGISTRY or event.kind == AuditEvent.Kind.BLOB:
@@ -245,6 +237,90 @@ def _apply_events(events):
                 forget_tags(event.repository, [event.tag], before=event.timestamp)
     flush()
     return wants_details
+
+
+def _upsert_pushes(pushes):
+    """`upsert_tag` for push events of distinct tags, in a few set-wide statements; True when a
+    tag now points at a manifest whose details are pending."""
+    if not pushes:
+        return False
+    names = {event.repository for event in pushes}
+    repositories = dict(Repository.objects.filter(name__in=names).values_list("name", "pk"))
+    if names - repositories.keys():
+        Repository.objects.bulk_create(
+            [Repository(name=name) for name in names - repositories.keys()],
+            ignore_conflicts=True,
+        )
+        repositories = dict(Repository.objects.filter(name__in=names).values_list("name", "pk"))
+    tags = {
+        (tag.repository_id, tag.name): tag
+        for tag in Tag.objects.filter(
+            repository_id__in=repositories.values(), name__in={event.tag for event in pushes}
+        ).select_related("manifest")
+    }
+    wants_details, applied = False, []
+    for event in pushes:
+        existing = tags.get((repositories[event.repository], event.tag))
+        pushed_at = event.timestamp
+        newer = bool(
+            pushed_at
+            and (existing is None or not existing.pushed_at or pushed_at > existing.pushed_at)
+        )
+        # An older push (a late redelivery) or a repeated one changes nothing.
+        stays = existing is not None and existing.manifest is not None and not newer
+        if stays and (existing.digest == event.digest or pushed_at):
+            wants_details |= existing.manifest.details_fetched_at is None
+            continue
+        applied.append((event, existing, newer))
+    if not applied:
+        return wants_details
+    manifests = _ensure_manifests(event for event, _, _ in applied)
+    now = timezone.now()
+    created, updated = [], []
+    for event, existing, newer in applied:
+        manifest = manifests[event.digest]
+        wants_details |= manifest.details_fetched_at is None
+        if existing is None:
+            created.append(
+                Tag(
+                    repository_id=repositories[event.repository],
+                    name=event.tag,
+                    digest=event.digest,
+                    manifest=manifest,
+                    pushed_at=event.timestamp,
+                )
+            )
+        else:
+            existing.digest, existing.manifest, existing.updated_at = event.digest, manifest, now
+            if newer:
+                existing.pushed_at = event.timestamp
+            updated.append(existing)
+        refresh_repository_stats(Repository(pk=repositories[event.repository]))
+    Tag.objects.bulk_create(created)
+    Tag.objects.bulk_update(updated, ["digest", "manifest", "pushed_at", "updated_at"])
+    return wants_details
+
+
+def _ensure_manifests(events):
+    """`ensure_manifest` for the digests of `events`: {digest: Manifest}."""
+    wanted = {}
+    for event in events:
+        wanted.setdefault(event.digest, event)
+    manifests = {m.digest: m for m in Manifest.objects.filter(digest__in=wanted)}
+    missing = [
+        Manifest(digest=digest, media_type=event.media_type or "", manifest_size=event.size)
+        for digest, event in wanted.items()
+        if digest not in manifests
+    ]
+    if missing:
+        Manifest.objects.bulk_create(missing, ignore_conflicts=True)
+        manifests = {m.digest: m for m in Manifest.objects.filter(digest__in=wanted)}
+    for digest, event in wanted.items():
+        manifest = manifests[digest]
+        if event.media_type and not manifest.media_type:
+            manifest.media_type = event.media_type
+            manifest.save(update_fields=["media_type"])
+    return manifests
 
 
 def request_details():

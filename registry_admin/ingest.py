@@ -9,9 +9,13 @@ transaction and deletes their pending rows in the same one. So:
   transaction-level advisory lock), each reading the pending rows only once it holds the lock;
 - nothing is lost: a process that dies before or while applying leaves its rows pending, and
   the next batch anywhere (another delivery, or the worker's loop) takes them;
-- pages lag the registry by about `NOTIFICATIONS_APPLY_DELAY` (at most twice that plus one
-  batch): each web process runs one applier thread, woken by its deliveries, that waits that
-  long to let a burst gather.
+- pages lag the registry by about `NOTIFICATIONS_APPLY_DELAY` plus one batch: the worker
+  (`run_worker`) applies what is pending every that many seconds, from a thread of its own so
+  that a long job does not hold it up, and in a process of its own, so the batches never
+  compete with the web requests for Python's interpreter lock;
+- without a running worker the web process applies its own deliveries: each one wakes a
+  thread there that waits `fallback_seconds()` (the worker's turn) and applies what is still
+  pending, so pages stay fresh within about a second with no worker at all.
 
 Batching is what makes the webhook cheap: the request does one INSERT for the event, and one
 batch refreshes a repository's counters once for all the pushes it received meanwhile.
@@ -55,8 +59,16 @@ def apply_pending(limit=BATCH_SIZE):
     return len(ids)
 
 
+def fallback_seconds():
+    """How long a web process leaves its deliveries to the worker before applying them."""
+    return 2 * settings.NOTIFICATIONS_APPLY_DELAY + 0.5
+
+
 def catch_up():
     """Apply every pending event (several batches if need be); how many."""
+    # Most calls find nothing: answer that without taking SQLite's write lock.
+    if not PendingEvent.objects.exists():
+        return 0
     total = 0
     while applied := apply_pending():
         total += applied
@@ -64,7 +76,8 @@ def catch_up():
 
 
 class _Applier:
-    """One daemon thread per process (found again after a fork), woken by `wake()`."""
+    """The web process's fallback: one daemon thread per process (found again after a fork),
+    woken by `wake()`."""
 
     def __init__(self):
         self.lock = threading.Lock()
@@ -82,12 +95,31 @@ class _Applier:
                 self.thread.start()
         self.wanted.set()
 
+    def stop(self, timeout=10):
+        """Apply what is pending, close the thread's connection and end it (tests, shutdown)."""
+        with self.lock:
+            thread, self.thread = self.thread, None
+            if thread is None or not thread.is_alive():
+                return
+            self.stopping = True
+            self.wanted.set()
+        thread.join(timeout)
+        self.stopping = False
+
+    stopping = False
+
     def _run(self, wanted):
         while True:
             wanted.wait()
-            time.sleep(settings.NOTIFICATIONS_APPLY_DELAY)
+            time.sleep(fallback_seconds())
             wanted.clear()
             close_old_connections()
+            if self.stopping:
+                try:
+                    catch_up()
+                finally:
+                    connection.close()
+                return
             try:
                 catch_up()
             except DatabaseError as exc:
@@ -106,5 +138,27 @@ _applier = _Applier()
 
 
 def wake():
-    """Ask this process's applier thread to apply pending events shortly."""
+    """Ask this process's applier thread to apply, shortly, what the worker has not."""
     _applier.wake()
+
+
+def stop():
+    _applier.stop()
+
+
+def run_applier(stop_event):
+    """The worker's applier loop (a thread of `run_worker`): a batch every
+    `NOTIFICATIONS_APPLY_DELAY` seconds until `stop_event` is set."""
+    try:
+        while not stop_event.wait(settings.NOTIFICATIONS_APPLY_DELAY):
+            close_old_connections()
+            try:
+                catch_up()
+            except DatabaseError as exc:
+                logger.warning("could not apply stored notification events yet: %s", exc)
+                stop_event.wait(RETRY_SECONDS)
+            except Exception:
+                logger.exception("applying stored notification events failed")
+                stop_event.wait(RETRY_SECONDS)
+    finally:
+        connection.close()

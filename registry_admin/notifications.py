@@ -241,6 +241,14 @@ def record(envelope, raw_body=b"", content_type="", remote_addr="", error="", ha
     events = envelope.events if envelope else []
     errors = ([error] if error else []) + (envelope.errors if envelope else [])
     batched = handlers is None and settings.NOTIFICATIONS_APPLY_DELAY > 0
+    if batched and not errors and connection.vendor == "postgresql":
+        # One statement stores and queues (atomic by itself): a single round trip.
+        stored = _store_new(events, queue=True)
+        if stored:
+            from . import ingest  # ingest imports this module
+
+            ingest.wake()
+        return stored
     with transaction.atomic():
         stored = _store_new(events)
         if errors:
@@ -274,12 +282,13 @@ def record(envelope, raw_body=b"", content_type="", remote_addr="", error="", ha
 INSERT_CHUNK = 500
 
 
-def _store_new(events):
+def _store_new(events, queue=False):
     """Insert the events whose id is not stored yet and return them (with their pk), in order.
 
     One `INSERT .. ON CONFLICT (event_id) DO NOTHING RETURNING` per chunk: a redelivery, or the
     same event delivered to another instance at the same moment (PostgreSQL), is skipped by the
-    unique index itself, and the registry's one-event delivery costs a single statement.
+    unique index itself, and the registry's one-event delivery costs a single statement. With
+    `queue` (PostgreSQL only) the same statement adds their `PendingEvent` rows.
     """
     fields = [f for f in AuditEvent._meta.concrete_fields if not f.primary_key]
     table = connection.ops.quote_name(AuditEvent._meta.db_table)
@@ -296,6 +305,12 @@ def _store_new(events):
             f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(chunk))} "  # noqa: S608
             "ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id"
         )
+        if queue:
+            pending = connection.ops.quote_name(PendingEvent._meta.db_table)
+            sql = (
+                f"WITH new AS ({sql}), queued AS "  # noqa: S608
+                f"(INSERT INTO {pending} (event_id) SELECT id FROM new) SELECT id, event_id FROM new"
+            )
         with connection.cursor() as cursor:
             cursor.execute(sql, params)
             ids = dict((event_id, pk) for pk, event_id in cursor.fetchall())

@@ -6,6 +6,7 @@ import os
 import random
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -185,6 +186,35 @@ def test_the_applier_thread_applies_a_delivery_within_the_delay(post, settings):
     while PendingEvent.objects.exists():
         assert time.monotonic() - started < 2
         time.sleep(0.01)
+    ingest.stop()  # its connection would keep the test database open
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_worker_thread_applies_deliveries_every_delay(post, settings, monkeypatch):
+    settings.NOTIFICATIONS_APPLY_DELAY = 0.05
+    monkeypatch.setattr(ingest, "wake", lambda: None)  # the worker alone applies
+    stop = threading.Event()
+    applier = threading.Thread(target=ingest.run_applier, args=(stop,))
+    applier.start()
+    try:
+        started = time.monotonic()
+        post(push("team/app", "v1", 1, T0), pull("team/app", T0 + timedelta(seconds=1)))
+        while PendingEvent.objects.exists():
+            assert time.monotonic() - started < 2, "not applied within 2 s"
+            time.sleep(0.01)
+        assert Tag.objects.exists() and PullCount.objects.exists()
+    finally:
+        stop.set()
+        applier.join(5)
+    assert not applier.is_alive()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_stopping_the_applier_applies_what_is_pending_first(post, settings):
+    settings.NOTIFICATIONS_APPLY_DELAY = 1
+    post(push("team/app", "v1", 1, T0))
+    ingest.stop()
+    assert Tag.objects.exists() and not PendingEvent.objects.exists()
 
 
 @pytest.mark.django_db
