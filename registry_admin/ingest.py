@@ -46,9 +46,7 @@ def apply_pending(limit=BATCH_SIZE):
     from .notifications import events_recorded  # notifications imports this module lazily
 
     with transaction.atomic():
-        if connection.vendor == "postgresql":
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_KEY])
+        hold_appliers()
         pending = PendingEvent.objects.order_by("event_id").values_list("event_id", flat=True)
         ids = list(pending[:limit])
         if not ids:
@@ -62,6 +60,21 @@ def apply_pending(limit=BATCH_SIZE):
 def fallback_seconds():
     """How long a web process leaves its deliveries to the worker before applying them."""
     return 2 * settings.NOTIFICATIONS_APPLY_DELAY + 0.5
+
+
+def hold_appliers():
+    """Keep every other applier out until the current transaction ends. SQLite: its
+    transactions begin IMMEDIATE (settings), which already holds the only write lock."""
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_KEY])
+
+
+def settle():
+    """For a recount from the audit log, inside its transaction: apply what is pending and keep
+    appliers out, so every stored event is counted once (by the recount) and never again."""
+    hold_appliers()
+    catch_up()
 
 
 def catch_up():
