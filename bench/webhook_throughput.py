@@ -565,9 +565,10 @@ def write_readme(results, quick, elapsed):
             "",
             f"Notification endpoint under gunicorn (2 workers x 4 threads), real 2.8.2 envelopes "
             f"(pushes of one tag to 50 repositories), keep-alive senders; baseline: a no-op "
-            f"endpoint in the same server and run. The batched step runs in the same server "
-            f"while the sender posts; *lag* is how long after the last answer the last event "
-            f"was applied (none pending), *until applied* counts that time in. "
+            f"endpoint in the same server and run. The portal's worker (`run_worker`) runs "
+            f"beside it, as deployed, and applies the stored events in batches while the sender "
+            f"posts; *lag* is how long after the last answer the last event was applied (none "
+            f"pending), *until applied* counts that time in. "
             f"{datetime.now(UTC):%Y-%m-%d}, {machine()}{' (--quick)' if quick else ''}; "
             f"the senders run on the same 2 cores. Whole run {elapsed:.0f} s; load average "
             f"{os.getloadavg()[1]:.1f} (other work on the machine inflates p99 most).",

@@ -25,6 +25,7 @@ A receiver must only touch the database and must not raise for content it does n
 same event forever. Let database errors propagate: that retry is then exactly what is wanted.
 """
 
+import functools
 import json
 import logging
 from dataclasses import dataclass, field
@@ -282,6 +283,15 @@ def record(envelope, raw_body=b"", content_type="", remote_addr="", error="", ha
 INSERT_CHUNK = 500
 
 
+@functools.cache
+def _insert_parts(vendor):
+    """(fields, table, column list, one row's placeholders) of the audit INSERT, per backend."""
+    fields = [f for f in AuditEvent._meta.concrete_fields if not f.primary_key]
+    table = connection.ops.quote_name(AuditEvent._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    return fields, table, columns, "(" + ", ".join(["%s"] * len(fields)) + ")"
+
+
 def _store_new(events, queue=False):
     """Insert the events whose id is not stored yet and return them (with their pk), in order.
 
@@ -290,10 +300,7 @@ def _store_new(events, queue=False):
     unique index itself, and the registry's one-event delivery costs a single statement. With
     `queue` (PostgreSQL only) the same statement adds their `PendingEvent` rows.
     """
-    fields = [f for f in AuditEvent._meta.concrete_fields if not f.primary_key]
-    table = connection.ops.quote_name(AuditEvent._meta.db_table)
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    row = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    fields, table, columns, row = _insert_parts(connection.vendor)
     stored = []
     for start in range(0, len(events), INSERT_CHUNK):
         chunk = events[start : start + INSERT_CHUNK]
