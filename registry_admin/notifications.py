@@ -13,10 +13,12 @@ failed delivery forever with the same event id, holding every later event behind
   body had errors it is kept as a `RejectedDelivery` for admins to read. Database errors propagate,
   so the endpoint answers non-2xx and the registry retries.
 
-Hook for other areas (the repository index): the `events_recorded` signal is sent inside the
-same transaction with `events`, the list of `AuditEvent` rows newly stored by this delivery
-(redelivered events are not passed again; the list may be empty). Connect a receiver in your
-AppConfig.ready():
+Hook for other areas (the repository index, pull counters, dashboard activity): the
+`events_recorded` signal is sent with `events`, a list of newly stored `AuditEvent` rows
+(redelivered events are not passed again; the list may be empty), inside a transaction: the
+delivery's own with `NOTIFICATIONS_APPLY_DELAY=0`, else the batch in which `ingest` applies
+the pending events of many deliveries (the same event is never passed twice either way).
+Connect a receiver in your AppConfig.ready():
 
     notifications.events_recorded.connect(on_events_recorded, dispatch_uid="index")
 
