@@ -251,6 +251,15 @@ TOKEN_MAX_SCOPES = env.int("TOKEN_MAX_SCOPES", default=32)
 # --- Notifications from the registry ---
 NOTIFICATIONS_TOKEN = env("NOTIFICATIONS_TOKEN", default="")
 NOTIFICATIONS_MAX_BODY = env.int("NOTIFICATIONS_MAX_BODY", default=1024 * 1024)
+# Seconds the webhook lets stored events gather before one step applies them to the repository
+# index and the pull counters (the audit row is stored, durably, before the 2xx either way).
+# 0: applied inside each delivery's own transaction, as before (slower, nothing to wait for).
+NOTIFICATIONS_APPLY_DELAY = env.float("NOTIFICATIONS_APPLY_DELAY", default=0.25)
+if not 0 <= NOTIFICATIONS_APPLY_DELAY <= 1:
+    raise ImproperlyConfigured(
+        f"NOTIFICATIONS_APPLY_DELAY={NOTIFICATIONS_APPLY_DELAY} is out of range: write seconds "
+        "from 0 (apply in the delivery's transaction) to 1 (pages may lag events by twice that)."
+    )
 
 
 def _duration_seconds(name, value):

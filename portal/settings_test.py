@@ -13,6 +13,9 @@ os.environ.setdefault("WHITENOISE_USE_FINDERS", "1")
 os.environ.setdefault("REGISTRY_TIMEOUT", "3")
 os.environ.setdefault("REGISTRY_PASSWORD", "unset-in-tests")
 os.environ.setdefault("NOTIFICATIONS_TOKEN", "test-notifications-token-0123456789")
+# Most tests read the index right after a delivery: apply in its transaction (the batched
+# mode has tests of its own in test_ingest.py).
+os.environ.setdefault("NOTIFICATIONS_APPLY_DELAY", "0")
 # Playwright's sync API runs an event loop in the test thread; the ORM calls there are still sync.
 os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "1")
 

@@ -9,6 +9,7 @@ class RegistryAdminConfig(AppConfig):
 
     def ready(self):
         from . import (
+            activity,
             checks,  # noqa: F401  (registers the system checks)
             index,
             notifications,
@@ -21,3 +22,5 @@ class RegistryAdminConfig(AppConfig):
         notifications.events_recorded.connect(index.on_events_recorded, dispatch_uid="index")
         # Real pulls bump their counters in the same transaction.
         notifications.events_recorded.connect(pulls.on_events_recorded, dispatch_uid="pulls")
+        # The dashboard's per-day figures, likewise.
+        notifications.events_recorded.connect(activity.on_events_recorded, dispatch_uid="activity")

@@ -21,6 +21,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from . import activity
 from .models import AuditEvent, RejectedDelivery
 
 logger = logging.getLogger(__name__)
@@ -124,6 +125,8 @@ def prune_audit_events(run=None, days=None, batch_size=PRUNE_BATCH, actor=""):
             deleted += AuditEvent.objects.filter(id__in=ids).delete()[0]
         if run is not None:
             _report(run, deleted)
+    # The dashboard's per-day counts go with the events they count.
+    activity.prune(timezone.localdate(cutoff))
     rejected = 0
     while True:
         ids = list(

@@ -13,14 +13,16 @@ import functools
 import json
 import logging
 import re
+import threading
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.core.cache import cache
 from django.core.paginator import Paginator
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count, Exists, F, Func, Max, OuterRef, Q, Subquery, Sum
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from . import pulls, registry, worker
 from .models import AuditEvent, JobKind, Manifest, PortalPlaceholder, Repository, Run, Tag
@@ -30,8 +32,16 @@ from .references import is_valid_digest, is_valid_repository, is_valid_tag
 logger = logging.getLogger(__name__)
 
 
+# Inside `update_from_events`: the repositories whose counters to refresh once at its end.
+_deferred = threading.local()
+
+
 def refresh_repository_stats(repository):
     """Recompute a repository's counters from its tags (one UPDATE)."""
+    deferred = getattr(_deferred, "ids", None)
+    if deferred is not None:
+        deferred.add(repository.pk)
+        return
     refresh_stats_of([repository.pk])
 
 
@@ -180,7 +190,35 @@ def update_from_events(events):
     registry's grammar are logged and skipped, never raised (that would wedge the registry's
     delivery queue).
     """
+    # A batch of a hundred pushes to one repository refreshes its counters once.
+    _deferred.ids = set()
+    try:
+        wants_details = _apply_events(events)
+        touched = _deferred.ids
+    finally:
+        _deferred.ids = None
+    if touched:
+        refresh_stats_of(sorted(touched))
+    if wants_details:
+        request_details()
+
+
+def _apply_events(events):
+    """Apply the events in order; True when a pushed digest still lacks its details.
+
+    Pushes wait in `latest` until a delete of their repository (or the end) needs them
+    applied: of several pushes of one tag only the newest can win (`upsert_tag` ignores an
+    older one; of equal times the first applied stays), so a batch of CI pushes of `latest`
+    costs one upsert.
+    """
+    latest = {}
     wants_details = False
+
+    def flush(repository=None):
+        nonlocal wants_details
+        keys = [k for k in latest if repository is None or k[0] == repository]
+        wants_details |= _upsert_pushes([latest.pop(key) for key in keys])
+
     for event in events:
         if event.source != AuditEvent.Source.REGISTRY or event.kind == AuditEvent.Kind.BLOB:
             continue
@@ -194,22 +232,128 @@ def update_from_events(events):
                 # The portal's own placeholder from deleting one tag: the tag is already gone
                 # from the index, and the registry's delete of the placeholder follows.
                 continue
-            _, manifest = upsert_tag(
-                event.repository,
-                event.tag,
-                event.digest,
-                event.timestamp,
-                media_type=event.media_type,
-                manifest_size=event.size,
-            )
-            wants_details |= manifest.details_fetched_at is None
+            key = (event.repository, event.tag)
+            if key not in latest or event.timestamp > latest[key].timestamp:
+                latest[key] = event
         elif event.action == "delete":
+            flush(event.repository)
             if event.digest:
                 forget_digest(event.repository, event.digest, before=event.timestamp)
             elif event.tag:
                 forget_tags(event.repository, [event.tag], before=event.timestamp)
-    if wants_details:
-        request_details()
+    flush()
+    return wants_details
+
+
+def _upsert_pushes(pushes):
+    """`upsert_tag` for push events of distinct tags, in a few set-wide statements; True when a
+    tag now points at a manifest whose details are pending."""
+    if not pushes:
+        return False
+    names = {event.repository for event in pushes}
+    repositories = dict(Repository.objects.filter(name__in=names).values_list("name", "pk"))
+    if names - repositories.keys():
+        Repository.objects.bulk_create(
+            [Repository(name=name) for name in names - repositories.keys()],
+            ignore_conflicts=True,
+        )
+        repositories = dict(Repository.objects.filter(name__in=names).values_list("name", "pk"))
+    # The same per-repository row lock as upsert_tag (in pk order, so two appliers never wait
+    # on each other crosswise): a portal action creating one of these tags meanwhile would
+    # otherwise collide with the bulk insert on PostgreSQL.
+    list(
+        Repository.objects.select_for_update()
+        .filter(pk__in=repositories.values())
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    tags = {
+        (tag.repository_id, tag.name): tag
+        for tag in Tag.objects.filter(
+            repository_id__in=repositories.values(), name__in={event.tag for event in pushes}
+        ).select_related("manifest")
+    }
+    wants_details, applied = False, []
+    for event in pushes:
+        existing = tags.get((repositories[event.repository], event.tag))
+        pushed_at = event.timestamp
+        newer = bool(
+            pushed_at
+            and (existing is None or not existing.pushed_at or pushed_at > existing.pushed_at)
+        )
+        # An older push (a late redelivery) or a repeated one changes nothing.
+        stays = existing is not None and existing.manifest is not None and not newer
+        if stays and (existing.digest == event.digest or pushed_at):
+            wants_details |= existing.manifest.details_fetched_at is None
+            continue
+        applied.append((event, existing, newer))
+    if not applied:
+        return wants_details
+    manifests = _ensure_manifests(event for event, _, _ in applied)
+    now = timezone.now()
+    created, updated = [], []
+    for event, existing, newer in applied:
+        manifest = manifests[event.digest]
+        wants_details |= manifest.details_fetched_at is None
+        if existing is None:
+            created.append(
+                Tag(
+                    repository_id=repositories[event.repository],
+                    name=event.tag,
+                    digest=event.digest,
+                    manifest=manifest,
+                    pushed_at=event.timestamp,
+                )
+            )
+        else:
+            existing.digest, existing.manifest, existing.updated_at = event.digest, manifest, now
+            if newer:
+                existing.pushed_at = event.timestamp
+            updated.append(existing)
+        refresh_repository_stats(Repository(pk=repositories[event.repository]))
+    Tag.objects.bulk_create(created)
+    if updated:
+        # One prepared statement run per row: the ORM's bulk_update builds a CASE per column
+        # per row, which cost more than everything else in a batch.
+        ops, table = connection.ops, connection.ops.quote_name(Tag._meta.db_table)
+        with connection.cursor() as cursor:
+            cursor.executemany(
+                f"UPDATE {table} SET digest = %s, manifest_id = %s, pushed_at = %s, "  # noqa: S608
+                "updated_at = %s WHERE id = %s",
+                [
+                    (
+                        tag.digest,
+                        tag.manifest_id,
+                        ops.adapt_datetimefield_value(tag.pushed_at),
+                        ops.adapt_datetimefield_value(tag.updated_at),
+                        tag.pk,
+                    )
+                    for tag in updated
+                ],
+            )
+    return wants_details
+
+
+def _ensure_manifests(events):
+    """`ensure_manifest` for the digests of `events`: {digest: Manifest}."""
+    wanted = {}
+    for event in events:
+        wanted.setdefault(event.digest, event)
+    manifests = {m.digest: m for m in Manifest.objects.filter(digest__in=wanted)}
+    missing = [
+        Manifest(digest=digest, media_type=event.media_type or "", manifest_size=event.size)
+        for digest, event in wanted.items()
+        if digest not in manifests
+    ]
+    if missing:
+        Manifest.objects.bulk_create(missing, ignore_conflicts=True)
+        manifests = {m.digest: m for m in Manifest.objects.filter(digest__in=wanted)}
+    for digest, event in wanted.items():
+        manifest = manifests[digest]
+        if event.media_type and not manifest.media_type:
+            manifest.media_type = event.media_type
+            manifest.save(update_fields=["media_type"])
+    return manifests
 
 
 def _is_portal_placeholder(repository, digest):

@@ -13,10 +13,12 @@ failed delivery forever with the same event id, holding every later event behind
   body had errors it is kept as a `RejectedDelivery` for admins to read. Database errors propagate,
   so the endpoint answers non-2xx and the registry retries.
 
-Hook for other areas (the repository index): the `events_recorded` signal is sent inside the
-same transaction with `events`, the list of `AuditEvent` rows newly stored by this delivery
-(redelivered events are not passed again; the list may be empty). Connect a receiver in your
-AppConfig.ready():
+Hook for other areas (the repository index, pull counters, dashboard activity): the
+`events_recorded` signal is sent with `events`, a list of newly stored `AuditEvent` rows
+(redelivered events are not passed again; the list may be empty), inside a transaction: the
+delivery's own with `NOTIFICATIONS_APPLY_DELAY=0`, else the batch in which `ingest` applies
+the pending events of many deliveries (the same event is never passed twice either way).
+Connect a receiver in your AppConfig.ready():
 
     notifications.events_recorded.connect(on_events_recorded, dispatch_uid="index")
 
@@ -25,19 +27,21 @@ A receiver must only touch the database and must not raise for content it does n
 same event forever. Let database errors propagate: that retry is then exactly what is wanted.
 """
 
+import functools
 import json
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC
 
-from django.db import IntegrityError, transaction
+from django.conf import settings
+from django.db import connection, transaction
 from django.db.models import CharField
 from django.dispatch import Signal
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from .audit import clean_text, target_kind
-from .models import AuditEvent, RejectedDelivery
+from .models import AuditEvent, PendingEvent, RejectedDelivery
 from .pulls import is_own_read
 
 logger = logging.getLogger(__name__)
@@ -216,11 +220,22 @@ def record(envelope, raw_body=b"", content_type="", remote_addr="", error="", ha
 
     `error` is the parse error of a body that was not an envelope at all (then `envelope` is
     None); it and any per-event errors are kept as one RejectedDelivery with the raw body.
-    `handlers`, when given, replaces the `events_recorded` receivers (a benchmark measures the
-    webhook without the index that way). Database errors propagate.
+    With `NOTIFICATIONS_APPLY_DELAY` at 0 the `events_recorded` receivers run in this
+    transaction; otherwise the new events are marked pending here and `ingest` applies them in
+    a batch moments later. `handlers`, when given, replaces the receivers and runs here (a
+    benchmark measures the webhook without the index that way). Database errors propagate.
     """
     events = envelope.events if envelope else []
     errors = ([error] if error else []) + (envelope.errors if envelope else [])
+    batched = handlers is None and settings.NOTIFICATIONS_APPLY_DELAY > 0
+    if batched and not errors and connection.vendor == "postgresql":
+        # One statement stores and queues (atomic by itself): a single round trip.
+        stored = _store_new(events, queue=True)
+        if stored:
+            from . import ingest  # ingest imports this module
+
+            ingest.wake()
+        return stored
     with transaction.atomic():
         stored = _store_new(events)
         if errors:
@@ -234,35 +249,70 @@ def record(envelope, raw_body=b"", content_type="", remote_addr="", error="", ha
             logger.warning(
                 "notification delivery partly rejected (%d stored): %s", len(stored), errors[0]
             )
-        if handlers is None:
+        if batched:
+            if stored:
+                PendingEvent.objects.bulk_create([PendingEvent(event_id=e.pk) for e in stored])
+        elif handlers is None:
             # send(), not send_robust(): a receiver's failure must roll the delivery back.
             events_recorded.send(sender=AuditEvent, events=stored)
         else:
             for handler in handlers:
                 handler(stored)
+    if batched and stored:
+        from . import ingest  # ingest imports this module
+
+        ingest.wake()
     return stored
 
 
-def _store_new(events):
-    if not events:
-        return []
-    known = set(
-        AuditEvent.objects.filter(event_id__in=[e.event_id for e in events]).values_list(
-            "event_id", flat=True
-        )
-    )
+# Rows per INSERT: SQLite allows 32,766 parameters per statement, an event takes 23.
+INSERT_CHUNK = 500
+
+
+@functools.cache
+def _insert_parts(vendor):
+    """(fields, table, column list, one row's placeholders) of the audit INSERT, per backend."""
+    fields = [f for f in AuditEvent._meta.concrete_fields if not f.primary_key]
+    table = connection.ops.quote_name(AuditEvent._meta.db_table)
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    return fields, table, columns, "(" + ", ".join(["%s"] * len(fields)) + ")"
+
+
+def _store_new(events, queue=False):
+    """Insert the events whose id is not stored yet and return them (with their pk), in order.
+
+    One `INSERT .. ON CONFLICT (event_id) DO NOTHING RETURNING` per chunk: a redelivery, or the
+    same event delivered to another instance at the same moment (PostgreSQL), is skipped by the
+    unique index itself, and the registry's one-event delivery costs a single statement. With
+    `queue` (PostgreSQL only) the same statement adds their `PendingEvent` rows.
+    """
+    fields, table, columns, row = _insert_parts(connection.vendor)
     stored = []
-    for event in events:
-        if event.event_id in known:
-            continue
-        try:
-            # A savepoint: a concurrent delivery of the same event (a registry retry after a
-            # timeout, on PostgreSQL) may win the unique index; that one is then already stored.
-            with transaction.atomic():
-                event.save()
-        except IntegrityError:
-            continue
-        stored.append(event)
+    for start in range(0, len(events), INSERT_CHUNK):
+        chunk = events[start : start + INSERT_CHUNK]
+        params = []
+        for event in chunk:
+            params += [f.get_db_prep_save(f.pre_save(event, True), connection) for f in fields]
+        # Only names from the model and placeholders are formatted in; values are parameters.
+        sql = (
+            f"INSERT INTO {table} ({columns}) VALUES {', '.join([row] * len(chunk))} "  # noqa: S608
+            "ON CONFLICT (event_id) DO NOTHING RETURNING id, event_id"
+        )
+        if queue:
+            pending = connection.ops.quote_name(PendingEvent._meta.db_table)
+            sql = (
+                f"WITH new AS ({sql}), queued AS "  # noqa: S608
+                f"(INSERT INTO {pending} (event_id) SELECT id FROM new) SELECT id, event_id FROM new"
+            )
+        with connection.cursor() as cursor:
+            cursor.execute(sql, params)
+            ids = dict((event_id, pk) for pk, event_id in cursor.fetchall())
+        for event in chunk:
+            pk = ids.pop(event.event_id, None)
+            if pk is not None:
+                event.pk = pk
+                event._state.adding, event._state.db = False, connection.alias
+                stored.append(event)
     return stored
 
 

@@ -232,8 +232,12 @@ def rebuild(progress=None):
     meanwhile are counted too and the table is replaced, so no live pull is lost or doubled.
     """
     totals = {}
+    from . import ingest  # ingest applies events through this module's receiver
+
     last = _count_from(0, totals, progress)
     with transaction.atomic():
+        # Events still pending would be counted here and again when a batch applies them.
+        ingest.settle()
         _lock_counters()
         last = _count_from(last, totals)
         PullCount.objects.all().delete()

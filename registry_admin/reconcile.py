@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from . import references, registry
@@ -33,6 +34,8 @@ from .worker import report_progress
 logger = logging.getLogger(__name__)
 
 _PROGRESS_EVERY_SECONDS = 0.5
+# Repositories in flight per HTTP thread (see _Reconcile.window).
+REPOSITORIES_PER_THREAD = 8
 
 
 # --- Storing details -----------------------------------------------------------------------
@@ -112,6 +115,10 @@ class _Reconcile:
         self.outstanding = 0
         self.done_repositories = 0
         self.last_progress = 0.0
+        # Repositories listed but not yet applied. Bounded, so the queued HEADs (and their
+        # results) stay a few hundred whether the registry holds 1,000 or 100,000 of them.
+        self.in_flight = 0
+        self.window = self.concurrency * REPOSITORIES_PER_THREAD
 
     def execute(self):
         started = timezone.now()
@@ -122,9 +129,9 @@ class _Reconcile:
         self.result.repositories = len(valid)
         self.total = len(valid)
         self._progress(message="listing tags", force=True)
+        self.waiting = iter(valid)
         with ThreadPoolExecutor(self.concurrency, thread_name_prefix="sync") as self.pool:
-            for name in valid:
-                self._submit(self._list_tags, _RepositoryScan(name))
+            self._feed()
             self._drain()
         self._flush()
         self.result.configs_read = len(self.configs)
@@ -141,6 +148,15 @@ class _Reconcile:
             force=True,
         )
         return self.result
+
+    def _feed(self):
+        """Start listing more repositories while fewer than `window` are in flight."""
+        while self.in_flight < self.window:
+            name = next(self.waiting, None)
+            if name is None:
+                return
+            self.in_flight += 1
+            self._submit(self._list_tags, _RepositoryScan(name))
 
     # Work items run on pool threads and only speak HTTP; their results come back through
     # self.events and are applied here, on the calling thread.
@@ -215,7 +231,10 @@ class _Reconcile:
         if changes["stale"]:
             self.stale_counters.add(changes["repository_id"])
         for ref in scan.tags.values():
-            self.repositories_by_digest.setdefault(ref.digest, set()).add(changes["repository_id"])
+            # Only digests still to fetch: their details change these repositories' sizes.
+            if ref.digest not in self.known:
+                holders = self.repositories_by_digest.setdefault(ref.digest, set())
+                holders.add(changes["repository_id"])
         self.result.tags_added += changes["added"]
         self.result.tags_changed += changes["changed"]
         self.result.tags_removed += changes["removed"]
@@ -235,10 +254,12 @@ class _Reconcile:
         self.known.add(digest)
         self.result.details_fetched += 1
         store_details(digest, fields, refresh=False)
-        self.stale_counters |= self.repositories_by_digest.get(digest, set())
+        self.stale_counters |= self.repositories_by_digest.pop(digest, set())
 
     def _repository_done(self):
         self.done_repositories += 1
+        self.in_flight -= 1
+        self._feed()
         self._progress()
 
     def _flush(self):
@@ -281,14 +302,12 @@ class _Reconcile:
 
     def _prune_manifests(self, started):
         """Drop manifests no tag points at any more (not ones a notification just added)."""
-        referenced = set(Tag.objects.values_list("digest", flat=True).distinct())
-        orphans = [
-            pk
-            for pk, digest in Manifest.objects.filter(first_seen_at__lt=started).values_list(
-                "pk", "digest"
-            )
-            if digest not in referenced
-        ]
+        # The database compares (the tag digest index), not a set of every digest in memory.
+        orphans = list(
+            Manifest.objects.filter(first_seen_at__lt=started)
+            .filter(~Exists(Tag.objects.filter(digest=OuterRef("digest"))))
+            .values_list("pk", flat=True)
+        )
         for batch in pk_batches(Manifest, orphans):
             batch.delete()
 

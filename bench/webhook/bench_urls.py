@@ -4,9 +4,14 @@
   baseline);
 - /bench/audit-only: the webhook without the events_recorded receivers (the repository index update), to
   show what the audit trail itself costs;
-- /bench/without-pulls: the webhook with the repository index receiver but not the pull
-  counters, the baseline of the pull-burst phases.
+- /bench/inline: the webhook applying the index and the pull counters inside each delivery's
+  transaction (`NOTIFICATIONS_APPLY_DELAY=0`), for contrast with the batched default.
+
+With BENCH_PULL_COUNTERS=off in the environment the server runs without the pull counters'
+receiver (the baseline of the pull-burst phases).
 """
+
+import os
 
 from django.contrib.auth.decorators import login_not_required
 from django.http import JsonResponse
@@ -14,7 +19,7 @@ from django.urls import include, path
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from registry_admin import index, notifications
+from registry_admin import notifications
 from registry_admin.models import AuditEvent
 from registry_admin.views import webhooks
 
@@ -47,20 +52,26 @@ def audit_only(request):
 @csrf_exempt
 @login_not_required
 @require_POST
-def without_pulls(request):
+def inline(request):
     if not _authorized(request):
         return JsonResponse({"error": "token"}, status=401)
     body = request.read()
     stored = notifications.record(
         notifications.parse_envelope(body),
         raw_body=body,
-        handlers=(lambda events: index.on_events_recorded(sender=AuditEvent, events=events),),
+        handlers=(
+            lambda events: notifications.events_recorded.send(sender=AuditEvent, events=events),
+        ),
     )
     return JsonResponse({"stored": len(stored)})
 
 
+if os.environ.get("BENCH_PULL_COUNTERS") == "off":
+    notifications.events_recorded.disconnect(dispatch_uid="pulls")
+
+
 urlpatterns = [
-    path("bench/without-pulls", without_pulls),
+    path("bench/inline", inline),
     path("bench/noop", noop),
     path("bench/audit-only", audit_only),
     path("", include("portal.urls")),

@@ -1,7 +1,13 @@
 """Models, one module per area; each area's module is imported here so Django finds it."""
 
 from .access import AccessGroup, AccessRule, RobotAccount, TokenAuthFailure  # noqa: F401
-from .audit import AuditEvent, DeliveryCounter, RejectedDelivery  # noqa: F401
+from .audit import (  # noqa: F401
+    AuditEvent,
+    DailyActivity,
+    DeliveryCounter,
+    PendingEvent,
+    RejectedDelivery,
+)
 from .deletes import PortalPlaceholder, UntaggedManifest  # noqa: F401
 from .index import Manifest, Repository, Tag  # noqa: F401
 from .pulls import PullCount  # noqa: F401

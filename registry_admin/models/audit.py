@@ -304,3 +304,47 @@ class DeliveryCounter(models.Model):
 
     def __str__(self):
         return f"{self.name}: {self.count}"
+
+
+class PendingEvent(models.Model):
+    """An audit event stored but not yet applied to the index and the counters (the webhook's
+    batched mode, `NOTIFICATIONS_APPLY_DELAY` > 0). The audit row is the durable record; this
+    row only says "still to apply", and goes in the transaction that applies it.
+
+    A plain id, not a foreign key: the webhook inserts it beside the audit row in one
+    statement each, and a pruned event (never a pending one in practice) only drops out.
+    """
+
+    event_id = models.BigIntegerField(primary_key=True)
+
+    def __str__(self):
+        return f"pending event #{self.event_id}"
+
+
+class DailyActivity(models.Model):
+    """The dashboard's 30-day figures, counted per day as registry events arrive (an
+    `events_recorded` receiver, see registry_admin/activity.py): pushes and pulls of manifests
+    (`key` empty) and events per repository and per user. The portal's service account is left
+    out when counted, as the dashboard leaves it out; `manage.py rebuild_activity` recounts
+    from the audit log (after changing REGISTRY_USERNAME or TIME_ZONE)."""
+
+    class Kind(models.TextChoices):
+        PUSH = "push"
+        PULL = "pull"
+        REPOSITORY = "repository"
+        ACTOR = "actor"
+
+    # The day in the portal's TIME_ZONE, as the dashboard's chart shows it.
+    day = models.DateField()
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    key = models.CharField(max_length=255, blank=True)
+    count = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["day", "kind", "key"], name="daily_activity_unique")
+        ]
+        indexes = [models.Index(fields=["kind", "day"], name="daily_activity_kind_day_idx")]
+
+    def __str__(self):
+        return f"{self.day} {self.kind} {self.key}: {self.count}"

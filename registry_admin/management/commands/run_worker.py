@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand
 from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
-from ... import worker
+from ... import ingest, worker
 
 logger = logging.getLogger(__name__)
 
@@ -34,16 +34,23 @@ class Command(BaseCommand):
         self.started_at = timezone.now()
         self._beat()
         beating = threading.Event()
-        heart = None
+        heart = applier = None
         if not options["once"]:
             heart = threading.Thread(target=self._heartbeat, args=(beating,), daemon=True)
             heart.start()
+            if settings.NOTIFICATIONS_APPLY_DELAY > 0:
+                # The webhook's stored events, applied in batches (see registry_admin.ingest).
+                applier = threading.Thread(
+                    target=ingest.run_applier, args=(beating,), name="ingest", daemon=True
+                )
+                applier.start()
         try:
             self._loop(kinds, options["once"])
         finally:
             beating.set()
-            if heart is not None:
-                heart.join(timeout=5)
+            for thread in (heart, applier):
+                if thread is not None:
+                    thread.join(timeout=5)
             try:
                 worker.stop_beating()
             except DatabaseError as exc:
@@ -54,6 +61,8 @@ class Command(BaseCommand):
         while not self.stopping:
             close_old_connections()
             try:
+                # Events a web process stored but did not live to apply (crash, restart).
+                ingest.catch_up()
                 for run in worker.tick(kinds):
                     logger.info(
                         "job %s #%s %s %s", run.kind, run.pk, run.state, run.error or run.result
