@@ -160,3 +160,14 @@ def test_the_activity_is_cached_but_the_last_event_is_live(viewer_client, unreac
     response = viewer_client.get(DASHBOARD)
     assert sum(chart_data(response.content.decode())["pushes"]) == 1
     assert response.context["audit_last_received"] == latest.received_at
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_new_install_that_never_received_an_event_says_so_rather_than_a_duration(
+    viewer_client, registry
+):
+    AuditEvent.objects.filter(source=AuditEvent.Source.REGISTRY).delete()
+    content = viewer_client.get(DASHBOARD).content.decode()
+    assert 'data-warning="silent"' in content
+    assert "no notification has arrived yet" in content
+    assert "no event arrived for more than" not in content

@@ -15,11 +15,12 @@ from django.db.models import F
 from django.urls import reverse
 from django.utils import timezone
 
-from registry_admin import worker
+from registry_admin import notifications, worker
 from registry_admin.management.commands.run_worker import Command as RunWorker
 from registry_admin.models import AuditEvent, WorkerHeartbeat
 
 from . import harness
+from .factories import make_envelope, make_registry_event
 from .images import build_image
 from .test_settings_and_checks import run_python
 
@@ -159,6 +160,8 @@ def test_an_old_scan_is_flagged(viewer_client, settings, registry):
 @pytest.mark.django_db(transaction=True)
 def test_silence_uses_notifications_silence_warning(viewer_client, registry, settings):
     settings.NOTIFICATIONS_SILENCE_WARNING = 90 * 60
+    # One event received long ago (a registry that went quiet, not one that never spoke).
+    notifications.record(notifications.parse_envelope(make_envelope(make_registry_event())))
     AuditEvent.objects.filter(source=AuditEvent.Source.REGISTRY).update(
         received_at=timezone.now() - timedelta(minutes=91)
     )
