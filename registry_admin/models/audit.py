@@ -10,13 +10,24 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 BUSY_PREFIX_ROWS = 2000
 
 
-# The searched fields joined by U+001F, exactly as migration 0005 indexes them (PostgreSQL uses
+# What free text is searched in (besides a portal action's raw detail).
+SEARCHED_FIELDS = (
+    "repository",
+    "tag",
+    "digest",
+    "actor",
+    "action",
+    "event_id",
+    "request_id",
+    "request_addr",
+    "request_useragent",
+    "media_type",
+)
+# The searched fields joined by U+001F, exactly as migration 0008 indexes them (PostgreSQL uses
 # an expression index only for the same expression).
 SEARCH_DOCUMENT = (
-    "{p}repository || chr(31) || {p}tag || chr(31) || {p}digest || chr(31) || {p}actor"
-    " || chr(31) || {p}action || chr(31) || {p}event_id || chr(31) || {p}request_id"
-    " || chr(31) || {p}request_addr || chr(31) || {p}request_useragent || chr(31) || {p}media_type"
-    " || chr(31) || CASE WHEN {p}source = 'portal' THEN {p}raw ELSE '' END"
+    " || chr(31) || ".join("{p}" + name for name in SEARCHED_FIELDS)
+    + " || chr(31) || CASE WHEN {p}source = 'portal' THEN {p}raw ELSE '' END"
 )
 
 
@@ -82,20 +93,8 @@ class AuditEventQuerySet(models.QuerySet):
                 return self.extra(  # noqa: S610  (constant SQL, the text is a parameter)
                     where=[f"({document}) ILIKE %s"], params=[pattern]
                 )
-        fields = (
-            "repository",
-            "tag",
-            "digest",
-            "actor",
-            "action",
-            "event_id",
-            "request_id",
-            "request_addr",
-            "request_useragent",
-            "media_type",
-        )
         condition = Q()
-        for name in fields:
+        for name in SEARCHED_FIELDS:
             condition |= Q(**{f"{name}__icontains": text})
         # A portal action's detail (its raw JSON) is short and meant to be searched.
         condition |= Q(source=AuditEvent.Source.PORTAL, raw__icontains=text)

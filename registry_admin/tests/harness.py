@@ -280,18 +280,21 @@ class Skopeo:
             timeout=60,
         )
 
-    def inspect(self, repo, tag, username, password):
+    def inspect(self, repo, tag, username=None, password=None):
+        """`skopeo inspect --raw` as that user, or anonymously without one."""
+        return self._run("inspect", "--raw", *self._creds(username, password), repo=repo, tag=tag)
+
+    def delete(self, repo, tag, username, password):
+        return self._run("delete", *self._creds(username, password), repo=repo, tag=tag)
+
+    @staticmethod
+    def _creds(username, password):
+        return ["--creds", f"{username}:{password}"] if username else ["--no-creds"]
+
+    def _run(self, *args, repo, tag):
         host = self.registry_url.split("://", 1)[1]
         return subprocess.run(
-            [
-                self.binary,
-                "inspect",
-                "--raw",
-                "--creds",
-                f"{username}:{password}",
-                "--tls-verify=false",
-                f"docker://{host}/{repo}:{tag}",
-            ],
+            [self.binary, *args, "--tls-verify=false", f"docker://{host}/{repo}:{tag}"],
             capture_output=True,
             text=True,
             timeout=60,

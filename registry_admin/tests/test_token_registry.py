@@ -6,7 +6,6 @@ wrote. Everything here is real: the registry verifies every token it is given.
 """
 
 import io
-import subprocess
 from datetime import timedelta
 
 import pytest
@@ -71,38 +70,11 @@ def _push(skopeo_binary, reg, tmp_path, repo, username, password, tag="v1"):
 
 
 def _inspect(reg, repo, tag, username=None, password=None):
-    host = reg.url.split("://", 1)[1]
-    creds = ["--creds", f"{username}:{password}"] if username else ["--no-creds"]
-    return subprocess.run(
-        [
-            harness.SKOPEO_BINARY,
-            "inspect",
-            "--raw",
-            *creds,
-            "--tls-verify=false",
-            f"docker://{host}/{repo}:{tag}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return harness.Skopeo(harness.SKOPEO_BINARY, reg.url).inspect(repo, tag, username, password)
 
 
 def _delete(reg, repo, tag, username, password):
-    host = reg.url.split("://", 1)[1]
-    return subprocess.run(
-        [
-            harness.SKOPEO_BINARY,
-            "delete",
-            "--creds",
-            f"{username}:{password}",
-            "--tls-verify=false",
-            f"docker://{host}/{repo}:{tag}",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return harness.Skopeo(harness.SKOPEO_BINARY, reg.url).delete(repo, tag, username, password)
 
 
 @pytest.mark.django_db(transaction=True)
