@@ -30,6 +30,7 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, transaction
 
 from .models import AuditEvent, PendingEvent
+from .models.audit import index_new_events
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ def apply_pending(limit=BATCH_SIZE):
         events = list(AuditEvent.objects.filter(pk__in=ids).order_by("id"))
         events_recorded.send(sender=AuditEvent, events=events)
         PendingEvent.objects.filter(event_id__in=ids).delete()
+        index_new_events()
     return len(ids)
 
 
@@ -81,6 +83,8 @@ def catch_up():
     """Apply every pending event (several batches if need be); how many."""
     # Most calls find nothing: answer that without taking SQLite's write lock.
     if not PendingEvent.objects.exists():
+        # The portal's own events (and any other row) join the text index here too.
+        index_new_events()
         return 0
     total = 0
     while applied := apply_pending():
