@@ -236,6 +236,13 @@ def build(count, env_base, server_url=None):
         fill_postgres(env["DATABASE_URL"], count)
     else:
         fill(Path(data_dir) / "oyster.sqlite3", count)
+    if not server_url:
+        # Past the webhook: add the rows to the text index as the worker's batches do.
+        subprocess.run(
+            [PYTHON, "manage.py", "shell", "-c",
+             "from registry_admin.models.audit import index_new_events; index_new_events()"],
+            cwd=REPO_ROOT, env=env, check=True,
+        )  # fmt: skip
     filled = time.monotonic() - started
     # The events went straight into the table, past the webhook: count the dashboard's
     # per-day table as the migration that adds it does for an existing log.

@@ -15,7 +15,9 @@ transaction and deletes their pending rows in the same one. So:
   compete with the web requests for Python's interpreter lock;
 - without a running worker the web process applies its own deliveries: each one wakes a
   thread there that waits `fallback_seconds()` (the worker's turn) and applies what is still
-  pending, so pages stay fresh within about a second with no worker at all.
+  pending, so pages stay fresh within about a second with no worker at all. With a worker
+  keeping up, that thread only looks (`overdue()`) and leaves the batches to the worker: a
+  batch in the web process would hold Python's interpreter lock against the requests.
 
 Batching is what makes the webhook cheap: the request does one INSERT for the event, and one
 batch refreshes a repository's counters once for all the pushes it received meanwhile.
@@ -25,11 +27,14 @@ import logging
 import os
 import threading
 import time
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, transaction
+from django.utils import timezone
 
 from .models import AuditEvent, PendingEvent
+from .models.audit import index_new_events
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +59,7 @@ def apply_pending(limit=BATCH_SIZE):
         events = list(AuditEvent.objects.filter(pk__in=ids).order_by("id"))
         events_recorded.send(sender=AuditEvent, events=events)
         PendingEvent.objects.filter(event_id__in=ids).delete()
+        index_new_events()
     return len(ids)
 
 
@@ -77,14 +83,35 @@ def settle():
     catch_up()
 
 
-def catch_up():
-    """Apply every pending event (several batches if need be); how many."""
+def overdue(age):
+    """Whether the oldest pending event was stored more than `age` seconds ago (nobody is
+    applying the batches); a cheap look, no lock taken."""
+    oldest = PendingEvent.objects.order_by("event_id").values_list("event_id", flat=True)[:1]
+    if not oldest:
+        return False
+    received = AuditEvent.objects.filter(pk=oldest[0]).values_list("received_at", flat=True)
+    # A pending row whose audit row is gone (pruned) is overdue by definition.
+    return not received or received[0] < timezone.now() - timedelta(seconds=age)
+
+
+def catch_up(chase=True):
+    """Apply every pending event (several batches if need be); how many.
+
+    With `chase` off, stop after a batch that was not full: what arrived while it ran waits for
+    the next round. The periodic appliers work that way, so under a steady stream of events a
+    round takes what `NOTIFICATIONS_APPLY_DELAY` gathered, instead of chasing each arrival
+    with a batch of a few events (a batch's cost is mostly per repository, not per event).
+    """
     # Most calls find nothing: answer that without taking SQLite's write lock.
     if not PendingEvent.objects.exists():
+        # The portal's own events (and any other row) join the text index here too.
+        index_new_events()
         return 0
     total = 0
     while applied := apply_pending():
         total += applied
+        if not chase and applied < BATCH_SIZE:
+            break
     return total
 
 
@@ -134,7 +161,12 @@ class _Applier:
                     connection.close()
                 return
             try:
-                catch_up()
+                # The worker applies every NOTIFICATIONS_APPLY_DELAY seconds: an event older
+                # than half this thread's wait means it is not there (or not keeping up).
+                if overdue(fallback_seconds() / 2):
+                    catch_up(chase=False)
+                if PendingEvent.objects.exists():
+                    wanted.set()  # look again after another wait, until nothing is pending
             except DatabaseError as exc:
                 # The events stay pending: this thread, another process or the worker retries.
                 logger.warning("could not apply stored notification events yet: %s", exc)
@@ -166,7 +198,7 @@ def run_applier(stop_event):
         while not stop_event.wait(settings.NOTIFICATIONS_APPLY_DELAY):
             close_old_connections()
             try:
-                catch_up()
+                catch_up(chase=False)
             except DatabaseError as exc:
                 logger.warning("could not apply stored notification events yet: %s", exc)
                 stop_event.wait(RETRY_SECONDS)

@@ -42,6 +42,8 @@ from django.utils.dateparse import parse_datetime
 
 from .audit import clean_text, target_kind
 from .models import AuditEvent, PendingEvent, RejectedDelivery
+from .models.audit import index_new_events
+from .models.batches import batched as batched_items
 from .pulls import is_own_read
 
 logger = logging.getLogger(__name__)
@@ -216,21 +218,23 @@ def derive_kind(action, media_type, url="", repository="", tag="", digest=""):
 
 
 def record(envelope, raw_body=b"", content_type="", remote_addr="", error="", handlers=None):
-    """Store one delivery in one transaction; return the AuditEvent rows newly stored.
+    """Store one delivery atomically; return the AuditEvent rows newly stored.
 
     `error` is the parse error of a body that was not an envelope at all (then `envelope` is
     None); it and any per-event errors are kept as one RejectedDelivery with the raw body.
     With `NOTIFICATIONS_APPLY_DELAY` at 0 the `events_recorded` receivers run in this
-    transaction; otherwise the new events are marked pending here and `ingest` applies them in
-    a batch moments later. `handlers`, when given, replaces the receivers and runs here (a
+    transaction; otherwise the new events are queued (`PendingEvent`) here and `ingest` applies
+    them, and adds them to SQLite's text index, in a batch moments later. `handlers`, when given, replaces the receivers and runs here (a
     benchmark measures the webhook without the index that way). Database errors propagate.
     """
     events = envelope.events if envelope else []
     errors = ([error] if error else []) + (envelope.errors if envelope else [])
     batched = handlers is None and settings.NOTIFICATIONS_APPLY_DELAY > 0
-    if batched and not errors and connection.vendor == "postgresql":
-        # One statement stores and queues (atomic by itself): a single round trip.
-        stored = _store_new(events, queue=True)
+    if batched and not errors and len(events) <= INSERT_CHUNK:
+        # One statement stores and queues (atomic by itself): PostgreSQL queues in the same
+        # statement, SQLite by its trigger (migration 0012). No BEGIN/COMMIT round: the
+        # registry's one-event delivery is a single write.
+        stored = _store_new(events, queue=connection.vendor == "postgresql")
         if stored:
             from . import ingest  # ingest imports this module
 
@@ -250,14 +254,20 @@ def record(envelope, raw_body=b"", content_type="", remote_addr="", error="", ha
                 "notification delivery partly rejected (%d stored): %s", len(stored), errors[0]
             )
         if batched:
-            if stored:
+            if stored and connection.vendor == "postgresql":
                 PendingEvent.objects.bulk_create([PendingEvent(event_id=e.pk) for e in stored])
-        elif handlers is None:
-            # send(), not send_robust(): a receiver's failure must roll the delivery back.
-            events_recorded.send(sender=AuditEvent, events=stored)
         else:
-            for handler in handlers:
-                handler(stored)
+            if handlers is None:
+                # send(), not send_robust(): a receiver's failure must roll the delivery back.
+                events_recorded.send(sender=AuditEvent, events=stored)
+            else:
+                for handler in handlers:
+                    handler(stored)
+            # Applied here: off the queue SQLite's trigger put them on, in the same transaction.
+            for chunk in batched_items([e.pk for e in stored]):
+                PendingEvent.objects.filter(event_id__in=chunk).delete()
+            if stored:
+                index_new_events()
     if batched and stored:
         from . import ingest  # ingest imports this module
 

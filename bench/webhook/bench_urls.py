@@ -2,7 +2,8 @@
 
 - /bench/noop: the same middleware, token check and body read, no parsing or storing (the
   baseline);
-- /bench/audit-only: the webhook without the events_recorded receivers (the repository index update), to
+- /bench/audit-only: the webhook without the events_recorded receivers (the repository index update),
+  storing in a transaction of its own (the shape before batching, search index included), to
   show what the audit trail itself costs;
 - /bench/inline: the webhook applying the index and the pull counters inside each delivery's
   transaction (`NOTIFICATIONS_APPLY_DELAY=0`), for contrast with the batched default.

@@ -29,6 +29,34 @@ SEARCH_DOCUMENT = (
     " || chr(31) || ".join("{p}" + name for name in SEARCHED_FIELDS)
     + " || chr(31) || CASE WHEN {p}source = 'portal' THEN {p}raw ELSE '' END"
 )
+# SQLite: the FTS5 table of migration 0008, filled in batches since 0012 (index_new_events).
+SQLITE_SEARCH_TABLE = "registry_admin_auditevent_search"
+SQLITE_DOCUMENT = SEARCH_DOCUMENT.replace("chr(31)", "char(31)")
+# Rows above the index's highest rowid: stored since the last batch, not in the index yet.
+_SQLITE_INDEXED_UP_TO = "(SELECT coalesce(max(rowid), 0) FROM registry_admin_auditevent_search)"
+
+
+def index_new_events():
+    """SQLite: add the audit events stored since the last call to the text index; how many.
+
+    Called with each batch of stored notifications (ingest) and by the worker's loop, so the
+    unindexed tail a search scans stays a few seconds long. One statement: SQLite's single
+    writer keeps two callers from indexing the same rows. Ids only grow (AUTOINCREMENT), so
+    every row above the index's highest rowid is new. Elsewhere a no-op.
+    """
+    if connection.vendor != "sqlite":
+        return 0
+    with connection.cursor() as cursor:
+        # Most calls find nothing: answer that without taking SQLite's write lock.
+        cursor.execute(f"SELECT max(id) > {_SQLITE_INDEXED_UP_TO} FROM registry_admin_auditevent")  # noqa: S608
+        if not cursor.fetchone()[0]:
+            return 0
+        cursor.execute(
+            f"INSERT INTO {SQLITE_SEARCH_TABLE} (rowid, doc) "  # noqa: S608  (constants only)
+            f"SELECT id, {SQLITE_DOCUMENT.format(p='')} FROM registry_admin_auditevent "
+            f"WHERE id > {_SQLITE_INDEXED_UP_TO}"
+        )
+        return cursor.rowcount
 
 
 class AuditEventQuerySet(models.QuerySet):
@@ -81,12 +109,18 @@ class AuditEventQuerySet(models.QuerySet):
             if connection.vendor == "sqlite" and not _busy_text(pattern):
                 # The trigram tokenizer folds case for all of Unicode, SQLite's LIKE only for
                 # ASCII: here "É" also finds "é" (README, Audit log).
+                # Events stored since the last batch are not in the index yet: their short
+                # tail is scanned (ASCII case folding only, for those few seconds).
+                tail_document = SQLITE_DOCUMENT.format(p="tail.")
                 return self.extra(  # noqa: S610  (constant SQL, the text is a parameter)
                     where=[
-                        "registry_admin_auditevent.id IN (SELECT rowid FROM "
-                        "registry_admin_auditevent_search WHERE doc LIKE %s)"
+                        # One IN list: an OR here would make SQLite walk the time index.
+                        "registry_admin_auditevent.id IN (SELECT rowid FROM "  # noqa: S608
+                        f"{SQLITE_SEARCH_TABLE} WHERE doc LIKE %s UNION ALL SELECT tail.id FROM "
+                        f"registry_admin_auditevent AS tail WHERE tail.id > {_SQLITE_INDEXED_UP_TO} "
+                        f"AND ({tail_document}) LIKE %s)"
                     ],
-                    params=[pattern],
+                    params=[pattern, pattern],
                 )
             if connection.vendor == "postgresql":
                 document = SEARCH_DOCUMENT.format(p="registry_admin_auditevent.")

@@ -245,3 +245,112 @@ def test_an_apply_delay_out_of_range_stops_the_start_with_a_sentence(value):
     assert result.returncode != 0
     assert "NOTIFICATIONS_APPLY_DELAY" in result.stderr
     assert json.dumps(value)[1:-1] in result.stderr or value == "soon"
+
+
+@pytest.mark.django_db
+def test_a_delivery_is_stored_and_queued_by_one_statement(batched):
+    """The registry's one-event delivery costs one write: PostgreSQL queues it in the INSERT's
+    own CTE, SQLite by the trigger of migration 0012; no BEGIN/COMMIT round either."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    envelope = notifications.parse_envelope(make_envelope(push("team/app", "v1", 1, T0)))
+    with CaptureQueriesContext(connection) as queries:
+        stored = notifications.record(envelope)
+    assert len(stored) == 1
+    assert len(queries) == 1, [q["sql"][:80] for q in queries]
+    assert list(PendingEvent.objects.values_list("event_id", flat=True)) == [stored[0].pk]
+
+
+@pytest.mark.django_db
+def test_an_applied_delivery_leaves_nothing_queued(settings):
+    # Applied in its own request (NOTIFICATIONS_APPLY_DELAY=0): off the queue in the same
+    # transaction, whatever queued it.
+    settings.NOTIFICATIONS_APPLY_DELAY = 0
+    envelope = notifications.parse_envelope(make_envelope(push("team/app", "v1", 1, T0)))
+    assert len(notifications.record(envelope)) == 1
+    assert Tag.objects.exists() and not PendingEvent.objects.exists()
+
+
+@pytest.mark.django_db
+def test_new_events_are_found_by_text_before_and_after_their_batch(post, batched):
+    from django.db import connection
+
+    post(push("team/needle-app", "v1", 1, T0))
+    event = AuditEvent.objects.get()
+    # Before its batch (SQLite: not in the text index yet, found in the scanned tail).
+    assert list(AuditEvent.objects.matching_text("needle-ap").values_list("id", flat=True)) == [
+        event.pk
+    ]
+    assert not AuditEvent.objects.matching_text("haystack").exists()
+    ingest.catch_up()
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT rowid FROM registry_admin_auditevent_search")
+            assert [row[0] for row in cursor.fetchall()] == [event.pk]
+    assert list(AuditEvent.objects.matching_text("NEEDLE-AP").values_list("id", flat=True)) == [
+        event.pk
+    ]
+    # Indexed once: a second round adds nothing.
+    assert AuditEvent.objects.matching_text("needle-ap").count() == 1
+
+
+@pytest.mark.django_db
+def test_a_round_leaves_what_arrives_during_it_to_the_next_round(post, batched, monkeypatch):
+    """The periodic appliers (`chase=False`) take what was pending, not each new arrival."""
+    post(*[push("team/app", f"t{i}", 1, T0) for i in range(3)])
+    arrivals = iter(range(10, 13))
+
+    def meanwhile(sender, events, **kwargs):
+        n = next(arrivals, None)
+        if n is not None:
+            notifications.record(
+                notifications.parse_envelope(make_envelope(push("team/app", f"t{n}", 1, T0)))
+            )
+
+    notifications.events_recorded.connect(meanwhile, dispatch_uid="meanwhile")
+    try:
+        assert ingest.catch_up(chase=False) == 3
+        assert PendingEvent.objects.count() == 1
+        assert ingest.catch_up() == 3  # chasing: until nothing is left
+    finally:
+        notifications.events_recorded.disconnect(dispatch_uid="meanwhile")
+    assert not PendingEvent.objects.exists()
+    assert Tag.objects.count() == 6
+
+
+@pytest.mark.django_db
+def test_only_events_left_overdue_are_the_web_fallbacks_to_apply(post, batched):
+    assert not ingest.overdue(1)  # nothing pending
+    post(push("team/app", "v1", 1, T0))
+    assert not ingest.overdue(60)  # the worker's turn
+    AuditEvent.objects.update(received_at=T0)
+    assert ingest.overdue(60)
+    # A pending row whose audit row was pruned meanwhile: overdue, the batch drops it.
+    AuditEvent.objects.all().delete()
+    assert ingest.overdue(60)
+    ingest.catch_up()
+    assert not PendingEvent.objects.exists()
+
+
+@pytest.mark.django_db
+def test_a_batch_costs_the_same_queries_whatever_its_size(post, batched):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def queries_for(count, prefix):
+        # Warm: the repositories exist, so both sizes take the same path.
+        post(*[push(f"{prefix}-{i}", "v1", 1, T0) for i in range(count)])
+        ingest.catch_up()
+        post(*[push(f"{prefix}-{i}", "v1", 2, T0 + timedelta(seconds=1)) for i in range(count)])
+        with CaptureQueriesContext(connection) as queries:
+            assert ingest.catch_up() == count
+        assert (
+            Tag.objects.filter(repository__name__startswith=prefix, digest=digest(2)).count()
+            == count
+        )
+        return len(queries)
+
+    queries_for(5, "team/first")  # asks for the details job once: not per batch
+    # The portal's placeholders are looked up once per batch (it was a query per push).
+    assert queries_for(5, "team/small") == queries_for(60, "team/large")

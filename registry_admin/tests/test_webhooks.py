@@ -209,7 +209,7 @@ def failing_inserts():
     """The database refuses writes (a locked SQLite file, a PostgreSQL failover)."""
 
     def refuse(execute, sql, params, many, context):
-        if sql.lstrip().upper().startswith("INSERT"):
+        if sql.lstrip().upper().startswith(("INSERT", "WITH")):
             raise OperationalError("database is locked")
         return execute(sql, params, many, context)
 
@@ -269,3 +269,31 @@ def test_lone_surrogates_and_nul_never_reach_the_database(registry_client):
     assert "unprintable" in RejectedDelivery.objects.get().error
     # The rejected delivery's page shows it.
     assert b"\\ud800" in bytes(RejectedDelivery.objects.get().body)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_connection_that_died_while_idle_is_replaced_and_the_delivery_stored(registry_client):
+    """The webhook skips the kept connection's health check (half its round trips): a dead
+    connection fails the first store, and the delivery goes through on a new one."""
+    failures = []
+
+    def die_once(execute, sql, params, many, context):
+        if not failures and sql.lstrip().upper().startswith(("INSERT", "WITH")):
+            failures.append(sql)
+            raise OperationalError("server closed the connection unexpectedly")
+        return execute(sql, params, many, context)
+
+    body = make_envelope(make_registry_event())
+    with connection.execute_wrapper(die_once):
+        response = post(registry_client, body)
+    assert failures, "the store did not go through the wrapped connection"
+    assert response.status_code == 200 and response.json()["stored"] == 1
+    assert AuditEvent.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_database_that_stays_down_is_still_answered_503(registry_client):
+    with failing_inserts():
+        response = post(registry_client, make_envelope(make_registry_event()))
+    assert response.status_code == 503
+    assert not AuditEvent.objects.exists()

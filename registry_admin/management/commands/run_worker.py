@@ -45,7 +45,7 @@ class Command(BaseCommand):
                 )
                 applier.start()
         try:
-            self._loop(kinds, options["once"])
+            self._loop(kinds, options["once"], applying=applier is not None)
         finally:
             beating.set()
             for thread in (heart, applier):
@@ -57,12 +57,14 @@ class Command(BaseCommand):
                 logger.warning("worker could not record its stop: %s", exc)
         self.stdout.write("Worker stopped.")
 
-    def _loop(self, kinds, once):
+    def _loop(self, kinds, once, applying=False):
         while not self.stopping:
             close_old_connections()
             try:
-                # Events a web process stored but did not live to apply (crash, restart).
-                ingest.catch_up()
+                if not applying:
+                    # Events a web process stored but did not live to apply (crash, restart);
+                    # with the applier thread running, it takes them.
+                    ingest.catch_up()
                 for run in worker.tick(kinds):
                     logger.info(
                         "job %s #%s %s %s", run.kind, run.pk, run.state, run.error or run.result
