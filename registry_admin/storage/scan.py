@@ -203,7 +203,7 @@ class _ManifestReader:
         self.waiting = []
         self.fresh = {}
         self.records = bytearray()
-        # {repository number: set of 32-byte digests its tags point at now}
+        # {repository number: the 32-byte digests its tags point at now, concatenated}
         self.tagged = {}
         self.read_count = 0
         self.unreadable = 0
@@ -230,7 +230,11 @@ class _ManifestReader:
                 self._record(raw_digest, references)
 
     def tag_points_at(self, repository, raw_digest):
-        self.tagged.setdefault(repository, set()).add(raw_digest)
+        # Concatenated, not a set of bytes: no Python object per tag.
+        targets = self.tagged.get(repository)
+        if targets is None:
+            targets = self.tagged[repository] = bytearray()
+        targets += raw_digest
 
     def request_tag(self, repository, path):
         """Read a tag's `current/link` (at `path`) and note where it points."""
@@ -592,6 +596,39 @@ def _tally(table, listing, reader, started, tagged=None):
     )
 
 
+class _References:
+    """What each read manifest references, from the reader's records, by blob number: one
+    8-byte offset per blob instead of a dict entry and two bytes objects per manifest."""
+
+    def __init__(self, table, records):
+        self.table, self.records = table, records
+        self.offsets = array("q", [-1]) * len(table)
+        self.others = {}  # records of manifests whose blob is not stored (from the cache)
+        position = 0
+        while position < len(records):
+            manifest = records[position : position + 32]
+            length = int.from_bytes(records[position + 32 : position + 36], "little")
+            number = table.number(manifest)
+            if number >= 0:
+                self.offsets[number] = position + 32
+            else:
+                self.others[bytes(manifest)] = bytes(
+                    records[position + 36 : position + 36 + length]
+                )
+            position += 36 + length
+
+    def get(self, digest):
+        """The concatenated digests `digest` references; b"" when unknown."""
+        number = self.table.number(digest)
+        if number < 0:
+            return self.others.get(digest, b"")
+        offset = self.offsets[number]
+        if offset < 0:
+            return b""
+        length = int.from_bytes(self.records[offset : offset + 4], "little")
+        return bytes(self.records[offset + 4 : offset + 4 + length])
+
+
 def _untagged(table, listing, reader, tagged):
     """UntaggedRevisions, with what removing them all would let the collector free.
 
@@ -599,34 +636,36 @@ def _untagged(table, listing, reader, tagged):
     index, its children, recursively). A blob counts as reclaimable when no revision that
     stays (in any repository) marks it and the collector would not free it already.
     """
-    references = {}
-    records, position = reader.records, 0
-    while position < len(records):
-        manifest = bytes(records[position : position + 32])
-        length = int.from_bytes(records[position + 32 : position + 36], "little")
-        start, position = position + 36, position + 36 + length
-        references[manifest] = bytes(records[start:position])
-    found, staying = [], []
+    references = _References(table, reader.records)
+    # Revisions that stay, concatenated: no Python object per revision across repositories.
+    found, staying = [], bytearray()
     for repository, name in enumerate(listing.names):
         links, times = listing.revision_links[repository], listing.revision_times[repository]
         revisions = {bytes(links[i : i + 32]): times[i // 32] for i in range(0, len(links), 32)}
-        reached, queue = set(), [d for d in tagged.get(repository, ()) if d in revisions]
+        targets = tagged.get(repository, b"")
+        reached = set()
+        queue = [
+            digest
+            for digest in (bytes(targets[i : i + 32]) for i in range(0, len(targets), 32))
+            if digest in revisions
+        ]
         while queue:
             digest = queue.pop()
             if digest in reached:
                 continue
             reached.add(digest)
-            refs = references.get(digest, b"")
+            refs = references.get(digest)
             queue.extend(
                 child
                 for child in (refs[i : i + 32] for i in range(0, len(refs), 32))
                 if child in revisions and child not in reached
             )
         lost = [d for d in revisions if d not in reached]
-        staying.extend(d for d in revisions if d in reached)
+        for digest in reached:
+            staying += digest
         children = set()
         for digest in lost:
-            refs = references.get(digest, b"")
+            refs = references.get(digest)
             children.update(refs[i : i + 32] for i in range(0, len(refs), 32))
         found.extend((name, d, revisions[d], d in children) for d in lost)
     if not found:
@@ -634,11 +673,12 @@ def _untagged(table, listing, reader, tagged):
     # Listing order must not change the figures: parents first, then by name and digest.
     found.sort(key=lambda item: (item[0], item[3], item[1]))
     kept = bytearray(len(table))
-    for digest in staying:
+    for i in range(0, len(staying), 32):
+        digest = bytes(staying[i : i + 32])
         number = table.number(digest)
         if number >= 0:
             kept[number] = 1
-            refs = references.get(digest, b"")
+            refs = references.get(digest)
             for ref in table.numbers(refs):
                 if ref >= 0:
                     kept[ref] = 1
@@ -646,7 +686,7 @@ def _untagged(table, listing, reader, tagged):
     result = []
     for name, digest, linked_at, is_child in found:
         total = 0
-        for number in (table.number(digest), *table.numbers(references.get(digest, b""))):
+        for number in (table.number(digest), *table.numbers(references.get(digest))):
             if number >= 0 and not kept[number] and not counted[number]:
                 counted[number] = 1
                 total += table.sizes[number]
