@@ -13,7 +13,6 @@ the page.
 
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
 
 from azure.core import exceptions as azure_exceptions
 from azure.storage.blob import ContainerClient, ExponentialRetry
@@ -214,26 +213,13 @@ class AzureStorage:
         return base + ("/" + self.prefix.rstrip("/") if self.prefix else "")
 
     def list_entries(self, prefix):
-        """Every blob under `prefix`, in name order; the next List Blobs page is fetched on a
-        thread of its own while the caller consumes this one (one page ahead, no more), so
-        the service's time per page overlaps the scan's."""
         strip = len(self.prefix)
         pages = self.client.list_blobs(
             name_starts_with=self.prefix + prefix, results_per_page=AZURE_PAGE_SIZE
-        ).by_page()
-
-        def next_page():
-            page = next(pages, None)
-            return None if page is None else list(page)
-
+        )
         try:
-            # Leaving early (the scan failed) waits for the page in flight: bounded by timeout.
-            with ThreadPoolExecutor(1, thread_name_prefix="azure-list") as pool:
-                ahead = pool.submit(next_page)
-                while (page := ahead.result()) is not None:
-                    ahead = pool.submit(next_page)
-                    for blob in page:
-                        yield blob.name[strip:], blob.size, blob.last_modified.timestamp()
+            for blob in pages:
+                yield blob.name[strip:], blob.size, blob.last_modified.timestamp()
         except azure_exceptions.AzureError as exc:
             raise self._error(exc, "list") from None
 

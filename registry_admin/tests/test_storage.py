@@ -430,7 +430,7 @@ def test_tag_links_are_read_while_the_listing_goes_on(tree):
     assert len(result.untagged) == 20
 
 
-def test_azure_listing_reads_pages_ahead_in_order_and_reports_a_failure(tree, azurite, settings):
+def test_azure_listing_goes_page_by_page_in_order_and_reports_a_failure(tree, azurite, settings):
     for number in range(4):
         tree.image(f"app{number}", [b"layer %d" % number], tag="v1")
     container = azurite_container(azurite)
@@ -447,6 +447,6 @@ def test_azure_listing_reads_pages_ahead_in_order_and_reports_a_failure(tree, az
 
         entries = backend.list_entries(storage.V2_PREFIX)
         next(entries)
-        container.delete_container()  # page 3 has not been asked for yet
+        container.delete_container()  # page 2 has not been asked for yet
         with pytest.raises(storage.StorageError, match="does not exist"):
             list(entries)
