@@ -12,7 +12,9 @@ needs its mark phase (registry/storage/garbagecollect.go): every manifest still 
 repository is marked with the blobs its `References()` name (config and layers; an index's
 child manifests), so the scan reads those manifests and nothing else, and only those an
 optional cache (what each manifest references: immutable, as manifests are content-addressed)
-does not know yet.
+does not know yet. The untagged revisions need what each tag points at: its `current/link`,
+read only when the listing cannot tell (see `_TagRun`). All reads run on one bounded pool
+while the listing goes on.
 
 Memory stays flat per blob: digests live in one bytearray (32 bytes each), sizes in an
 array, per-repository links as arrays of blob numbers; no Python object per blob.
@@ -35,6 +37,7 @@ _REVISION_LINK = "_manifests/revisions/sha256/"
 _UPLOADS = "_uploads/"
 _TAG_LINKS = "_manifests/tags/"
 _CURRENT_LINK = "/current/link"
+_TAG_INDEX_LINK = "/index/sha256/"
 BLOBS_LEN, REPOSITORIES_LEN = len(BLOBS), len(REPOSITORIES)
 # The registry refuses manifests above 4 MiB on push; anything bigger is not a manifest.
 MANIFEST_MAX_BYTES = 4 * 1024 * 1024
@@ -178,12 +181,16 @@ def manifest_references(content):
 
 
 class _ManifestReader:
-    """Finds what each linked manifest references while the listing goes on.
+    """Finds what each linked manifest references, and where tags point, while the listing
+    goes on.
 
     Each distinct manifest is looked up in `cache` first (manifests are content-addressed, so
-    what one references never changes), then read from storage with at most `concurrency`
-    reads in flight. Results are appended to one bytearray of records (manifest digest,
-    length, referenced digests) and matched to blob numbers once the listing is complete.
+    what one references never changes), then read from storage; tag links the listing cannot
+    settle are read too (a tag moves, so never cached). Both share one pool with at most
+    `4 * concurrency` reads in flight, which bounds memory whatever the listing's size; with
+    a concurrency of 1 every read happens in the calling thread, in listing order. Manifest
+    results are appended to one bytearray of records (manifest digest, length, referenced
+    digests) and matched to blob numbers once the listing is complete.
     """
 
     def __init__(self, read, concurrency, cache=None):
@@ -196,6 +203,8 @@ class _ManifestReader:
         self.waiting = []
         self.fresh = {}
         self.records = bytearray()
+        # {repository number: the 32-byte digests its tags point at now, concatenated}
+        self.tagged = {}
         self.read_count = 0
         self.unreadable = 0
 
@@ -204,7 +213,7 @@ class _ManifestReader:
             return
         self.requested.add(raw_digest)
         if self.cache is None:
-            self._read(raw_digest)
+            self._submit(self._fetch, raw_digest, self._collect, raw_digest)
             return
         self.waiting.append(raw_digest)
         if len(self.waiting) >= CACHE_BATCH:
@@ -216,18 +225,29 @@ class _ManifestReader:
         for raw_digest in batch:
             references = known.get(raw_digest)
             if references is None:
-                self._read(raw_digest)
+                self._submit(self._fetch, raw_digest, self._collect, raw_digest)
             else:
                 self._record(raw_digest, references)
 
-    def _read(self, raw_digest):
+    def tag_points_at(self, repository, raw_digest):
+        # Concatenated, not a set of bytes: no Python object per tag.
+        targets = self.tagged.get(repository)
+        if targets is None:
+            targets = self.tagged[repository] = bytearray()
+        targets += raw_digest
+
+    def request_tag(self, repository, path):
+        """Read a tag's `current/link` (at `path`) and note where it points."""
+        self._submit(self._fetch_tag, path, self._collect_tag, repository)
+
+    def _submit(self, fetch, argument, collect, key):
         if self.pool is None:
-            self._collect(raw_digest, self._fetch(raw_digest))
+            collect(key, fetch(argument))
             return
-        self.pending.append((raw_digest, self.pool.submit(self._fetch, raw_digest)))
+        self.pending.append((collect, key, self.pool.submit(fetch, argument)))
         while len(self.pending) > 4 * self.concurrency:
-            raw, future = self.pending.popleft()
-            self._collect(raw, future.result())
+            collect, key, future = self.pending.popleft()
+            collect(key, future.result())
 
     def _fetch(self, raw_digest):
         content = self.read(blob_path(raw_digest), MANIFEST_MAX_BYTES)
@@ -239,6 +259,16 @@ class _ManifestReader:
         if references is None:
             return False
         return b"".join(filter(None, map(digest_bytes, references)))
+
+    def _fetch_tag(self, path):
+        content = self.read(path, 200)
+        if not content:
+            return None
+        return digest_bytes(content.decode("ascii", "replace").strip())
+
+    def _collect_tag(self, repository, raw_digest):
+        if raw_digest is not None:
+            self.tag_points_at(repository, raw_digest)
 
     def _collect(self, raw_digest, outcome):
         if outcome is None:
@@ -263,8 +293,8 @@ class _ManifestReader:
             if self.waiting:
                 self._look_up()
             while self.pending:
-                raw, future = self.pending.popleft()
-                self._collect(raw, future.result())
+                collect, key, future = self.pending.popleft()
+                collect(key, future.result())
         finally:
             self.close()
         if self.cache is not None:
@@ -275,7 +305,7 @@ class _ManifestReader:
 
     def close(self):
         if self.pool is not None:
-            for _, future in self.pending:
+            for _, _, future in self.pending:
                 future.cancel()
             self.pool.shutdown(wait=True)
             self.pool = None
@@ -294,7 +324,7 @@ class _ManifestReader:
 def scan(entries, read, progress=None, read_concurrency=1, cache=None, progress_every=20000):
     """Usage figures from one pass over `entries` ((path, size, last_modified) under V2_PREFIX).
 
-    `read(path, max_bytes)` fetches a linked manifest. `cache`, optional, remembers what
+    `read(path, max_bytes)` fetches a linked manifest or a tag link. `cache`, optional, remembers what
     manifests reference between scans: `lookup([digest]) -> {digest: references}`,
     `store({digest: references})` and `prune(live digests)`, digests as 32 raw bytes and
     references as their concatenation. `progress(done, total, message)` is called every
@@ -306,41 +336,17 @@ def scan(entries, read, progress=None, read_concurrency=1, cache=None, progress_
     try:
         listing.consume(entries, reader, progress, progress_every)
         if progress:
-            progress(listing.entry_count, None, "Listing done; reading the last manifests")
+            progress(
+                listing.entry_count, None, "Listing done; reading the last manifests and tag links"
+            )
         reader.finish()
     finally:
         reader.close()
     if progress:
-        progress(listing.entry_count, None, f"Reading {len(listing.tag_links):,} tag links")
-    tagged = _read_tag_links(listing, read, read_concurrency)
-    if progress:
         progress(listing.entry_count, listing.entry_count, "Adding up")
     table = _BlobTable(listing.digests, listing.sizes)
     listing.digests = listing.sizes = None
-    return _tally(table, listing, reader, started, tagged)
-
-
-def _read_tag_links(listing, read, concurrency):
-    """{repository number: set of 32-byte digests its tags point at now}."""
-
-    def one(item):
-        content = read(item[1], 200)
-        if not content:
-            return item[0], None
-        text = content.decode("ascii", "replace").strip()
-        return item[0], digest_bytes(text)
-
-    tagged = {}
-    links, listing.tag_links = listing.tag_links, None
-    if concurrency > 1 and len(links) > 1:
-        with ThreadPoolExecutor(concurrency) as pool:
-            results = list(pool.map(one, links, chunksize=64))
-    else:
-        results = map(one, links)
-    for repository, raw in results:
-        if raw is not None:
-            tagged.setdefault(repository, set()).add(raw)
-    return tagged
+    return _tally(table, listing, reader, started, reader.tagged)
 
 
 class _Listing:
@@ -350,7 +356,7 @@ class _Listing:
         self.digests, self.sizes = bytearray(), array("q")
         self.repository_ids, self.names, self.rejected_names = {}, [], set()
         self.layer_links, self.revision_links = [], []
-        self.revision_times, self.tag_links = [], []
+        self.revision_times = []
         self.uploads = {}
         self.entry_count = self.skipped = 0
 
@@ -358,7 +364,8 @@ class _Listing:
         # One tight loop with everything in locals: this runs once per stored object.
         digests, sizes, repository_ids = self.digests, self.sizes, self.repository_ids
         layer_links, revision_links, uploads = self.layer_links, self.revision_links, self.uploads
-        revision_times, tag_links = self.revision_times, self.tag_links
+        revision_times = self.revision_times
+        tags = _TagRun(reader)
         layer_end, revision_end = len(_LAYER_LINK) + 64, len(_REVISION_LINK) + 64
         count = skipped = 0
         for path, size, modified in entries:
@@ -401,8 +408,8 @@ class _Listing:
                     revision_links[repository] += raw
                     revision_times[repository].append(modified or 0.0)
                     reader.request(raw)
-            elif tail.startswith(_TAG_LINKS) and tail.endswith(_CURRENT_LINK):
-                tag_links.append((repository, path))
+            elif tail.startswith(_TAG_LINKS):
+                tags.entry(repository, path, len(path) - len(tail) + len(_TAG_LINKS))
             elif tail.startswith(_UPLOADS):
                 key = (repository, tail[len(_UPLOADS) :].split("/", 1)[0])
                 upload = uploads.get(key)
@@ -412,6 +419,7 @@ class _Listing:
                     upload[0] += size
                     upload[1] = min(upload[1], modified)
             # Tag links (_manifests/tags/...) need no counting: GC marks every linked revision.
+        tags.finish()
         self.entry_count += count
         self.skipped += skipped
 
@@ -428,6 +436,77 @@ class _Listing:
         self.revision_links.append(bytearray())
         self.revision_times.append(array("d"))
         return repository
+
+
+class _TagRun:
+    """Where each tag points, from the listing where it can tell, else from `current/link`.
+
+    In distribution (registry/storage/tagstore.go, 2.8 and 3.x alike) `Tag()` links the
+    digest into the tag's index (`<tag>/index/sha256/<hex>/link`) first, then overwrites
+    `<tag>/current/link`; `Untag()` removes the tag's whole directory; the only other remover
+    of index entries is garbage collection with --delete-untagged
+    (registry/storage/garbagecollect.go, vacuum.go `RemoveManifest`), and only for digests no
+    tag's current link names. So a tag's current digest is always in its index: a tag listed
+    with a `current/link` and exactly one index entry points at that entry's digest, with no
+    read. A tag moved since (or re-pointed by the portal's placeholder delete while it
+    lasted) has several entries, and its `current/link` is read.
+
+    A sorted listing (Azure's, the filesystem walk's) gives each tag's entries in one run, so
+    one run is kept at a time. Should runs ever come out of order, a tag could be split over
+    two runs: from then on every `current/link` is read, and a run with index entries but no
+    current link counts them all as tagged, which can only hide an untagged revision, never
+    report a tagged one as untagged.
+    """
+
+    __slots__ = ("reader", "key", "repository", "current", "entries", "digest", "found", "ordered")
+
+    def __init__(self, reader):
+        self.reader = reader
+        self.key = None
+        self.ordered = True
+
+    def entry(self, repository, path, start):
+        """One listed path under `_manifests/tags/`; its tag name starts at `start`."""
+        slash = path.find("/", start)
+        if slash <= start:
+            return
+        key = path[: slash + 1]
+        if key != self.key:
+            if self.key is not None:
+                self._settle()
+                if key < self.key:
+                    self.ordered = False
+            self.key, self.repository = key, repository
+            self.current, self.entries, self.digest, self.found = None, 0, None, None
+        rest = path[slash:]
+        if rest == _CURRENT_LINK:
+            self.current = path
+        elif rest.startswith("/index/"):
+            self.entries += 1
+            # Any other algorithm (or junk) leaves None: then the current link says.
+            self.digest = _link_digest(rest, len(_TAG_INDEX_LINK), len(_TAG_INDEX_LINK) + 64)
+            if not self.ordered and self.digest is not None:
+                # Kept for this run only, for a run without a current link (see above).
+                if self.found is None:
+                    self.found = bytearray()
+                self.found += self.digest
+
+    def _settle(self):
+        if self.current is None:
+            if self.found:
+                found = self.found
+                for i in range(0, len(found), 32):
+                    self.reader.tag_points_at(self.repository, bytes(found[i : i + 32]))
+            # Else the registry answers "tag unknown": it points nowhere.
+        elif self.ordered and self.entries == 1 and self.digest is not None:
+            self.reader.tag_points_at(self.repository, self.digest)
+        else:
+            self.reader.request_tag(self.repository, self.current)
+
+    def finish(self):
+        if self.key is not None:
+            self._settle()
+        self.key = None
 
 
 def _hex_digest(text):
@@ -517,6 +596,39 @@ def _tally(table, listing, reader, started, tagged=None):
     )
 
 
+class _References:
+    """What each read manifest references, from the reader's records, by blob number: one
+    8-byte offset per blob instead of a dict entry and two bytes objects per manifest."""
+
+    def __init__(self, table, records):
+        self.table, self.records = table, records
+        self.offsets = array("q", [-1]) * len(table)
+        self.others = {}  # records of manifests whose blob is not stored (from the cache)
+        position = 0
+        while position < len(records):
+            manifest = records[position : position + 32]
+            length = int.from_bytes(records[position + 32 : position + 36], "little")
+            number = table.number(manifest)
+            if number >= 0:
+                self.offsets[number] = position + 32
+            else:
+                self.others[bytes(manifest)] = bytes(
+                    records[position + 36 : position + 36 + length]
+                )
+            position += 36 + length
+
+    def get(self, digest):
+        """The concatenated digests `digest` references; b"" when unknown."""
+        number = self.table.number(digest)
+        if number < 0:
+            return self.others.get(digest, b"")
+        offset = self.offsets[number]
+        if offset < 0:
+            return b""
+        length = int.from_bytes(self.records[offset : offset + 4], "little")
+        return bytes(self.records[offset + 4 : offset + 4 + length])
+
+
 def _untagged(table, listing, reader, tagged):
     """UntaggedRevisions, with what removing them all would let the collector free.
 
@@ -524,34 +636,36 @@ def _untagged(table, listing, reader, tagged):
     index, its children, recursively). A blob counts as reclaimable when no revision that
     stays (in any repository) marks it and the collector would not free it already.
     """
-    references = {}
-    records, position = reader.records, 0
-    while position < len(records):
-        manifest = bytes(records[position : position + 32])
-        length = int.from_bytes(records[position + 32 : position + 36], "little")
-        start, position = position + 36, position + 36 + length
-        references[manifest] = bytes(records[start:position])
-    found, staying = [], []
+    references = _References(table, reader.records)
+    # Revisions that stay, concatenated: no Python object per revision across repositories.
+    found, staying = [], bytearray()
     for repository, name in enumerate(listing.names):
         links, times = listing.revision_links[repository], listing.revision_times[repository]
         revisions = {bytes(links[i : i + 32]): times[i // 32] for i in range(0, len(links), 32)}
-        reached, queue = set(), [d for d in tagged.get(repository, ()) if d in revisions]
+        targets = tagged.get(repository, b"")
+        reached = set()
+        queue = [
+            digest
+            for digest in (bytes(targets[i : i + 32]) for i in range(0, len(targets), 32))
+            if digest in revisions
+        ]
         while queue:
             digest = queue.pop()
             if digest in reached:
                 continue
             reached.add(digest)
-            refs = references.get(digest, b"")
+            refs = references.get(digest)
             queue.extend(
                 child
                 for child in (refs[i : i + 32] for i in range(0, len(refs), 32))
                 if child in revisions and child not in reached
             )
         lost = [d for d in revisions if d not in reached]
-        staying.extend(d for d in revisions if d in reached)
+        for digest in reached:
+            staying += digest
         children = set()
         for digest in lost:
-            refs = references.get(digest, b"")
+            refs = references.get(digest)
             children.update(refs[i : i + 32] for i in range(0, len(refs), 32))
         found.extend((name, d, revisions[d], d in children) for d in lost)
     if not found:
@@ -559,11 +673,12 @@ def _untagged(table, listing, reader, tagged):
     # Listing order must not change the figures: parents first, then by name and digest.
     found.sort(key=lambda item: (item[0], item[3], item[1]))
     kept = bytearray(len(table))
-    for digest in staying:
+    for i in range(0, len(staying), 32):
+        digest = bytes(staying[i : i + 32])
         number = table.number(digest)
         if number >= 0:
             kept[number] = 1
-            refs = references.get(digest, b"")
+            refs = references.get(digest)
             for ref in table.numbers(refs):
                 if ref >= 0:
                     kept[ref] = 1
@@ -571,7 +686,7 @@ def _untagged(table, listing, reader, tagged):
     result = []
     for name, digest, linked_at, is_child in found:
         total = 0
-        for number in (table.number(digest), *table.numbers(references.get(digest, b""))):
+        for number in (table.number(digest), *table.numbers(references.get(digest))):
             if number >= 0 and not kept[number] and not counted[number]:
                 counted[number] = 1
                 total += table.sizes[number]

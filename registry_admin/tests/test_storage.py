@@ -314,3 +314,139 @@ def test_azure_connection_string_and_missing_credentials(azurite, settings):
     settings.AZURE_STORAGE_CONTAINER = ""
     with pytest.raises(storage.StorageError, match="AZURE_STORAGE_CONTAINER"):
         storage.get_backend()
+
+
+class CountingRead:
+    """A backend's `read`, recording the tag links it was asked for."""
+
+    def __init__(self, read):
+        self.read, self.tag_links = read, []
+
+    def __call__(self, path, max_bytes):
+        if path.endswith("/current/link"):
+            self.tag_links.append(path)
+        return self.read(path, max_bytes)
+
+
+def move_tag(tree, repository, tag, digest):
+    """What distribution's tagStore.Tag() does: index entry first, then the current link."""
+    base = f"{V2}/repositories/{repository}/_manifests/tags/{tag}"
+    tree.write(f"{base}/index/sha256/{digest}/link", f"sha256:{digest}".encode())
+    tree.write(f"{base}/current/link", f"sha256:{digest}".encode())
+
+
+def untagged_digests(result):
+    return {(u.repository, u.digest) for u in result.untagged}
+
+
+def test_only_moved_tags_have_their_current_link_read(tree):
+    tree.image("app", [b"a"], tag="v1")
+    old, _, _ = tree.image("app", [b"old"], tag="latest")
+    new, _, _ = tree.image("app", [b"new"])
+    move_tag(tree, "app", "latest", new)
+    back, _, _ = tree.image("tool", [b"t1"], tag="stable")
+    ahead, _, _ = tree.image("tool", [b"t2"])
+    move_tag(tree, "tool", "stable", ahead)
+    move_tag(tree, "tool", "stable", back)  # moved back: two index entries, current is the first
+    backend = storage.FilesystemStorage(tree.root)
+
+    results = []
+    for concurrency in (1, 4):
+        read = CountingRead(backend.read)
+        results.append(
+            storage.scan(
+                backend.list_entries(storage.V2_PREFIX), read, read_concurrency=concurrency
+            )
+        )
+        assert sorted(read.tag_links) == [
+            f"{V2}/repositories/app/_manifests/tags/latest/current/link",
+            f"{V2}/repositories/tool/_manifests/tags/stable/current/link",
+        ]
+
+    assert untagged_digests(results[0]) == {("app", f"sha256:{old}"), ("tool", f"sha256:{ahead}")}
+    sequential, concurrent = (r.as_dict() | {"duration_seconds": 0} for r in results)
+    assert sequential == concurrent
+
+
+def test_a_tag_without_current_link_points_nowhere_and_one_without_index_is_read(tree):
+    orphan, _, _ = tree.image("app", [b"a"], tag="gone")
+    (tree.root / f"{V2}/repositories/app/_manifests/tags/gone/current/link").unlink()
+    bare, _, _ = tree.image("app", [b"b"])
+    tree.write(
+        f"{V2}/repositories/app/_manifests/tags/bare/current/link", f"sha256:{bare}".encode()
+    )
+    junk, _, _ = tree.image("app", [b"c"], tag="junk")
+    tree.write(f"{V2}/repositories/app/_manifests/tags/junk/index/sha512/{'0' * 128}/link", b"x")
+    backend = storage.FilesystemStorage(tree.root)
+    read = CountingRead(backend.read)
+
+    result = storage.scan(backend.list_entries(storage.V2_PREFIX), read, read_concurrency=2)
+
+    assert untagged_digests(result) == {("app", f"sha256:{orphan}")}
+    assert sorted(read.tag_links) == [
+        f"{V2}/repositories/app/_manifests/tags/bare/current/link",
+        f"{V2}/repositories/app/_manifests/tags/junk/current/link",
+    ]
+
+
+def test_a_tag_split_by_an_unsorted_listing_never_turns_its_image_untagged(tree):
+    old, _, _ = tree.image("app", [b"old"], tag="latest")
+    new, _, _ = tree.image("app", [b"new"])
+    move_tag(tree, "app", "latest", new)
+    tree.image("tool", [b"t"], tag="v1")
+    backend = storage.FilesystemStorage(tree.root)
+    entries = list(backend.list_entries(storage.V2_PREFIX))
+    # The current link and the old index entry first (alone, they would say "old"); the
+    # entry naming the current digest after another repository's tag.
+    split = next(e for e in entries if e[0].endswith(f"latest/index/sha256/{new}/link"))
+    entries.remove(split)
+    entries.append(split)
+
+    result = storage.scan(iter(entries), backend.read)
+
+    assert ("app", f"sha256:{new}") not in untagged_digests(result)
+
+
+def test_tag_links_are_read_while_the_listing_goes_on(tree):
+    for number in range(20):
+        first, _, _ = tree.image(f"repo{number:02d}", [b"a%d" % number], tag="latest")
+        second, _, _ = tree.image(f"repo{number:02d}", [b"b%d" % number])
+        move_tag(tree, f"repo{number:02d}", "latest", second)
+    backend = storage.FilesystemStorage(tree.root)
+    read = CountingRead(backend.read)
+    entries = list(backend.list_entries(storage.V2_PREFIX))
+    read_before_the_end = []
+
+    def listing():
+        yield from entries[:-1]
+        read_before_the_end.append(len(read.tag_links))
+        yield entries[-1]
+
+    result = storage.scan(listing(), read, read_concurrency=2)
+
+    # At most 4 x 2 reads wait in the pool; the other 12 of 20 were done before the end.
+    assert read_before_the_end[0] >= 12
+    assert len(read.tag_links) == 20
+    assert len(result.untagged) == 20
+
+
+def test_azure_listing_goes_page_by_page_in_order_and_reports_a_failure(tree, azurite, settings):
+    for number in range(4):
+        tree.image(f"app{number}", [b"layer %d" % number], tag="v1")
+    container = azurite_container(azurite)
+    upload_tree(container, tree.root)
+    azure_settings(settings, azurite, container.container_name)
+    backend = storage.get_backend()
+    on_disk = list(storage.FilesystemStorage(tree.root).list_entries(storage.V2_PREFIX))
+    assert len(on_disk) > 12
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("registry_admin.storage.backends.AZURE_PAGE_SIZE", 3)
+        listed = list(backend.list_entries(storage.V2_PREFIX))
+        assert [(p, s) for p, s, _ in listed] == [(p, s) for p, s, _ in on_disk]
+
+        entries = backend.list_entries(storage.V2_PREFIX)
+        next(entries)
+        container.delete_container()  # page 2 has not been asked for yet
+        with pytest.raises(storage.StorageError, match="does not exist"):
+            list(entries)
