@@ -30,7 +30,8 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Max, Min, OuterRef, Q, Subquery, Sum
+from django.db.models import Count, Max, Min, OuterRef, Q, Subquery, Sum, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 
 from .models import AuditEvent, Manifest, PullCount, RepositoryStorage, StorageSnapshot, Tag
@@ -93,24 +94,32 @@ def classify(event):
     if event.tag:
         return event.tag
     earlier = (
-        AuditEvent.objects.filter(
+        # action and kind compared as expressions: SQLite's planner would otherwise walk every
+        # pull of the window in the action index instead of this client's rows in this
+        # repository (audit_repo_actor_idx).
+        AuditEvent.objects.alias(
+            action_value=Concat("action", Value("")), kind_value=Concat("kind", Value(""))
+        )
+        .filter(
             repository=event.repository,
             actor=event.actor,
-            action="pull",
-            kind=AuditEvent.Kind.MANIFEST,
+            action_value="pull",
+            kind_value=AuditEvent.Kind.MANIFEST,
             timestamp__gte=event.timestamp - timedelta(seconds=CHAIN_SECONDS),
             timestamp__lte=event.timestamp,
         )
         .filter(Q(timestamp__lt=event.timestamp) | Q(timestamp=event.timestamp, id__lt=event.pk))
         .order_by("-timestamp", "-id")
-        .values_list("request_addr", "request_method", "tag", "digest", "media_type", "raw")[:200]
+        .values_list("pk", "request_addr", "request_method", "tag", "digest", "media_type")[:200]
     )
     host = _client_host(event.request_addr)
     resolved = ""
-    for addr, method, tag, digest, media_type, raw in earlier:
+    for pk, addr, method, tag, digest, media_type in earlier:
         if _client_host(addr) != host:
             continue
         if method == "GET" and media_type in INDEX_MEDIA_TYPES and digest != event.digest:
+            # The raw JSON (the index's references) only for an index pull: rare, and large.
+            raw = AuditEvent.objects.filter(pk=pk).values_list("raw", flat=True).first() or ""
             if event.digest in _children(digest, raw):
                 return None
         elif method == "HEAD" and tag and digest == event.digest and not resolved:

@@ -441,3 +441,27 @@ def test_a_rule_with_only_the_pull_limit_is_valid_and_hostile_days_are_refused(a
         },
     )
     assert RetentionRule.objects.get().not_pulled_for_days == 30
+
+
+def test_the_look_back_reads_only_this_clients_rows_in_the_repository():
+    """A GET by digest looks back for its HEAD through audit_repo_actor_idx (migration 0013),
+    not through every pull of the window (the action index), which grew with the traffic."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    event = make_registry_event(action="pull", repository="team/app", digest="sha256:" + "a" * 64)
+    event["request"]["method"] = "GET"
+    event["target"].pop("tag", None)
+    stored = notifications.record(notifications.parse_envelope(make_envelope(event)))
+    with CaptureQueriesContext(connection) as queries:
+        pulls.classify(stored[0])
+    [look_back] = [q["sql"] for q in queries if "registry_admin_auditevent" in q["sql"]]
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute("EXPLAIN QUERY PLAN " + look_back)
+            plan = " ".join(str(row[-1]) for row in cursor.fetchall())
+        else:
+            cursor.execute("SET enable_seqscan = off")  # a handful of rows: it would scan
+            cursor.execute("EXPLAIN " + look_back)
+            plan = " ".join(row[0] for row in cursor.fetchall())
+    assert "audit_repo_actor_idx" in plan, plan
