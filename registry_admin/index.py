@@ -128,7 +128,7 @@ def forget_tags(repository, tags, before=None):
     it stays. Returns the names actually removed.
     """
     with transaction.atomic():
-        repo = Repository.objects.filter(name=repository).first()
+        repo = _locked_repository(repository)
         if repo is None:
             return []
         doomed = Tag.objects.filter(_pushed_by(before), repository=repo, name__in=list(tags))
@@ -138,11 +138,19 @@ def forget_tags(repository, tags, before=None):
     return names
 
 
+def _locked_repository(name):
+    """The repository's row, locked for this transaction before any of its tags: every writer
+    of a repository's tags takes the repository first (upsert_tag, the batches), so a portal
+    delete and a notification's upsert cannot each hold what the other waits for (PostgreSQL
+    found that deadlock)."""
+    return Repository.objects.select_for_update().filter(name=name).first()
+
+
 def forget_digest(repository, digest, before=None):
     """Remove every tag of `repository` pointing at `digest` (the registry's DELETE by digest
     does exactly that). Returns the removed tag names, sorted."""
     with transaction.atomic():
-        repo = Repository.objects.filter(name=repository).first()
+        repo = _locked_repository(repository)
         if repo is None:
             return []
         doomed = Tag.objects.filter(_pushed_by(before), repository=repo, digest=digest)

@@ -323,6 +323,8 @@ def apply_repository(name, found, listed_at, refresh=True):
     counts = {"added": 0, "changed": 0, "removed": 0}
     with transaction.atomic():
         repository, created = Repository.objects.get_or_create(name=name)
+        # Its row before its tags, as every writer of tags takes them (index._locked_repository).
+        repository = Repository.objects.select_for_update().get(pk=repository.pk)
         # The first reconcile of a repository cannot know when its tags were pushed.
         first_look = created or (repository.synced_at is None and not repository.tags.exists())
         existing = {tag.name: tag for tag in Tag.objects.filter(repository=repository)}
