@@ -13,7 +13,7 @@ from datetime import UTC
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from . import references, registry
+from . import references, registry, usage
 
 IMAGE_CONFIG_TYPES = frozenset(
     {
@@ -34,11 +34,17 @@ def fetch_details(client, repository, digest, configs=None):
     changes, or re-annotated, share one.
     """
     document = client.get_manifest(repository, digest)
-    return details_from_document(client, repository, document, configs)
+    read = [document]
+    fields = details_from_document(client, repository, document, configs, read=read)
+    # The storage scan needs what each manifest references: these bytes are the stored ones.
+    for manifest in read:
+        usage.remember_manifest(manifest.digest, manifest.raw)
+    return fields
 
 
-def details_from_document(client, repository, document, configs=None):
-    """The Manifest fields for a fetched ManifestDocument (reads its config or children)."""
+def details_from_document(client, repository, document, configs=None, read=None):
+    """The Manifest fields for a fetched ManifestDocument (reads its config or children; each
+    child manifest read is appended to `read` when given)."""
     configs = {} if configs is None else configs
     fields = {
         "media_type": document.media_type,
@@ -48,7 +54,7 @@ def details_from_document(client, repository, document, configs=None):
         "details_fetched_at": timezone.now(),
     }
     if document.is_index:
-        fields.update(_index_details(client, repository, document.data, configs))
+        fields.update(_index_details(client, repository, document.data, configs, read))
     elif "fsLayers" in document.data:
         fields.update(_schema1_details(document.data))
     else:
@@ -89,7 +95,7 @@ def _image_details(client, repository, manifest, configs):
     }
 
 
-def _index_details(client, repository, index, configs):
+def _index_details(client, repository, index, configs, read=None):
     platforms, sizes, created = [], [], []
     for entry in _list(index.get("manifests")):
         if not isinstance(entry, dict):
@@ -105,9 +111,10 @@ def _index_details(client, repository, index, configs):
             "attestation": _ATTESTATION_ANNOTATION in annotations,
         }
         try:
-            details = _image_details(
-                client, repository, client.get_manifest(repository, child["digest"]).data, configs
-            )
+            child_document = client.get_manifest(repository, child["digest"])
+            if read is not None:
+                read.append(child_document)
+            details = _image_details(client, repository, child_document.data, configs)
         except registry.RegistryNotFound:
             child["missing"] = True
         else:

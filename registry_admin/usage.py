@@ -89,6 +89,20 @@ class ManifestReferenceCache:
             batch.delete()
 
 
+def remember_manifest(digest, raw):
+    """Keep what a manifest read through the registry API references, for the storage scan.
+
+    The registry serves a manifest's stored bytes, and the client checks them against the
+    digest, so these are the very bytes the scan would read from storage: a portal that has
+    fetched its images' details (it does for every pushed and reconciled tag) sends its first
+    scan to storage only for the manifests it has not seen (untagged ones, mostly).
+    """
+    raw_digest = storage.digest_bytes(digest)
+    references = storage.packed_references(raw)
+    if raw_digest is not None and references is not None:
+        ManifestReferenceCache().store({raw_digest: references})
+
+
 def _shared_fields(result_class, model):
     """Fields a scan result class and its model share: copied as they are, named once."""
     columns = {field.name for field in model._meta.concrete_fields}

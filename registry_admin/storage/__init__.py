@@ -18,13 +18,14 @@ from .backends import (
     get_backend,
     settings_problems,
 )
-from .layout import V2_PREFIX
+from .layout import V2_PREFIX, digest_bytes
 from .scan import (
     MANIFEST_MAX_BYTES,
     RepositoryUsage,
     ScanResult,
     UntaggedRevision,
     manifest_references,
+    packed_references,
     scan,
 )
 
@@ -41,8 +42,10 @@ __all__ = [
     "azure_credential_problem",
     "backend_kind",
     "configuration_problem",
+    "digest_bytes",
     "get_backend",
     "manifest_references",
+    "packed_references",
     "scan",
     "scan_storage",
     "settings_problems",

@@ -180,6 +180,17 @@ def manifest_references(content):
     return [d for d in descriptors if isinstance(d, str)]
 
 
+def packed_references(content):
+    """What the manifest `content` references, as the cache keeps it (the sha256 digests, 32
+    raw bytes each, concatenated), or None when it is not a manifest."""
+    if len(content) > MANIFEST_MAX_BYTES:
+        return None
+    references = manifest_references(content)
+    if references is None:
+        return None
+    return b"".join(filter(None, map(digest_bytes, references)))
+
+
 class _ManifestReader:
     """Finds what each linked manifest references, and where tags point, while the listing
     goes on.
@@ -253,12 +264,8 @@ class _ManifestReader:
         content = self.read(blob_path(raw_digest), MANIFEST_MAX_BYTES)
         if content is None:
             return None  # the revision links a blob that is gone: GC skips it too
-        if len(content) > MANIFEST_MAX_BYTES:
-            return False
-        references = manifest_references(content)
-        if references is None:
-            return False
-        return b"".join(filter(None, map(digest_bytes, references)))
+        references = packed_references(content)
+        return False if references is None else references
 
     def _fetch_tag(self, path):
         content = self.read(path, 200)

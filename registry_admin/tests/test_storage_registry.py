@@ -222,3 +222,35 @@ def test_a_deleted_image_is_reclaimable_until_garbage_collection(own_registry):
     assert after_gc.manifest_count == 5
     assert first.result["manifests_read"] == 6
     assert run.result["manifests_read"] == 0
+
+
+def test_a_first_scan_after_a_reconcile_reads_no_manifest_the_portal_has_seen(own_registry):
+    """The reconcile reads every tagged manifest through the registry API (checked against its
+    digest) and keeps what each references: the first storage scan then reads none of them
+    from storage, and its figures are those of a scan that read them all."""
+    from registry_admin import reconcile, usage
+    from registry_admin.models import ManifestReferences
+
+    push_images(own_registry)
+    assert reconcile.reconcile(concurrency=2).errors == []
+    # The six manifests: two alpha images, beta, the index and its two children.
+    assert ManifestReferences.objects.count() == 6
+
+    backend = storage.get_backend()
+    reads = []
+
+    def counting_read(path, max_bytes):
+        reads.append(path)
+        return backend.read(path, max_bytes)
+
+    entries = list(backend.list_entries(storage.V2_PREFIX))
+    seeded = storage.scan(entries, counting_read, cache=usage.ManifestReferenceCache())
+    assert [p for p in reads if p.endswith("/data")] == []
+    assert seeded.manifests_read == 0
+
+    ManifestReferences.objects.all().delete()
+    cold = storage.scan(entries, backend.read, cache=usage.ManifestReferenceCache())
+    assert cold.manifests_read == 6
+    assert {k: v for k, v in comparable(seeded).items() if k != "manifests_read"} == {
+        k: v for k, v in comparable(cold).items() if k != "manifests_read"
+    }
