@@ -78,6 +78,14 @@ def ensure_manifest(digest, media_type="", manifest_size=None):
     return manifest
 
 
+def locked_repository(name):
+    """The repository's row, locked for this transaction before any of its tags: every writer
+    of a repository's tags takes the repository first (upsert_tag, the batches), so a portal
+    delete and a notification's upsert cannot each hold what the other waits for (PostgreSQL
+    found that deadlock)."""
+    return Repository.objects.select_for_update().filter(name=name).first()
+
+
 def upsert_tag(repository, tag, digest, pushed_at, media_type="", manifest_size=None):
     """Point `repository:tag` at `digest` (creating the repository and a bare manifest row).
 
@@ -86,10 +94,10 @@ def upsert_tag(repository, tag, digest, pushed_at, media_type="", manifest_size=
     repeated one writes nothing.
     """
     with transaction.atomic():
-        repo, _ = Repository.objects.get_or_create(name=repository)
+        Repository.objects.get_or_create(name=repository)
         # One writer per repository at a time: a notification and a portal action (or two
         # instances) upserting the same tag would otherwise both try to create it on PostgreSQL.
-        repo = Repository.objects.select_for_update().get(pk=repo.pk)
+        repo = locked_repository(repository)
         existing = Tag.objects.filter(repository=repo, name=tag).select_related("manifest").first()
         newer = bool(
             pushed_at
@@ -128,7 +136,7 @@ def forget_tags(repository, tags, before=None):
     it stays. Returns the names actually removed.
     """
     with transaction.atomic():
-        repo = _locked_repository(repository)
+        repo = locked_repository(repository)
         if repo is None:
             return []
         doomed = Tag.objects.filter(_pushed_by(before), repository=repo, name__in=list(tags))
@@ -138,19 +146,11 @@ def forget_tags(repository, tags, before=None):
     return names
 
 
-def _locked_repository(name):
-    """The repository's row, locked for this transaction before any of its tags: every writer
-    of a repository's tags takes the repository first (upsert_tag, the batches), so a portal
-    delete and a notification's upsert cannot each hold what the other waits for (PostgreSQL
-    found that deadlock)."""
-    return Repository.objects.select_for_update().filter(name=name).first()
-
-
 def forget_digest(repository, digest, before=None):
     """Remove every tag of `repository` pointing at `digest` (the registry's DELETE by digest
     does exactly that). Returns the removed tag names, sorted."""
     with transaction.atomic():
-        repo = _locked_repository(repository)
+        repo = locked_repository(repository)
         if repo is None:
             return []
         doomed = Tag.objects.filter(_pushed_by(before), repository=repo, digest=digest)

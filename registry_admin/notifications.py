@@ -43,7 +43,7 @@ from django.utils.dateparse import parse_datetime
 from .audit import clean_text, target_kind
 from .models import AuditEvent, PendingEvent, RejectedDelivery
 from .models.audit import index_new_events
-from .models.batches import batched as batched_items
+from .models.batches import pk_batches
 from .pulls import is_own_read
 
 logger = logging.getLogger(__name__)
@@ -224,8 +224,9 @@ def record(envelope, raw_body=b"", content_type="", remote_addr="", error="", ha
     None); it and any per-event errors are kept as one RejectedDelivery with the raw body.
     With `NOTIFICATIONS_APPLY_DELAY` at 0 the `events_recorded` receivers run in this
     transaction; otherwise the new events are queued (`PendingEvent`) here and `ingest` applies
-    them, and adds them to SQLite's text index, in a batch moments later. `handlers`, when given, replaces the receivers and runs here (a
-    benchmark measures the webhook without the index that way). Database errors propagate.
+    them, and adds them to SQLite's text index, in a batch moments later. `handlers`, when
+    given, replaces the receivers and runs here (a benchmark measures the webhook without the
+    index that way). Database errors propagate.
     """
     events = envelope.events if envelope else []
     errors = ([error] if error else []) + (envelope.errors if envelope else [])
@@ -264,8 +265,8 @@ def record(envelope, raw_body=b"", content_type="", remote_addr="", error="", ha
                 for handler in handlers:
                     handler(stored)
             # Applied here: off the queue SQLite's trigger put them on, in the same transaction.
-            for chunk in batched_items([e.pk for e in stored]):
-                PendingEvent.objects.filter(event_id__in=chunk).delete()
+            for queued in pk_batches(PendingEvent, [e.pk for e in stored]):
+                queued.delete()
             if stored:
                 index_new_events()
     if batched and stored:

@@ -30,11 +30,11 @@ from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, Max, Min, OuterRef, Q, Subquery, Sum, Value
-from django.db.models.functions import Concat
+from django.db.models import Count, Max, Min, OuterRef, Q, Subquery, Sum
 from django.utils import timezone
 
 from .models import AuditEvent, Manifest, PullCount, RepositoryStorage, StorageSnapshot, Tag
+from .models.audit import unindexed
 
 logger = logging.getLogger(__name__)
 
@@ -97,9 +97,7 @@ def classify(event):
         # action and kind compared as expressions: SQLite's planner would otherwise walk every
         # pull of the window in the action index instead of this client's rows in this
         # repository (audit_repo_actor_idx).
-        AuditEvent.objects.alias(
-            action_value=Concat("action", Value("")), kind_value=Concat("kind", Value(""))
-        )
+        AuditEvent.objects.alias(action_value=unindexed("action"), kind_value=unindexed("kind"))
         .filter(
             repository=event.repository,
             actor=event.actor,

@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from . import references, registry
 from .image_details import fetch_details
-from .index import refresh_stats_of
+from .index import locked_repository, refresh_stats_of
 from .models import Manifest, Repository, Tag
 from .models.batches import pk_batches
 from .worker import report_progress
@@ -323,8 +323,8 @@ def apply_repository(name, found, listed_at, refresh=True):
     counts = {"added": 0, "changed": 0, "removed": 0}
     with transaction.atomic():
         repository, created = Repository.objects.get_or_create(name=name)
-        # Its row before its tags, as every writer of tags takes them (index._locked_repository).
-        repository = Repository.objects.select_for_update().get(pk=repository.pk)
+        # Its row before its tags, as every writer of tags takes them.
+        repository = locked_repository(name)
         # The first reconcile of a repository cannot know when its tags were pushed.
         first_look = created or (repository.synced_at is None and not repository.tags.exists())
         existing = {tag.name: tag for tag in Tag.objects.filter(repository=repository)}
