@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from django.core.signals import request_started
+from django.core.signals import request_finished, request_started
 
 from registry_admin import htpasswd as htpasswd_module
 from registry_admin.registry_config import EVENTS_PATH, dump_yaml, local_registry_config
@@ -99,6 +99,8 @@ class RunningRegistry:
 
     def stop(self):
         stop_process(self.process)
+        # Its last deliveries may still be writing in the live server.
+        wait_for_quiet_notifications(quiet=0.1)
 
     def garbage_collect(self, dry_run=False):
         args = [REGISTRY_BINARY, "garbage-collect", str(self.config_path)]
@@ -187,23 +189,46 @@ def registry_server(live_server, tmp_path_factory):
 
 # The registry delivers its notifications to the live server shortly after the request that
 # caused them. A delivery still writing while a transactional test flushes the database makes
-# the flush fail ("database table is locked"), so `registry` waits for them to settle.
+# the flush fail ("database table is locked" on SQLite, a deadlock with TRUNCATE on
+# PostgreSQL), so `registry` waits for them to settle and a stopped registry for the deliveries
+# it left in flight.
 _last_event_delivery = [0.0]
+# The live server's request threads handling a delivery; a thread that ended is not one, even
+# if its request never reached `request_finished` (a client gone mid-response).
+_delivery_threads = set()
+_delivery_lock = threading.Lock()
 
 
 def _note_event_delivery(sender, environ=None, **kwargs):
     if environ and environ.get("PATH_INFO", "").startswith(EVENTS_PATH):
-        _last_event_delivery[0] = time.monotonic()
+        with _delivery_lock:
+            _last_event_delivery[0] = time.monotonic()
+            _delivery_threads.add(threading.current_thread())
+
+
+def _note_delivery_finished(sender, **kwargs):
+    with _delivery_lock:
+        if threading.current_thread() in _delivery_threads:
+            _delivery_threads.discard(threading.current_thread())
+            _last_event_delivery[0] = time.monotonic()
 
 
 request_started.connect(_note_event_delivery, dispatch_uid="oyster-harness-event-deliveries")
+request_finished.connect(_note_delivery_finished, dispatch_uid="oyster-harness-event-finished")
 
 
 def wait_for_quiet_notifications(quiet=0.3, timeout=5.0):
-    """Return once no notification arrived for `quiet` seconds (at most `timeout` seconds)."""
+    """Return once no notification is being handled and none arrived for `quiet` seconds (at
+    most `timeout` seconds)."""
     start = time.monotonic()
     while time.monotonic() - start < timeout:
-        if time.monotonic() - max(start, _last_event_delivery[0]) >= quiet:
+        with _delivery_lock:
+            _delivery_threads.difference_update(
+                [thread for thread in _delivery_threads if not thread.is_alive()]
+            )
+            idle = not _delivery_threads
+            last = _last_event_delivery[0]
+        if idle and time.monotonic() - max(start, last) >= quiet:
             return
         time.sleep(0.05)
 
