@@ -57,10 +57,11 @@ def scan_storage(backend=None, progress=None, cache=None):
     StorageError."""
     backend = backend or get_backend()
     result = scan(
-        backend.list_entries(V2_PREFIX),
+        backend.scan_entries(),
         backend.read,
         progress=progress,
         cache=cache,
         read_concurrency=settings.STORAGE_READ_CONCURRENCY,
+        details=backend.list_entries,
     )
     return backend, result

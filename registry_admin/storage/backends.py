@@ -2,8 +2,10 @@
 
 Two backends share one narrow interface: `list_entries(prefix)` yields `(path, size,
 last_modified)` for every object under `prefix` (paths relative to the registry's root
-directory, last_modified as a POSIX timestamp), `read(path, max_bytes)` returns a small
-object's bytes (None when it is absent) and `blob_size(digest)` a stored blob's size.
+directory, last_modified as a POSIX timestamp), `scan_entries()` the listing the usage scan
+takes (the same, or names only where the scan can do without: see `scan`), `read(path,
+max_bytes)` returns a small object's bytes (None when it is absent) and `blob_size(digest)` a
+stored blob's size.
 `get_backend()` builds the one `STORAGE_BACKEND` names with a plain if/elif: two kinds exist,
 a dotted-path choice would wait for a third.
 
@@ -13,12 +15,14 @@ the page.
 
 import logging
 import os
+import urllib.request
 
+import requests
 from azure.core import exceptions as azure_exceptions
 from azure.storage.blob import ContainerClient, ExponentialRetry
 from django.conf import settings
 
-from .layout import blob_path, digest_bytes
+from .layout import BLOBS, REPOSITORIES, V2_PREFIX, blob_path, digest_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +80,10 @@ class FilesystemStorage:
                 levels.append(iter(self._sorted_items(path, relative)))
             else:
                 yield relative, size, modified
+
+    def scan_entries(self):
+        # A stat per file is cheap here: sizes and times for everything.
+        return self.list_entries(V2_PREFIX)
 
     @staticmethod
     def _sorted_items(directory, relative):
@@ -183,23 +191,22 @@ class AzureStorage:
             ),
         }
         url = account_url or f"https://{account_name}.blob.core.windows.net"
-        try:
+        if self.credential_kind == "key":
+            credential = {"account_name": account_name, "account_key": account_key}
+        elif self.credential_kind == "sas":
+            credential = sas_token.lstrip("?")
+        elif self.credential_kind == "default":
+            credential = _IdentityCredential(token_credential or _default_azure_credential(timeout))
+
+        def client(**environment):
             if self.credential_kind == "connection_string":
-                self.client = ContainerClient.from_connection_string(
-                    connection_string, container, **options
+                return ContainerClient.from_connection_string(
+                    connection_string, container, **options, **environment
                 )
-            elif self.credential_kind == "key":
-                credential = {"account_name": account_name, "account_key": account_key}
-                self.client = ContainerClient(url, container, credential=credential, **options)
-            elif self.credential_kind == "sas":
-                self.client = ContainerClient(
-                    url, container, credential=sas_token.lstrip("?"), **options
-                )
-            else:
-                identity = _IdentityCredential(
-                    token_credential or _default_azure_credential(timeout)
-                )
-                self.client = ContainerClient(url, container, credential=identity, **options)
+            return ContainerClient(url, container, credential=credential, **options, **environment)
+
+        try:
+            self.client = client(**_environment_settings(lambda: client().url))
         except ValueError:
             raise StorageError(
                 "The Azure storage connection string or account URL is malformed: check "
@@ -222,6 +229,28 @@ class AzureStorage:
                 yield blob.name[strip:], blob.size, blob.last_modified.timestamp()
         except azure_exceptions.AzureError as exc:
             raise self._error(exc, "list") from None
+
+    def scan_entries(self):
+        """The repositories by name only, then the blobs with their sizes.
+
+        The SDK turns a page of names into strings for a fifth of the CPU a page of blob
+        properties costs (its generic model deserialisation: 0.09 s against 0.60 s for the
+        same 3,798 paths, bench/README.md), and a scan on a two-core App Service plan is bound
+        by that CPU. Only blobs need their sizes; the scan lists the few directories whose
+        sizes or times it needs (uploads, untagged revisions) with `list_entries`. The
+        repositories come first so that manifest reads run during the blob listing. Nothing
+        else lives under docker/registry/v2/ (distribution's paths.go).
+        """
+        strip = len(self.prefix)
+        pages = self.client.list_blob_names(
+            name_starts_with=self.prefix + REPOSITORIES, results_per_page=AZURE_PAGE_SIZE
+        )
+        try:
+            for name in pages:
+                yield name[strip:], None, None
+        except azure_exceptions.AzureError as exc:
+            raise self._error(exc, "list") from None
+        yield from self.list_entries(BLOBS)
 
     def blob_size(self, digest):
         """The stored size of blob `digest` (sha256:<hex>), or None when it is not stored."""
@@ -321,6 +350,24 @@ class AzureStorage:
                 yield blob.name[strip:], str(getattr(blob.blob_type, "value", blob.blob_type))
         except azure_exceptions.AzureError as exc:
             raise self._error(exc, "list") from None
+
+
+def _environment_settings(endpoint_url):
+    """What requests would read from the environment at every request, read once: the proxy
+    for the storage endpoint (HTTPS_PROXY and the like, NO_PROXY applied) and a CA bundle
+    (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE). With the SDK's default (`use_env_settings`)
+    requests walks the whole environment twice per request, about 0.2 ms of CPU per read with
+    an App Service-sized environment: a tenth of a manifest read's client cost in the scan.
+    `endpoint_url` is called only when a proxy is configured."""
+    found = {"use_env_settings": False}
+    if any(scheme != "no" for scheme in urllib.request.getproxies()):
+        proxies = requests.utils.get_environ_proxies(endpoint_url())
+        if proxies:
+            found["proxies"] = proxies
+    bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+    if bundle:
+        found["connection_verify"] = bundle
+    return found
 
 
 _CREDENTIAL_HINTS = {

@@ -16,6 +16,12 @@ does not know yet. The untagged revisions need what each tag points at: its `cur
 read only when the listing cannot tell (see `_TagRun`). All reads run on one bounded pool
 while the listing goes on.
 
+A listing may give names only (size and time None; Azure's names-only pages cost the SDK a
+fifth of the CPU): only blobs need their sizes to add up, so names do for everything under
+`repositories/` but two things asked for afterwards through `details(prefix)`, a full listing
+of one directory: the uploads of a repository that has some, and the revisions of a
+repository with untagged revisions (their link time is when each was pushed there).
+
 Memory stays flat per blob: digests live in one bytearray (32 bytes each), sizes in an
 array, per-repository links as arrays of blob numbers; no Python object per blob.
 
@@ -43,6 +49,12 @@ BLOBS_LEN, REPOSITORIES_LEN = len(BLOBS), len(REPOSITORIES)
 MANIFEST_MAX_BYTES = 4 * 1024 * 1024
 # Manifest digests looked up in the reference cache (and new ones stored) per query.
 CACHE_BATCH = 500
+# A revision link's time when the listing gave names only (the revision's details tell).
+_UNKNOWN_TIME = -1.0
+# What one more listing request costs, in objects listed with their properties (the SDK's
+# deserialisation, 0.17 ms each, against a request's round trip and overhead): beyond this
+# many objects per directory to detail, one listing of every repository's objects is cheaper.
+DIRECTORY_LISTING_COST = 12
 
 
 @dataclass(frozen=True)
@@ -328,8 +340,18 @@ class _ManifestReader:
                 yield from table.numbers(records[start:position])
 
 
-def scan(entries, read, progress=None, read_concurrency=1, cache=None, progress_every=20000):
-    """Usage figures from one pass over `entries` ((path, size, last_modified) under V2_PREFIX).
+def scan(
+    entries,
+    read,
+    progress=None,
+    read_concurrency=1,
+    cache=None,
+    progress_every=20000,
+    details=None,
+):
+    """Usage figures from one pass over `entries` ((path, size, last_modified) under V2_PREFIX;
+    size and last_modified None for a repository's entries listed by name only, in which case
+    `details(prefix)` must list a directory with them).
 
     `read(path, max_bytes)` fetches a linked manifest or a tag link. `cache`, optional, remembers what
     manifests reference between scans: `lookup([digest]) -> {digest: references}`,
@@ -342,6 +364,9 @@ def scan(entries, read, progress=None, read_concurrency=1, cache=None, progress_
     reader = _ManifestReader(read, read_concurrency, cache)
     try:
         listing.consume(entries, reader, progress, progress_every)
+        if listing.uploads_unlisted:
+            # While the last manifest reads go on.
+            listing.add_upload_details(details, read_concurrency)
         if progress:
             progress(
                 listing.entry_count, None, "Listing done; reading the last manifests and tag links"
@@ -353,7 +378,7 @@ def scan(entries, read, progress=None, read_concurrency=1, cache=None, progress_
         progress(listing.entry_count, listing.entry_count, "Adding up")
     table = _BlobTable(listing.digests, listing.sizes)
     listing.digests = listing.sizes = None
-    return _tally(table, listing, reader, started, reader.tagged)
+    return _tally(table, listing, reader, started, reader.tagged, details, read_concurrency)
 
 
 class _Listing:
@@ -365,12 +390,14 @@ class _Listing:
         self.layer_links, self.revision_links = [], []
         self.revision_times = []
         self.uploads = {}
+        # Repositories whose uploads were listed without sizes (names only).
+        self.uploads_unlisted = set()
         self.entry_count = self.skipped = 0
 
     def consume(self, entries, reader, progress, progress_every):
         # One tight loop with everything in locals: this runs once per stored object.
         digests, sizes, repository_ids = self.digests, self.sizes, self.repository_ids
-        layer_links, revision_links, uploads = self.layer_links, self.revision_links, self.uploads
+        layer_links, revision_links = self.layer_links, self.revision_links
         revision_times = self.revision_times
         tags = _TagRun(reader)
         layer_end, revision_end = len(_LAYER_LINK) + 64, len(_REVISION_LINK) + 64
@@ -413,22 +440,43 @@ class _Listing:
                     skipped += 1
                 else:
                     revision_links[repository] += raw
-                    revision_times[repository].append(modified or 0.0)
+                    revision_times[repository].append(
+                        _UNKNOWN_TIME if modified is None else modified or 0.0
+                    )
                     reader.request(raw)
             elif tail.startswith(_TAG_LINKS):
                 tags.entry(repository, path, len(path) - len(tail) + len(_TAG_LINKS))
             elif tail.startswith(_UPLOADS):
-                key = (repository, tail[len(_UPLOADS) :].split("/", 1)[0])
-                upload = uploads.get(key)
-                if upload is None:
-                    uploads[key] = [size, modified]
+                if size is None:
+                    self.uploads_unlisted.add(repository)
                 else:
-                    upload[0] += size
-                    upload[1] = min(upload[1], modified)
+                    self._add_upload(repository, tail, size, modified)
             # Tag links (_manifests/tags/...) need no counting: GC marks every linked revision.
         tags.finish()
         self.entry_count += count
         self.skipped += skipped
+
+    def _add_upload(self, repository, tail, size, modified):
+        key = (repository, tail[len(_UPLOADS) :].split("/", 1)[0])
+        upload = self.uploads.get(key)
+        if upload is None:
+            self.uploads[key] = [size, modified]
+        else:
+            upload[0] += size
+            upload[1] = min(upload[1], modified)
+
+    def add_upload_details(self, details, concurrency):
+        """Sizes and times of the uploads that were listed by name only."""
+        repositories = {
+            f"{REPOSITORIES}{self.names[r]}/{_UPLOADS}": r for r in self.uploads_unlisted
+        }
+        for prefix, path, size, modified in _detailed(
+            details, sorted(repositories), concurrency, self.entry_count
+        ):
+            if size is not None:
+                tail = path[len(prefix) - len(_UPLOADS) :]
+                self._add_upload(repositories[prefix], tail, size, modified)
+        self.uploads_unlisted = set()
 
     def _new_repository(self, name):
         if name in self.rejected_names:
@@ -532,9 +580,46 @@ def _link_digest(tail, offset, end):
     return _hex_digest(tail[offset:end])
 
 
-def _tally(table, listing, reader, started, tagged=None):
+def _detailed(details, prefixes, concurrency, listed):
+    """(prefix, path, size, modified) of every object under each of `prefixes` (directories
+    of repositories, `<repositories>/<name>/<_uploads/ or revisions>`), through `details`.
+
+    One listing per directory, at most `concurrency` at a time and `4 * concurrency` waiting;
+    or, when there are so many directories that their requests would cost more than listing
+    every repository object with its properties once (`listed`: the objects the scan listed),
+    that one listing, keeping only what is under `prefixes`."""
+    if not prefixes:
+        return
+    if details is None:
+        raise ValueError("a names-only listing needs `details` to list sizes and times")
+    if len(prefixes) * DIRECTORY_LISTING_COST > listed:
+        wanted = set(prefixes)
+        for path, size, modified in details(REPOSITORIES):
+            cut = path.find("/_", REPOSITORIES_LEN) + 1
+            for kind in (_UPLOADS, _REVISION_LINK):
+                if path.startswith(kind, cut) and path[: cut + len(kind)] in wanted:
+                    yield path[: cut + len(kind)], path, size, modified
+        return
+
+    def listing(prefix):
+        return [(prefix, *entry) for entry in details(prefix)]
+
+    if concurrency <= 1 or len(prefixes) == 1:
+        for prefix in prefixes:
+            yield from listing(prefix)
+        return
+    window = 4 * concurrency
+    with ThreadPoolExecutor(concurrency) as pool:
+        for start in range(0, len(prefixes), window):
+            for entries in pool.map(listing, prefixes[start : start + window]):
+                yield from entries
+
+
+def _tally(table, listing, reader, started, tagged=None, details=None, concurrency=1):
     sizes, count = table.sizes, len(table)
-    untagged = _untagged(table, listing, reader, tagged or {})
+    untagged = _untagged(
+        table, listing, reader, tagged or {}, (details, concurrency, listing.entry_count)
+    )
     refcount = array("i", bytes(4 * count))
     # The last repository that counted each blob: dedups a repository's links without a set.
     last_counted = array("i", [-1]) * count
@@ -636,7 +721,7 @@ class _References:
         return bytes(self.records[offset + 4 : offset + 4 + length])
 
 
-def _untagged(table, listing, reader, tagged):
+def _untagged(table, listing, reader, tagged, details_args):
     """UntaggedRevisions, with what removing them all would let the collector free.
 
     Per repository: the revisions minus what its tags reach (a tag's manifest and, for an
@@ -677,6 +762,8 @@ def _untagged(table, listing, reader, tagged):
         found.extend((name, d, revisions[d], d in children) for d in lost)
     if not found:
         return []
+    if any(item[2] == _UNKNOWN_TIME for item in found):
+        found = _with_link_times(found, *details_args)
     # Listing order must not change the figures: parents first, then by name and digest.
     found.sort(key=lambda item: (item[0], item[3], item[1]))
     kept = bytearray(len(table))
@@ -701,6 +788,30 @@ def _untagged(table, listing, reader, tagged):
             UntaggedRevision(name, "sha256:" + digest.hex(), linked_at or None, total, is_child)
         )
     return result
+
+
+def _with_link_times(found, details, concurrency, listed):
+    """`found` with the link time of each revision the listing gave by name only (None when
+    the link went in the meantime)."""
+    names = {
+        f"{REPOSITORIES}{name}/{_REVISION_LINK}": name
+        for name, _, linked_at, _ in found
+        if linked_at == _UNKNOWN_TIME
+    }
+    times = {}
+    for prefix, path, _, modified in _detailed(details, sorted(names), concurrency, listed):
+        raw = _link_digest(path, len(prefix), len(prefix) + 64)
+        if raw is not None and modified is not None:
+            times[names[prefix], raw] = modified
+    return [
+        (
+            name,
+            digest,
+            times.get((name, digest)) if linked_at == _UNKNOWN_TIME else linked_at,
+            child,
+        )
+        for name, digest, linked_at, child in found
+    ]
 
 
 def _repository_usage(name, numbers, manifests, sizes, refcount, marked):

@@ -3,11 +3,14 @@ walk, the manifest-reference cache, and the Azure backend against Azurite (real 
 
 import json
 import os
+import sys
+import time
 
 import pytest
 
 from registry_admin import storage, usage
 from registry_admin.models import ManifestReferences
+from registry_admin.tests.harness import free_port
 from registry_admin.tests.storage_trees import (
     DictCache,
     StorageTree,
@@ -450,3 +453,155 @@ def test_azure_listing_goes_page_by_page_in_order_and_reports_a_failure(tree, az
         container.delete_container()  # page 2 has not been asked for yet
         with pytest.raises(storage.StorageError, match="does not exist"):
             list(entries)
+
+
+def names_only(entries):
+    """A listing like Azure's scan listing: a repository's entries without size or time."""
+    for path, size, modified in entries:
+        if path.startswith(f"{V2}/repositories/"):
+            yield path, None, None
+        else:
+            yield path, size, modified
+
+
+def registry_with_untagged_revisions_and_uploads(tree):
+    tree.image("app", [b"a"], tag="v1")
+    old, _, _ = tree.image("app", [b"old"], tag="latest")
+    new, _, _ = tree.image("app", [b"new"])
+    move_tag(tree, "app", "latest", new)
+    tree.image("app", [b"never tagged"])
+    tree.image("tool", [b"t"], tag="stable")
+    tree.image("quiet", [b"q"], tag="v1")
+    tree.upload("tool", b"u" * 100)
+    tree.upload("tool", b"v" * 7)
+    old_link = tree.root / f"{V2}/repositories/app/_manifests/revisions/sha256/{old}/link"
+    os.utime(old_link, (1_600_000_000, 1_600_000_000))
+    return old
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_names_only_listing_gives_the_figures_of_a_full_one(tree, concurrency):
+    """Sizes and times are listed only where they are needed (a repository's uploads, the
+    revisions of one with untagged revisions), and the figures are those of a full listing."""
+    old = registry_with_untagged_revisions_and_uploads(tree)
+    backend = storage.FilesystemStorage(tree.root)
+    detailed = []
+
+    def details(prefix):
+        detailed.append(prefix)
+        return backend.list_entries(prefix)
+
+    full = storage.scan(backend.list_entries(storage.V2_PREFIX), backend.read)
+    names = storage.scan(
+        names_only(backend.list_entries(storage.V2_PREFIX)),
+        backend.read,
+        read_concurrency=concurrency,
+        details=details,
+    )
+
+    assert names.as_dict() | {"duration_seconds": 0} == full.as_dict() | {"duration_seconds": 0}
+    assert sorted(detailed) == [
+        f"{V2}/repositories/app/_manifests/revisions/sha256/",
+        f"{V2}/repositories/tool/_uploads/",
+    ]
+    assert len(full.untagged) == 2 and all(u.linked_at for u in full.untagged)
+    assert {u.digest: u.linked_at for u in names.untagged}[f"sha256:{old}"] == 1_600_000_000
+    assert (names.upload_count, names.upload_bytes) == (2, 107 + 2 * len(b"2026-01-01T00:00:00Z"))
+
+
+def test_a_revision_gone_before_its_details_has_no_link_time(tree):
+    """Removed between the listing and the details listing: no time, never a made-up one (an
+    untagged revision without a time is never old enough for a retention rule)."""
+    old = registry_with_untagged_revisions_and_uploads(tree)
+    backend = storage.FilesystemStorage(tree.root)
+    entries = list(names_only(backend.list_entries(storage.V2_PREFIX)))
+    tree.unlink_revision("app", old)
+
+    result = storage.scan(iter(entries), backend.read, details=backend.list_entries)
+
+    assert {u.digest: u.linked_at for u in result.untagged}[f"sha256:{old}"] is None
+
+
+def test_a_names_only_listing_without_details_is_refused(tree):
+    registry_with_untagged_revisions_and_uploads(tree)
+    backend = storage.FilesystemStorage(tree.root)
+    with pytest.raises(ValueError, match="details"):
+        storage.scan(names_only(backend.list_entries(storage.V2_PREFIX)), backend.read)
+
+
+def test_azure_scans_by_names_and_gives_the_filesystem_figures(tree, azurite, settings):
+    """Against Azurite: the scan's listing names the repositories' objects and sizes only the
+    blobs; the figures are the filesystem backend's on the same tree, link times included
+    (Azure's own: the upload time)."""
+    registry_with_untagged_revisions_and_uploads(tree)
+    container = azurite_container(azurite)
+    started = time.time()
+    upload_tree(container, tree.root, prefix="root/")
+    azure_settings(settings, azurite, container.container_name, root_directory="root")
+    on_disk = storage.FilesystemStorage(tree.root)
+
+    listed = list(storage.get_backend().scan_entries())
+    _, azure = storage.scan_storage()
+    local = storage.scan(on_disk.list_entries(storage.V2_PREFIX), on_disk.read)
+
+    repositories = [e for e in listed if e[0].startswith(f"{V2}/repositories/")]
+    blobs = [e for e in listed if e[0].startswith(f"{V2}/blobs/")]
+    assert len(repositories) + len(blobs) == len(listed) == local.entry_count
+    assert {(size, modified) for _, size, modified in repositories} == {(None, None)}
+    assert all(size is not None for _, size, _ in blobs)
+
+    def without_times(result):
+        figures = result.as_dict() | {"duration_seconds": 0, "oldest_upload_started": 0}
+        figures["untagged"] = [u | {"linked_at": 0} for u in figures["untagged"]]
+        return figures
+
+    assert without_times(azure) == without_times(local)
+    assert len(azure.untagged) == 2
+    assert all(started - 60 < u.linked_at < time.time() + 60 for u in azure.untagged)
+    assert started - 60 < azure.oldest_upload_started < time.time() + 60
+
+
+def test_azure_keeps_the_environment_proxy_settings(tree, azurite, settings, monkeypatch):
+    """The client reads requests' environment settings once instead of at every request: a
+    proxy in HTTP_PROXY is still used (one that does not answer fails the listing) and
+    NO_PROXY still exempts the storage endpoint."""
+    tree.image("app", [b"layer"], tag="v1")
+    container = azurite_container(azurite)
+    upload_tree(container, tree.root)
+    azure_settings(settings, azurite, container.container_name, STORAGE_TIMEOUT=2)
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert list(storage.get_backend().list_entries(storage.V2_PREFIX))
+
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{free_port()}")
+    with pytest.raises(storage.StorageError, match="Could not connect"):
+        list(storage.get_backend().list_entries(storage.V2_PREFIX))
+
+    monkeypatch.setenv("NO_PROXY", "localhost,127.0.0.1")
+    assert list(storage.get_backend().list_entries(storage.V2_PREFIX))
+
+
+def test_many_directories_to_detail_take_one_listing_of_the_repositories(tree, monkeypatch):
+    """With more directories to detail than a listing request is worth, one listing of every
+    repository's objects replaces them (never much dearer than listing with sizes at once)."""
+    registry_with_untagged_revisions_and_uploads(tree)
+    backend = storage.FilesystemStorage(tree.root)
+    detailed = []
+
+    def details(prefix):
+        detailed.append(prefix)
+        return backend.list_entries(prefix)
+
+    full = storage.scan(backend.list_entries(storage.V2_PREFIX), backend.read)
+    # The module, not the `scan` function the package exports under the same name.
+    scan_module = sys.modules["registry_admin.storage.scan"]
+    monkeypatch.setattr(scan_module, "DIRECTORY_LISTING_COST", 10**6)
+    names = storage.scan(
+        names_only(backend.list_entries(storage.V2_PREFIX)),
+        backend.read,
+        read_concurrency=4,
+        details=details,
+    )
+
+    assert names.as_dict() | {"duration_seconds": 0} == full.as_dict() | {"duration_seconds": 0}
+    assert detailed == [f"{V2}/repositories/", f"{V2}/repositories/"]  # uploads, then times
