@@ -21,7 +21,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import activity
+from . import activity, pulls
 from .models import AuditEvent, RejectedDelivery
 
 logger = logging.getLogger(__name__)
@@ -112,8 +112,10 @@ def prune_audit_events(run=None, days=None, batch_size=PRUNE_BATCH, actor=""):
     deleted, the pruning itself is recorded in the trail.
     """
     days = settings.AUDIT_RETENTION_DAYS if days is None else days
+    # Pull counters older than their 30-day window fold into one row each, retention or not.
+    folded = pulls.compact()
     if days <= 0:
-        return {"deleted": 0, "rejected_deleted": 0, "disabled": True}
+        return {"deleted": 0, "rejected_deleted": 0, "disabled": True, "pull_rows_folded": folded}
     cutoff = timezone.now() - timedelta(days=days)
     old = AuditEvent.objects.filter(timestamp__lt=cutoff)
     deleted = 0
@@ -142,7 +144,7 @@ def prune_audit_events(run=None, days=None, batch_size=PRUNE_BATCH, actor=""):
         actor = actor or (getattr(run, "requested_by", "") if run else "") or "system"
         record_portal_action(actor, AUDIT_PRUNED, detail={**summary, "days": days})
         logger.info("pruned %d audit events and %d rejected deliveries", deleted, rejected)
-    return summary
+    return summary | {"pull_rows_folded": folded}
 
 
 def _report(run, deleted):

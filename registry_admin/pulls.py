@@ -279,6 +279,50 @@ def _lock_counters():
         PullCount.objects.filter(pk=-1).delete()
 
 
+def compact(now=None):
+    """Fold the counter rows of days before the "last 30 days" window into one row per scope,
+    repository, tag or digest, and user: the newest of those days keeps the sum of their pulls
+    and the latest pull time. Every figure the pages and retention read stays the same (last
+    pull, pulls in 30 days, a puller's total, distinct pullers); the table stops growing with
+    time (a row per active puller and day otherwise). Returns how many rows went.
+
+    One repository per transaction, with the counters locked as in `rebuild()`, so a late
+    event that bumps an old day's row meanwhile is not lost (it is folded next time).
+    """
+    cutoff = recent_since(now)
+    groups = (
+        PullCount.objects.filter(day__lt=cutoff)
+        .values("scope", "repository", "ref", "actor")
+        .annotate(rows=Count("id"))
+        .filter(rows__gt=1)
+    )
+    repositories = sorted({group["repository"] for group in groups.iterator()})
+    removed = 0
+    for repository in repositories:
+        with transaction.atomic():
+            _lock_counters()
+            folded = {}
+            for row in PullCount.objects.filter(repository=repository, day__lt=cutoff).order_by(
+                "-day"
+            ):
+                key = (row.scope, row.ref, row.actor)
+                kept = folded.get(key)
+                if kept is None:
+                    folded[key] = [row, []]  # the newest day first: it stays
+                else:
+                    kept[1].append(row)
+            for kept, others in folded.values():
+                if not others:
+                    continue
+                kept.pulls += sum(other.pulls for other in others)
+                kept.last_pulled_at = max(
+                    [kept.last_pulled_at, *(other.last_pulled_at for other in others)]
+                )
+                kept.save(update_fields=["pulls", "last_pulled_at"])
+                removed += PullCount.objects.filter(pk__in=[o.pk for o in others]).delete()[0]
+    return removed
+
+
 def snapshot_counters():
     """Every counter as {key: (pulls, last_pulled_at)}: what tests and the command compare."""
     return {

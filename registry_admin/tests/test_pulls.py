@@ -465,3 +465,68 @@ def test_the_look_back_reads_only_this_clients_rows_in_the_repository():
             cursor.execute("EXPLAIN " + look_back)
             plan = " ".join(row[0] for row in cursor.fetchall())
     assert "audit_repo_actor_idx" in plan, plan
+
+
+def test_compaction_folds_old_days_and_every_figure_stays():
+    """Days before the 30-day window fold into one row per image and user: the pages' figures
+    (last pull, pulls in 30 days, a puller's total, distinct pullers) and retention's verdict
+    are the same before and after; the window's days are untouched."""
+    now = timezone.now()
+    deliver(
+        *(event(when=now - timedelta(days=days)) for days in (40, 41, 60, 200)),
+        *(event(when=now - timedelta(days=days), actor="carol") for days in (35, 90)),
+        event(when=now - timedelta(days=45), actor="dave"),
+        *(event(when=now - timedelta(days=days)) for days in (1, 2)),
+        event(when=now - timedelta(days=3), actor="carol"),
+        event(repository="team/other", when=now - timedelta(days=50)),
+        event(repository="team/other", when=now - timedelta(days=51)),
+    )
+
+    def figures():
+        return (
+            pulls.stats(pulls.Scope.TAG, "team/app", ["v1"]),
+            pulls.stats(pulls.Scope.DIGEST, "team/app", [D1]),
+            pulls.stats(pulls.Scope.REPOSITORY, repositories=["team/app", "team/other"]),
+            pulls.pullers("team/app", "v1"),
+            pulls.last_pull_verdict("team/app", 20, now=now)("v1", D1),
+            pulls.last_pull_verdict("team/other", 20, now=now)("v1", D1),
+        )
+
+    def rows(**where):
+        return PullCount.objects.filter(**where).count()
+
+    before = figures()
+    recent = rows(day__gte=pulls.recent_since(now))
+    # Three scopes (repository, tag, digest) x (bob: 4 old days, carol: 2, dave: 1), other: 2.
+    assert rows(day__lt=pulls.recent_since(now)) == 3 * (4 + 2 + 1 + 2)
+
+    removed = pulls.compact(now)
+
+    assert removed == 3 * (3 + 1 + 0 + 1)
+    assert figures() == before
+    assert rows(day__gte=pulls.recent_since(now)) == recent
+    assert rows(day__lt=pulls.recent_since(now)) == 3 * 4  # one per scope and user
+    bob = PullCount.objects.get(
+        scope=pulls.Scope.TAG, repository="team/app", actor="bob", day__lt=pulls.recent_since()
+    )
+    assert bob.pulls == 4 and bob.day == (now - timedelta(days=40)).astimezone(UTC).date()
+    assert pulls.compact(now) == 0
+
+    # A late event for an old day makes a second old row; the next compaction folds it.
+    deliver(event(when=now - timedelta(days=300), actor="dave"))
+    assert pulls.compact(now) == 3
+    assert [p.pulls for p in pulls.pullers("team/app", "v1") if p.actor == "dave"] == [2]
+
+
+def test_the_prune_job_compacts_the_counters_even_when_retention_is_off(settings):
+    from registry_admin import audit
+
+    now = timezone.now()
+    deliver(*(event(when=now - timedelta(days=days)) for days in (40, 50)))
+    settings.AUDIT_RETENTION_DAYS = 0
+    assert audit.prune_audit_events()["pull_rows_folded"] == 3
+    out = StringIO()
+    deliver(event(when=now - timedelta(days=60)))
+    call_command("prune_audit", "--days", "0", stdout=out)
+    assert "Folded 3 pull counter rows" in out.getvalue()
+    assert "no audit event is pruned" in out.getvalue()

@@ -30,9 +30,13 @@ class Command(BaseCommand):
             days=days, batch_size=options["batch_size"], actor="manage.py prune_audit"
         )
         if result.get("disabled"):
-            self.stdout.write("Retention is 0 days: nothing is pruned.")
-            return
+            self.stdout.write("Retention is 0 days: no audit event is pruned.")
+        else:
+            self.stdout.write(
+                f"Deleted {result['deleted']} audit events and {result['rejected_deleted']} "
+                f"rejected deliveries older than {result['cutoff']} ({days} days)."
+            )
         self.stdout.write(
-            f"Deleted {result['deleted']} audit events and {result['rejected_deleted']} rejected "
-            f"deliveries older than {result['cutoff']} ({days} days)."
+            f"Folded {result['pull_rows_folded']} pull counter rows older than 30 days into "
+            "one row per image and user."
         )
