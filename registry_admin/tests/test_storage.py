@@ -479,11 +479,9 @@ def registry_with_untagged_revisions_and_uploads(tree):
     return old
 
 
-@pytest.mark.parametrize("concurrency", [1, 4])
-def test_a_names_only_listing_gives_the_figures_of_a_full_one(tree, concurrency):
-    """Sizes and times are listed only where they are needed (a repository's uploads, the
-    revisions of one with untagged revisions), and the figures are those of a full listing."""
-    old = registry_with_untagged_revisions_and_uploads(tree)
+def scans_full_and_by_name(tree, concurrency):
+    """`tree` scanned from a full listing and from a names-only one, and the directories the
+    latter listed with sizes and times."""
     backend = storage.FilesystemStorage(tree.root)
     detailed = []
 
@@ -498,6 +496,15 @@ def test_a_names_only_listing_gives_the_figures_of_a_full_one(tree, concurrency)
         read_concurrency=concurrency,
         details=details,
     )
+    return full, names, detailed
+
+
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_names_only_listing_gives_the_figures_of_a_full_one(tree, concurrency):
+    """Sizes and times are listed only where they are needed (a repository's uploads, the
+    revisions of one with untagged revisions), and the figures are those of a full listing."""
+    old = registry_with_untagged_revisions_and_uploads(tree)
+    full, names, detailed = scans_full_and_by_name(tree, concurrency)
 
     assert names.as_dict() | {"duration_seconds": 0} == full.as_dict() | {"duration_seconds": 0}
     assert sorted(detailed) == [
@@ -585,23 +592,10 @@ def test_many_directories_to_detail_take_one_listing_of_the_repositories(tree, m
     """With more directories to detail than a listing request is worth, one listing of every
     repository's objects replaces them (never much dearer than listing with sizes at once)."""
     registry_with_untagged_revisions_and_uploads(tree)
-    backend = storage.FilesystemStorage(tree.root)
-    detailed = []
-
-    def details(prefix):
-        detailed.append(prefix)
-        return backend.list_entries(prefix)
-
-    full = storage.scan(backend.list_entries(storage.V2_PREFIX), backend.read)
     # The module, not the `scan` function the package exports under the same name.
     scan_module = sys.modules["registry_admin.storage.scan"]
     monkeypatch.setattr(scan_module, "DIRECTORY_LISTING_COST", 10**6)
-    names = storage.scan(
-        names_only(backend.list_entries(storage.V2_PREFIX)),
-        backend.read,
-        read_concurrency=4,
-        details=details,
-    )
+    full, names, detailed = scans_full_and_by_name(tree, concurrency=4)
 
     assert names.as_dict() | {"duration_seconds": 0} == full.as_dict() | {"duration_seconds": 0}
     assert detailed == [f"{V2}/repositories/", f"{V2}/repositories/"]  # uploads, then times
