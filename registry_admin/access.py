@@ -48,6 +48,7 @@ ACCESS_REVOKED = "access.revoked"
 GROUP_CHANGED = "access.group_changed"
 ROBOT_CREATED = "robot.created"
 ROBOT_DELETED = "robot.deleted"
+ROBOT_EXPIRED = "robot.expired"
 TOKEN_REFUSED = "token.refused"
 
 ROBOT_PREFIX = "robot-"
@@ -367,6 +368,37 @@ def create_robot(actor, name, days, description=""):
         )
         htpasswd.add_user(username, password, rounds=settings.HTPASSWD_SERVICE_BCRYPT_ROUNDS)
     return robot, password
+
+
+def disable_expired_robots(now=None):
+    """Remove the htpasswd line of every robot past its expiry; the usernames removed.
+
+    The token endpoint refuses an expired robot by itself, but in htpasswd mode the registry
+    reads the file and knows nothing of expiry: without its line it refuses the robot (and
+    picks the change up without a restart). The robot stays listed, as expired, until an admin
+    deletes it. The worker calls this with each heartbeat; a failure is logged and retried at
+    the next one.
+    """
+    expired = list(
+        RobotAccount.objects.filter(expires_at__lte=now or timezone.now()).values_list(
+            "username", flat=True
+        )
+    )
+    if not expired:
+        return []
+    present = htpasswd.read_users()
+    removed = []
+    for username in expired:
+        if present.get(username) is None:
+            continue
+        try:
+            htpasswd.delete_user(username)
+        except htpasswd.CredentialsError:
+            continue  # another worker removed it first
+        audit.record_portal_action("system", ROBOT_EXPIRED, detail={"registry_user": username})
+        logger.info("robot account %s expired: removed from the htpasswd file", username)
+        removed.append(username)
+    return removed
 
 
 def delete_robot(actor, username):

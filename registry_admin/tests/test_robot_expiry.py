@@ -1,0 +1,92 @@
+"""Robot accounts expire in htpasswd mode too: the worker removes an expired robot's line from
+the htpasswd file, so the registry itself refuses it (checked with skopeo on the real one)."""
+
+import uuid
+from datetime import timedelta
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.utils import timezone
+
+from registry_admin import access, htpasswd
+from registry_admin.models import AuditEvent, RobotAccount
+
+from .images import build_image, write_oci_layout
+
+
+def expire(username):
+    RobotAccount.objects.filter(username=username).update(
+        expires_at=timezone.now() - timedelta(seconds=1)
+    )
+
+
+@pytest.mark.django_db
+def test_only_expired_robots_lose_their_password_and_stay_listed(settings, tmp_path):
+    settings.HTPASSWD_PATH = str(tmp_path / "htpasswd")
+    htpasswd.add_user("person", "a-long-enough-password", rounds=4)
+    old, _ = access.create_robot("admin", "old", 1)
+    fresh, _ = access.create_robot("admin", "fresh", 30)
+    expire(old.username)
+
+    assert access.disable_expired_robots() == [old.username]
+
+    users = htpasswd.read_users()
+    assert users.get(old.username) is None
+    assert users.get(fresh.username) is not None and users.get("person") is not None
+    assert RobotAccount.objects.filter(username=old.username).exists()  # listed, as expired
+    record = AuditEvent.objects.get(action=access.ROBOT_EXPIRED)
+    assert (record.actor, record.source) == ("system", "portal")
+    assert old.username in record.raw
+    assert access.disable_expired_robots() == []  # nothing left to remove, nothing recorded
+    assert AuditEvent.objects.filter(action=access.ROBOT_EXPIRED).count() == 1
+    access.delete_robot("admin", old.username)  # its line is gone already: still deletable
+    assert not RobotAccount.objects.filter(username=old.username).exists()
+
+
+@pytest.mark.django_db
+def test_the_worker_disables_expired_robots_with_its_heartbeat(settings, tmp_path):
+    settings.HTPASSWD_PATH = str(tmp_path / "htpasswd")
+    robot, _ = access.create_robot("admin", "nightly", 1)
+    expire(robot.username)
+    call_command("run_worker", "--once", stdout=StringIO())
+    assert htpasswd.read_users().get(robot.username) is None
+
+
+@pytest.mark.django_db
+def test_an_unreadable_htpasswd_file_only_logs_and_the_next_beat_retries(
+    settings, tmp_path, caplog
+):
+    from registry_admin.management.commands.run_worker import Command
+
+    settings.HTPASSWD_PATH = str(tmp_path / "htpasswd")
+    robot, _ = access.create_robot("admin", "nightly", 1)
+    expire(robot.username)
+    settings.HTPASSWD_PATH = str(tmp_path)  # a directory: reading it fails
+    beat = Command()
+    beat.started_at = timezone.now()
+
+    beat._beat()
+
+    assert "could not disable expired robot accounts yet" in caplog.text
+    settings.HTPASSWD_PATH = str(tmp_path / "htpasswd")
+    beat._beat()
+    assert htpasswd.read_users().get(robot.username) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_registry_refuses_a_robot_once_it_expired(registry, skopeo, tmp_path):
+    robot, password = access.create_robot("admin", f"ci-{uuid.uuid4().hex[:6]}", 1)
+    repo = f"robots-{uuid.uuid4().hex[:8]}/app"
+    write_oci_layout(tmp_path / "layout", build_image(), "v1")
+    pushed = skopeo.copy_to_registry(tmp_path / "layout", "v1", repo, robot.username, password)
+    assert pushed.returncode == 0, pushed.stderr
+
+    expire(robot.username)
+    assert access.disable_expired_robots() == [robot.username]
+
+    refused = skopeo.inspect(repo, "v1", robot.username, password)
+    assert refused.returncode != 0
+    assert "unauthorized" in refused.stderr.lower() or "401" in refused.stderr
+    again = skopeo.copy_to_registry(tmp_path / "layout", "v1", repo, robot.username, password)
+    assert again.returncode != 0
