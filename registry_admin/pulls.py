@@ -27,6 +27,7 @@ import logging
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from itertools import groupby
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -35,6 +36,7 @@ from django.utils import timezone
 
 from .models import AuditEvent, Manifest, PullCount, RepositoryStorage, StorageSnapshot, Tag
 from .models.audit import unindexed
+from .models.batches import pk_batches
 
 logger = logging.getLogger(__name__)
 
@@ -301,25 +303,20 @@ def compact(now=None):
     for repository in repositories:
         with transaction.atomic():
             _lock_counters()
-            folded = {}
-            for row in PullCount.objects.filter(repository=repository, day__lt=cutoff).order_by(
-                "-day"
-            ):
-                key = (row.scope, row.ref, row.actor)
-                kept = folded.get(key)
-                if kept is None:
-                    folded[key] = [row, []]  # the newest day first: it stays
-                else:
-                    kept[1].append(row)
-            for kept, others in folded.values():
+            rows = PullCount.objects.filter(repository=repository, day__lt=cutoff).order_by(
+                "scope", "ref", "actor", "-day"
+            )
+            gone = []
+            for _, group in groupby(rows, key=lambda row: (row.scope, row.ref, row.actor)):
+                kept, *others = group  # the newest day stays
                 if not others:
                     continue
                 kept.pulls += sum(other.pulls for other in others)
-                kept.last_pulled_at = max(
-                    [kept.last_pulled_at, *(other.last_pulled_at for other in others)]
-                )
+                kept.last_pulled_at = max(row.last_pulled_at for row in (kept, *others))
                 kept.save(update_fields=["pulls", "last_pulled_at"])
-                removed += PullCount.objects.filter(pk__in=[o.pk for o in others]).delete()[0]
+                gone += [other.pk for other in others]
+            for batch in pk_batches(PullCount, gone):
+                removed += batch.delete()[0]
     return removed
 
 

@@ -219,16 +219,21 @@ class AzureStorage:
         base = self.client.primary_endpoint.split("?", 1)[0].rstrip("/")
         return base + ("/" + self.prefix.rstrip("/") if self.prefix else "")
 
-    def list_entries(self, prefix):
+    def _listing(self, list_method, prefix):
+        """(path relative to the root directory, item) of every object under `prefix`, as
+        `list_method` (the container's `list_blobs` or `list_blob_names`) gives them, page by
+        page; a failure is a StorageError."""
         strip = len(self.prefix)
-        pages = self.client.list_blobs(
-            name_starts_with=self.prefix + prefix, results_per_page=AZURE_PAGE_SIZE
-        )
+        pages = list_method(name_starts_with=self.prefix + prefix, results_per_page=AZURE_PAGE_SIZE)
         try:
-            for blob in pages:
-                yield blob.name[strip:], blob.size, blob.last_modified.timestamp()
+            for item in pages:
+                yield (item if isinstance(item, str) else item.name)[strip:], item
         except azure_exceptions.AzureError as exc:
             raise self._error(exc, "list") from None
+
+    def list_entries(self, prefix):
+        for path, blob in self._listing(self.client.list_blobs, prefix):
+            yield path, blob.size, blob.last_modified.timestamp()
 
     def scan_entries(self):
         """The repositories by name only, then the blobs with their sizes.
@@ -241,15 +246,8 @@ class AzureStorage:
         repositories come first so that manifest reads run during the blob listing. Nothing
         else lives under docker/registry/v2/ (distribution's paths.go).
         """
-        strip = len(self.prefix)
-        pages = self.client.list_blob_names(
-            name_starts_with=self.prefix + REPOSITORIES, results_per_page=AZURE_PAGE_SIZE
-        )
-        try:
-            for name in pages:
-                yield name[strip:], None, None
-        except azure_exceptions.AzureError as exc:
-            raise self._error(exc, "list") from None
+        for path, _ in self._listing(self.client.list_blob_names, REPOSITORIES):
+            yield path, None, None
         yield from self.list_entries(BLOBS)
 
     def blob_size(self, digest):
@@ -341,15 +339,8 @@ class AzureStorage:
 
         Only the registry upgrade check needs this (the scan does not care how a blob is
         stored); same listing, same errors as `list_entries`."""
-        strip = len(self.prefix)
-        pages = self.client.list_blobs(
-            name_starts_with=self.prefix + prefix, results_per_page=AZURE_PAGE_SIZE
-        )
-        try:
-            for blob in pages:
-                yield blob.name[strip:], str(getattr(blob.blob_type, "value", blob.blob_type))
-        except azure_exceptions.AzureError as exc:
-            raise self._error(exc, "list") from None
+        for path, blob in self._listing(self.client.list_blobs, prefix):
+            yield path, str(getattr(blob.blob_type, "value", blob.blob_type))
 
 
 def _environment_settings(endpoint_url):

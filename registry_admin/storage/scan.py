@@ -364,9 +364,13 @@ def scan(
     reader = _ManifestReader(read, read_concurrency, cache)
     try:
         listing.consume(entries, reader, progress, progress_every)
+
+        def detailed(prefixes):
+            return _detailed(details, prefixes, read_concurrency, listing.entry_count)
+
         if listing.uploads_unlisted:
             # While the last manifest reads go on.
-            listing.add_upload_details(details, read_concurrency)
+            listing.add_upload_details(detailed)
         if progress:
             progress(
                 listing.entry_count, None, "Listing done; reading the last manifests and tag links"
@@ -378,7 +382,7 @@ def scan(
         progress(listing.entry_count, listing.entry_count, "Adding up")
     table = _BlobTable(listing.digests, listing.sizes)
     listing.digests = listing.sizes = None
-    return _tally(table, listing, reader, started, reader.tagged, details, read_concurrency)
+    return _tally(table, listing, reader, started, reader.tagged, detailed)
 
 
 class _Listing:
@@ -465,14 +469,13 @@ class _Listing:
             upload[0] += size
             upload[1] = min(upload[1], modified)
 
-    def add_upload_details(self, details, concurrency):
-        """Sizes and times of the uploads that were listed by name only."""
+    def add_upload_details(self, detailed):
+        """Sizes and times of the uploads that were listed by name only (`detailed`: see
+        `_detailed`)."""
         repositories = {
             f"{REPOSITORIES}{self.names[r]}/{_UPLOADS}": r for r in self.uploads_unlisted
         }
-        for prefix, path, size, modified in _detailed(
-            details, sorted(repositories), concurrency, self.entry_count
-        ):
+        for prefix, path, size, modified in detailed(sorted(repositories)):
             if size is not None:
                 tail = path[len(prefix) - len(_UPLOADS) :]
                 self._add_upload(repositories[prefix], tail, size, modified)
@@ -615,11 +618,9 @@ def _detailed(details, prefixes, concurrency, listed):
                 yield from entries
 
 
-def _tally(table, listing, reader, started, tagged=None, details=None, concurrency=1):
+def _tally(table, listing, reader, started, tagged, detailed):
     sizes, count = table.sizes, len(table)
-    untagged = _untagged(
-        table, listing, reader, tagged or {}, (details, concurrency, listing.entry_count)
-    )
+    untagged = _untagged(table, listing, reader, tagged, detailed)
     refcount = array("i", bytes(4 * count))
     # The last repository that counted each blob: dedups a repository's links without a set.
     last_counted = array("i", [-1]) * count
@@ -721,7 +722,7 @@ class _References:
         return bytes(self.records[offset + 4 : offset + 4 + length])
 
 
-def _untagged(table, listing, reader, tagged, details_args):
+def _untagged(table, listing, reader, tagged, detailed):
     """UntaggedRevisions, with what removing them all would let the collector free.
 
     Per repository: the revisions minus what its tags reach (a tag's manifest and, for an
@@ -763,7 +764,7 @@ def _untagged(table, listing, reader, tagged, details_args):
     if not found:
         return []
     if any(item[2] == _UNKNOWN_TIME for item in found):
-        found = _with_link_times(found, *details_args)
+        found = _with_link_times(found, detailed)
     # Listing order must not change the figures: parents first, then by name and digest.
     found.sort(key=lambda item: (item[0], item[3], item[1]))
     kept = bytearray(len(table))
@@ -790,7 +791,7 @@ def _untagged(table, listing, reader, tagged, details_args):
     return result
 
 
-def _with_link_times(found, details, concurrency, listed):
+def _with_link_times(found, detailed):
     """`found` with the link time of each revision the listing gave by name only (None when
     the link went in the meantime)."""
     names = {
@@ -799,7 +800,7 @@ def _with_link_times(found, details, concurrency, listed):
         if linked_at == _UNKNOWN_TIME
     }
     times = {}
-    for prefix, path, _, modified in _detailed(details, sorted(names), concurrency, listed):
+    for prefix, path, _, modified in detailed(sorted(names)):
         raw = _link_digest(path, len(prefix), len(prefix) + 64)
         if raw is not None and modified is not None:
             times[names[prefix], raw] = modified
