@@ -70,16 +70,18 @@ def fill(db_path, count, seed=7):
     conn.close()
 
 
-def fill_postgres(url, count, seed=7):
-    """The same rows through COPY, with the table's own indexes (the trigram one too) dropped
-    meanwhile and built again afterwards."""
+def fill_postgres(env, count, seed=7):
+    """The same rows through COPY, with the table's own indexes and the text index dropped
+    meanwhile and built again afterwards. The insert trigger of migration 0014 queues every
+    row for the text index; the queue is then moved into it as the worker's batches do."""
     import psycopg
 
+    url = env["DATABASE_URL"]
     with psycopg.connect(url, autocommit=True) as conn:
         indexes = conn.execute(
-            "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.tablename = "
-            "'registry_admin_auditevent' AND NOT EXISTS (SELECT 1 FROM pg_constraint c "
-            "WHERE c.conname = i.indexname)"
+            "SELECT i.indexname, i.indexdef FROM pg_indexes i WHERE i.tablename IN "
+            "('registry_admin_auditevent', 'registry_admin_auditevent_search') AND NOT EXISTS "
+            "(SELECT 1 FROM pg_constraint c WHERE c.conname = i.indexname)"
         ).fetchall()
         for name, _ in indexes:
             conn.execute(f'DROP INDEX "{name}"')
@@ -88,9 +90,16 @@ def fill_postgres(url, count, seed=7):
             for row in synthetic_rows(count, seed):
                 # is_head and noise are 0/1 for SQLite, booleans here.
                 copy.write_row([bool(v) if i in (6, 7) else v for i, v in enumerate(row)])
+    subprocess.run(
+        [PYTHON, "manage.py", "shell", "-c",
+         "from registry_admin.models.audit import index_new_events; index_new_events()"],
+        cwd=REPO_ROOT, env=env, check=True,
+    )  # fmt: skip
+    with psycopg.connect(url, autocommit=True) as conn:
         for _, sql in indexes:
             conn.execute(sql)
         conn.execute("ANALYZE registry_admin_auditevent")
+        conn.execute("ANALYZE registry_admin_auditevent_search")
 
 
 def synthetic_rows(count, seed):
@@ -236,7 +245,7 @@ def build(count, env_base, server_url=None):
     )
     started = time.monotonic()
     if server_url:
-        fill_postgres(env["DATABASE_URL"], count)
+        fill_postgres(env, count)
     else:
         fill(Path(data_dir) / "oyster.sqlite3", count)
     if not server_url:
