@@ -14,8 +14,10 @@ push-manifest-oci.json with a fresh event id each) with keep-alive connections:
 
 The baseline is /bench/noop (bench/webhook/bench_urls.py) in the same server and run: same
 middleware, token check and body read, no parsing or storing. Each phase runs no-op, endpoint,
-no-op; the ratio is endpoint / mean of the two no-op runs. After the run the database must hold
-exactly the unique events sent: zero lost, zero duplicated (count and id-set check).
+no-op; the ratio is endpoint / mean of the two no-op runs. The goal's phase (one sender,
+batched) runs 5 times and its median round is reported, with the range. After the run the
+database must hold exactly the unique events sent: zero lost, zero duplicated (count and id-set
+check).
 
 PostgreSQL comes from scripts/with-postgres.sh (Debian's server, throwaway, fsync off as in the
 test suite); SQLite is the default file database in WAL mode.
@@ -308,6 +310,19 @@ def run_phase(port, db, bodies, senders, requests, endpoint=WEBHOOK):
     }
 
 
+# Rounds of the one-sender batched phase (no-op, webhook, no-op each); the median is reported.
+HEADLINE_ROUNDS = 5
+
+
+def median_round(rounds):
+    """The round with the median ratio (its figures belong together), with every round's ratio;
+    redeliveries of all rounds count in the stored-rows check."""
+    chosen = dict(sorted(rounds, key=lambda phase: phase["ratio"])[len(rounds) // 2])
+    chosen["round_ratios"] = [phase["ratio"] for phase in rounds]
+    chosen["redeliveries"] = sum(phase["redeliveries"] for phase in rounds)
+    return chosen
+
+
 def machine():
     return common.machine(kernel=True)
 
@@ -439,13 +454,17 @@ def run_backend(quick):
         send_all(port, WEBHOOK, warm)
         db.drain()
         n = 300 if quick else 2000
-        sequential = run_phase(port, db, bodies, 1, n)
+        # The goal's phase, several times: one round lasts a few seconds, and a neighbour's
+        # burst on this shared machine moves a single round's ratio by several hundredths.
+        sequential = median_round(
+            [run_phase(port, db, bodies, 1, n) for _ in range(1 if quick else HEADLINE_ROUNDS)]
+        )
         inline = run_phase(port, db, bodies, 1, n, endpoint=INLINE)
         bodies.prefix = "bench/audit-only-"
         audit_only = run_phase(port, db, bodies, 1, n, endpoint=AUDIT_ONLY)
         bodies.prefix = "bench/app-"
         concurrent = run_phase(port, db, bodies, 8, 800 if quick else 2000)
-    pull_burst = run_pull_phases(serve, db, 250 if quick else 1000)
+    pull_burst = run_pull_phases(serve, db, 250 if quick else 1000, rounds=2 if quick else 3)
     return {
         "database": database,
         "phases": [sequential, inline, audit_only, concurrent],
@@ -623,10 +642,12 @@ def notes(results):
         batched, inline, audit_only, _ = result["phases"]
         lags = [p["webhook"]["lag_s"] for p in result["phases"]]
         lags += [r["lag_s"] for k in ("off", "on") for r in result["pulls"][k]]
+        ratios = batched.get("round_ratios", [batched["ratio"]])
         lines.append(
             f"- {result['database'].split(' (')[0]}: one sender (the registry's own regime) at "
             f"**{batched['ratio']:.2f}** of the no-op rate with the index and counters batched "
-            f"(goal >= 0.4), {inline['ratio']:.2f} with them in each request, "
+            f"(goal >= 0.4; median of {len(ratios)} rounds, each {min(ratios):.2f}–"
+            f"{max(ratios):.2f}), {inline['ratio']:.2f} with them in each request, "
             f"{audit_only['ratio']:.2f} storing the audit row in a transaction of its own "
             f"without the index (the pre-batching shape); p99 "
             f"{batched['webhook']['p99_ms']:.0f} ms. Last batch applied at most "
