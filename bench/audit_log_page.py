@@ -362,6 +362,12 @@ def report(results, quick, elapsed):
         "minutes. Keyset pages and indexed filters cost about the same at "
         f"{big0['count']:,} events as at {base0['count']:,}, where OFFSET grows with the depth.",
         "",
+        "Free text: both databases keep the searched text in a trigram-indexed table of its own, "
+        "filled in batches after the webhook has answered (SQLite's FTS5 table; PostgreSQL's "
+        "since migration 0014, which on PostgreSQL adds about a third to the database). A text "
+        "is first counted in the index up to 2,000 matches: a rare one is then read from the "
+        "index, a common one by walking the log in time order until a page is full.",
+        "",
         f"Deep page: the row at depth N/5 of the default view ({base0['deep']:,} and "
         f"{big0['deep']:,}). The CSV export streamed {big0['export_rows']:,} rows at "
         f"{big0['count']:,} events ({base0['export_rows']:,} at {base0['count']:,}).",
