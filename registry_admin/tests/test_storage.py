@@ -599,3 +599,73 @@ def test_many_directories_to_detail_take_one_listing_of_the_repositories(tree, m
 
     assert names.as_dict() | {"duration_seconds": 0} == full.as_dict() | {"duration_seconds": 0}
     assert detailed == [f"{V2}/repositories/", f"{V2}/repositories/"]  # uploads, then times
+
+
+def public_listing(backend, prefix):
+    """list_entries as the SDK's public list_blobs gives it (the reference)."""
+    return [
+        (blob.name[len(backend.prefix) :], blob.size, blob.last_modified.timestamp())
+        for blob in backend.client.list_blobs(name_starts_with=backend.prefix + prefix)
+    ]
+
+
+def test_azure_reads_sizes_and_times_from_the_listing_as_list_blobs_does(
+    tree, azurite, settings, monkeypatch
+):
+    """The scan's listing reads the XML pages itself (the SDK's deserialisation is most of a
+    scan's CPU): every path, size and time must be what list_blobs says, over several pages,
+    with odd names, and without calling list_blobs at all."""
+    tree.image("app", [b"layer one", b"layer two"], tag="v1")
+    container = azurite_container(azurite)
+    upload_tree(container, tree.root, prefix="root/")
+    odd = ["a b/ü%20é", "spaces and + plus", "empty"]
+    for name in odd:
+        container.upload_blob(f"root/{V2}/{name}", b"" if name == "empty" else name.encode())
+    azure_settings(settings, azurite, container.container_name, root_directory="root")
+    backend = storage.get_backend()
+    expected = public_listing(backend, storage.V2_PREFIX)
+    assert {p for p, _, _ in expected} >= {f"{V2}/{name}" for name in odd}
+
+    monkeypatch.setattr("registry_admin.storage.backends.AZURE_PAGE_SIZE", 4)
+    with monkeypatch.context() as patch:
+        patch.setattr(type(backend.client), "list_blobs", None)  # never used on this path
+        assert list(backend.list_entries(storage.V2_PREFIX)) == expected
+
+
+def test_azure_listing_falls_back_to_list_blobs_when_the_sdk_pager_moved(
+    tree, azurite, settings, monkeypatch, caplog
+):
+    tree.image("app", [b"layer"], tag="v1")
+    container = azurite_container(azurite)
+    upload_tree(container, tree.root)
+    azure_settings(settings, azurite, container.container_name)
+    backend = storage.get_backend()
+    expected = public_listing(backend, storage.V2_PREFIX)
+    monkeypatch.setattr("registry_admin.storage.backends._SizedPages", None)
+    assert list(backend.list_entries(storage.V2_PREFIX)) == expected
+    assert "listing through list_blobs" in caplog.text
+
+
+def test_a_listing_page_without_sizes_fails_as_an_azure_error():
+    """Which `_listing` turns into a StorageError, as any other listing failure."""
+    from xml.etree import ElementTree
+
+    from registry_admin.storage import backends
+
+    page = ElementTree.fromstring(
+        "<EnumerationResults><Blobs><Blob><Name>docker/registry/v2/x</Name></Blob></Blobs>"
+        "</EnumerationResults>"
+    )
+    pager = backends._SizedPages(command=None)
+    with pytest.raises(backends.azure_exceptions.DecodeError, match="expected fields"):
+        pager._extract_data_cb(("primary", page))
+    complete = ElementTree.fromstring(
+        "<EnumerationResults><Blobs><Blob><Name Encoded='true'>a%20b</Name><Properties>"
+        "<Content-Length>7</Content-Length><Last-Modified>Mon, 30 Nov 2026 12:00:00 GMT"
+        "</Last-Modified></Properties></Blob></Blobs><NextMarker>next</NextMarker>"
+        "</EnumerationResults>"
+    )
+    marker, items = pager._extract_data_cb(("primary", complete))
+    assert marker == "next"
+    assert [(i.name, i.size) for i in items] == [("a b", 7)]
+    assert backends._http_date_timestamp(items[0].last_modified) == 1796040000.0
