@@ -546,8 +546,10 @@ def markdown(report, started):
         "",
         "The bare listing is mostly Python: the SDK turns each listed blob's properties into "
         "objects through its generic model deserialiser (about 0.17 ms of CPU per blob here). "
-        "The scan needs sizes for blobs only, so it lists `repositories/` by name "
-        "(`list_blob_names`, a fifth of the CPU) and then `blobs/` with sizes; it lists with "
+        "The scan reads sizes and times from the listing's XML through the SDK's names-only "
+        "pager instead (a tenth of that CPU; the public `list_blobs` is its fallback should the "
+        "SDK change). It needs sizes for blobs only, so it lists `repositories/` by name "
+        "(`list_blob_names`) and then `blobs/` with sizes; it lists with "
         "sizes and times only the directories that need them afterwards (a repository's "
         "uploads, the revisions of a repository with untagged revisions: their link time). "
         "Manifests and moved tags' `current/link` are read on one bounded pool (Azurite, one "
