@@ -23,7 +23,7 @@ from functools import lru_cache
 
 from django.conf import settings
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -399,6 +399,31 @@ def disable_expired_robots(now=None):
         logger.info("robot account %s expired: removed from the htpasswd file", username)
         removed.append(username)
     return removed
+
+
+def on_events_recorded(sender, events, **kwargs):
+    """A registry event by a robot past its expiry: remove its htpasswd line once the batch
+    is stored. The worker's heartbeat does that within seconds anyway; this covers a portal
+    that runs without its worker, where the web process applies the events: the robot's first
+    use after its expiry gets through, the next ones are refused. An event's actor may be
+    forged; it can only make the portal remove what is expired by the portal's own records."""
+    actors = {event.actor for event in events if event.source == "registry" and event.actor}
+    if (
+        actors
+        and RobotAccount.objects.filter(
+            username__in=actors, expires_at__lte=timezone.now()
+        ).exists()
+    ):
+        transaction.on_commit(disable_expired_robots_or_log)
+
+
+def disable_expired_robots_or_log():
+    """`disable_expired_robots`, where a failure (an unreadable file, the database away) is
+    logged and left to the next call."""
+    try:
+        disable_expired_robots()
+    except (DatabaseError, OSError, htpasswd.CredentialsError) as exc:
+        logger.warning("could not disable expired robot accounts yet: %s", exc)
 
 
 def delete_robot(actor, username):

@@ -9,6 +9,7 @@ class RegistryAdminConfig(AppConfig):
 
     def ready(self):
         from . import (
+            access,
             activity,
             checks,  # noqa: F401  (registers the system checks)
             index,
@@ -24,3 +25,5 @@ class RegistryAdminConfig(AppConfig):
         notifications.events_recorded.connect(pulls.on_events_recorded, dispatch_uid="pulls")
         # The dashboard's per-day figures, likewise.
         notifications.events_recorded.connect(activity.on_events_recorded, dispatch_uid="activity")
+        # A robot used after its expiry loses its htpasswd line (when no worker does it first).
+        notifications.events_recorded.connect(access.on_events_recorded, dispatch_uid="robots")

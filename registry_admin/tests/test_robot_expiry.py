@@ -1,6 +1,9 @@
 """Robot accounts expire in htpasswd mode too: the worker removes an expired robot's line from
-the htpasswd file, so the registry itself refuses it (checked with skopeo on the real one)."""
+the htpasswd file, so the registry itself refuses it (checked with skopeo on the real one); without
+a worker, the robot's first use after its expiry does it."""
 
+import json
+import time
 import uuid
 from datetime import timedelta
 from io import StringIO
@@ -9,7 +12,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from registry_admin import access, htpasswd
+from registry_admin import access, htpasswd, notifications
 from registry_admin.models import AuditEvent, RobotAccount
 
 from .images import build_image, write_oci_layout
@@ -90,3 +93,67 @@ def test_the_registry_refuses_a_robot_once_it_expired(registry, skopeo, tmp_path
     assert "unauthorized" in refused.stderr.lower() or "401" in refused.stderr
     again = skopeo.copy_to_registry(tmp_path / "layout", "v1", repo, robot.username, password)
     assert again.returncode != 0
+
+
+def pull_by(actor):
+    """The registry's real 2.8.2 envelope of a manifest GET, by `actor`, with a fresh id."""
+    from pathlib import Path
+
+    path = Path(__file__).parent / "payloads" / "pull-manifest-by-digest.json"
+    envelope = json.loads(path.read_text())
+    for event in envelope["events"]:
+        event["id"] = str(uuid.uuid4())
+        event["actor"] = {"name": actor}
+    return json.dumps(envelope).encode()
+
+
+@pytest.mark.django_db
+def test_without_a_worker_a_robot_used_after_its_expiry_loses_its_line(
+    settings, tmp_path, django_capture_on_commit_callbacks
+):
+    """The web process applies the events when no worker runs; a registry event by an expired
+    robot then removes its line, and only that robot's."""
+    settings.HTPASSWD_PATH = str(tmp_path / "htpasswd")
+    old, _ = access.create_robot("admin", "old", 1)
+    fresh, _ = access.create_robot("admin", "fresh", 30)
+    stale, _ = access.create_robot("admin", "stale", 1)
+    expire(old.username)
+    expire(stale.username)
+
+    with django_capture_on_commit_callbacks(execute=True) as callbacks:
+        notifications.record(notifications.parse_envelope(pull_by(fresh.username)))
+    assert callbacks == []  # a robot within its time: nothing to do
+    assert htpasswd.read_users().get(old.username) is not None
+
+    with django_capture_on_commit_callbacks(execute=True):
+        notifications.record(notifications.parse_envelope(pull_by(old.username)))
+    users = htpasswd.read_users()
+    assert users.get(old.username) is None
+    assert users.get(fresh.username) is not None
+    # Every expired robot goes in that round (the heartbeat's own job).
+    assert users.get(stale.username) is None
+    assert AuditEvent.objects.filter(action=access.ROBOT_EXPIRED).count() == 2
+
+
+@pytest.mark.django_db(transaction=True)
+def test_without_a_worker_the_registry_refuses_an_expired_robot_after_its_first_use(
+    registry, skopeo, tmp_path
+):
+    robot, password = access.create_robot("admin", f"ci-{uuid.uuid4().hex[:6]}", 1)
+    repo = f"robots-{uuid.uuid4().hex[:8]}/app"
+    write_oci_layout(tmp_path / "layout", build_image(), "v1")
+    pushed = skopeo.copy_to_registry(tmp_path / "layout", "v1", repo, robot.username, password)
+    assert pushed.returncode == 0, pushed.stderr
+    expire(robot.username)
+
+    # The registry only reads its file: this use gets through, and it tells the portal.
+    first = skopeo.inspect(repo, "v1", robot.username, password)
+    assert first.returncode == 0, first.stderr
+    deadline = time.monotonic() + 15
+    while htpasswd.read_users().get(robot.username) is not None:
+        assert time.monotonic() < deadline, "the expired robot's line is still there"
+        time.sleep(0.1)
+
+    refused = skopeo.inspect(repo, "v1", robot.username, password)
+    assert refused.returncode != 0
+    assert "unauthorized" in refused.stderr.lower() or "401" in refused.stderr

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand
 from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
-from ... import access, htpasswd, ingest, worker
+from ... import access, ingest, worker
 
 logger = logging.getLogger(__name__)
 
@@ -83,11 +83,8 @@ class Command(BaseCommand):
         except DatabaseError as exc:
             # A missed beat only makes the dashboard warn sooner; the jobs go on.
             logger.warning("worker heartbeat failed: %s", exc)
-        try:
-            # With the beat, not a job: a long scan must not keep an expired robot working.
-            access.disable_expired_robots()
-        except (DatabaseError, OSError, htpasswd.CredentialsError) as exc:
-            logger.warning("could not disable expired robot accounts yet: %s", exc)
+        # With the beat, not a job: a long scan must not keep an expired robot working.
+        access.disable_expired_robots_or_log()
 
     def _heartbeat(self, stop):
         """Beats from its own thread, so a job that runs for an hour does not look like a dead
