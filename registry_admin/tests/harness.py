@@ -12,6 +12,7 @@ import subprocess
 import threading
 import time
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -215,6 +216,36 @@ def _note_delivery_finished(sender, **kwargs):
 
 request_started.connect(_note_event_delivery, dispatch_uid="oyster-harness-event-deliveries")
 request_finished.connect(_note_delivery_finished, dispatch_uid="oyster-harness-event-finished")
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """A small test server's request handler: no access log on stderr, one way to answer."""
+
+    def answer(self, status, headers, body=b""):
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def serving(handler_class, host="127.0.0.1"):
+    """`handler_class` served on a free port of `host` from a daemon thread for the `with`
+    block; yields the server, whose base URL is `server.url`."""
+    server = ThreadingHTTPServer((host, 0), handler_class)
+    server.url = f"http://{host}:{server.server_port}"
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def wait_for_quiet_notifications(quiet=0.3, timeout=5.0):

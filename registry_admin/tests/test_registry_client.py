@@ -6,11 +6,9 @@ import base64
 import contextlib
 import json
 import socket
-import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -37,7 +35,9 @@ from .harness import (
     PUSH_USER,
     SERVICE_PASSWORD,
     SERVICE_USER,
+    QuietHandler,
     free_port,
+    serving,
     start_registry,
 )
 from .images import DOCKER_LIST, DOCKER_MANIFEST, OCI_INDEX, OCI_MANIFEST, build_image, build_index
@@ -155,40 +155,21 @@ def test_unreachable_registry_and_timeouts_are_readable():
             slow.list_tags("team/app")
 
 
-class _StubHandler(BaseHTTPRequestHandler):
+class _StubHandler(QuietHandler):
     """Serves whatever `routes[(method, path)]` says: (status, headers, body)."""
 
     routes = {}
 
     def _answer(self):
-        status, headers, body = self.routes.get(
-            (self.command, self.path.split("?")[0]), (404, {}, b"{}")
-        )
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(body)
+        self.answer(*self.routes.get((self.command, self.path.split("?")[0]), (404, {}, b"{}")))
 
     do_GET = do_HEAD = _answer
-
-    def log_message(self, *args):
-        pass
 
 
 @contextlib.contextmanager
 def _stub_server(routes):
-    handler = type("Handler", (_StubHandler,), {"routes": routes})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(type("Handler", (_StubHandler,), {"routes": routes})) as server:
+        yield server.url
 
 
 @contextlib.contextmanager
@@ -326,35 +307,22 @@ class _TokenIssuer:
 def _token_server(issuer, username, password):
     expected = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self):
             query = parse_qs(urlsplit(self.path).query)
             issuer.requests.append(
                 {"scope": query.get("scope", []), "service": query.get("service", [""])[0]}
             )
             if self.headers.get("Authorization") != expected:
-                self.send_response(401)
-                self.end_headers()
+                self.answer(401, {})
                 return
             body = json.dumps(
                 {"token": issuer.token(username, query.get("scope", [])), "expires_in": 300}
             ).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.answer(200, {"Content-Type": "application/json"}, body)
 
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield server, f"http://127.0.0.1:{server.server_port}/token"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as server:
+        yield server, server.url + "/token"
 
 
 def test_bearer_token_auth_against_a_real_token_registry(tmp_path, live_server):

@@ -6,12 +6,12 @@ as one) answering what a real one would not; the other host is a second listener
 """
 
 import contextlib
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
 from registry_admin.registry import RegistryClient, RegistryError, RegistryUnauthorized
+
+from .harness import QuietHandler, serving
 
 USER, PASSWORD = "oyster", "service-password-0123456789"
 
@@ -21,29 +21,15 @@ def server(answer, host="127.0.0.1"):
     """An HTTP server on `host` that records every request and answers with `answer(handler)`."""
     seen = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def handle_one(self):
             seen.append({"path": self.path, "authorization": self.headers.get("Authorization")})
-            status, headers, body = answer(self)
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self.answer(*answer(self))
 
         do_GET = do_HEAD = do_DELETE = handle_one
 
-        def log_message(self, *args):
-            pass
-
-    httpd = ThreadingHTTPServer((host, 0), Handler)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        yield f"http://{host}:{httpd.server_port}", seen
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(Handler, host) as httpd:
+        yield httpd.url, seen
 
 
 def token_answer(handler):

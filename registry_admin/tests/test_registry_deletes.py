@@ -2,9 +2,7 @@
 
 import hashlib
 import json
-import threading
 import uuid
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 import requests
@@ -269,7 +267,7 @@ def test_an_unreachable_registry_is_a_readable_error():
         client.delete_image("team/app", "sha256:" + "a" * 64)
 
 
-class _V3Registry(BaseHTTPRequestHandler):
+class _V3Registry(harness.QuietHandler):
     """Distribution v3's answers to a tag delete (202, untag only).
 
     v3 cannot be installed on this machine (Debian ships 2.8.2), so this small stand-in serves
@@ -281,35 +279,20 @@ class _V3Registry(BaseHTTPRequestHandler):
 
     def do_GET(self):
         self.requests_seen.append(("GET", self.path))
-        self.send_response(200)
-        self.send_header("Content-Type", OCI_MANIFEST)
-        self.send_header(
-            "Docker-Content-Digest", "sha256:" + hashlib.sha256(self.manifest).hexdigest()
+        digest = "sha256:" + hashlib.sha256(self.manifest).hexdigest()
+        self.answer(
+            200, {"Content-Type": OCI_MANIFEST, "Docker-Content-Digest": digest}, self.manifest
         )
-        self.send_header("Content-Length", str(len(self.manifest)))
-        self.end_headers()
-        self.wfile.write(self.manifest)
 
     def do_DELETE(self):
         self.requests_seen.append(("DELETE", self.path))
-        self.send_response(202)
-        self.send_header("Content-Length", "0")
-        self.end_headers()
-
-    def log_message(self, *args):
-        pass
+        self.answer(202, {})
 
 
 def test_distribution_v3_untags_with_one_delete():
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _V3Registry)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     _V3Registry.requests_seen = []
-    try:
-        client = RegistryClient(f"http://127.0.0.1:{server.server_port}", timeout=2)
-        deletion = client.delete_tag("team/app", "b")
-    finally:
-        server.shutdown()
+    with harness.serving(_V3Registry) as server:
+        deletion = RegistryClient(server.url, timeout=2).delete_tag("team/app", "b")
     assert deletion.method == "untag"
     assert _V3Registry.requests_seen == [
         ("GET", "/v2/team/app/manifests/b"),

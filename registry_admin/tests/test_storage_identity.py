@@ -15,7 +15,6 @@ import ipaddress
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
@@ -91,7 +90,7 @@ class IdentityEndpoint:
         self.tokens = []
         endpoint = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(harness.QuietHandler):
             def do_GET(self):
                 query = parse_qs(urlsplit(self.path).query)
                 endpoint.requests.append((query, self.headers.get("X-IDENTITY-HEADER")))
@@ -112,24 +111,14 @@ class IdentityEndpoint:
                 )
 
             def _answer(self, status, body):
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                self.answer(status, {"Content-Type": "application/json"}, json.dumps(body).encode())
 
-            def log_message(self, *args):
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_port}/msi/token"
+        self._serving = harness.serving(Handler)
+        self.server = self._serving.__enter__()
+        self.url = self.server.url + "/msi/token"
 
     def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
+        self._serving.__exit__(None, None, None)
 
 
 def write_tls_files(directory):

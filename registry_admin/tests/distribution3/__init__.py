@@ -6,10 +6,10 @@ loopback HTTP server so the portal's real client, with its real `requests` sessi
 """
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
+
+from ..harness import QuietHandler, serving
 
 HERE = Path(__file__).parent
 VERSIONS = ("2.8.2", "3.0.0", "3.1.0", "3.1.1")
@@ -28,30 +28,18 @@ class TagsServer:
         self.requests = []
         server = self
 
-        class Handler(BaseHTTPRequestHandler):
+        class Handler(QuietHandler):
             def do_GET(self):
                 server.requests.append(self.path)
                 status, headers, body = server.answer(self.path)
-                data = json.dumps(body).encode()
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                headers = {**headers, "Content-Type": "application/json"}
+                self.answer(status, headers, json.dumps(body).encode())
 
-            def log_message(self, *args):
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-        self.thread.start()
-        self.url = f"http://127.0.0.1:{self.httpd.server_port}"
+        self._serving = serving(Handler)
+        self.url = self._serving.__enter__().url
 
     def stop(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        self._serving.__exit__(None, None, None)
 
     def answer(self, raw_path):
         parts = urlsplit(raw_path)
