@@ -251,7 +251,7 @@ class AzureStorage:
         pages = self.client.list_blob_names(**options)
         if _SizedPages is not None and hasattr(pages, "_args") and hasattr(pages, "_kwargs"):
             return ItemPaged(*pages._args, **{**pages._kwargs, "page_iterator_class": _SizedPages})
-        logger.warning("azure-storage-blob changed its pager; listing through list_blobs")
+        _warn_pager_moved()
         return (
             _Listed(blob.name, blob.size, blob.last_modified)
             for blob in self.client.list_blobs(**options)
@@ -407,6 +407,12 @@ def _sized_page_class():
 
 
 _SizedPages = _sized_page_class()
+
+
+@functools.cache
+def _warn_pager_moved():
+    # Once per process: a scan lists several directories.
+    logger.warning("azure-storage-blob changed its pager; listing through list_blobs (slower)")
 
 
 @functools.lru_cache(maxsize=4096)
