@@ -90,16 +90,21 @@ def fill_postgres(env, count, seed=7):
             for row in synthetic_rows(count, seed):
                 # is_head and noise are 0/1 for SQLite, booleans here.
                 copy.write_row([bool(v) if i in (6, 7) else v for i, v in enumerate(row)])
-    subprocess.run(
-        [PYTHON, "manage.py", "shell", "-c",
-         "from registry_admin.models.audit import index_new_events; index_new_events()"],
-        cwd=REPO_ROOT, env=env, check=True,
-    )  # fmt: skip
+    index_text(env)
     with psycopg.connect(url, autocommit=True) as conn:
         for _, sql in indexes:
             conn.execute(sql)
         conn.execute("ANALYZE registry_admin_auditevent")
         conn.execute("ANALYZE registry_admin_auditevent_search")
+
+
+def index_text(env):
+    """Past the webhook: add the rows to the text index as the worker's batches do."""
+    subprocess.run(
+        [PYTHON, "manage.py", "shell", "-c",
+         "from registry_admin.models.audit import index_new_events; index_new_events()"],
+        cwd=REPO_ROOT, env=env, check=True,
+    )  # fmt: skip
 
 
 def synthetic_rows(count, seed):
@@ -249,12 +254,7 @@ def build(count, env_base, server_url=None):
     else:
         fill(Path(data_dir) / "oyster.sqlite3", count)
     if not server_url:
-        # Past the webhook: add the rows to the text index as the worker's batches do.
-        subprocess.run(
-            [PYTHON, "manage.py", "shell", "-c",
-             "from registry_admin.models.audit import index_new_events; index_new_events()"],
-            cwd=REPO_ROOT, env=env, check=True,
-        )  # fmt: skip
+        index_text(env)
     filled = time.monotonic() - started
     # The events went straight into the table, past the webhook: count the dashboard's
     # per-day table as the migration that adds it does for an existing log.

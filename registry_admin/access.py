@@ -376,8 +376,9 @@ def disable_expired_robots(now=None):
     The token endpoint refuses an expired robot by itself, but in htpasswd mode the registry
     reads the file and knows nothing of expiry: without its line it refuses the robot (and
     picks the change up without a restart). The robot stays listed, as expired, until an admin
-    deletes it. The worker calls this with each heartbeat; a failure is logged and retried at
-    the next one.
+    deletes it. The worker calls this with each heartbeat, and a batch of events does when an
+    expired robot used the registry (`on_events_recorded`); a failure is logged and retried at
+    the next call.
     """
     expired = list(
         RobotAccount.objects.filter(expires_at__lte=now or timezone.now()).values_list(

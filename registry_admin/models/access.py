@@ -73,7 +73,8 @@ class AccessGroup(models.Model):
 
 class RobotAccount(models.Model):
     """A registry user for machines: generated password; expiry enforced by the token endpoint
-    and, for the htpasswd file, by the worker (`access.disable_expired_robots`)."""
+    and, for the htpasswd file, by the worker and the event batches
+    (`access.disable_expired_robots`)."""
 
     username = models.CharField(max_length=64, unique=True)
     description = models.CharField(max_length=200, blank=True)

@@ -32,10 +32,9 @@ SEARCH_DOCUMENT = (
 # The text index's table: SQLite's FTS5 table of migration 0008, PostgreSQL's trigram-indexed
 # table of migration 0014; filled in batches (index_new_events) since 0012 and 0014.
 SEARCH_TABLE = "registry_admin_auditevent_search"
-SQLITE_SEARCH_TABLE = SEARCH_TABLE
 SQLITE_DOCUMENT = SEARCH_DOCUMENT.replace("chr(31)", "char(31)")
 # Rows above the index's highest rowid: stored since the last batch, not in the index yet.
-_SQLITE_INDEXED_UP_TO = f"(SELECT coalesce(max(rowid), 0) FROM {SQLITE_SEARCH_TABLE})"  # noqa: S608
+_SQLITE_INDEXED_UP_TO = f"(SELECT coalesce(max(rowid), 0) FROM {SEARCH_TABLE})"  # noqa: S608
 # PostgreSQL: the ids of rows stored since the last batch (queued by 0014's insert trigger). Ids
 # do not commit in order there, so a highest indexed id could not tell what is new.
 POSTGRESQL_SEARCH_QUEUE = "registry_admin_auditevent_search_queue"
@@ -95,7 +94,7 @@ def index_new_events():
         if not cursor.fetchone()[0]:
             return 0
         cursor.execute(
-            f"INSERT INTO {SQLITE_SEARCH_TABLE} (rowid, doc) "  # noqa: S608  (constants only)
+            f"INSERT INTO {SEARCH_TABLE} (rowid, doc) "  # noqa: S608  (constants only)
             f"SELECT id, {SQLITE_DOCUMENT.format(p='')} FROM registry_admin_auditevent "
             f"WHERE id > {_SQLITE_INDEXED_UP_TO}"
         )

@@ -238,10 +238,10 @@ class AzureStorage:
 
     def list_entries(self, prefix):
         for path, blob in self._listing(self._sized_listing, prefix):
-            yield path, blob.size, _http_date_timestamp(blob.last_modified)
+            yield path, blob.size, blob.modified
 
     def _sized_listing(self, **options):
-        """`list_blobs(**options)` as (name, size, Last-Modified) items, read straight from the
+        """`list_blobs(**options)` as (name, size, modified) items, read straight from the
         listing's XML: the SDK's generic model deserialisation of every blob's properties costs
         0.15-0.17 ms of CPU per blob (bench/README.md), more than the rest of a scan's Python.
         The SDK's own `list_blob_names` pager hands over that XML; this is that pager reading
@@ -253,7 +253,7 @@ class AzureStorage:
             return ItemPaged(*pages._args, **{**pages._kwargs, "page_iterator_class": _SizedPages})
         _warn_pager_moved()
         return (
-            _Listed(blob.name, blob.size, blob.last_modified)
+            _Listed(blob.name, blob.size, blob.last_modified.timestamp())
             for blob in self.client.list_blobs(**options)
         )
 
@@ -371,7 +371,7 @@ class AzureStorage:
 class _Listed(NamedTuple):
     name: str
     size: int
-    last_modified: object  # the header's text, or a datetime from the public list_blobs
+    modified: float  # POSIX timestamp
 
 
 def _sized_page_class():
@@ -394,7 +394,7 @@ def _sized_page_class():
                             # A name with characters XML cannot carry comes percent-encoded.
                             unquote(name.text) if name.get("Encoded") == "true" else name.text,
                             int(properties.findtext("Content-Length")),
-                            properties.findtext("Last-Modified"),
+                            _parsed_http_date(properties.findtext("Last-Modified")),
                         )
                     )
             except (AttributeError, TypeError, ValueError):
@@ -419,10 +419,6 @@ def _warn_pager_moved():
 def _parsed_http_date(text):
     # Blobs written together share their second: one parse each.
     return parsedate_to_datetime(text).timestamp()
-
-
-def _http_date_timestamp(value):
-    return value.timestamp() if hasattr(value, "timestamp") else _parsed_http_date(value)
 
 
 def _environment_settings(endpoint_url):

@@ -77,20 +77,29 @@ def test_an_unreadable_htpasswd_file_only_logs_and_the_next_beat_retries(
     assert htpasswd.read_users().get(robot.username) is None
 
 
-@pytest.mark.django_db(transaction=True)
-def test_the_registry_refuses_a_robot_once_it_expired(registry, skopeo, tmp_path):
+def robot_that_pushed(skopeo, tmp_path):
+    """A new robot that pushed an image with skopeo: (robot, password, repository)."""
     robot, password = access.create_robot("admin", f"ci-{uuid.uuid4().hex[:6]}", 1)
     repo = f"robots-{uuid.uuid4().hex[:8]}/app"
     write_oci_layout(tmp_path / "layout", build_image(), "v1")
     pushed = skopeo.copy_to_registry(tmp_path / "layout", "v1", repo, robot.username, password)
     assert pushed.returncode == 0, pushed.stderr
+    return robot, password, repo
+
+
+def assert_refused(result):
+    assert result.returncode != 0
+    assert "unauthorized" in result.stderr.lower() or "401" in result.stderr
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_registry_refuses_a_robot_once_it_expired(registry, skopeo, tmp_path):
+    robot, password, repo = robot_that_pushed(skopeo, tmp_path)
 
     expire(robot.username)
     assert access.disable_expired_robots() == [robot.username]
 
-    refused = skopeo.inspect(repo, "v1", robot.username, password)
-    assert refused.returncode != 0
-    assert "unauthorized" in refused.stderr.lower() or "401" in refused.stderr
+    assert_refused(skopeo.inspect(repo, "v1", robot.username, password))
     again = skopeo.copy_to_registry(tmp_path / "layout", "v1", repo, robot.username, password)
     assert again.returncode != 0
 
@@ -139,11 +148,7 @@ def test_without_a_worker_a_robot_used_after_its_expiry_loses_its_line(
 def test_without_a_worker_the_registry_refuses_an_expired_robot_after_its_first_use(
     registry, skopeo, tmp_path
 ):
-    robot, password = access.create_robot("admin", f"ci-{uuid.uuid4().hex[:6]}", 1)
-    repo = f"robots-{uuid.uuid4().hex[:8]}/app"
-    write_oci_layout(tmp_path / "layout", build_image(), "v1")
-    pushed = skopeo.copy_to_registry(tmp_path / "layout", "v1", repo, robot.username, password)
-    assert pushed.returncode == 0, pushed.stderr
+    robot, password, repo = robot_that_pushed(skopeo, tmp_path)
     expire(robot.username)
 
     # The registry only reads its file: this use gets through, and it tells the portal.
@@ -154,6 +159,4 @@ def test_without_a_worker_the_registry_refuses_an_expired_robot_after_its_first_
         assert time.monotonic() < deadline, "the expired robot's line is still there"
         time.sleep(0.1)
 
-    refused = skopeo.inspect(repo, "v1", robot.username, password)
-    assert refused.returncode != 0
-    assert "unauthorized" in refused.stderr.lower() or "401" in refused.stderr
+    assert_refused(skopeo.inspect(repo, "v1", robot.username, password))

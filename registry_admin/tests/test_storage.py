@@ -671,4 +671,4 @@ def test_a_listing_page_without_sizes_fails_as_an_azure_error():
     marker, items = pager._extract_data_cb(("primary", complete))
     assert marker == "next"
     assert [(i.name, i.size) for i in items] == [("a b", 7)]
-    assert backends._http_date_timestamp(items[0].last_modified) == 1796040000.0
+    assert items[0].modified == 1796040000.0
