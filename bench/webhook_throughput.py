@@ -15,7 +15,9 @@ push-manifest-oci.json with a fresh event id each) with keep-alive connections:
 The baseline is /bench/noop (bench/webhook/bench_urls.py) in the same server and run: same
 middleware, token check and body read, no parsing or storing. Each phase runs no-op, endpoint,
 no-op; the ratio is endpoint / mean of the two no-op runs. The goal's phase (one sender,
-batched) runs 5 times and its median round is reported, with the range. After the run the
+batched) runs 5 times and its median round is reported, with the range; on PostgreSQL it runs
+3 more times on a server with DATABASE_PREPARED_STATEMENTS=0 (the INSERT parsed and planned on
+every delivery, as before prepared statements). After the run the
 database must hold exactly the unique events sent: zero lost, zero duplicated (count and id-set
 check).
 
@@ -242,6 +244,7 @@ ENDPOINT_NAMES = {
     AUDIT_ONLY: "webhook without index handler, in a transaction of its own",
     INLINE: "webhook, index and counters in the request (APPLY_DELAY=0)",
 }
+UNPREPARED = "webhook (batched), INSERT not prepared (DATABASE_PREPARED_STATEMENTS=0)"
 
 
 def cpu_seconds():
@@ -448,12 +451,17 @@ def run_backend(quick):
     )
     db, serve = Database(env), gunicorn(env)
     bodies = Bodies()
-    with serve() as port:
-        warm = plans_for(bodies, 4, 200, duplicate_share=0)
-        note_endpoint_ids(warm)
-        send_all(port, WEBHOOK, warm)
+
+    def warm(port):
+        # Every connection of both workers runs the INSERT often enough to have it prepared.
+        plans = plans_for(bodies, 4, 200, duplicate_share=0)
+        note_endpoint_ids(plans)
+        send_all(port, WEBHOOK, plans)
         db.drain()
-        n = 300 if quick else 2000
+
+    n = 300 if quick else 2000
+    with serve() as port:
+        warm(port)
         # The goal's phase, several times: one round lasts a few seconds, and a neighbour's
         # burst on this shared machine moves a single round's ratio by several hundredths.
         sequential = median_round(
@@ -464,10 +472,21 @@ def run_backend(quick):
         audit_only = run_phase(port, db, bodies, 1, n, endpoint=AUDIT_ONLY)
         bodies.prefix = "bench/app-"
         concurrent = run_phase(port, db, bodies, 8, 800 if quick else 2000)
+    phases = [sequential, inline, audit_only, concurrent]
+    if env.get("DATABASE_URL"):
+        # PostgreSQL: the goal's phase again with the INSERT not prepared, the figure before
+        # prepared statements, in the same run.
+        with serve({"DATABASE_PREPARED_STATEMENTS": "0"}) as port:
+            warm(port)
+            unprepared = median_round(
+                [run_phase(port, db, bodies, 1, n) for _ in range(1 if quick else 3)]
+            )
+        unprepared["endpoint"] = UNPREPARED
+        phases.append(unprepared)
     pull_burst = run_pull_phases(serve, db, 250 if quick else 1000, rounds=2 if quick else 3)
     return {
         "database": database,
-        "phases": [sequential, inline, audit_only, concurrent],
+        "phases": phases,
         "pulls": pull_burst,
         "check": count_check(env, bodies),
     }
@@ -639,7 +658,7 @@ def notes(results):
     """Sentences that read the table: the goal, and where the time goes."""
     lines = []
     for result in results:
-        batched, inline, audit_only, _ = result["phases"]
+        batched, inline, audit_only, _, *unprepared = result["phases"]
         lags = [p["webhook"]["lag_s"] for p in result["phases"]]
         lags += [r["lag_s"] for k in ("off", "on") for r in result["pulls"][k]]
         ratios = batched.get("round_ratios", [batched["ratio"]])
@@ -652,6 +671,11 @@ def notes(results):
             f"without the index (the pre-batching shape); p99 "
             f"{batched['webhook']['p99_ms']:.0f} ms. Last batch applied at most "
             f"{max(lags):.2f} s after the last answer (goal: 2 s)."
+            + "".join(
+                f" With the INSERT not prepared: {phase['ratio']:.2f} (median of "
+                f"{len(phase.get('round_ratios', [1]))} rounds, same run)."
+                for phase in unprepared
+            )
         )
     return lines
 

@@ -122,6 +122,15 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
 else:
     DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+    # The webhook's INSERT is prepared on each connection after psycopg's usual 5 runs, so
+    # PostgreSQL plans it once per connection instead of once per delivery (bench/README.md).
+    # Django's own queries bind client-side and are never prepared. Off behind a pooler that
+    # does not keep prepared statements (PgBouncer in transaction mode before 1.21, or with
+    # max_prepared_statements = 0); a failure of that kind also turns them off by itself.
+    DATABASES["default"].setdefault("OPTIONS", {})["prepare_threshold"] = (
+        5 if env.bool("DATABASE_PREPARED_STATEMENTS", default=True) else None
+    )
 # Reused connections. On SQLite too: closing the last connection to a WAL database checkpoints
 # and removes the WAL, which made every webhook request several times slower (bench/README.md).
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))

@@ -211,3 +211,30 @@ def test_local_registry_config_points_the_registry_at_the_portal(settings, tmp_p
     assert endpoint["url"] == "http://127.0.0.1:8123/api/registry/events"
     assert endpoint["headers"]["Authorization"] == ["Bearer " + "t" * 32]
     assert out.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(
+    ("database_url", "switch", "threshold"),
+    [
+        ("postgres://oyster@127.0.0.1:1/oyster", None, "5"),
+        ("postgres://oyster@127.0.0.1:1/oyster", "off", "None"),
+        ("postgres://oyster@127.0.0.1:1/oyster", "on", "5"),
+        ("sqlite:////tmp/oyster-never-opened.sqlite3", None, "absent"),
+    ],
+)
+def test_prepared_statements_follow_the_setting_on_postgresql_only(
+    tmp_path, database_url, switch, threshold
+):
+    """psycopg prepares only what binds server-side (the webhook's INSERT); Django's default
+    would be never. Nothing connects here."""
+    env = {"DEBUG": "0", "LOCAL_RUN": "1", "DATA_DIR": str(tmp_path), "SECRET_KEY": "s" * 50}
+    env["DATABASE_URL"] = database_url
+    if switch is not None:
+        env["DATABASE_PREPARED_STATEMENTS"] = switch
+    code = (
+        "from django.conf import settings; "
+        "print(settings.DATABASES['default'].get('OPTIONS', {}).get('prepare_threshold', 'absent'))"
+    )
+    result = run_python(code, **env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == threshold

@@ -5,11 +5,13 @@ import json
 from contextlib import contextmanager
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.core.handlers.wsgi import WSGIRequest
-from django.db import OperationalError, connection
+from django.db import DatabaseError, OperationalError, connection
 from django.test import Client
 
+from registry_admin import ingest, notifications
 from registry_admin.models import AuditEvent, DeliveryCounter, RejectedDelivery
 from registry_admin.views.webhooks import registry_events
 
@@ -297,3 +299,125 @@ def test_a_database_that_stays_down_is_still_answered_503(registry_client):
         response = post(registry_client, make_envelope(make_registry_event()))
     assert response.status_code == 503
     assert not AuditEvent.objects.exists()
+
+
+# PostgreSQL: the webhook's INSERT is a prepared statement (notifications._run_insert).
+
+
+@pytest.fixture
+def batched(settings, monkeypatch):
+    """The registry's default path (NOTIFICATIONS_APPLY_DELAY > 0), without the applier thread."""
+    settings.NOTIFICATIONS_APPLY_DELAY = 0.25
+    monkeypatch.setattr(ingest, "wake", lambda: None)
+
+
+@pytest.fixture
+def preparing_again():
+    """The process-wide "a pooler lost a prepared statement" switch, reset after the test."""
+    yield
+    notifications._unprepared.clear()
+
+
+AUDIT_INSERT = 'INSERT INTO "registry_admin_auditevent"'
+
+
+def prepared_inserts():
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*) FROM pg_prepared_statements WHERE strpos(statement, %s) > 0",
+            [AUDIT_INSERT],
+        )
+        return cursor.fetchone()[0]
+
+
+def deliver(client, count):
+    """Post `count` one-event deliveries; every one must be stored."""
+    for _ in range(count):
+        response = post(client, make_envelope(make_registry_event()))
+        assert response.status_code == 200, response.content
+        assert response.json()["stored"] == 1
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("delay", [0.25, 0])
+def test_on_postgresql_the_insert_is_prepared_once_per_connection(
+    registry_client, batched, settings, delay
+):
+    settings.NOTIFICATIONS_APPLY_DELAY = delay  # 0: the INSERT inside the delivery's transaction
+    deliver(registry_client, 4)
+    assert prepared_inserts() == 0  # psycopg prepares from the 5th run on
+    deliver(registry_client, 8)
+    assert prepared_inserts() == 1  # one statement, reused: not one per delivery
+    assert AuditEvent.objects.count() == 12
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_prepared_statement_lost_to_a_pooler_turns_preparing_off(
+    registry_client, caplog, batched, preparing_again
+):
+    """A pooler in transaction mode hands the next statement to a server connection that never
+    prepared it: that delivery is still stored (run again unprepared, 200), and nothing is
+    prepared from then on."""
+    deliver(registry_client, 6)
+    assert prepared_inserts() == 1
+    # Behind psycopg's back, as a pooler switching server connections would.
+    connection.connection.pgconn.exec_(b"DEALLOCATE ALL")
+
+    deliver(registry_client, 3)
+
+    assert "DATABASE_PREPARED_STATEMENTS=off" in caplog.text
+    assert prepared_inserts() == 0
+    assert AuditEvent.objects.count() == 9
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_lost_prepared_statement_inside_a_transaction_is_retried_by_the_registry(
+    registry_client, settings, preparing_again
+):
+    """With the index applied in the delivery's transaction, the failed statement spoiled the
+    transaction: 503, so the registry sends it again, and that goes through unprepared."""
+    settings.NOTIFICATIONS_APPLY_DELAY = 0
+    deliver(registry_client, 6)
+    connection.connection.pgconn.exec_(b"DEALLOCATE ALL")
+    body = make_envelope(make_registry_event())
+
+    assert post(registry_client, body).status_code == 503
+    assert post(registry_client, body).json()["stored"] == 1
+    assert AuditEvent.objects.count() == 7
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize(
+    "lost",
+    [
+        psycopg.errors.InvalidSqlStatementName,
+        psycopg.errors.DuplicatePreparedStatement,
+        psycopg.errors.ProtocolViolation,
+    ],
+)
+def test_each_kind_of_lost_prepared_statement_is_recognised(registry_client, lost, preparing_again):
+    failures = []
+
+    def lose_once(execute, sql, params, many, context):
+        if not failures and AUDIT_INSERT in sql:
+            failures.append(sql)
+            error = DatabaseError("prepared statement lost")
+            error.__cause__ = lost()
+            raise error
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(lose_once):
+        response = post(registry_client, make_envelope(make_registry_event()))
+    assert failures
+    # Inside the test's transaction: answered 503 (the registry retries), and switched off.
+    assert response.status_code == 503
+    assert notifications._unprepared.is_set()
+
+
+@pytest.mark.postgres
+def test_other_database_errors_leave_preparing_on(registry_client):
+    with failing_inserts():
+        assert post(registry_client, make_envelope(make_registry_event())).status_code == 503
+    assert not notifications._unprepared.is_set()
