@@ -24,6 +24,7 @@ transaction: one upsert statement per delivery that holds a real pull, nothing f
 
 import json
 import logging
+from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -88,33 +89,19 @@ def _client_host(addr):
     return host.strip("[]")
 
 
-def classify(event):
+def classify(event, earlier=None):
     """The tag a real pull counts for ("" for a pull by digest of no resolved tag), or None
-    when the event is not a real pull."""
+    when the event is not a real pull. `earlier`: the event's look-back rows, as
+    `_look_backs` reads them for a whole batch; read here for this event alone when not given."""
     if not _is_manifest_get(event) or is_ignored_client(event.actor, event.request_useragent):
         return None
     if event.tag:
         return event.tag
-    earlier = (
-        # action and kind compared as expressions: SQLite's planner would otherwise walk every
-        # pull of the window in the action index instead of this client's rows in this
-        # repository (audit_repo_actor_idx).
-        AuditEvent.objects.alias(action_value=unindexed("action"), kind_value=unindexed("kind"))
-        .filter(
-            repository=event.repository,
-            actor=event.actor,
-            action_value="pull",
-            kind_value=AuditEvent.Kind.MANIFEST,
-            timestamp__gte=event.timestamp - timedelta(seconds=CHAIN_SECONDS),
-            timestamp__lte=event.timestamp,
-        )
-        .filter(Q(timestamp__lt=event.timestamp) | Q(timestamp=event.timestamp, id__lt=event.pk))
-        .order_by("-timestamp", "-id")
-        .values_list("pk", "request_addr", "request_method", "tag", "digest", "media_type")[:200]
-    )
+    if earlier is None:
+        earlier = _look_backs([event]).get(event.pk, [])
     host = _client_host(event.request_addr)
     resolved = ""
-    for pk, addr, method, tag, digest, media_type in earlier:
+    for pk, _, addr, method, tag, digest, media_type in earlier:
         if _client_host(addr) != host:
             continue
         if method == "GET" and media_type in INDEX_MEDIA_TYPES and digest != event.digest:
@@ -125,6 +112,68 @@ def classify(event):
         elif method == "HEAD" and tag and digest == event.digest and not resolved:
             resolved = tag
     return resolved
+
+
+# Rows one look-back reads at most: a client's manifest requests within CHAIN_SECONDS.
+LOOK_BACK_ROWS = 200
+
+
+def _look_backs(events):
+    """{event pk: rows} for the events `classify` looks back from (GETs of a manifest by digest):
+    the same user's manifest events in the same repository, at most CHAIN_SECONDS before the
+    event and before it in the log's order, newest first, at most LOOK_BACK_ROWS of them.
+
+    One query per repository for the whole batch, not one per event: a cluster's pull burst
+    is a GET by digest per node, all in one repository.
+    """
+    by_repository = defaultdict(list)
+    for event in events:
+        if _is_manifest_get(event) and not event.tag:
+            by_repository[event.repository].append(event)
+    found = {}
+    for repository, group in by_repository.items():
+        rows = defaultdict(list)
+        history = (
+            # action and kind compared as expressions: SQLite's planner would otherwise walk
+            # every pull of the window in the action index instead of these clients' rows in
+            # this repository (audit_repo_actor_idx).
+            AuditEvent.objects.alias(action_value=unindexed("action"), kind_value=unindexed("kind"))
+            .filter(
+                repository=repository,
+                actor__in={event.actor for event in group},
+                action_value="pull",
+                kind_value=AuditEvent.Kind.MANIFEST,
+                timestamp__gte=min(event.timestamp for event in group)
+                - timedelta(seconds=CHAIN_SECONDS),
+                timestamp__lte=max(event.timestamp for event in group),
+            )
+            .order_by("actor", "-timestamp", "-id")  # the index's own order
+            .values_list(
+                "actor",
+                "pk",
+                "timestamp",
+                "request_addr",
+                "request_method",
+                "tag",
+                "digest",
+                "media_type",
+            )
+        )
+        for actor, *row in history:
+            rows[actor].append(row)
+        for own in rows.values():
+            own.reverse()  # oldest first, for the bisection
+        for event in group:
+            own = rows[event.actor]
+            # Where the event's place in the log's order (timestamp, id) falls among them.
+            before = bisect_left(own, (event.timestamp, event.pk), key=lambda row: (row[1], row[0]))
+            oldest = event.timestamp - timedelta(seconds=CHAIN_SECONDS)
+            found[event.pk] = [
+                row
+                for row in reversed(own[max(0, before - LOOK_BACK_ROWS) : before])
+                if row[1] >= oldest
+            ]
+    return found
 
 
 def _children(digest, raw):
@@ -155,8 +204,9 @@ def _keys(event, tag):
 def count_events(events, totals=None):
     """{key: [pulls, last_pulled_at]} for the real pulls among `events` (added to `totals`)."""
     totals = {} if totals is None else totals
+    earlier = _look_backs(events)
     for event in events:
-        tag = classify(event)
+        tag = classify(event, earlier.get(event.pk))
         if tag is None:
             continue
         for key in _keys(event, tag):

@@ -329,7 +329,7 @@ class AuditEvent(models.Model):
             models.Index(fields=["tag", "-timestamp", "-id"], name="audit_tag_idx"),
             models.Index(fields=["request_id"], name="audit_request_idx"),
             models.Index(fields=["source", "-timestamp", "-id"], name="audit_source_idx"),
-            # The pull counters' look-back (pulls.classify): one client's recent events in one
+            # The pull counters' look-back (pulls._look_backs): one client's recent events in one
             # repository. Without it the look-back walked every pull in its 2-minute window.
             models.Index(
                 fields=["repository", "actor", "-timestamp", "-id"], name="audit_repo_actor_idx"

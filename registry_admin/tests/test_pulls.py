@@ -467,6 +467,58 @@ def test_the_look_back_reads_only_this_clients_rows_in_the_repository():
     assert "audit_repo_actor_idx" in plan, plan
 
 
+@pytest.mark.parametrize("rows", [pulls.LOOK_BACK_ROWS, 3])
+def test_a_batch_counts_what_one_event_at_a_time_counts(monkeypatch, rows):
+    """`_look_backs` reads a whole batch's look-backs in one query per repository; each event
+    must still see exactly its own window: its user's rows before it (ties broken by id), at
+    most CHAIN_SECONDS back and at most LOOK_BACK_ROWS of them."""
+    monkeypatch.setattr(pulls, "LOOK_BACK_ROWS", rows)
+    refs = [{"mediaType": IMAGE, "digest": CHILD_A}, {"mediaType": IMAGE, "digest": CHILD_B}]
+    stream = []
+    for node in range(6):
+        actor, addr = f"node{node % 3}", f"10.0.1.{node}:4000"
+        start = T0 + timedelta(seconds=node)
+        stream += [
+            event(method="HEAD", tag="v1", actor=actor, addr=addr, when=start),
+            event(method="HEAD", tag="v2", digest=D2, actor=actor, addr=addr, when=start),
+            # Same timestamp as the HEADs: the log's order (id) decides they came first.
+            event(tag="", actor=actor, addr=addr, when=start),
+            event(tag="", digest=D2, actor=actor, addr=addr, when=start + timedelta(seconds=1)),
+            event(media_type=INDEX, references=refs, tag="multi", actor=actor, addr=addr),
+            event(tag="", digest=CHILD_A, actor=actor, addr=addr, when=T0 + timedelta(seconds=9)),
+        ]
+    stream += [
+        # Just inside and just outside the chain's window after carol's HEAD.
+        event(method="HEAD", tag="edge", actor="carol", when=T0),
+        event(tag="", actor="carol", when=T0 + timedelta(seconds=pulls.CHAIN_SECONDS)),
+        event(
+            tag="", actor="carol", when=T0 + timedelta(seconds=pulls.CHAIN_SECONDS, microseconds=1)
+        ),
+        # Another repository with the same users: never looked at from team/app.
+        event(method="HEAD", tag="v9", actor="node0", repository="team/other"),
+        event(tag="", actor="node0", repository="team/other", when=T0 + timedelta(seconds=1)),
+    ]
+    # In the log's time order, as the registry sends them: a live count only sees what has
+    # arrived, so an event delivered late would change a rebuild's count and not the live one.
+    stream.sort(key=lambda item: datetime.fromisoformat(item["timestamp"].replace("Z", "+00:00")))
+    for item in stream:
+        deliver(item)  # one event per delivery: each look-back from a group of one
+    one_at_a_time = pulls.snapshot_counters()
+
+    PullCount.objects.all().delete()
+    pulls.rebuild()  # one batch (REBUILD_CHUNK) for every event
+
+    assert pulls.snapshot_counters() == one_at_a_time
+    assert counts("t", "edge") == 1
+    assert counts("t", "v9") == 1
+    if rows > 3:
+        # Every node's GET by digest counted for the tag its HEAD named; no child on its own.
+        assert counts("t", "v2") == 6 and counts("d", CHILD_A) == 0
+    else:
+        # Two nodes per user: their rows interleave, and three rows hide some HEADs.
+        assert counts("t", "v2") < 6
+
+
 def test_compaction_folds_old_days_and_every_figure_stays():
     """Days before the 30-day window fold into one row per image and user: the pages' figures
     (last pull, pulls in 30 days, a puller's total, distinct pullers) and retention's verdict
