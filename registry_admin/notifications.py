@@ -350,7 +350,7 @@ def _run_insert(sql, params):
                 logger.error(
                     "a prepared statement was lost between the portal and PostgreSQL (%s): a "
                     "connection pooler in transaction mode? This process no longer prepares "
-                    "statements; set DATABASE_PREPARED_STATEMENTS=off to start that way",
+                    "statements; set DATABASE_PREPARED_STATEMENTS=0 to start that way",
                     _short(exc),
                 )
             if connection.in_atomic_block:

@@ -366,7 +366,7 @@ def test_a_prepared_statement_lost_to_a_pooler_turns_preparing_off(
 
     deliver(registry_client, 3)
 
-    assert "DATABASE_PREPARED_STATEMENTS=off" in caplog.text
+    assert "DATABASE_PREPARED_STATEMENTS=0" in caplog.text
     assert prepared_inserts() == 0
     assert AuditEvent.objects.count() == 9
 
