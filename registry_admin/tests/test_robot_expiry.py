@@ -84,6 +84,16 @@ def robot_that_pushed(skopeo, tmp_path):
     write_oci_layout(tmp_path / "layout", build_image(), "v1")
     pushed = skopeo.copy_to_registry(tmp_path / "layout", "v1", repo, robot.username, password)
     assert pushed.returncode == 0, pushed.stderr
+    # The push's own notifications are this robot's events too: stored after the test expires
+    # it, they would remove its line before the use the test makes. The registry sends them in
+    # order, so once the manifest's push is in, every event of the push is.
+    deadline = time.monotonic() + 15
+    pushes = AuditEvent.objects.filter(
+        actor=robot.username, action="push", repository=repo, kind=AuditEvent.Kind.MANIFEST
+    )
+    while not pushes.exists():
+        assert time.monotonic() < deadline, "the push never reached the audit log"
+        time.sleep(0.05)
     return robot, password, repo
 
 
