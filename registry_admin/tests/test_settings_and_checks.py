@@ -238,3 +238,18 @@ def test_prepared_statements_follow_the_setting_on_postgresql_only(
     result = run_python(code, **env)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == threshold
+
+
+def test_sqlite_connections_use_wal_with_a_larger_checkpoint_interval(tmp_path):
+    """Every connection the portal opens on SQLite: WAL, and a checkpoint every 4,000 pages."""
+    env = {"DEBUG": "0", "LOCAL_RUN": "1", "DATA_DIR": str(tmp_path), "SECRET_KEY": "s" * 50}
+    env["DATABASE_URL"] = f"sqlite:///{tmp_path / 'portal.sqlite3'}"
+    code = (
+        "import django; django.setup(); from django.db import connection\n"
+        "with connection.cursor() as cursor:\n"
+        "    for pragma in ('journal_mode', 'synchronous', 'wal_autocheckpoint'):\n"
+        "        cursor.execute('PRAGMA ' + pragma); print(cursor.fetchone()[0])"
+    )
+    result = run_python(code, **env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["wal", "1", "4000"]  # synchronous 1: NORMAL
