@@ -128,7 +128,13 @@ def _look_backs(events):
     """
     by_repository = defaultdict(list)
     for event in events:
-        if _is_manifest_get(event) and not event.tag:
+        # Only where `classify` gets that far: not for the portal's own reads (a reconcile's
+        # GETs by digest) or other ignored clients.
+        if (
+            _is_manifest_get(event)
+            and not event.tag
+            and not is_ignored_client(event.actor, event.request_useragent)
+        ):
             by_repository[event.repository].append(event)
     found = {}
     for repository, group in by_repository.items():

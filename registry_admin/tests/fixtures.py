@@ -1,4 +1,5 @@
-"""Portal accounts for tests: an admin, a viewer and an account without a role."""
+"""Shared test fixtures: portal accounts (an admin, a viewer and an account without a role) and
+the webhook's batched mode."""
 
 import pytest
 
@@ -30,3 +31,16 @@ def admin_client(client, admin_user):
 def viewer_client(client, viewer_user):
     client.force_login(viewer_user)
     return client
+
+
+@pytest.fixture
+def batched(settings, monkeypatch):
+    """Batched mode (the registry's default path, NOTIFICATIONS_APPLY_DELAY > 0) with the
+    applier thread asleep: as if the web process died right after answering; what applies the
+    events is then `catch_up` (the worker's loop, another process). The list counts wake-ups."""
+    from registry_admin import ingest
+
+    settings.NOTIFICATIONS_APPLY_DELAY = 0.25
+    woken = []
+    monkeypatch.setattr(ingest, "wake", lambda: woken.append(1))
+    return woken

@@ -84,9 +84,7 @@ def test_the_table_gives_the_figures_of_the_audit_log_queries(settings, zone):
 
 
 @pytest.mark.django_db
-def test_batched_deliveries_and_redeliveries_count_once(settings, monkeypatch):
-    settings.NOTIFICATIONS_APPLY_DELAY = 0.25
-    monkeypatch.setattr(ingest, "wake", lambda: None)
+def test_batched_deliveries_and_redeliveries_count_once(batched):
     events = stream(seed=3)
     deliver(events)
     deliver(events[:50])  # redeliveries

@@ -71,16 +71,6 @@ def post(settings):
     return send
 
 
-@pytest.fixture
-def batched(settings, monkeypatch):
-    """Batched mode with the applier thread asleep: as if the web process died right after
-    answering; what applies the events is then `catch_up` (the worker's loop, another process)."""
-    settings.NOTIFICATIONS_APPLY_DELAY = 0.25
-    woken = []
-    monkeypatch.setattr(ingest, "wake", lambda: woken.append(1))
-    return woken
-
-
 def index_state():
     tags = sorted(
         Tag.objects.values_list("repository__name", "name", "digest", "pushed_at"),

@@ -11,7 +11,7 @@ from django.core.handlers.wsgi import WSGIRequest
 from django.db import DatabaseError, OperationalError, connection
 from django.test import Client
 
-from registry_admin import ingest, notifications
+from registry_admin import notifications
 from registry_admin.models import AuditEvent, DeliveryCounter, RejectedDelivery
 from registry_admin.views.webhooks import registry_events
 
@@ -302,13 +302,6 @@ def test_a_database_that_stays_down_is_still_answered_503(registry_client):
 
 
 # PostgreSQL: the webhook's INSERT is a prepared statement (notifications._run_insert).
-
-
-@pytest.fixture
-def batched(settings, monkeypatch):
-    """The registry's default path (NOTIFICATIONS_APPLY_DELAY > 0), without the applier thread."""
-    settings.NOTIFICATIONS_APPLY_DELAY = 0.25
-    monkeypatch.setattr(ingest, "wake", lambda: None)
 
 
 @pytest.fixture
