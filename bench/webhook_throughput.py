@@ -50,8 +50,10 @@ PYTHON = str(REPO_ROOT / ".venv" / "bin" / "python")
 GUNICORN = str(REPO_ROOT / ".venv" / "bin" / "gunicorn")
 PAYLOAD = REPO_ROOT / "registry_admin" / "tests" / "payloads" / "push-manifest-oci.json"
 TOKEN = "bench-token-" + "x" * 32
-WEBHOOK, NOOP, AUDIT_ONLY = "/api/registry/events", "/bench/noop", "/bench/audit-only"
-INLINE = "/bench/inline"
+WEBHOOK, NOOP = "/api/registry/events", "/bench/noop"
+# The webhook in servers started with other settings (bench/webhook/bench_urls.py).
+INLINE = {"NOTIFICATIONS_APPLY_DELAY": "0"}
+AUDIT_ONLY = {"NOTIFICATIONS_APPLY_DELAY": "0", "BENCH_RECEIVERS": "off"}
 # How long the bench waits for the batched step to apply what was stored (goal: 2 s).
 DRAIN_TIMEOUT = 30
 PAYLOADS = REPO_ROOT / "registry_admin" / "tests" / "payloads"
@@ -239,11 +241,9 @@ def summary(latencies, wall, statuses, events=None, lag=0.0):
     }
 
 
-ENDPOINT_NAMES = {
-    WEBHOOK: "webhook (batched index and counters)",
-    AUDIT_ONLY: "webhook without index handler, in a transaction of its own",
-    INLINE: "webhook, index and counters in the request (APPLY_DELAY=0)",
-}
+ENDPOINT_NAMES = {WEBHOOK: "webhook (batched index and counters)"}
+AUDIT_ONLY_NAME = "webhook without index handler, in a transaction of its own"
+INLINE_NAME = "webhook, index and counters in the request (APPLY_DELAY=0)"
 UNPREPARED = "webhook (batched), INSERT not prepared (DATABASE_PREPARED_STATEMENTS=0)"
 
 
@@ -467,11 +467,15 @@ def run_backend(quick):
         sequential = median_round(
             [run_phase(port, db, bodies, 1, n) for _ in range(1 if quick else HEADLINE_ROUNDS)]
         )
-        inline = run_phase(port, db, bodies, 1, n, endpoint=INLINE)
-        bodies.prefix = "bench/audit-only-"
-        audit_only = run_phase(port, db, bodies, 1, n, endpoint=AUDIT_ONLY)
-        bodies.prefix = "bench/app-"
         concurrent = run_phase(port, db, bodies, 8, 800 if quick else 2000)
+    with serve(INLINE) as port:
+        warm(port)
+        inline = run_phase(port, db, bodies, 1, n) | {"endpoint": INLINE_NAME}
+    bodies.prefix = "bench/audit-only-"
+    with serve(AUDIT_ONLY) as port:
+        warm(port)
+        audit_only = run_phase(port, db, bodies, 1, n) | {"endpoint": AUDIT_ONLY_NAME}
+    bodies.prefix = "bench/app-"
     phases = [sequential, inline, audit_only, concurrent]
     if env.get("DATABASE_URL"):
         # PostgreSQL: the goal's phase again with the INSERT not prepared, the figure before

@@ -27,7 +27,8 @@ from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from . import audit, htpasswd
+from . import htpasswd
+from .models import AuditEvent, PortalAction
 from .models.access import (
     ACTIONS,
     ADMINS_GROUP,
@@ -43,13 +44,6 @@ from .models.access import (
 
 logger = logging.getLogger(__name__)
 
-ACCESS_GRANTED = "access.granted"
-ACCESS_REVOKED = "access.revoked"
-GROUP_CHANGED = "access.group_changed"
-ROBOT_CREATED = "robot.created"
-ROBOT_DELETED = "robot.deleted"
-ROBOT_EXPIRED = "robot.expired"
-TOKEN_REFUSED = "token.refused"
 
 ROBOT_PREFIX = "robot-"
 ROBOT_MAX_DAYS = 3650
@@ -259,9 +253,9 @@ def authenticate(username, password, ip_address):
 def record_refusal(username, ip_address, requested, granted, reason):
     """An audit row naming who asked for what and what was refused (never the password)."""
     try:
-        audit.record_portal_action(
+        AuditEvent.objects.log_portal_action(
             username or ANONYMOUS,
-            TOKEN_REFUSED,
+            PortalAction.TOKEN_REFUSED,
             repository=next((s.name for s in requested if s.type == "repository"), ""),
             detail={
                 "requested": [str(s) for s in requested][:32],
@@ -294,9 +288,9 @@ def grant(actor, subject, pattern, actions):
             pattern=pattern,
             defaults={"actions": ",".join(actions), "created_by": str(actor)[:150]},
         )
-        audit.record_portal_action(
+        AuditEvent.objects.log_portal_action(
             actor,
-            ACCESS_GRANTED,
+            PortalAction.ACCESS_GRANTED,
             detail={
                 "subject": subject,
                 "pattern": pattern,
@@ -312,8 +306,8 @@ def revoke(actor, subject, pattern):
     with transaction.atomic():
         deleted, _ = AccessRule.objects.filter(subject=subject, pattern=pattern).delete()
         if deleted:
-            audit.record_portal_action(
-                actor, ACCESS_REVOKED, detail={"subject": subject, "pattern": pattern}
+            AuditEvent.objects.log_portal_action(
+                actor, PortalAction.ACCESS_REVOKED, detail={"subject": subject, "pattern": pattern}
             )
     return bool(deleted)
 
@@ -336,7 +330,9 @@ def set_group(actor, name, members):
             )
         else:
             AccessGroup.objects.filter(name=name).delete()
-        audit.record_portal_action(actor, GROUP_CHANGED, detail={"group": name, "members": members})
+        AuditEvent.objects.log_portal_action(
+            actor, PortalAction.GROUP_CHANGED, detail={"group": name, "members": members}
+        )
 
 
 def create_robot(actor, name, days, description=""):
@@ -361,9 +357,9 @@ def create_robot(actor, name, days, description=""):
             expires_at=timezone.now() + timedelta(days=days),
             created_by=str(actor)[:150],
         )
-        audit.record_portal_action(
+        AuditEvent.objects.log_portal_action(
             actor,
-            ROBOT_CREATED,
+            PortalAction.ROBOT_CREATED,
             detail={"registry_user": username, "expires_at": robot.expires_at.isoformat()},
         )
         htpasswd.add_user(username, password, rounds=settings.HTPASSWD_SERVICE_BCRYPT_ROUNDS)
@@ -396,7 +392,9 @@ def disable_expired_robots(now=None):
             htpasswd.delete_user(username)
         except htpasswd.CredentialsError:
             continue  # another worker removed it first
-        audit.record_portal_action("system", ROBOT_EXPIRED, detail={"registry_user": username})
+        AuditEvent.objects.log_portal_action(
+            "system", PortalAction.ROBOT_EXPIRED, detail={"registry_user": username}
+        )
         logger.info("robot account %s expired: removed from the htpasswd file", username)
         removed.append(username)
     return removed
@@ -433,6 +431,8 @@ def delete_robot(actor, username):
         if not deleted:
             raise AccessError(f"There is no robot account named {username[:64]!r}.")
         AccessRule.objects.filter(subject=username).delete()
-        audit.record_portal_action(actor, ROBOT_DELETED, detail={"registry_user": username})
+        AuditEvent.objects.log_portal_action(
+            actor, PortalAction.ROBOT_DELETED, detail={"registry_user": username}
+        )
         if htpasswd.read_users().get(username) is not None:
             htpasswd.delete_user(username)

@@ -1,6 +1,6 @@
 """The dashboard's 30-day activity, counted per day as registry events arrive.
 
-`on_events_recorded` (a receiver of `notifications.events_recorded`, so in the delivery's
+`on_events_recorded` (a receiver of `signals.events_recorded`, so in the delivery's
 transaction or in the batch that applies it) adds each new event to `DailyActivity`: manifest
 pushes and pulls per day, and events per repository and per user per day, with the same
 filters as the dashboard's queries on the audit log (registry events, no blob-level or HEAD
@@ -13,15 +13,19 @@ from collections import Counter
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Count, Sum
 from django.db.models.functions import TruncDate
 from django.utils import timezone
 
+from . import db, ingest
 from .models import AuditEvent, DailyActivity
+from .references import RegistryAction
 
 Kind = DailyActivity.Kind
 DAYS = 30
+# The registry actions counted per day, and the row kind each one is counted in.
+COUNTED_ACTIONS = {RegistryAction.PUSH: Kind.PUSH, RegistryAction.PULL: Kind.PULL}
 
 
 def _counted(events):
@@ -40,8 +44,8 @@ def count(events):
         if event.actor == settings.REGISTRY_USERNAME:
             continue
         day = timezone.localdate(event.timestamp)
-        if event.kind == AuditEvent.Kind.MANIFEST and event.action in (Kind.PUSH, Kind.PULL):
-            totals[(day, event.action, "")] += 1
+        if event.kind == AuditEvent.Kind.MANIFEST and event.action in COUNTED_ACTIONS:
+            totals[(day, COUNTED_ACTIONS[event.action], "")] += 1
         if event.repository:
             totals[(day, Kind.REPOSITORY, event.repository)] += 1
         if event.actor:
@@ -54,37 +58,28 @@ def on_events_recorded(sender, events, **kwargs):
 
 
 def add(totals):
-    """Add `totals` to the table: one upsert statement (the ORM's can only overwrite)."""
-    if not totals:
-        return
-    table = connection.ops.quote_name(DailyActivity._meta.db_table)
-    rows, params = [], []
-    for (day, kind, key), n in totals.items():
-        rows.append("(%s, %s, %s, %s)")
-        params += [connection.ops.adapt_datefield_value(day), str(kind), key, n]
-    # Only the table name and placeholders are formatted in; every value is a parameter.
-    sql = (
-        f"INSERT INTO {table} (day, kind, key, count) VALUES {', '.join(rows)} "  # noqa: S608
-        f"ON CONFLICT (day, kind, key) DO UPDATE SET count = {table}.count + excluded.count"
-    )
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+    """Add `totals` ({(day, kind, key): count}) to the table in one statement."""
+    rows = [
+        {"day": day, "kind": str(kind), "key": key, "count": n}
+        for (day, kind, key), n in totals.items()
+    ]
+    db.insert_or_add(DailyActivity, rows, key=("day", "kind", "key"), add=("count",))
 
 
 def rebuild():
     """Recount the whole table from the audit log, in one transaction; the rows written."""
-    from . import ingest  # ingest applies events through this module's receiver
-
     with transaction.atomic():
         ingest.settle()
-        _lock()
+        # Hold off inline deliveries' upserts until the recount is written.
+        db.lock_table_writes(DailyActivity)
         events = _counted(AuditEvent.objects.all()).annotate(
             day=TruncDate("timestamp", tzinfo=timezone.get_current_timezone())
         )
         rows = []
-        manifests = events.filter(kind=AuditEvent.Kind.MANIFEST, action__in=[Kind.PUSH, Kind.PULL])
+        manifests = events.filter(kind=AuditEvent.Kind.MANIFEST, action__in=COUNTED_ACTIONS)
         for row in manifests.values("day", "action").annotate(n=Count("id")).order_by():
-            rows.append(DailyActivity(day=row["day"], kind=row["action"], count=row["n"]))
+            kind = COUNTED_ACTIONS[row["action"]]
+            rows.append(DailyActivity(day=row["day"], kind=kind, count=row["n"]))
         for kind in (Kind.REPOSITORY, Kind.ACTOR):
             grouped = events.exclude(**{kind: ""}).values("day", kind).annotate(n=Count("id"))
             for row in grouped.order_by():
@@ -92,15 +87,6 @@ def rebuild():
         DailyActivity.objects.all().delete()
         DailyActivity.objects.bulk_create(rows, batch_size=1000)
     return len(rows)
-
-
-def _lock():
-    """Hold off inline deliveries' upserts until the recount is written (PostgreSQL; SQLite's
-    IMMEDIATE transaction already holds the write lock)."""
-    if connection.vendor == "postgresql":
-        table = connection.ops.quote_name(DailyActivity._meta.db_table)
-        with connection.cursor() as cursor:
-            cursor.execute(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE")
 
 
 def prune(before):
@@ -113,7 +99,7 @@ def prune(before):
 
 def pushes_and_pulls_per_day(days=DAYS):
     """[(date, pushes, pulls)] for each of the last `days` days (today included), zeros too:
-    `AuditEvent.objects.pushes_and_pulls_per_day` with the dashboard's filters, from the table."""
+    the dashboard's filters (registry events, manifest level), from the table."""
     today = timezone.localdate()
     first = today - timedelta(days=days - 1)
     rows = DailyActivity.objects.filter(kind__in=[Kind.PUSH, Kind.PULL], day__gte=first)

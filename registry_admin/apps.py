@@ -8,22 +8,23 @@ class RegistryAdminConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self):
+        # Imported here, Django's idiom: these modules use the models, loaded by now.
         from . import (
             access,
             activity,
             checks,  # noqa: F401  (registers the system checks)
             index,
-            notifications,
             pulls,
         )
         from .roles import ensure_groups
+        from .signals import events_recorded
 
         post_migrate.connect(ensure_groups, sender=self)
         # The repository index follows the pushes and deletes the webhook stores.
-        notifications.events_recorded.connect(index.on_events_recorded, dispatch_uid="index")
+        events_recorded.connect(index.on_events_recorded, dispatch_uid="index")
         # Real pulls bump their counters in the same transaction.
-        notifications.events_recorded.connect(pulls.on_events_recorded, dispatch_uid="pulls")
+        events_recorded.connect(pulls.on_events_recorded, dispatch_uid="pulls")
         # The dashboard's per-day figures, likewise.
-        notifications.events_recorded.connect(activity.on_events_recorded, dispatch_uid="activity")
+        events_recorded.connect(activity.on_events_recorded, dispatch_uid="activity")
         # A robot used after its expiry loses its htpasswd line (when no worker does it first).
-        notifications.events_recorded.connect(access.on_events_recorded, dispatch_uid="robots")
+        events_recorded.connect(access.on_events_recorded, dispatch_uid="robots")

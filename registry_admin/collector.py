@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 
 from django.conf import settings
 
-from . import audit, registry, storage, usage
-from .models import JobKind, Repository
+from . import registry, storage, usage, worker
+from .models import AuditEvent, JobKind, PortalAction, Repository
+from .registry_config import dump_yaml
 
 logger = logging.getLogger(__name__)
 
@@ -150,8 +151,6 @@ def run_collector(dry_run):
     with tempfile.TemporaryDirectory(prefix="oyster-gc-") as directory:
         config_path = os.path.join(directory, "config.yml")
         with open(os.open(config_path, os.O_WRONLY | os.O_CREAT, 0o600), "w") as handle:
-            from .registry_config import dump_yaml
-
             handle.write(dump_yaml(collector_config()))
         args = [*command, "garbage-collect", config_path]
         if dry_run:
@@ -225,7 +224,9 @@ def collect(actor, dry_run=True, registry_stopped=False, on_progress=None):
     progress("Scanning storage after collecting")
     after = usage.run_scan()
     result.freed_bytes = (before - after.total_bytes) if before is not None else None
-    audit.record_portal_action(actor, audit.GARBAGE_COLLECTED, detail=result.as_dict())
+    AuditEvent.objects.log_portal_action(
+        actor, PortalAction.GARBAGE_COLLECTED, detail=result.as_dict()
+    )
     logger.info(
         "garbage collection by %s freed %s bytes in %.1f s",
         actor,
@@ -237,7 +238,6 @@ def collect(actor, dry_run=True, registry_stopped=False, on_progress=None):
 
 def garbage_collect_job(run):
     """Worker job "garbage_collect": options {"dry_run": bool, "registry_stopped": bool}."""
-    from . import worker
 
     options = run.options or {}
 

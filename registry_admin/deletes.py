@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import IntegrityError
 
-from . import audit, index, references, registry
-from .models import ManifestReferences, PortalPlaceholder, Tag
+from . import index, references, registry
+from .models import AuditEvent, ManifestReferences, PortalAction, PortalPlaceholder, Tag
+from .references import INDEX_MEDIA_TYPES
 
 logger = logging.getLogger(__name__)
 
@@ -166,7 +167,7 @@ class LiveRepository:
         kept = set(staying)
         for other in staying:
             ref_type = next(r.media_type for r in self.refs.values() if r.digest == other)
-            if ref_type in registry.INDEX_MEDIA_TYPES or not ref_type:
+            if ref_type in INDEX_MEDIA_TYPES or not ref_type:
                 kept.update(self.children_of(other))
         return [child for child in children if child not in kept]
 
@@ -378,9 +379,9 @@ def _delete_by_digest(actor, live, plan, detail):
 
 def _record_tag_deleted(actor, repository, tag, digest, detail, **how):
     """The audit row of a tag delete: the caller's `detail`, then how the tag went."""
-    audit.record_portal_action(
+    AuditEvent.objects.log_portal_action(
         actor,
-        audit.TAG_DELETED,
+        PortalAction.TAG_DELETED,
         repository=repository,
         tag=tag,
         digest=digest,
@@ -395,9 +396,9 @@ def _delete_by_placeholder(actor, live, plan, detail):
             repository, tag, plan.digest, placeholders=PLACEHOLDERS
         )
     except registry.RegistryDeleteIncomplete as exc:
-        audit.record_portal_action(
+        AuditEvent.objects.log_portal_action(
             actor,
-            audit.TAG_DELETE_INCOMPLETE,
+            PortalAction.TAG_DELETE_INCOMPLETE,
             repository,
             tag,
             detail={**(detail or {}), "error": str(exc)},
@@ -432,8 +433,12 @@ def delete_image(actor, repository, digest, confirmed_tags=()):
     registry.get_client().delete_image(repository, digest)
     forgotten = index.forget_digest(repository, digest)
     tags = sorted(set(forgotten) | set(confirmed_tags))
-    audit.record_portal_action(
-        actor, audit.IMAGE_DELETED, repository=repository, digest=digest, detail={"tags": tags}
+    AuditEvent.objects.log_portal_action(
+        actor,
+        PortalAction.IMAGE_DELETED,
+        repository=repository,
+        digest=digest,
+        detail={"tags": tags},
     )
     logger.info("image %s@%s (tags %s) deleted by %s", repository, digest, tags, actor)
     return tags

@@ -34,6 +34,8 @@ import bcrypt
 from django.conf import settings
 from django.db import DatabaseError, connection
 
+from . import db
+
 logger = logging.getLogger(__name__)
 
 USERNAME_RE = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -291,24 +293,13 @@ def check_password(username, password):
         return False  # a damaged hash or a password bcrypt refuses: not accepted either way
 
 
-# pg_advisory_lock(key1, key2): the portal's namespace and "the htpasswd file". One database serves
-# one portal deployment, which manages one htpasswd file, so the key need not name the path
-# (whose mount point may differ between machines anyway).
-_PG_LOCK_KEYS = (0x0757E12, 1)
-
-
 @contextlib.contextmanager
 def _database_locked(path, deadline):
-    """A session-level PostgreSQL advisory lock held across machines; nothing on SQLite."""
-    if connection.vendor != "postgresql":
-        yield
-        return
+    """A session-level PostgreSQL advisory lock held across machines; nothing on SQLite. One
+    database serves one portal deployment, which manages one htpasswd file, so the key need
+    not name the path (whose mount point may differ between machines anyway)."""
     try:
-        while True:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", _PG_LOCK_KEYS)
-                if cursor.fetchone()[0]:
-                    break
+        while not db.try_session_lock(db.AdvisoryKey.HTPASSWD_FILE):
             if time.monotonic() > deadline:
                 raise CredentialsError(
                     f"Another change to {path} (from this or another portal instance) has held "
@@ -325,8 +316,7 @@ def _database_locked(path, deadline):
         yield
     finally:
         try:
-            with connection.cursor() as cursor:
-                cursor.execute("SELECT pg_advisory_unlock(%s, %s)", _PG_LOCK_KEYS)
+            db.release_session_lock(db.AdvisoryKey.HTPASSWD_FILE)
         except DatabaseError:
             # A broken connection has already dropped its session locks with it.
             logger.warning("could not release the htpasswd database lock; closing the connection")

@@ -33,23 +33,21 @@ from django.conf import settings
 from django.db import DatabaseError, close_old_connections, connection, transaction
 from django.utils import timezone
 
+from . import db
 from .models import AuditEvent, PendingEvent
 from .models.audit import index_new_events
+from .signals import events_recorded
 
 logger = logging.getLogger(__name__)
 
 # Events one batch applies (one transaction); a longer backlog takes several in a row.
 BATCH_SIZE = 1000
-# Any fixed number shared by every instance; only PostgreSQL uses it.
-ADVISORY_LOCK_KEY = 0x0157E816
 # After a failed batch (database locked or down), the thread tries again this much later.
 RETRY_SECONDS = 2.0
 
 
 def apply_pending(limit=BATCH_SIZE):
     """Apply up to `limit` pending events, oldest first, in one transaction; how many."""
-    from .notifications import events_recorded  # notifications imports this module lazily
-
     with transaction.atomic():
         hold_appliers()
         pending = PendingEvent.objects.order_by("event_id").values_list("event_id", flat=True)
@@ -71,9 +69,7 @@ def fallback_seconds():
 def hold_appliers():
     """Keep every other applier out until the current transaction ends. SQLite: its
     transactions begin IMMEDIATE (settings), which already holds the only write lock."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [ADVISORY_LOCK_KEY])
+    db.hold_transaction_lock(single=db.APPLIERS_KEY)
 
 
 def settle():

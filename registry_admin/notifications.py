@@ -13,59 +13,33 @@ failed delivery forever with the same event id, holding every later event behind
   body had errors it is kept as a `RejectedDelivery` for admins to read. Database errors propagate,
   so the endpoint answers non-2xx and the registry retries.
 
-Hook for other areas (the repository index, pull counters, dashboard activity): the
-`events_recorded` signal is sent with `events`, a list of newly stored `AuditEvent` rows
-(redelivered events are not passed again; the list may be empty), inside a transaction: the
-delivery's own with `NOTIFICATIONS_APPLY_DELAY=0`, else the batch in which `ingest` applies
-the pending events of many deliveries (the same event is never passed twice either way).
-Connect a receiver in your AppConfig.ready():
-
-    notifications.events_recorded.connect(on_events_recorded, dispatch_uid="index")
-
-A receiver must only touch the database and must not raise for content it does not understand
-(log and skip instead): whatever it raises rolls the delivery back and makes the registry retry the
-same event forever. Let database errors propagate: that retry is then exactly what is wanted.
+The new events reach the repository index, the pull counters and the dashboard through the
+`signals.events_recorded` signal: sent here, inside the delivery's transaction, with
+`NOTIFICATIONS_APPLY_DELAY=0`; by default the events are queued (`PendingEvent`) and `ingest`
+sends it for a batch of deliveries moments later (see registry_admin/signals.py).
 """
 
 import functools
 import json
 import logging
-import threading
 from dataclasses import dataclass, field
 from datetime import UTC
 
-import psycopg
 from django.conf import settings
-from django.db import DatabaseError, connection, transaction
+from django.db import connection, transaction
 from django.db.models import CharField
-from django.dispatch import Signal
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from .audit import clean_text, target_kind
+from . import db, ingest
 from .models import AuditEvent, PendingEvent, RejectedDelivery
-from .models.audit import index_new_events
+from .models.audit import clean_text, index_new_events, target_kind
 from .models.batches import pk_batches
 from .pulls import is_own_read
+from .references import MANIFEST_MEDIA_TYPES, RegistryAction
+from .signals import events_recorded
 
 logger = logging.getLogger(__name__)
-
-ACTIONS = ("push", "pull", "mount", "delete")
-
-MANIFEST_MEDIA_TYPES = frozenset(
-    {
-        "application/vnd.oci.image.manifest.v1+json",
-        "application/vnd.oci.image.index.v1+json",
-        "application/vnd.docker.distribution.manifest.v2+json",
-        "application/vnd.docker.distribution.manifest.list.v2+json",
-        "application/vnd.docker.distribution.manifest.v1+json",
-        "application/vnd.docker.distribution.manifest.v1+prettyjws",
-        "application/vnd.oci.artifact.manifest.v1+json",
-    }
-)
-
-# Sent inside record()'s transaction with `events`, the newly stored AuditEvent rows (module doc).
-events_recorded = Signal()
 
 
 class EnvelopeError(ValueError):
@@ -139,7 +113,7 @@ def parse_event(item):
         # Cleaning an id could make two events one; an id the registry never makes is refused.
         raise EventError(f"the id has unprintable characters: {event_id[:80]!r}")
     action = _text(item, "action")
-    if action not in ACTIONS:
+    if action not in RegistryAction.values:
         raise EventError(f"unknown action {action[:40]!r} (id {event_id[:80]})")
     timestamp = _timestamp(item.get("timestamp"), event_id)
     target = _object(item, "target", event_id)
@@ -214,33 +188,29 @@ def derive_kind(action, media_type, url="", repository="", tag="", digest=""):
         if media_type in MANIFEST_MEDIA_TYPES or "manifest" in media_type or "index" in media_type:
             return AuditEvent.Kind.MANIFEST
         return AuditEvent.Kind.BLOB
-    if action == "mount":
+    if action == RegistryAction.MOUNT:
         return AuditEvent.Kind.BLOB
     return target_kind(repository, tag, digest)
 
 
-def record(envelope, raw_body=b"", content_type="", remote_addr="", error="", handlers=None):
+def record(envelope, raw_body=b"", content_type="", remote_addr="", error=""):
     """Store one delivery atomically; return the AuditEvent rows newly stored.
 
     `error` is the parse error of a body that was not an envelope at all (then `envelope` is
     None); it and any per-event errors are kept as one RejectedDelivery with the raw body.
     With `NOTIFICATIONS_APPLY_DELAY` at 0 the `events_recorded` receivers run in this
     transaction; otherwise the new events are queued (`PendingEvent`) here and `ingest` applies
-    them, and adds them to SQLite's text index, in a batch moments later. `handlers`, when
-    given, replaces the receivers and runs here (a benchmark measures the webhook without the
-    index that way). Database errors propagate.
+    them, and adds them to the text index, in a batch moments later. Database errors propagate.
     """
     events = envelope.events if envelope else []
     errors = ([error] if error else []) + (envelope.errors if envelope else [])
-    batched = handlers is None and settings.NOTIFICATIONS_APPLY_DELAY > 0
+    batched = settings.NOTIFICATIONS_APPLY_DELAY > 0
     if batched and not errors and len(events) <= INSERT_CHUNK:
         # One statement stores and queues (atomic by itself): PostgreSQL queues in the same
         # statement, SQLite by its trigger (migration 0012). No BEGIN/COMMIT round: the
         # registry's one-event delivery is a single write.
         stored = _store_new(events, queue=connection.vendor == "postgresql")
         if stored:
-            from . import ingest  # ingest imports this module
-
             ingest.wake()
         return stored
     with transaction.atomic():
@@ -260,20 +230,14 @@ def record(envelope, raw_body=b"", content_type="", remote_addr="", error="", ha
             if stored and connection.vendor == "postgresql":
                 PendingEvent.objects.bulk_create([PendingEvent(event_id=e.pk) for e in stored])
         else:
-            if handlers is None:
-                # send(), not send_robust(): a receiver's failure must roll the delivery back.
-                events_recorded.send(sender=AuditEvent, events=stored)
-            else:
-                for handler in handlers:
-                    handler(stored)
+            # send(), not send_robust(): a receiver's failure must roll the delivery back.
+            events_recorded.send(sender=AuditEvent, events=stored)
             # Applied here: off the queue SQLite's trigger put them on, in the same transaction.
             for queued in pk_batches(PendingEvent, [e.pk for e in stored]):
                 queued.delete()
             if stored:
                 index_new_events()
     if batched and stored:
-        from . import ingest  # ingest imports this module
-
         ingest.wake()
     return stored
 
@@ -317,7 +281,7 @@ def _store_new(events, queue=False):
                 f"WITH new AS ({sql}), queued AS "  # noqa: S608
                 f"(INSERT INTO {pending} (event_id) SELECT id FROM new) SELECT id, event_id FROM new"
             )
-        ids = dict((event_id, pk) for pk, event_id in _run_insert(sql, params))
+        ids = dict((event_id, pk) for pk, event_id in db.fetch_prepared(sql, params))
         for event in chunk:
             pk = ids.pop(event.event_id, None)
             if pk is not None:
@@ -325,65 +289,6 @@ def _store_new(events, queue=False):
                 event._state.adding, event._state.db = False, connection.alias
                 stored.append(event)
     return stored
-
-
-def _run_insert(sql, params):
-    """Run the audit INSERT and return its rows.
-
-    PostgreSQL: through a cursor that binds its parameters server-side, which is what lets
-    psycopg prepare the statement once it has run a few times on a connection (settings:
-    `prepare_threshold`, DATABASE_PREPARED_STATEMENTS). The registry's one-event INSERT is
-    then planned once per connection instead of on every delivery: about 0.1 ms of the
-    database's time, on the path the registry waits for. Behind a pooler that hands the
-    statement to a server connection that never prepared it, the first failure switches this
-    process to Django's own cursors (bound client-side, never prepared) and, outside a
-    transaction (where the failed statement changed nothing), runs the INSERT again at once.
-    """
-    if connection.vendor == "postgresql" and not _unprepared.is_set():
-        try:
-            return _run_server_bound(sql, params)
-        except DatabaseError as exc:
-            if not isinstance(exc.__cause__, _LOST_PREPARED_STATEMENT):
-                raise
-            if not _unprepared.is_set():
-                _unprepared.set()
-                logger.error(
-                    "a prepared statement was lost between the portal and PostgreSQL (%s): a "
-                    "connection pooler in transaction mode? This process no longer prepares "
-                    "statements; set DATABASE_PREPARED_STATEMENTS=0 to start that way",
-                    _short(exc),
-                )
-            if connection.in_atomic_block:
-                raise
-    with connection.cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.fetchall()
-
-
-def _run_server_bound(sql, params):
-    connection.ensure_connection()
-    cursor = psycopg.Cursor(connection.connection)
-    # Django's wrapper all the same: its error translation, query logging and wrappers.
-    with (
-        connection.make_debug_cursor(cursor)
-        if connection.queries_logged
-        else connection.make_cursor(cursor)
-    ) as wrapped:
-        wrapped.execute(sql, params)
-        return wrapped.fetchall()
-
-
-# The server does not have the prepared statement psycopg names (26000), has another one by
-# that name (42P05), or has another statement under it, from another version of the portal
-# (08P01: the parameter count differs).
-_LOST_PREPARED_STATEMENT = (
-    psycopg.errors.InvalidSqlStatementName,
-    psycopg.errors.DuplicatePreparedStatement,
-    psycopg.errors.ProtocolViolation,
-)
-# Set for good once a prepared statement was lost (a pooler): a flag every request thread
-# reads.
-_unprepared = threading.Event()
 
 
 def _short(exc):

@@ -8,6 +8,8 @@ URL, so a name like `../v2/_catalog` or `<script>` never becomes part of a reque
 
 import re
 
+from django.db import models
+
 # Patterns are used with fullmatch (a `$` would accept a trailing newline).
 # One path component: lowercase alphanumerics separated by `.`, `_`, `__` or runs of `-`.
 _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
@@ -15,6 +17,37 @@ REPOSITORY_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
 TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 DIGEST_RE = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[a-fA-F0-9]{32,128}")
 REPOSITORY_MAX_LENGTH = 255
+
+
+class RegistryAction(models.TextChoices):
+    """What the registry does to a repository: the notification events' `action`, the token
+    scopes' actions (all but mount) and the dashboard's push and pull counts."""
+
+    PUSH = "push"
+    PULL = "pull"
+    MOUNT = "mount"
+    DELETE = "delete"
+
+
+# Manifest media types (OCI image-spec; Docker's image manifest v2 schema 2).
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+# An OCI image index or a Docker manifest list: a manifest that lists other manifests.
+INDEX_MEDIA_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
+# Every manifest type the registry may name in an event (schema 1 and OCI artifacts too).
+MANIFEST_MEDIA_TYPES = frozenset(
+    {
+        OCI_MANIFEST,
+        OCI_INDEX,
+        DOCKER_MANIFEST,
+        DOCKER_LIST,
+        "application/vnd.docker.distribution.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        "application/vnd.oci.artifact.manifest.v1+json",
+    }
+)
 
 
 class InvalidReferenceError(ValueError):

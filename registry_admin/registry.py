@@ -25,7 +25,13 @@ from requests.auth import AuthBase, HTTPBasicAuth
 from urllib3 import exceptions as urllib3_exceptions
 from urllib3.util.retry import Retry
 
-from .references import (  # the grammar's one home; re-exported for callers of registry.*
+from . import tokens
+from .references import (
+    DOCKER_LIST,
+    DOCKER_MANIFEST,
+    INDEX_MEDIA_TYPES,
+    OCI_INDEX,
+    OCI_MANIFEST,
     is_valid_digest,
     is_valid_reference,
     is_valid_repository,
@@ -69,11 +75,6 @@ class RegistryDeleteIncomplete(RegistryError):
     """A tag delete stopped halfway; the message names the state, and retrying finishes it."""
 
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-INDEX_MEDIA_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
 # All four in every manifest request: without the OCI types 2.8 answers 404 for an OCI manifest,
 # without the Docker types it rewrites a schema2 manifest to schema1 (with another digest).
 MANIFEST_ACCEPT = ", ".join([OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST])
@@ -986,13 +987,7 @@ def get_client():
             connect_timeout=settings.REGISTRY_CONNECT_TIMEOUT,
             verify=verify,
             token_hosts=settings.REGISTRY_TOKEN_REALM_HOSTS,
-            token_minter=_portal_token_minter() if settings.REGISTRY_AUTH_MODE == "token" else None,
+            token_minter=tokens.mint_for_portal if settings.REGISTRY_AUTH_MODE == "token" else None,
         )
         _local.client, _local.key = client, key
     return client
-
-
-def _portal_token_minter():
-    from . import tokens  # the token server; imported only in token mode
-
-    return tokens.mint_for_portal

@@ -12,7 +12,8 @@ import os
 from django.db import transaction
 from django.views.decorators.debug import sensitive_variables
 
-from . import audit, htpasswd
+from . import htpasswd
+from .models import AuditEvent, PortalAction
 
 
 def cli_actor():
@@ -27,7 +28,11 @@ def cli_actor():
 @sensitive_variables("password")
 def create(actor, username, password, **detail):
     _record_and_change(
-        actor, audit.USER_CREATED, username, lambda: htpasswd.add_user(username, password), detail
+        actor,
+        PortalAction.USER_CREATED,
+        username,
+        lambda: htpasswd.add_user(username, password),
+        detail,
     )
 
 
@@ -35,7 +40,7 @@ def create(actor, username, password, **detail):
 def change_password(actor, username, password, **detail):
     _record_and_change(
         actor,
-        audit.USER_PASSWORD_CHANGED,
+        PortalAction.USER_PASSWORD_CHANGED,
         username,
         lambda: htpasswd.set_password(username, password),
         detail,
@@ -44,7 +49,7 @@ def change_password(actor, username, password, **detail):
 
 def delete(actor, username, **detail):
     _record_and_change(
-        actor, audit.USER_DELETED, username, lambda: htpasswd.delete_user(username), detail
+        actor, PortalAction.USER_DELETED, username, lambda: htpasswd.delete_user(username), detail
     )
 
 
@@ -53,7 +58,7 @@ def write_service_account(actor, username, password, **detail):
     """Make the file's service-account entry match `password` (REGISTRY_PASSWORD)."""
     _record_and_change(
         actor,
-        audit.USER_PASSWORD_CHANGED,
+        PortalAction.USER_PASSWORD_CHANGED,
         username,
         lambda: htpasswd.ensure_service_account(username, password),
         {"service_account": True, **detail},
@@ -65,7 +70,7 @@ def rotate_service_account(actor, username, **detail):
     passwords = []
     _record_and_change(
         actor,
-        audit.USER_PASSWORD_CHANGED,
+        PortalAction.USER_PASSWORD_CHANGED,
         username,
         lambda: passwords.append(htpasswd.rotate_service_account(username)),
         {"service_account": True, "generated": True, **detail},
@@ -75,5 +80,7 @@ def rotate_service_account(actor, username, **detail):
 
 def _record_and_change(actor, action, username, change, detail):
     with transaction.atomic():
-        audit.record_portal_action(actor, action, detail={"registry_user": username, **detail})
+        AuditEvent.objects.log_portal_action(
+            actor, action, detail={"registry_user": username, **detail}
+        )
         change()

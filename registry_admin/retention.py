@@ -27,8 +27,8 @@ from datetime import UTC, datetime, timedelta
 
 from django.utils import timezone
 
-from . import audit, deletes, pulls, registry
-from .models import Manifest, Repository, RetentionRule, Tag
+from . import deletes, pulls, registry, worker
+from .models import AuditEvent, Manifest, PortalAction, Repository, RetentionRule, Tag
 from .models.batches import batched
 
 logger = logging.getLogger(__name__)
@@ -289,7 +289,7 @@ def apply_plan(plan, actor, on_progress=None, live=None):
     targets = plan.targets()
     outcomes = deletes.delete_tags(actor, targets, on_progress=on_progress, live=live)
     summary = summarize(plan, outcomes)
-    audit.record_portal_action(actor, audit.RETENTION_RUN, detail=summary)
+    AuditEvent.objects.log_portal_action(actor, PortalAction.RETENTION_RUN, detail=summary)
     logger.info(
         "retention run by %s: %s deleted, %s failed, %s not attempted",
         actor,
@@ -372,7 +372,6 @@ def dry_run_summary(plan, live=None):
 def retention_job(run):
     """Worker job "retention": options {"dry_run": bool}; a run with nothing deleted but
     failures raises, so the Run shows as failed with the registry's reason."""
-    from . import worker
 
     live = deletes.LiveRepositories()
     plan = build_plan(live=live)

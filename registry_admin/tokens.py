@@ -34,7 +34,8 @@ from cryptography.x509.oid import NameOID
 from django.conf import settings
 
 from . import access
-from .registry import is_valid_repository
+from .models.access import ACTIONS
+from .references import is_valid_repository
 
 KEY_FILE = "token-signing-key.pem"
 CERT_FILE = "token-signing-cert.pem"
@@ -42,7 +43,6 @@ ALGORITHM = "RS256"
 # The certificate only binds the key for the registry; it is never shown to a browser, so a long
 # life avoids an outage on a date nobody remembers. Rotating = deleting both files.
 CERT_DAYS = 3650
-REPOSITORY_ACTIONS = ("pull", "push", "delete")
 # A scope is short: "repository:" + a name of at most 255 characters + the actions.
 MAX_SCOPE_LENGTH = 512
 
@@ -96,7 +96,7 @@ def parse_scope(text):
         raise ScopeError(f"{text[:80]!r}: unknown resource type {kind[:20]!r}.")
     if not is_valid_repository(name):
         raise ScopeError(f"{name[:80]!r} is not a valid repository name.")
-    if not actions or not set(actions) <= {*REPOSITORY_ACTIONS, "*"}:
+    if not actions or not set(actions) <= {*ACTIONS, "*"}:
         raise ScopeError(f"{text[:80]!r}: actions must be among pull, push, delete or *.")
     return Scope("repository", name, actions)
 

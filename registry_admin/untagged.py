@@ -17,8 +17,9 @@ from django.conf import settings
 from django.db.models import Count, Sum
 from django.utils import timezone
 
-from . import audit, deletes, registry
-from .models import JobKind, StorageSnapshot, UntaggedManifest
+from . import deletes, registry, worker
+from .models import AuditEvent, JobKind, PortalAction, StorageSnapshot, UntaggedManifest
+from .references import INDEX_MEDIA_TYPES
 
 logger = logging.getLogger(__name__)
 
@@ -139,7 +140,7 @@ def _reason_to_keep(live, row, cutoff):
     if tags:
         return f"tagged again: {', '.join(tags[:5])}"
     for ref in list(live.refs.values()):
-        if ref.media_type not in registry.INDEX_MEDIA_TYPES:
+        if ref.media_type not in INDEX_MEDIA_TYPES:
             continue
         if row.digest in live.children_of(ref.digest):
             return f"a child of the tagged {ref.digest}"
@@ -148,9 +149,9 @@ def _reason_to_keep(live, row, cutoff):
 
 def _remove(actor, row):
     registry.get_client().delete_image(row.repository, row.digest)
-    audit.record_portal_action(
+    AuditEvent.objects.log_portal_action(
         actor,
-        audit.UNTAGGED_DELETED,
+        PortalAction.UNTAGGED_DELETED,
         repository=row.repository,
         digest=row.digest,
         detail={"reclaimable_bytes": row.reclaimable_bytes, "child": row.is_child},
@@ -161,7 +162,6 @@ def _remove(actor, row):
 
 def prune_job(run):
     """Worker job "prune_untagged": options {"repository": glob, "dry_run": bool}."""
-    from . import worker
 
     options = run.options or {}
     total = len(latest_rows(options.get("repository", "")))

@@ -21,16 +21,16 @@ import logging
 import os
 import socket
 import time
-import zlib
 from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.module_loading import import_string
 
+from . import db
 from .models import JobKind, JobLease, Run, WorkerHeartbeat
 
 logger = logging.getLogger(__name__)
@@ -107,22 +107,12 @@ def lease_seconds():
     return max(1, int(getattr(settings, "WORKER_LEASE_SECONDS", LEASE_SECONDS) or LEASE_SECONDS))
 
 
-# Any 64-bit key unlikely to collide with another application's advisory locks in a shared
-# database; the kind's own lock is keyed (namespace, crc32(kind)).
-_PG_RUN_REQUEST_NAMESPACE = 0x0757E12
-
-
 def _serialize_requests(kind):
     """On PostgreSQL two portal instances asked at once must not both create a run: the
     check-then-insert below is serialized per kind with a transaction-scoped advisory lock.
     SQLite has a single writer and no such lock; there the race only ever queues a second run,
     which still runs after the first, never beside it."""
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "SELECT pg_advisory_xact_lock(%s, %s)",
-                [_PG_RUN_REQUEST_NAMESPACE, zlib.crc32(kind.encode()) - 2**31],
-            )
+    db.hold_transaction_lock(db.job_kind_key(kind))
 
 
 def request_run(kind, user=None, options=None):

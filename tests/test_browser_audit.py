@@ -5,7 +5,8 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from registry_admin import audit, notifications
+from registry_admin import notifications
+from registry_admin.models import AuditEvent, PortalAction
 from registry_admin.tests.factories import TEST_PASSWORD, make_envelope, make_registry_event
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -36,7 +37,9 @@ def test_the_dashboard_draws_the_activity_chart(page, live_server, viewer_user):
 def test_filter_the_log_with_the_keyboard_and_open_an_event(page, live_server, admin_user):
     wanted = store(repository="kbd/wanted", tag="<b>v1</b>")
     store(repository="kbd/other")
-    audit.record_portal_action("alice", audit.USER_CREATED, detail={"username": "bob"})
+    AuditEvent.objects.log_portal_action(
+        "alice", PortalAction.USER_CREATED, detail={"username": "bob"}
+    )
     log_in(page, live_server, admin_user, "/audit/")
     expect(page).to_have_title("Audit log · Oyster")
 

@@ -1,15 +1,14 @@
-"""The portal's URLs plus two bench-only endpoints beside the real webhook:
+"""The portal's URLs plus a bench-only endpoint beside the real webhook:
 
 - /bench/noop: the same middleware, token check and body read, no parsing or storing (the
-  baseline);
-- /bench/audit-only: the webhook without the events_recorded receivers (the repository index update),
-  storing in a transaction of its own (the shape before batching, search index included), to
-  show what the audit trail itself costs;
-- /bench/inline: the webhook applying the index and the pull counters inside each delivery's
-  transaction (`NOTIFICATIONS_APPLY_DELAY=0`), for contrast with the batched default.
+  baseline).
 
-With BENCH_PULL_COUNTERS=off in the environment the server runs without the pull counters'
-receiver (the baseline of the pull-burst phases).
+The other shapes of the webhook are the real endpoint in a server started with other settings
+(bench/webhook_throughput.py): `NOTIFICATIONS_APPLY_DELAY=0` applies the index and the
+counters inside each delivery's transaction; with BENCH_RECEIVERS=off too, the delivery's
+transaction stores only the audit row (the shape before batching, search index included),
+to show what the audit trail itself costs. With BENCH_PULL_COUNTERS=off the server runs
+without the pull counters' receiver (the baseline of the pull-burst phases).
 """
 
 import os
@@ -20,8 +19,7 @@ from django.urls import include, path
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
-from registry_admin import notifications
-from registry_admin.models import AuditEvent
+from registry_admin import signals
 from registry_admin.views import webhooks
 
 
@@ -39,41 +37,14 @@ def noop(request):
     return JsonResponse({"stored": 0})
 
 
-@csrf_exempt
-@login_not_required
-@require_POST
-def audit_only(request):
-    if not _authorized(request):
-        return JsonResponse({"error": "token"}, status=401)
-    body = request.read()
-    stored = notifications.record(notifications.parse_envelope(body), raw_body=body, handlers=())
-    return JsonResponse({"stored": len(stored)})
-
-
-@csrf_exempt
-@login_not_required
-@require_POST
-def inline(request):
-    if not _authorized(request):
-        return JsonResponse({"error": "token"}, status=401)
-    body = request.read()
-    stored = notifications.record(
-        notifications.parse_envelope(body),
-        raw_body=body,
-        handlers=(
-            lambda events: notifications.events_recorded.send(sender=AuditEvent, events=events),
-        ),
-    )
-    return JsonResponse({"stored": len(stored)})
-
-
 if os.environ.get("BENCH_PULL_COUNTERS") == "off":
-    notifications.events_recorded.disconnect(dispatch_uid="pulls")
+    signals.events_recorded.disconnect(dispatch_uid="pulls")
+if os.environ.get("BENCH_RECEIVERS") == "off":
+    for uid in ("index", "pulls", "activity", "robots"):
+        signals.events_recorded.disconnect(dispatch_uid=uid)
 
 
 urlpatterns = [
-    path("bench/inline", inline),
     path("bench/noop", noop),
-    path("bench/audit-only", audit_only),
     path("", include("portal.urls")),
 ]

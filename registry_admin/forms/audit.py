@@ -8,28 +8,25 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from .. import audit
-from ..models import AuditEvent
+from ..models import AuditEvent, PortalAction
 from ..models.audit import decode_cursor
+from ..references import RegistryAction
 
 HOSTNAME = re.compile(
     r"[a-z0-9]([a-z0-9-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9-]*[a-z0-9])?)*|[0-9a-f:.]+"
 )
 
 ACTION_SUGGESTIONS = [
-    "push",
-    "pull",
-    "mount",
-    "delete",
-    audit.USER_CREATED,
-    audit.USER_PASSWORD_CHANGED,
-    audit.USER_DELETED,
-    audit.TAG_DELETED,
-    audit.IMAGE_DELETED,
-    audit.RETENTION_RUN,
-    audit.UNTAGGED_DELETED,
-    audit.GARBAGE_COLLECTED,
-    audit.AUDIT_PRUNED,
+    *RegistryAction.values,
+    PortalAction.USER_CREATED,
+    PortalAction.USER_PASSWORD_CHANGED,
+    PortalAction.USER_DELETED,
+    PortalAction.TAG_DELETED,
+    PortalAction.IMAGE_DELETED,
+    PortalAction.RETENTION_RUN,
+    PortalAction.UNTAGGED_DELETED,
+    PortalAction.GARBAGE_COLLECTED,
+    PortalAction.AUDIT_PRUNED,
 ]
 
 
@@ -164,5 +161,5 @@ class NotificationSettingsForm(forms.Form):
         if self.cleaned_data.get("ignore_blobs"):
             ignore["mediatypes"] = ["application/octet-stream"]
         if self.cleaned_data.get("ignore_pulls"):
-            ignore["actions"] = ["pull"]
+            ignore["actions"] = [RegistryAction.PULL.value]
         return ignore

@@ -6,6 +6,7 @@ from .audit import (  # noqa: F401
     DailyActivity,
     DeliveryCounter,
     PendingEvent,
+    PortalAction,
     RejectedDelivery,
 )
 from .deletes import PortalPlaceholder, UntaggedManifest  # noqa: F401

@@ -5,6 +5,8 @@ import re
 from django.core.exceptions import ValidationError
 from django.db import models
 
+from ..references import RegistryAction
+
 PATTERN_MAX_LENGTH = 255
 # A repository name's characters plus the wildcards * (one path segment), ** (any depth) and ?.
 _PATTERN_RE = re.compile(r"[a-z0-9._/*?-]{1,255}")
@@ -14,7 +16,8 @@ EVERYONE = "*"
 ANONYMOUS = "anonymous"
 # Members of this group may list the catalog and do everything, like the service account.
 ADMINS_GROUP = "admins"
-ACTIONS = ("pull", "push", "delete")
+# What a token may grant on a repository (every registry action but mount), in this order.
+ACTIONS = (RegistryAction.PULL, RegistryAction.PUSH, RegistryAction.DELETE)
 
 
 def validate_access_pattern(value):

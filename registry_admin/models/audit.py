@@ -1,8 +1,10 @@
+import json
+import uuid
 from datetime import UTC, datetime, timedelta
 
 from django.db import connection, models
-from django.db.models import Count, Q, Value
-from django.db.models.functions import Concat, TruncDate
+from django.db.models import Q, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -189,40 +191,6 @@ class AuditEventQuerySet(models.QuerySet):
             Q(timestamp__gt=timestamp) | Q(timestamp=timestamp, id__gt=pk)
         )
 
-    def pushes_and_pulls_per_day(self, days=30):
-        """[(date, pushes, pulls)] for each of the last `days` days (today included), zeros too."""
-        today = timezone.localdate()
-        first = today - timedelta(days=days - 1)
-        start = timezone.make_aware(datetime.combine(first, datetime.min.time()))
-        rows = (
-            self.filter(
-                source=AuditEvent.Source.REGISTRY,
-                noise=False,
-                kind=AuditEvent.Kind.MANIFEST,
-                action__in=["push", "pull"],
-                timestamp__gte=start,
-            )
-            .annotate(day=TruncDate("timestamp", tzinfo=timezone.get_current_timezone()))
-            .values("day", "action")
-            .annotate(n=Count("id"))
-        )
-        counts = {(row["day"], row["action"]): row["n"] for row in rows}
-        return [
-            (day, counts.get((day, "push"), 0), counts.get((day, "pull"), 0))
-            for day in (first + timedelta(days=i) for i in range(days))
-        ]
-
-    def most_active(self, field, days=30, limit=5):
-        """[(value, events)] of the busiest repositories or actors in manifest-level events."""
-        since = timezone.now() - timedelta(days=days)
-        return list(
-            self.filter(source=AuditEvent.Source.REGISTRY, noise=False, timestamp__gte=since)
-            .exclude(**{field: ""})
-            .values_list(field)
-            .annotate(n=Count("id"))
-            .order_by("-n", field)[:limit]
-        )
-
     def last_received(self):
         # Ids grow in the order rows arrive, and the primary key needs no extra index.
         return (
@@ -230,6 +198,91 @@ class AuditEventQuerySet(models.QuerySet):
             .order_by("-id")
             .values_list("received_at", flat=True)
             .first()
+        )
+
+
+class PortalAction(models.TextChoices):
+    """What the portal itself records in the audit trail (`source="portal"`): the one home of
+    the portal's action names. `detail` is any JSON-able dict; never a password or token."""
+
+    USER_CREATED = "user.created"
+    USER_PASSWORD_CHANGED = "user.password_changed"
+    USER_DELETED = "user.deleted"
+    TAG_DELETED = "tag.deleted"
+    # A tag delete that stopped halfway (the placeholder re-point); retrying finishes it.
+    TAG_DELETE_INCOMPLETE = "tag.delete_incomplete"
+    IMAGE_DELETED = "image.deleted"
+    UNTAGGED_DELETED = "image.untagged_deleted"
+    RETENTION_RUN = "retention.run"
+    RETENTION_RULE_SAVED = "retention.rule_saved"
+    RETENTION_RULE_DELETED = "retention.rule_deleted"
+    GARBAGE_COLLECTED = "storage.garbage_collected"
+    AUDIT_PRUNED = "audit.pruned"
+    ACCESS_GRANTED = "access.granted"
+    ACCESS_REVOKED = "access.revoked"
+    GROUP_CHANGED = "access.group_changed"
+    ROBOT_CREATED = "robot.created"
+    ROBOT_DELETED = "robot.deleted"
+    ROBOT_EXPIRED = "robot.expired"
+    TOKEN_REFUSED = "token.refused"
+
+
+def clean_text(value, field_name):
+    """`value` as a string the database accepts in `field_name`: valid UTF-8, no NUL, cut to its
+    max_length.
+
+    PostgreSQL refuses NUL characters in text and over-long values in varchar columns; the audit
+    trail must take whatever a caller or the registry sends, so both are trimmed here.
+    """
+    if value is None:
+        return ""
+    # Lone surrogates (JSON may escape one, e.g. "\ud800") cannot be encoded for any database.
+    text = str(value).encode("utf-8", "replace").decode("utf-8").replace("\x00", "")
+    max_length = AuditEvent._meta.get_field(field_name).max_length
+    return text[:max_length] if max_length else text
+
+
+def target_kind(repository, tag, digest):
+    """The kind of an event known only by what it names (a portal action, a bare registry event)."""
+    if tag and not digest:
+        return AuditEvent.Kind.TAG
+    if digest:
+        return AuditEvent.Kind.MANIFEST
+    if repository:
+        return AuditEvent.Kind.REPOSITORY
+    return AuditEvent.Kind.OTHER
+
+
+class AuditEventManager(models.Manager.from_queryset(AuditEventQuerySet)):
+    def log_portal_action(self, actor, action, repository="", tag="", digest="", detail=None):
+        """Store one portal action (a `PortalAction`) and return the saved row; call it right
+        after the action succeeded, inside the same transaction when there is one:
+
+            AuditEvent.objects.log_portal_action(request.user.get_username(),
+                PortalAction.TAG_DELETED, repository="team/app", tag="v1", digest=digest)
+
+        Raises ValueError when `action` is empty; database errors propagate (the caller's
+        transaction decides what to roll back).
+        """
+        action = clean_text(action, "action").strip()
+        if not action:
+            raise ValueError("an audit action needs a name")
+        repository = clean_text(repository, "repository")
+        tag = clean_text(tag, "tag")
+        digest = clean_text(digest, "digest")
+        return self.create(
+            source=AuditEvent.Source.PORTAL,
+            event_id=f"portal-{uuid.uuid4()}",
+            timestamp=timezone.now(),
+            action=action,
+            kind=target_kind(repository, tag, digest),
+            repository=repository,
+            tag=tag,
+            digest=digest,
+            actor=clean_text(actor, "actor"),
+            # ensure_ascii escapes NUL and every non-ASCII character, so any detail fits any
+            # database.
+            raw=json.dumps(detail or {}, default=str, sort_keys=True),
         )
 
 
@@ -269,7 +322,7 @@ class AuditEvent(models.Model):
     """One entry of the audit trail: a registry notification event or a portal action.
 
     Registry events come from `registry_admin.notifications.record()` (unique `event_id`, so a
-    redelivery stores nothing); portal actions from `registry_admin.audit.record_portal_action()`.
+    redelivery stores nothing); portal actions from `AuditEvent.objects.log_portal_action()`.
     `kind` and `noise` are derived when the row is built, so the log's default view (everything
     but blob-level and HEAD "pull" events) is one indexed scan.
     """
@@ -315,7 +368,7 @@ class AuditEvent(models.Model):
     # Registry events: the event exactly as received (JSON). Portal actions: the detail (JSON).
     raw = models.TextField(blank=True)
 
-    objects = AuditEventQuerySet.as_manager()
+    objects = AuditEventManager()
 
     class Meta:
         # Each filter's index ends with the log's full order (timestamp, id), so a filtered page

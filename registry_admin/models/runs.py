@@ -34,7 +34,7 @@ class Run(models.Model):
 
     Kind = JobKind
 
-    kind = models.CharField(max_length=40)
+    kind = models.CharField(max_length=40, choices=JobKind.choices)
     state = models.CharField(max_length=12, choices=State.choices, default=State.REQUESTED)
     options = models.JSONField(default=dict, blank=True)
     requested_by = models.CharField(max_length=150, blank=True)
@@ -79,7 +79,7 @@ class JobLease(models.Model):
     workers (or a worker and a management command) never run the same kind at once.
     """
 
-    kind = models.CharField(max_length=40, unique=True)
+    kind = models.CharField(max_length=40, unique=True, choices=JobKind.choices)
     owner = models.CharField(max_length=200, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
     last_started_at = models.DateTimeField(null=True, blank=True)

@@ -276,11 +276,11 @@ def registry(registry_server, settings):
 @pytest.fixture
 def index_updates_off():
     """Notifications are still stored but the index no longer follows them (as if they were lost)."""
-    from registry_admin import index, notifications
+    from registry_admin import index, signals
 
-    notifications.events_recorded.disconnect(dispatch_uid="index")
+    signals.events_recorded.disconnect(dispatch_uid="index")
     yield
-    notifications.events_recorded.connect(index.on_events_recorded, dispatch_uid="index")
+    signals.events_recorded.connect(index.on_events_recorded, dispatch_uid="index")
 
 
 @pytest.fixture

@@ -3,12 +3,14 @@ replaces, however the events arrive (in the delivery, in a batch), and recounts 
 
 import importlib
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 from io import StringIO
 
 import pytest
 from django.apps import apps
 from django.core.management import call_command
+from django.db.models import Count
+from django.db.models.functions import TruncDate
 from django.utils import timezone
 
 from registry_admin import activity, audit, ingest, notifications
@@ -44,13 +46,50 @@ def stream(seed, count=300):
     return events
 
 
+def pushes_and_pulls_per_day(events, days=30):
+    """[(date, pushes, pulls)] for each of the last `days` days (today included), zeros too."""
+    today = timezone.localdate()
+    first = today - timedelta(days=days - 1)
+    start = timezone.make_aware(datetime.combine(first, datetime.min.time()))
+    rows = (
+        events.filter(
+            source=AuditEvent.Source.REGISTRY,
+            noise=False,
+            kind=AuditEvent.Kind.MANIFEST,
+            action__in=["push", "pull"],
+            timestamp__gte=start,
+        )
+        .annotate(day=TruncDate("timestamp", tzinfo=timezone.get_current_timezone()))
+        .values("day", "action")
+        .annotate(n=Count("id"))
+    )
+    counts = {(row["day"], row["action"]): row["n"] for row in rows}
+    return [
+        (day, counts.get((day, "push"), 0), counts.get((day, "pull"), 0))
+        for day in (first + timedelta(days=i) for i in range(days))
+    ]
+
+
+def most_active(events, field, days=30, limit=5):
+    """[(value, events)] of the busiest repositories or actors in manifest-level events."""
+    since = timezone.now() - timedelta(days=days)
+    return list(
+        events.filter(source=AuditEvent.Source.REGISTRY, noise=False, timestamp__gte=since)
+        .exclude(**{field: ""})
+        .values_list(field)
+        .annotate(n=Count("id"))
+        .order_by("-n", field)[:limit]
+    )
+
+
 def expected(limit):
-    """Today's queries on the audit log (the dashboard's until the table replaced them)."""
+    """The queries on the audit log that the dashboard ran until the table replaced them: the
+    oracle the table's figures must equal."""
     events = AuditEvent.objects.exclude(actor=SERVICE)
     return (
-        events.pushes_and_pulls_per_day(30),
-        events.most_active("repository", limit=limit),
-        events.most_active("actor", limit=limit),
+        pushes_and_pulls_per_day(events, 30),
+        most_active(events, "repository", limit=limit),
+        most_active(events, "actor", limit=limit),
     )
 
 
@@ -77,7 +116,7 @@ def service(settings):
 def test_the_table_gives_the_figures_of_the_audit_log_queries(settings, zone):
     settings.TIME_ZONE = zone
     deliver(stream(seed=len(zone)))
-    audit.record_portal_action("alice", "delete", repository="team/app", tag="v1")
+    AuditEvent.objects.log_portal_action("alice", "delete", repository="team/app", tag="v1")
     assert DailyActivity.objects.exists()
     for limit in (5, 50):
         assert figures(limit) == expected(limit)

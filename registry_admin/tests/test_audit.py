@@ -4,15 +4,14 @@ import json
 
 import pytest
 
-from registry_admin import audit
-from registry_admin.models import AuditEvent
+from registry_admin.models import AuditEvent, PortalAction
 
 pytestmark = pytest.mark.django_db
 
 
 def test_it_records_a_portal_action():
-    event = audit.record_portal_action(
-        "alice", audit.TAG_DELETED, repository="team/app", tag="v1", detail={"reason": "old"}
+    event = AuditEvent.objects.log_portal_action(
+        "alice", PortalAction.TAG_DELETED, repository="team/app", tag="v1", detail={"reason": "old"}
     )
     stored = AuditEvent.objects.get(pk=event.pk)
     assert stored.source == AuditEvent.Source.PORTAL
@@ -29,16 +28,20 @@ def test_it_records_a_portal_action():
 
 
 def test_each_action_gets_its_own_id():
-    first = audit.record_portal_action("alice", audit.USER_CREATED, detail={"username": "bob"})
-    second = audit.record_portal_action("alice", audit.USER_CREATED, detail={"username": "bob"})
+    first = AuditEvent.objects.log_portal_action(
+        "alice", PortalAction.USER_CREATED, detail={"username": "bob"}
+    )
+    second = AuditEvent.objects.log_portal_action(
+        "alice", PortalAction.USER_CREATED, detail={"username": "bob"}
+    )
     assert first.event_id != second.event_id
     assert first.kind == AuditEvent.Kind.OTHER
 
 
 def test_it_keeps_hostile_and_oversized_values_storable():
-    event = audit.record_portal_action(
+    event = AuditEvent.objects.log_portal_action(
         "<script>alert(1)</script>\x00",
-        audit.IMAGE_DELETED,
+        PortalAction.IMAGE_DELETED,
         repository="../" + "a" * 400,
         digest="sha256:" + "f" * 64,
         detail={"note": "\x00'; DROP TABLE x; --", "unicode": "ünï✓"},
@@ -53,5 +56,5 @@ def test_it_keeps_hostile_and_oversized_values_storable():
 
 def test_it_refuses_an_empty_action():
     with pytest.raises(ValueError):
-        audit.record_portal_action("alice", "  ")
+        AuditEvent.objects.log_portal_action("alice", "  ")
     assert not AuditEvent.objects.exists()

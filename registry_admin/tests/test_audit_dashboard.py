@@ -10,8 +10,8 @@ from django.core.cache import cache
 from django.urls import reverse
 from django.utils import timezone
 
-from registry_admin import audit, notifications
-from registry_admin.models import AuditEvent, DeliveryCounter, RejectedDelivery
+from registry_admin import notifications
+from registry_admin.models import AuditEvent, DeliveryCounter, PortalAction, RejectedDelivery
 from registry_admin.views.audit import ACTIVITY_CACHE_KEY
 
 from .factories import make_envelope, make_registry_event
@@ -59,7 +59,9 @@ def test_the_chart_counts_manifest_pushes_and_pulls_per_day(viewer_client, unrea
     store(0, action="pull", mediaType="application/octet-stream", url="")  # a blob: not counted
     store(3, action="pull")
     store(45)  # older than 30 days
-    audit.record_portal_action("alice", audit.TAG_DELETED, repository="team/app", tag="v1")
+    AuditEvent.objects.log_portal_action(
+        "alice", PortalAction.TAG_DELETED, repository="team/app", tag="v1"
+    )
 
     content = viewer_client.get(DASHBOARD).content.decode()
 

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.urls import reverse
 
-from registry_admin import audit, notifications
-from registry_admin.models import AuditEvent, DeliveryCounter, RejectedDelivery
+from registry_admin import notifications
+from registry_admin.models import AuditEvent, DeliveryCounter, PortalAction, RejectedDelivery
 from registry_admin.views.audit import PAGE_SIZE
 
 from .factories import make_envelope, make_registry_event
@@ -58,7 +58,9 @@ def test_the_log_shows_manifest_level_events_newest_first_by_default(viewer_clie
     head = store(1, method="HEAD", action="pull")
     layer = blob(2)
     new = store(3, action="pull")
-    portal = audit.record_portal_action("alice", audit.USER_CREATED, detail={"username": "bob"})
+    portal = AuditEvent.objects.log_portal_action(
+        "alice", PortalAction.USER_CREATED, detail={"username": "bob"}
+    )
 
     response = viewer_client.get(LOG)
 
@@ -109,9 +111,9 @@ def test_each_filter(viewer_client, params, expected):
         ),
         "other": store(day + 2, repository="other/app", actor="carol"),
     }
-    rows["portal"] = audit.record_portal_action(
+    rows["portal"] = AuditEvent.objects.log_portal_action(
         "alice",
-        audit.TAG_DELETED,
+        PortalAction.TAG_DELETED,
         repository="team/app",
         tag="x",
         detail={"note": "tagged-by-portal"},
@@ -248,7 +250,7 @@ def test_the_export_ignores_page_cursors(viewer_client):
 
 def test_the_export_defuses_spreadsheet_formulas(viewer_client):
     store(0, actor='=HYPERLINK("http://evil")', tag="+cmd", repository="team/app")
-    audit.record_portal_action("@SUM(A1)", audit.USER_DELETED)
+    AuditEvent.objects.log_portal_action("@SUM(A1)", PortalAction.USER_DELETED)
     rows = read_csv(viewer_client.get(EXPORT))
     assert {r["actor"] for r in rows} == {'\'=HYPERLINK("http://evil")', "'@SUM(A1)"}
     assert "'+cmd" in {r["tag"] for r in rows}

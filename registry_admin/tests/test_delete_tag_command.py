@@ -6,8 +6,7 @@ import uuid
 
 import pytest
 
-from registry_admin import audit
-from registry_admin.models import AuditEvent
+from registry_admin.models import AuditEvent, PortalAction
 
 from . import harness
 from .images import build_image
@@ -55,7 +54,7 @@ def test_deleting_one_tag_keeps_the_others(registry):
     assert "garbage_collect" in result.stdout
     assert "the image stays for a, c: no space is freed" in result.stdout
     assert registry.pusher().tags(repo) == ["a", "c"]
-    row = AuditEvent.objects.get(action=audit.TAG_DELETED, repository=repo)
+    row = AuditEvent.objects.get(action=PortalAction.TAG_DELETED, repository=repo)
     assert row.tag == "b" and row.actor.startswith("cli:")
 
 

@@ -8,8 +8,8 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
-from registry_admin import audit, index
-from registry_admin.models import AuditEvent, Tag
+from registry_admin import index
+from registry_admin.models import AuditEvent, PortalAction, Tag
 
 from . import harness
 from .images import build_image
@@ -77,7 +77,7 @@ def test_deleting_one_tag_asks_first_then_keeps_its_siblings(registry, admin_cli
     assert pusher.head_manifest(repo, "a") == image.digest
     assert pusher.head_manifest(repo, "c") == image.digest
     assert indexed_tags(repo) == ["a", "c"]
-    [row] = portal_actions(audit.TAG_DELETED, repo)
+    [row] = portal_actions(PortalAction.TAG_DELETED, repo)
     assert (row.actor, row.tag, row.digest) == (admin_user.username, "b", image.digest)
 
 
@@ -105,7 +105,7 @@ def test_deleting_the_image_lists_every_tag_that_goes_with_it(registry, admin_cl
     assert registry.pusher().tags(repo) == ["other"]
     assert registry.pusher().head_manifest(repo, "other") == other.digest
     assert indexed_tags(repo) == ["other"]
-    [row] = portal_actions(audit.IMAGE_DELETED, repo)
+    [row] = portal_actions(PortalAction.IMAGE_DELETED, repo)
     assert row.digest == image.digest
     assert '"tags": ["a", "b", "c"]' in row.raw
 
@@ -126,7 +126,7 @@ def test_an_image_whose_tags_changed_since_the_confirmation_is_not_deleted(regis
     assert 'data-state="tags-changed"' in response.content.decode()
     assert 'data-tag="c"' in response.content.decode()
     assert registry.pusher().tags(repo) == ["a", "b", "c"]
-    assert portal_actions(audit.IMAGE_DELETED, repo) == []
+    assert portal_actions(PortalAction.IMAGE_DELETED, repo) == []
 
 
 @pytest.mark.django_db(transaction=True)
@@ -154,7 +154,7 @@ def test_bulk_delete_confirms_then_reports_each_tag(registry, admin_client):
     assert 'data-tag="ghost" data-state="already gone"' in page
     assert registry.pusher().tags(repo) == ["a", "d"]
     assert registry.pusher().head_manifest(repo, "a") == image.digest
-    assert sorted(r.tag for r in portal_actions(audit.TAG_DELETED, repo)) == ["b", "c"]
+    assert sorted(r.tag for r in portal_actions(PortalAction.TAG_DELETED, repo)) == ["b", "c"]
 
 
 @pytest.mark.django_db(transaction=True)

@@ -13,7 +13,7 @@ import pytest
 import requests
 from django.db import connection
 
-from registry_admin import htpasswd
+from registry_admin import db, htpasswd
 from registry_admin.htpasswd import CredentialsError
 
 from .harness import REPO_ROOT, child_database_url, start_registry
@@ -348,11 +348,16 @@ def test_on_postgresql_the_database_lock_guards_changes_across_machines(path, mo
     before = path.read_bytes()
     monkeypatch.setattr(htpasswd, "LOCK_TIMEOUT_SECONDS", 0.3)
     with psycopg.connect(child_database_url().replace("postgres://", "postgresql://")) as other:
-        other.execute("SELECT pg_advisory_lock(%s, %s)", htpasswd._PG_LOCK_KEYS)
+        other.execute(
+            "SELECT pg_advisory_lock(%s, %s)", (db.ADVISORY_NAMESPACE, db.AdvisoryKey.HTPASSWD_FILE)
+        )
         with pytest.raises(CredentialsError, match="another portal instance.*database lock"):
             htpasswd.add_user("b", "b-password-123")
         assert path.read_bytes() == before
-        other.execute("SELECT pg_advisory_unlock(%s, %s)", htpasswd._PG_LOCK_KEYS)
+        other.execute(
+            "SELECT pg_advisory_unlock(%s, %s)",
+            (db.ADVISORY_NAMESPACE, db.AdvisoryKey.HTPASSWD_FILE),
+        )
     htpasswd.add_user("b", "b-password-123")
     assert sorted(e.username for e in htpasswd.read_users().entries) == ["a", "b"]
     # Released after the change: nothing of ours holds it now.

@@ -16,7 +16,7 @@ import pytest
 from django.core.management import call_command
 from django.test import Client
 
-from registry_admin import ingest, notifications, pulls
+from registry_admin import ingest, notifications, pulls, signals
 from registry_admin.models import AuditEvent, PendingEvent, PullCount, Repository, Tag
 
 from .factories import make_envelope, make_registry_event
@@ -109,12 +109,12 @@ def test_a_receiver_failure_leaves_the_events_pending_and_stored(post, batched, 
     def broken(sender, events, **kwargs):
         raise RuntimeError("a bug in a receiver")
 
-    notifications.events_recorded.connect(broken, dispatch_uid="broken")
+    signals.events_recorded.connect(broken, dispatch_uid="broken")
     try:
         with pytest.raises(RuntimeError):
             ingest.catch_up()
     finally:
-        notifications.events_recorded.disconnect(dispatch_uid="broken")
+        signals.events_recorded.disconnect(dispatch_uid="broken")
     assert PendingEvent.objects.count() == 1 and AuditEvent.objects.count() == 1
     assert not Tag.objects.exists()
     assert ingest.catch_up() == 1
@@ -304,13 +304,13 @@ def test_a_round_leaves_what_arrives_during_it_to_the_next_round(post, batched, 
                 notifications.parse_envelope(make_envelope(push("team/app", f"t{n}", 1, T0)))
             )
 
-    notifications.events_recorded.connect(meanwhile, dispatch_uid="meanwhile")
+    signals.events_recorded.connect(meanwhile, dispatch_uid="meanwhile")
     try:
         assert ingest.catch_up(chase=False) == 3
         assert PendingEvent.objects.count() == 1
         assert ingest.catch_up() == 3  # chasing: until nothing is left
     finally:
-        notifications.events_recorded.disconnect(dispatch_uid="meanwhile")
+        signals.events_recorded.disconnect(dispatch_uid="meanwhile")
     assert not PendingEvent.objects.exists()
     assert Tag.objects.count() == 6
 

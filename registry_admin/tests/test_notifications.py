@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from registry_admin import notifications
+from registry_admin import notifications, signals
 from registry_admin.models import AuditEvent, RejectedDelivery
 
 from .factories import make_envelope, make_registry_event
@@ -197,12 +197,12 @@ def test_handlers_see_only_newly_stored_events_inside_the_transaction():
 
     event = make_registry_event()
     body = make_envelope(event)
-    notifications.events_recorded.connect(handler)
+    signals.events_recorded.connect(handler)
     try:
         notifications.record(notifications.parse_envelope(body))
         notifications.record(notifications.parse_envelope(body))
     finally:
-        notifications.events_recorded.disconnect(handler)
+        signals.events_recorded.disconnect(handler)
     assert seen == [([event["id"]], True), ([], True)]
 
 
@@ -212,12 +212,12 @@ def test_a_failing_handler_rolls_the_whole_delivery_back():
         raise RuntimeError("index update failed")
 
     body = make_envelope(make_registry_event(), make_registry_event())
-    notifications.events_recorded.connect(handler)
+    signals.events_recorded.connect(handler)
     try:
         with pytest.raises(RuntimeError):
             notifications.record(notifications.parse_envelope(body))
     finally:
-        notifications.events_recorded.disconnect(handler)
+        signals.events_recorded.disconnect(handler)
     assert not AuditEvent.objects.exists()
 
 

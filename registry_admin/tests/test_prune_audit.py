@@ -8,7 +8,7 @@ from django.core.management import CommandError, call_command
 from django.utils import timezone
 
 from registry_admin import audit, worker
-from registry_admin.models import AuditEvent, RejectedDelivery, Run
+from registry_admin.models import AuditEvent, PortalAction, RejectedDelivery, Run
 
 pytestmark = pytest.mark.django_db
 
@@ -51,7 +51,7 @@ def test_it_deletes_only_events_older_than_the_retention_in_batches(settings):
     assert RejectedDelivery.objects.count() == 1
     # The pruning itself is in the trail, as a portal action.
     record = AuditEvent.objects.get(source="portal")
-    assert (record.action, record.actor) == (audit.AUDIT_PRUNED, "system")
+    assert (record.action, record.actor) == (PortalAction.AUDIT_PRUNED, "system")
     assert '"deleted": 25' in record.raw
 
 

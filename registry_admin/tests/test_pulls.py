@@ -11,7 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from registry_admin import notifications, pulls
+from registry_admin import notifications, pulls, unused
 from registry_admin.models import (
     AuditEvent,
     Manifest,
@@ -263,7 +263,7 @@ def test_unused_report_statuses_bytes_and_costs(settings):
         manifest_count=3,
     )
 
-    report = pulls.unused_report(30, now=now)
+    report = unused.unused_report(30, now=now)
     by_tag = {t.tag: t for t in report.tags}
     assert set(by_tag) == {"old", "ancient"}
     assert by_tag["old"].status == "unused"
@@ -272,7 +272,7 @@ def test_unused_report_statuses_bytes_and_costs(settings):
     assert by_tag["ancient"].status == "no_data"
     assert report.repositories == []  # fresh and pulled are in use
 
-    everything = pulls.unused_report(0, now=now).as_json()
+    everything = unused.unused_report(0, now=now).as_json()
     rows = {(t["repository"], t["tag"]): t for t in everything["tags"]}
     assert rows[("team/app", "pulled")]["last_pulled"] is not None
     assert rows[("team/app", "fresh")]["last_pulled"] is None

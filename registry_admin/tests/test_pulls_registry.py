@@ -11,7 +11,7 @@ import pytest
 import requests
 from django.core.management import call_command
 
-from registry_admin import htpasswd, pulls, reconcile, storage, usage
+from registry_admin import htpasswd, pulls, reconcile, storage, unused, usage
 from registry_admin.models import AuditEvent, PullCount, RepositoryStorage
 
 from .harness import SKOPEO_BINARY, wait_for_quiet_notifications
@@ -133,7 +133,7 @@ def test_real_pulls_count_and_checks_and_the_portal_do_not(registry, tmp_path, s
     snapshot = usage.record_snapshot(result, backend)
     scanned = RepositoryStorage.objects.get(snapshot=snapshot, name=repo).unique_bytes
     assert scanned > 0
-    report = pulls.unused_report(0)
+    report = unused.unused_report(0)
     [row] = [r for r in report.repositories if r.name == repo]
     assert row.unique_bytes == scanned
 

@@ -7,7 +7,7 @@ import pytest
 from django.core.cache import cache
 from django.utils import timezone
 
-from registry_admin import index
+from registry_admin import browse, index
 from registry_admin.models import Manifest, Repository, Tag
 
 from .harness import free_port
@@ -185,7 +185,7 @@ def test_the_repository_page_sorts_filters_and_groups_tags(viewer_client):
 
 def test_semver_and_natural_tag_order():
     names = ["latest", "v2", "1.0.0", "1.0.0-rc.2", "1.0.0-rc.10", "v1.2", "build-10", "build-9"]
-    assert sorted(names, key=index.tag_name_key) == [
+    assert sorted(names, key=browse.tag_name_key) == [
         "1.0.0-rc.2",
         "1.0.0-rc.10",
         "1.0.0",

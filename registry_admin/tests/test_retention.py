@@ -10,8 +10,8 @@ from django.core.management import call_command
 from django.urls import reverse
 from django.utils import timezone
 
-from registry_admin import audit, image_details, index, reconcile, registry, retention, worker
-from registry_admin.models import AuditEvent, Manifest, RetentionRule, Tag
+from registry_admin import image_details, index, reconcile, registry, retention, worker
+from registry_admin.models import AuditEvent, Manifest, PortalAction, RetentionRule, Tag
 
 from . import harness
 from .images import build_image
@@ -331,11 +331,13 @@ def test_retention_on_thirty_dated_tags_deletes_exactly_the_expected_set(registr
     assert registry.pusher().tags(bystander) == ["ancient"]
     assert f"Deleted {len(EXPECTED_DELETES)}, already gone 0, failed 0" in out.getvalue()
     deleted_rows = AuditEvent.objects.filter(
-        source=AuditEvent.Source.PORTAL, action=audit.TAG_DELETED, repository=repo
+        source=AuditEvent.Source.PORTAL, action=PortalAction.TAG_DELETED, repository=repo
     )
     assert {row.tag for row in deleted_rows} == EXPECTED_DELETES
     assert all(row.actor.startswith("retention (cli:") for row in deleted_rows)
-    run_row = AuditEvent.objects.get(source=AuditEvent.Source.PORTAL, action=audit.RETENTION_RUN)
+    run_row = AuditEvent.objects.get(
+        source=AuditEvent.Source.PORTAL, action=PortalAction.RETENTION_RUN
+    )
     assert f'"deleted": {len(EXPECTED_DELETES)}' in run_row.raw
     harness.wait_for_quiet_notifications()
     assert (
@@ -348,9 +350,9 @@ def test_retention_on_thirty_dated_tags_deletes_exactly_the_expected_set(registr
 
     assert "Deleted 0, already gone 0, failed 0, not attempted 0" in again.getvalue()
     assert set(registry.pusher().tags(repo)) == all_tags - EXPECTED_DELETES
-    assert AuditEvent.objects.filter(action=audit.TAG_DELETED, repository=repo).count() == len(
-        EXPECTED_DELETES
-    )
+    assert AuditEvent.objects.filter(
+        action=PortalAction.TAG_DELETED, repository=repo
+    ).count() == len(EXPECTED_DELETES)
 
 
 @pytest.mark.django_db(transaction=True)

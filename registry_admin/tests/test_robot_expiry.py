@@ -13,7 +13,7 @@ from django.core.management import call_command
 from django.utils import timezone
 
 from registry_admin import access, htpasswd, notifications
-from registry_admin.models import AuditEvent, RobotAccount
+from registry_admin.models import AuditEvent, PortalAction, RobotAccount
 
 from .images import build_image, write_oci_layout
 
@@ -38,11 +38,11 @@ def test_only_expired_robots_lose_their_password_and_stay_listed(settings, tmp_p
     assert users.get(old.username) is None
     assert users.get(fresh.username) is not None and users.get("person") is not None
     assert RobotAccount.objects.filter(username=old.username).exists()  # listed, as expired
-    record = AuditEvent.objects.get(action=access.ROBOT_EXPIRED)
+    record = AuditEvent.objects.get(action=PortalAction.ROBOT_EXPIRED)
     assert (record.actor, record.source) == ("system", "portal")
     assert old.username in record.raw
     assert access.disable_expired_robots() == []  # nothing left to remove, nothing recorded
-    assert AuditEvent.objects.filter(action=access.ROBOT_EXPIRED).count() == 1
+    assert AuditEvent.objects.filter(action=PortalAction.ROBOT_EXPIRED).count() == 1
     access.delete_robot("admin", old.username)  # its line is gone already: still deletable
     assert not RobotAccount.objects.filter(username=old.username).exists()
 
@@ -151,7 +151,7 @@ def test_without_a_worker_a_robot_used_after_its_expiry_loses_its_line(
     assert users.get(fresh.username) is not None
     # Every expired robot goes in that round (the heartbeat's own job).
     assert users.get(stale.username) is None
-    assert AuditEvent.objects.filter(action=access.ROBOT_EXPIRED).count() == 2
+    assert AuditEvent.objects.filter(action=PortalAction.ROBOT_EXPIRED).count() == 2
 
 
 @pytest.mark.django_db(transaction=True)

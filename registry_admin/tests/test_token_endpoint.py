@@ -19,7 +19,13 @@ from django.urls import reverse
 from django.utils import timezone
 
 from registry_admin import access, htpasswd, tokens
-from registry_admin.models import AccessRule, AuditEvent, RobotAccount, TokenAuthFailure
+from registry_admin.models import (
+    AccessRule,
+    AuditEvent,
+    PortalAction,
+    RobotAccount,
+    TokenAuthFailure,
+)
 
 from .factories import make_viewer
 
@@ -141,7 +147,7 @@ def test_each_scope_gets_only_the_allowed_actions(client, token_mode):
     assert response.json()["access_token"] == response.json()["token"]
     assert response["Cache-Control"].startswith("max-age=0")
     # What was refused is in the audit log, with who asked for what.
-    refusal = AuditEvent.objects.get(action=access.TOKEN_REFUSED)
+    refusal = AuditEvent.objects.get(action=PortalAction.TOKEN_REFUSED)
     assert refusal.actor == "dev" and "other/app" in refusal.raw and "catalog" in refusal.raw
     assert PASSWORD not in refusal.raw
 
@@ -220,7 +226,7 @@ def test_expired_robot_is_refused_before_its_password_is_checked(client, token_m
     robot.save()
     refused = ask(client, token_mode, ["repository:team/a:pull"], "robot-ci")
     assert refused.status_code == 401 and "expired" in refused.json()["errors"][0]["message"]
-    assert AuditEvent.objects.filter(action=access.TOKEN_REFUSED, actor="robot-ci").exists()
+    assert AuditEvent.objects.filter(action=PortalAction.TOKEN_REFUSED, actor="robot-ci").exists()
 
 
 HOSTILE_SCOPES = [
@@ -365,7 +371,9 @@ def test_access_command_grants_lists_revokes_and_audits():
     call_command("access", "revoke", "dev", "team/*", stdout=out)
     assert not AccessRule.objects.filter(subject="dev").exists()
     actions = list(AuditEvent.objects.values_list("action", flat=True))
-    assert actions.count(access.ACCESS_GRANTED) == 2 and access.ACCESS_REVOKED in actions
+    assert (
+        actions.count(PortalAction.ACCESS_GRANTED) == 2 and PortalAction.ACCESS_REVOKED in actions
+    )
     assert AuditEvent.objects.filter(actor__startswith="cli:").count() == 3
     for bad in (
         ["grant", "dev", "team/*", "pull,admin"],

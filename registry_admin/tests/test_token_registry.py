@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from registry_admin import access, htpasswd, index, reconcile
-from registry_admin.models import AuditEvent, RobotAccount, Tag
+from registry_admin.models import AuditEvent, PortalAction, RobotAccount, Tag
 
 from . import harness
 from .images import build_image, sha256_digest, write_oci_layout
@@ -122,7 +122,7 @@ def test_skopeo_against_the_real_registry_in_token_mode(token_registry, tmp_path
     assert _inspect(reg, "team/app", "v1", "reader", "wrong-password-here").returncode != 0
 
     # Every refusal is in the audit log with who asked for what.
-    refusals = AuditEvent.objects.filter(action=access.TOKEN_REFUSED)
+    refusals = AuditEvent.objects.filter(action=PortalAction.TOKEN_REFUSED)
     by_actor = {(e.actor, e.repository) for e in refusals}
     assert ("dev", "other/app") in by_actor
     assert ("reader", "team/app") in by_actor

@@ -11,7 +11,7 @@ from django.core.handlers.wsgi import WSGIRequest
 from django.db import DatabaseError, OperationalError, connection
 from django.test import Client
 
-from registry_admin import notifications
+from registry_admin import db
 from registry_admin.models import AuditEvent, DeliveryCounter, RejectedDelivery
 from registry_admin.views.webhooks import registry_events
 
@@ -301,14 +301,14 @@ def test_a_database_that_stays_down_is_still_answered_503(registry_client):
     assert not AuditEvent.objects.exists()
 
 
-# PostgreSQL: the webhook's INSERT is a prepared statement (notifications._run_insert).
+# PostgreSQL: the webhook's INSERT is a prepared statement (db.fetch_prepared).
 
 
 @pytest.fixture
 def preparing_again():
     """The process-wide "a pooler lost a prepared statement" switch, reset after the test."""
     yield
-    notifications._unprepared.clear()
+    db._unprepared.clear()
 
 
 AUDIT_INSERT = 'INSERT INTO "registry_admin_auditevent"'
@@ -406,11 +406,11 @@ def test_each_kind_of_lost_prepared_statement_is_recognised(registry_client, los
     assert failures
     # Inside the test's transaction: answered 503 (the registry retries), and switched off.
     assert response.status_code == 503
-    assert notifications._unprepared.is_set()
+    assert db._unprepared.is_set()
 
 
 @pytest.mark.postgres
 def test_other_database_errors_leave_preparing_on(registry_client):
     with failing_inserts():
         assert post(registry_client, make_envelope(make_registry_event())).status_code == 503
-    assert not notifications._unprepared.is_set()
+    assert not db._unprepared.is_set()

@@ -12,7 +12,7 @@ from django.conf import settings
 from django.core.paginator import Paginator
 from django.shortcuts import render
 
-from .. import image_details, index, pulls, registry, usage, worker
+from .. import browse, image_details, pulls, references, registry, usage, worker
 from ..models import JobKind, Manifest, Repository, Tag
 
 REPOSITORIES_PER_PAGE = 50
@@ -20,11 +20,11 @@ TAGS_PER_PAGE = 50
 
 
 class RepositoryFilterForm(forms.Form):
-    q = forms.CharField(label="Search", required=False, max_length=index.MAX_FILTER_LENGTH)
+    q = forms.CharField(label="Search", required=False, max_length=browse.MAX_FILTER_LENGTH)
     sort = forms.ChoiceField(
         label="Sort by",
         required=False,
-        choices=[(key, label) for key, (label, _) in index.REPOSITORY_SORTS.items()],
+        choices=[(key, label) for key, (label, _) in browse.REPOSITORY_SORTS.items()],
     )
     empty = forms.BooleanField(label="Show empty repositories", required=False)
 
@@ -33,8 +33,8 @@ class RepositoryFilterForm(forms.Form):
 
 
 class TagFilterForm(forms.Form):
-    q = forms.CharField(label="Filter tags", required=False, max_length=index.MAX_FILTER_LENGTH)
-    sort = forms.ChoiceField(label="Sort by", required=False, choices=index.TAG_SORTS.items())
+    q = forms.CharField(label="Filter tags", required=False, max_length=browse.MAX_FILTER_LENGTH)
+    sort = forms.ChoiceField(label="Sort by", required=False, choices=browse.TAG_SORTS.items())
 
     def clean_q(self):
         return _printable(self.cleaned_data["q"])
@@ -49,7 +49,7 @@ def _printable(text):
 def repository_list(request):
     form = RepositoryFilterForm(request.GET)
     filters = form.cleaned_data if form.is_valid() else {}
-    repositories = index.search_repositories(
+    repositories = browse.search_repositories(
         filters.get("q", ""), filters.get("sort") or "name", filters.get("empty", False)
     )
     page = Paginator(repositories, REPOSITORIES_PER_PAGE).get_page(request.GET.get("page"))
@@ -62,7 +62,7 @@ def repository_list(request):
         {
             "form": form,
             "page": page,
-            "counts": index.index_counts(),
+            "counts": browse.index_counts(),
             "query_string": _query_without(request, "page"),
             **_index_status(),
         },
@@ -70,14 +70,14 @@ def repository_list(request):
 
 
 def repository_detail(request, name):
-    if not registry.is_valid_repository(name):
+    if not references.is_valid_repository(name):
         return _bad_name(request, name)
     repository = Repository.objects.filter(name=name).first()
     if repository is None:
         return _not_indexed(request, name)
     form = TagFilterForm(request.GET)
     filters = form.cleaned_data if form.is_valid() else {}
-    page = index.tag_page(
+    page = browse.tag_page(
         repository,
         filters.get("sort") or "created",
         filters.get("q", ""),
@@ -99,14 +99,14 @@ def repository_detail(request, name):
 
 
 def tag_detail(request, name, tag):
-    if not registry.is_valid_repository(name) or not registry.is_valid_tag(tag):
+    if not references.is_valid_repository(name) or not references.is_valid_tag(tag):
         return _bad_name(request, f"{name}:{tag}")
     indexed = Tag.objects.filter(repository__name=name, name=tag).select_related("manifest")
     return _image_page(request, name, tag, indexed.first())
 
 
 def manifest_detail(request, name, digest):
-    if not registry.is_valid_repository(name) or not registry.is_valid_digest(digest):
+    if not references.is_valid_repository(name) or not references.is_valid_digest(digest):
         return _bad_name(request, f"{name}@{digest}")
     return _image_page(request, name, digest, None)
 
@@ -131,7 +131,7 @@ def _image_page(request, name, reference, indexed_tag):
         {
             "name": name,
             "reference": reference,
-            "is_tag": registry.is_valid_tag(reference),
+            "is_tag": references.is_valid_tag(reference),
             "digest": digest,
             "live": live,
             "image": live or _from_index(manifest),
@@ -139,7 +139,7 @@ def _image_page(request, name, reference, indexed_tag):
             "error": error,
             "missing": missing,
             "registry_host": host,
-            "pullers": pulls.pullers(name, reference) if registry.is_valid_tag(reference) else [],
+            "pullers": pulls.pullers(name, reference) if references.is_valid_tag(reference) else [],
             "digest_pulls": pulls.stats(pulls.Scope.DIGEST, name, [digest]).get(digest),
         },
     )
@@ -191,8 +191,8 @@ def _pretty(raw):
 def _index_status():
     """The registry's (cached) state and the index's age, for the banner and the widget."""
     return {
-        "registry_status": index.registry_status(),
-        "index_age": index.index_age(),
+        "registry_status": browse.registry_status(),
+        "index_age": browse.index_age(),
         "sync_run": worker.latest_run(JobKind.SYNC),
         "sync_kind": JobKind.SYNC,
     }

@@ -9,9 +9,9 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from .. import audit, retention, worker
+from .. import retention, worker
 from ..forms.retention import RetentionRuleForm
-from ..models import JobKind, RetentionRule
+from ..models import AuditEvent, JobKind, PortalAction, RetentionRule
 from ..roles import DELETE_IMAGES, require
 
 logger = logging.getLogger(__name__)
@@ -60,9 +60,9 @@ def _edit(request, rule):
         rule.updated_by = request.user.get_username()
         with transaction.atomic():
             rule.save()
-            audit.record_portal_action(
+            AuditEvent.objects.log_portal_action(
                 request.user.get_username(),
-                audit.RETENTION_RULE_SAVED,
+                PortalAction.RETENTION_RULE_SAVED,
                 detail={"rule": rule.name, "id": rule.pk, **_rule_detail(rule)},
             )
         messages.success(request, f"Saved the retention rule “{rule.name}”.")
@@ -77,9 +77,9 @@ def rule_delete(request, pk):
     if request.method != "POST":
         return render(request, "registry_admin/retention/rule_delete.html", {"rule": rule})
     with transaction.atomic():
-        audit.record_portal_action(
+        AuditEvent.objects.log_portal_action(
             request.user.get_username(),
-            audit.RETENTION_RULE_DELETED,
+            PortalAction.RETENTION_RULE_DELETED,
             detail={"rule": rule.name, "id": rule.pk, **_rule_detail(rule)},
         )
         rule.delete()

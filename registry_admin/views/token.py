@@ -23,6 +23,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from .. import access, tokens
+from ..models.access import ACTIONS
 
 logger = logging.getLogger(__name__)
 
@@ -147,7 +148,7 @@ def _oauth_credentials(params):
 def _fewer_than_asked(scopes, granted):
     given = {(g["type"], g["name"]): set(g["actions"]) for g in granted}
     for scope in scopes:
-        wanted = set(tokens.REPOSITORY_ACTIONS) if "*" in scope.actions else set(scope.actions)
+        wanted = set(ACTIONS) if "*" in scope.actions else set(scope.actions)
         have = given.get((scope.type, scope.name), set())
         if scope.type == "registry":
             wanted = {"*"}

@@ -3,7 +3,7 @@
 from django import forms
 from django.shortcuts import render
 
-from .. import pulls
+from .. import unused
 
 DEFAULT_DAYS = 90
 MAX_DAYS = 36_500
@@ -22,7 +22,7 @@ def unused_report(request):
     days = DEFAULT_DAYS
     if form.is_valid() and form.cleaned_data["days"] is not None:
         days = form.cleaned_data["days"]
-    report = pulls.unused_report(days)
+    report = unused.unused_report(days)
     unused_tags = report.unused_tags
     no_data = report.no_data_tags
     return render(

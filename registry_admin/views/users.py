@@ -18,6 +18,7 @@ from django.views.decorators.http import require_POST
 from .. import htpasswd, registry_users
 from ..forms.htpasswd import PasswordForm, UserCreateForm
 from ..models import AuditEvent
+from ..references import RegistryAction
 from ..roles import MANAGE_USERS, require
 
 logger = logging.getLogger(__name__)
@@ -45,8 +46,8 @@ def users(request):
         UserRow(
             entry=e,
             is_service=e.username == settings.REGISTRY_USERNAME,
-            last_push=activity.get((e.username, "push")),
-            last_pull=activity.get((e.username, "pull")),
+            last_push=activity.get((e.username, RegistryAction.PUSH)),
+            last_pull=activity.get((e.username, RegistryAction.PULL)),
         )
         for e in listing.entries
     ]
@@ -222,7 +223,7 @@ def _last_activity(usernames):
         AuditEvent.objects.filter(
             source=AuditEvent.Source.REGISTRY,
             actor__in=usernames,
-            action__in=("push", "pull"),
+            action__in=(RegistryAction.PUSH, RegistryAction.PULL),
             noise=False,
         )
         .values("actor", "action")

@@ -1,7 +1,8 @@
 from django.conf import settings
 from django.core.management.base import CommandError
 
-from ... import audit, htpasswd
+from ... import htpasswd
+from ...models import AuditEvent, PortalAction
 from ...registry_users import cli_actor
 from ..base import PortalCommand
 
@@ -23,9 +24,9 @@ class Command(PortalCommand):
             self.stdout.write(f"The service account {name!r} is up to date.")
             return
         # Recorded after the change: only the file can tell whether anything had to change.
-        audit.record_portal_action(
+        AuditEvent.objects.log_portal_action(
             cli_actor(),
-            audit.USER_PASSWORD_CHANGED,
+            PortalAction.USER_PASSWORD_CHANGED,
             detail={"registry_user": name, "service_account": True, "source": "REGISTRY_PASSWORD"},
         )
         self.stdout.write(f"Wrote the service account {name!r}.")

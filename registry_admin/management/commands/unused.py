@@ -3,7 +3,7 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 from django.template.defaultfilters import filesizeformat
 
-from ...pulls import unused_report
+from ...unused import unused_report
 
 MAX_DAYS = 36_500
 
