@@ -6,6 +6,7 @@ from django.core.exceptions import ValidationError
 from django.db import models
 
 from ..references import RegistryAction
+from .retention import validate_glob
 
 PATTERN_MAX_LENGTH = 255
 # A repository name's characters plus the wildcards * (one path segment), ** (any depth) and ?.
@@ -21,13 +22,12 @@ ACTIONS = (RegistryAction.PULL, RegistryAction.PUSH, RegistryAction.DELETE)
 
 
 def validate_access_pattern(value):
-    components = (value or "").split("/")
-    if not _PATTERN_RE.fullmatch(value or "") or any(c in ("", ".", "..") for c in components):
-        raise ValidationError(
-            "Use lowercase letters, digits, . _ - / and the wildcards * (within one path part), "
-            "** (any depth) and ? (for example team/*, team/** or **).",
-            code="invalid_pattern",
-        )
+    validate_glob(
+        value,
+        _PATTERN_RE,
+        "Use lowercase letters, digits, . _ - / and the wildcards * (within one path part), "
+        "** (any depth) and ? (for example team/*, team/** or **).",
+    )
 
 
 def validate_subject(value):

@@ -17,13 +17,26 @@ _PATTERN_RE = re.compile(r"[a-z0-9._/*?\[\]!-]+")
 
 
 def validate_repository_pattern(value):
+    validate_glob(
+        value,
+        _PATTERN_RE,
+        "Use lowercase letters, digits, . _ - / and the wildcards * ? [ ] "
+        "(for example team/* or *).",
+    )
+
+
+def validate_glob(value, characters, message):
+    """A glob on repository names: only `characters`, and no empty, `.` or `..` path part."""
     components = (value or "").split("/")
-    if not _PATTERN_RE.fullmatch(value or "") or any(c in ("", ".", "..") for c in components):
-        raise ValidationError(
-            "Use lowercase letters, digits, . _ - / and the wildcards * ? [ ] "
-            "(for example team/* or *).",
-            code="invalid_pattern",
-        )
+    if not characters.fullmatch(value or "") or any(c in ("", ".", "..") for c in components):
+        raise ValidationError(message, code="invalid_pattern")
+
+
+def _optional_limit(maximum, help_text):
+    """A rule's optional number: empty means no such condition."""
+    return models.PositiveIntegerField(
+        null=True, blank=True, validators=[MaxValueValidator(maximum)], help_text=help_text
+    )
 
 
 def _re2_options():
@@ -87,11 +100,8 @@ class RetentionRule(models.Model):
         help_text="A glob on repository names: * matches any characters including /, "
         "? one character.",
     )
-    keep_latest = models.PositiveIntegerField(
-        null=True,
-        blank=True,
-        validators=[MaxValueValidator(100_000)],
-        help_text="Always keep this many newest tags (empty: no such limit).",
+    keep_latest = _optional_limit(
+        100_000, "Always keep this many newest tags (empty: no such limit)."
     )
     keep_regex = models.CharField(
         max_length=REGEX_MAX_LENGTH,
@@ -100,18 +110,13 @@ class RetentionRule(models.Model):
         help_text="Always keep tags that fully match this regular expression (RE2 syntax), "
         "e.g. latest|stable|v\\d+\\.\\d+\\.\\d+",
     )
-    delete_older_than_days = models.PositiveIntegerField(
-        null=True,
-        blank=True,
-        validators=[MaxValueValidator(36_500)],
-        help_text="Only delete tags older than this many days (empty: any age).",
+    delete_older_than_days = _optional_limit(
+        36_500, "Only delete tags older than this many days (empty: any age)."
     )
-    not_pulled_for_days = models.PositiveIntegerField(
-        null=True,
-        blank=True,
-        validators=[MaxValueValidator(36_500)],
-        help_text="Only delete tags nobody pulled for this many days (never pulled: counted "
-        "from the push; empty: pulls do not matter).",
+    not_pulled_for_days = _optional_limit(
+        36_500,
+        "Only delete tags nobody pulled for this many days (never pulled: counted from the "
+        "push; empty: pulls do not matter).",
     )
     enabled = models.BooleanField(default=True)
     created_at = models.DateTimeField(auto_now_add=True)
