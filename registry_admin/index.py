@@ -5,8 +5,9 @@ Every write goes through these functions so the repository's denormalised counte
 (`tag_count`, `total_size`, `last_push_at`, `is_empty`) stay right.
 
 `update_from_events(events)` receives `signals.events_recorded` (connected in apps.py): it
-runs inside the webhook's transaction, makes no outbound call, and asks the worker for a
-"details" run when a pushed digest is new.
+runs inside the transaction that applies a batch of stored events (`ingest`; the delivery's
+own with NOTIFICATIONS_APPLY_DELAY=0), makes no outbound call, and asks the worker for a
+"details" run when a pushed digest is new. What the pages read is in `registry_admin.browse`.
 """
 
 import json

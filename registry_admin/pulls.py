@@ -18,8 +18,9 @@ manifest events of the same repository and user, from the same address, at most
 `rebuild()` reproduces the live counters.
 
 Counters (`PullCount`: one row per scope, repository, tag or digest, user and UTC day) are
-bumped by `on_events_recorded`, a receiver of the webhook's `events_recorded` signal, inside its
-transaction: one upsert statement per delivery that holds a real pull, nothing for the rest.
+bumped by `on_events_recorded`, a receiver of `signals.events_recorded`, inside the transaction
+that applies a batch of stored events (`ingest`): one upsert statement per batch that holds a
+real pull, nothing for the rest. The unused report built on these figures is `unused.py`.
 """
 
 import json

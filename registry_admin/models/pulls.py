@@ -4,7 +4,7 @@ from django.db import models
 class PullCount(models.Model):
     """Real pulls of one repository, tag or digest by one registry user on one day (UTC).
 
-    Kept by `registry_admin.pulls` as counters bumped inside the webhook's transaction and
+    Kept by `registry_admin.pulls` as counters bumped as stored events are applied (`ingest`) and
     rebuilt from the audit log by `manage.py rebuild_pull_stats`. One row per puller and day
     answers every question the pages ask: the last pull (max), pulls in 30 days (sum over the
     days) and distinct pullers (count of actors), without reading the audit log.
