@@ -122,6 +122,11 @@ def _index_details(client, repository, index, configs, read=None):
                 size=details["size"],
                 created=details["created"].isoformat() if details["created"] else None,
                 layer_count=details["layer_count"],
+                # What the child's blobs are, for the unused report's "deleting this tag
+                # alone would free" (the child has no tag, so no row of its own).
+                manifest_size=len(child_document.raw),
+                config_digest=details["config_digest"],
+                layers=details["layers"],
             )
             if not child["attestation"]:
                 sizes.append(details["size"])

@@ -13,6 +13,7 @@ own with NOTIFICATIONS_APPLY_DELAY=0), makes no outbound call, and asks the work
 import json
 import logging
 import threading
+from datetime import timedelta
 
 from django.db import connection, transaction
 from django.db.models import Count, Exists, F, Func, Max, OuterRef, Q, Subquery
@@ -241,11 +242,29 @@ def _apply_events(events):
         elif event.action == RegistryAction.DELETE:
             flush(event.repository)
             if event.digest:
-                forget_digest(event.repository, event.digest, before=event.timestamp)
+                forget_digest(event.repository, event.digest, before=event_time(event))
             elif event.tag:
-                forget_tags(event.repository, [event.tag], before=event.timestamp)
+                forget_tags(event.repository, [event.tag], before=event_time(event))
     flush()
     return wants_details
+
+
+# How much earlier than its receipt an event's own time is believed: deliveries that waited in
+# the registry's queue (the portal down for a while) arrive a little late, but a time older
+# than this is what a forged event would claim to make a tag look old to retention.
+EVENT_TIME_TOLERANCE = timedelta(hours=1)
+
+
+def event_time(event):
+    """The time a push or delete event may give the index: its own, but never more than
+    EVENT_TIME_TOLERANCE before the portal received it. Anyone holding the notifications token
+    can date an event in 2001; a tag must not look older to retention than the registry's own
+    facts say (its image's created date, read from the registry, still counts first). Events
+    of one batch are still ordered by their own times; against what the index holds, events
+    older than the tolerance count in the order they arrive (a registry delivers its queue in
+    order)."""
+    received = event.received_at or timezone.now()
+    return max(event.timestamp, received - EVENT_TIME_TOLERANCE)
 
 
 def _upsert_pushes(pushes):
@@ -279,7 +298,7 @@ def _upsert_pushes(pushes):
     wants_details, applied = False, []
     for event in pushes:
         existing = tags.get((repositories[event.repository], event.tag))
-        pushed_at = event.timestamp
+        pushed_at = event_time(event)
         newer = bool(
             pushed_at
             and (existing is None or not existing.pushed_at or pushed_at > existing.pushed_at)
@@ -305,13 +324,13 @@ def _upsert_pushes(pushes):
                     name=event.tag,
                     digest=event.digest,
                     manifest=manifest,
-                    pushed_at=event.timestamp,
+                    pushed_at=event_time(event),
                 )
             )
         else:
             existing.digest, existing.manifest, existing.updated_at = event.digest, manifest, now
             if newer:
-                existing.pushed_at = event.timestamp
+                existing.pushed_at = event_time(event)
             updated.append(existing)
         refresh_repository_stats(Repository(pk=repositories[event.repository]))
     Tag.objects.bulk_create(created)

@@ -33,7 +33,7 @@ from itertools import groupby
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Max, Min, OuterRef, Q, Subquery, Sum
+from django.db.models import Count, Max, OuterRef, Q, Subquery, Sum
 from django.utils import timezone
 
 from . import db, ingest
@@ -429,10 +429,16 @@ def pullers(repository, tag):
 
 
 def watching_since():
-    """When the portal started seeing the registry's events: the oldest one it keeps."""
-    return AuditEvent.objects.filter(source=AuditEvent.Source.REGISTRY).aggregate(
-        first=Min("timestamp")
-    )["first"]
+    """When the portal started receiving the registry's events: the receipt of the oldest one
+    it keeps. Not the events' own times: anyone holding the notifications token can date one
+    in 2001, and "no pull data before" must not move back with it. Ids grow as rows arrive,
+    so the first registry row by id is the earliest received (the primary key serves it)."""
+    return (
+        AuditEvent.objects.filter(source=AuditEvent.Source.REGISTRY)
+        .order_by("id")
+        .values_list("received_at", flat=True)
+        .first()
+    )
 
 
 def last_pull_verdict(repository, days, now=None):

@@ -206,13 +206,15 @@ def _latest(scope):
 
 def unique_bytes_per_tag(tags):
     """{(repository, tag): bytes that deleting this tag alone would free}, from the images the
-    index has read: the blobs (config, layers; an index's platforms') that no other tag of any
-    repository uses. None where the image's details are not known yet."""
+    index has read: the blobs that no other tag of any repository uses. Those are the image's
+    manifest, config and layers; for a multi-platform image, the index itself and each
+    platform's manifest, config and layers (the collector frees every one of them). None
+    where the image's details are not known yet."""
     digests = {digest for _, _, digest, _ in tags}
     manifests = {
         m["digest"]: m
         for m in Manifest.objects.filter(digest__in=digests).values(
-            "digest", "size", "config_digest", "layers", "platforms", "is_index"
+            "digest", "size", "manifest_size", "config_digest", "layers", "platforms", "is_index"
         )
     }
     child_digests = {
@@ -225,30 +227,36 @@ def unique_bytes_per_tag(tags):
     children = {
         m["digest"]: m
         for m in Manifest.objects.filter(digest__in=child_digests).values(
-            "digest", "size", "config_digest", "layers", "platforms", "is_index"
+            "digest", "size", "manifest_size", "config_digest", "layers", "platforms", "is_index"
         )
     }
 
     def blobs(manifest):
-        """{blob digest: size} of one image manifest, or None when unknown."""
-        if manifest is None or manifest["size"] is None:
+        """{blob digest: size} of one image manifest (a Manifest row, or an index's platform
+        entry read with its details), or None when unknown."""
+        if manifest is None or manifest.get("size") is None or "layers" not in manifest:
             return None
         layers = {
             layer["digest"]: int(layer.get("size") or 0)
             for layer in manifest["layers"] or []
             if isinstance(layer, dict) and layer.get("digest")
         }
-        if manifest["config_digest"]:
+        if manifest.get("config_digest"):
             layers[manifest["config_digest"]] = max(0, manifest["size"] - sum(layers.values()))
+        # The manifest is a blob of its own in the registry's storage.
+        layers[manifest["digest"]] = manifest.get("manifest_size") or 0
         return layers
 
     image_blobs = {}
     for digest in digests:
         manifest = manifests.get(digest)
         if manifest is not None and manifest["is_index"]:
-            found = {}
+            found = {digest: manifest["manifest_size"] or 0}
             for child in manifest["platforms"] or []:
-                part = blobs(children.get(child.get("digest"))) if isinstance(child, dict) else None
+                if not isinstance(child, dict):
+                    found = None
+                    break
+                part = blobs(children.get(child.get("digest")) or child)
                 if part is None:
                     found = None
                     break

@@ -18,7 +18,7 @@ import yaml
 from django.core.management import call_command
 from django.utils import timezone
 
-from registry_admin import collector, deletes, index, reconcile, registry, untagged, usage
+from registry_admin import collector, deletes, index, reconcile, registry, untagged, unused, usage
 from registry_admin.models import AuditEvent, RetentionRule, Tag, UntaggedManifest
 from registry_admin.registry_config import EVENTS_PATH
 
@@ -305,3 +305,24 @@ def test_forged_push_events_dated_2099_change_nothing_retention_deletes(reg, cli
     call_command("retention", stdout=io.StringIO())
 
     assert pusher.tags(repo) == ["mid", "new"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_unused_report_says_what_deleting_the_tag_and_collecting_frees(reg):
+    # The report promises "what deleting that tag alone would free": its manifest (and an
+    # index's platform manifests) are blobs the collector frees too, not only configs and layers.
+    single, multi = name("report"), name("reportmulti")
+    pusher = reg.pusher()
+    pusher.push_image(single, "only", big_image())
+    pusher.push_image(multi, "only", build_index())
+    harness.wait_for_quiet_notifications()
+    reconcile.reconcile()
+    collect_for_real(reg)  # nothing else reclaimable: what follows frees only these tags
+    for repo in (single, multi):
+        report = {(t.repository, t.tag): t for t in unused.unused_report(0).tags}
+        expected = report[(repo, "only")].unique_bytes
+        assert expected is not None, f"{repo}: the report does not know its bytes"
+        deletes.delete_tag("tester", repo, "only")
+        untagged.prune("tester")  # an index's children go with it, as the README says
+        freed = collect_for_real(reg).freed_bytes
+        assert freed == expected, repo

@@ -2,13 +2,15 @@
 
 import json
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from django.test import Client
+from django.utils import timezone
 
-from registry_admin import worker
-from registry_admin.models import Manifest, Repository, Run, Tag
+from registry_admin import index, worker
+from registry_admin.models import AuditEvent, Manifest, Repository, Run, Tag
 
 from .factories import make_envelope, make_registry_event
 from .harness import wait_for_quiet_notifications
@@ -47,7 +49,10 @@ def test_a_tagged_manifest_push_upserts_the_tag_and_requests_details(deliver):
     deliver(_payload("push-manifest-oci.json"))
     tag = Tag.objects.select_related("repository", "manifest").get()
     assert (tag.repository.name, tag.name, tag.digest) == ("alpha/app", "v1", OCI_DIGEST)
-    assert tag.pushed_at.isoformat() == "2026-11-27T17:26:53.962919+00:00"
+    # The captured event is older than EVENT_TIME_TOLERANCE: no older than that before its
+    # receipt (test_forged_times.py); a recent event keeps its own time.
+    received = AuditEvent.objects.get().received_at
+    assert tag.pushed_at == received - index.EVENT_TIME_TOLERANCE
     assert tag.manifest.media_type == "application/vnd.oci.image.manifest.v1+json"
     assert tag.manifest.manifest_size == 578
     assert tag.manifest.details_fetched_at is None
@@ -143,13 +148,14 @@ def test_a_tag_delete_event_removes_the_tag_and_empties_the_repository(deliver):
 
 @pytest.mark.django_db
 def test_events_out_of_order_do_not_undo_a_newer_push(deliver):
+    now = timezone.now()
     newer = make_registry_event(tag="v1", digest="sha256:" + "2" * 64)
-    newer["timestamp"] = "2026-11-27T18:00:00Z"
+    newer["timestamp"] = (now - timedelta(minutes=10)).isoformat()
     older = make_registry_event(tag="v1", digest="sha256:" + "1" * 64)
-    older["timestamp"] = "2026-11-27T17:00:00Z"
+    older["timestamp"] = (now - timedelta(minutes=30)).isoformat()
     old_delete = make_registry_event(action="delete", tag="v1")
     old_delete["target"] = {"repository": "team/app", "tag": "v1"}
-    old_delete["timestamp"] = "2026-11-27T17:30:00Z"
+    old_delete["timestamp"] = (now - timedelta(minutes=20)).isoformat()
     deliver(make_envelope(newer))
     deliver(make_envelope(older))
     deliver(make_envelope(old_delete))

@@ -70,6 +70,13 @@ def deliver(*items):
     return notifications.record(notifications.parse_envelope(make_envelope(*items)))
 
 
+def watched_since(when):
+    """A registry event the portal received at `when`: the start of its watch (the receipt,
+    not the event's own time, which anyone holding the token could backdate)."""
+    (first,) = deliver(event(repository="other/x", when=when))
+    AuditEvent.objects.filter(pk=first.pk).update(received_at=when)
+
+
 def counts(scope, ref=None):
     rows = PullCount.objects.filter(scope=scope)
     if ref is not None:
@@ -217,13 +224,14 @@ def test_the_default_audit_view_hides_the_portal_reads(settings, client):
     assert AuditEvent.objects.count() == 2
 
 
-def _index(name, tag, digest, pushed, size=1000, layers=None):
+def _index(name, tag, digest, pushed, size=1000, layers=None, manifest_size=None):
     repository, _ = Repository.objects.get_or_create(name=name, defaults={"is_empty": False})
     manifest, _ = Manifest.objects.get_or_create(
         digest=digest,
         defaults={
             "media_type": IMAGE,
             "size": size,
+            "manifest_size": manifest_size,
             "config_digest": digest.replace("sha256:", "sha256:c"[:7]) + "c",
             "layers": layers or [],
         },
@@ -237,13 +245,18 @@ def test_unused_report_statuses_bytes_and_costs(settings):
     settings.STORAGE_PRICE_PER_GB_MONTH = 0.5
     now = timezone.now()
     watch = now - timedelta(days=100)
-    # The oldest registry event marks when the portal started watching.
-    deliver(event(repository="other/x", tag="z", digest="sha256:" + "9" * 64, when=watch))
+    watched_since(watch)
     gib = 1024**3
     layer = {"digest": "sha256:" + "e" * 64, "size": gib, "media_type": "x"}
     shared = {"digest": "sha256:" + "f" * 64, "size": 7, "media_type": "x"}
     _index(
-        "team/app", "old", D1, now - timedelta(days=60), size=gib + 7 + 10, layers=[layer, shared]
+        "team/app",
+        "old",
+        D1,
+        now - timedelta(days=60),
+        size=gib + 7 + 10,
+        layers=[layer, shared],
+        manifest_size=581,
     )
     _index("team/app", "fresh", D2, now - timedelta(days=1), size=17, layers=[shared])
     _index("team/app", "ancient", "sha256:" + "3" * 64, now - timedelta(days=200))
@@ -267,8 +280,9 @@ def test_unused_report_statuses_bytes_and_costs(settings):
     by_tag = {t.tag: t for t in report.tags}
     assert set(by_tag) == {"old", "ancient"}
     assert by_tag["old"].status == "unused"
-    assert by_tag["old"].unique_bytes == gib + 10  # the shared layer frees nothing
-    assert by_tag["old"].monthly_cost == pytest.approx(0.5 * (gib + 10) / gib, rel=1e-6)
+    # Its layer, config and manifest; the shared layer frees nothing.
+    assert by_tag["old"].unique_bytes == gib + 10 + 581
+    assert by_tag["old"].monthly_cost == pytest.approx(0.5 * (gib + 10 + 581) / gib, rel=1e-6)
     assert by_tag["ancient"].status == "no_data"
     assert report.repositories == []  # fresh and pulled are in use
 
@@ -348,7 +362,7 @@ def test_pages_show_and_sort_by_pulls(viewer_client, registry_down):
 
 def test_unused_page_for_viewers_and_bad_days(viewer_client, client):
     now = timezone.now()
-    deliver(event(repository="other/x", when=now - timedelta(days=100)))
+    watched_since(now - timedelta(days=100))
     _index("team/app", "stale", D1, now - timedelta(days=60))
     page = viewer_client.get("/unused/?days=30")
     assert page.status_code == 200
@@ -367,7 +381,7 @@ def test_retention_not_pulled_for_days_with_the_reason_per_tag():
     from registry_admin.models import RetentionRule
 
     now = datetime(2026, 6, 1, 12, 0, tzinfo=UTC)
-    deliver(event(repository="other/x", when=now - timedelta(days=100)))  # watching since
+    watched_since(now - timedelta(days=100))
 
     def tag(name, pushed, n):
         digest = f"sha256:{n:064x}"
