@@ -17,6 +17,8 @@ get `registry:catalog:*` (the list of every repository name).
 
 import logging
 import re
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import lru_cache
@@ -213,12 +215,13 @@ RECORDED_NAME_LENGTH = 64
 
 
 class AuthRefused(Exception):
-    def __init__(self, reason, status=401, retry_after=None, audit_reason=None):
+    def __init__(self, reason, status=401, retry_after=None, audit_reason=None, recorded=True):
         super().__init__(reason)
         self.reason = reason  # what the client is told
         self.audit_reason = audit_reason or reason  # what the audit log says
         self.status = status
         self.retry_after = retry_after
+        self.recorded = recorded  # False: nothing was decided about the credentials
 
 
 def _cooloff():
@@ -263,19 +266,44 @@ def _locked(key, ip_address, now):
     )
 
 
-def reserve_attempt(username, ip_address):
-    """Count a password check before it runs; raise AuthRefused (429) instead when this address
-    (LOGIN_ADDRESS_FAILURE_LIMIT under any names) or this user name from this address
-    (LOGIN_FAILURE_LIMIT) has used up its wrong passwords within LOGIN_COOLOFF_MINUTES: the
-    limits of the portal's login page, checked before bcrypt so a guesser gets no CPU time."""
+def _limits(username):
+    """(key, limit) pairs: the address's under any names, then the name's from the address."""
+    limits = [(username, settings.AXES_FAILURE_LIMIT)]
+    if settings.LOGIN_ADDRESS_FAILURE_LIMIT > 0:
+        limits.insert(0, (ADDRESS_KEY, settings.LOGIN_ADDRESS_FAILURE_LIMIT))
+    return limits
+
+
+def check_limits(username, ip_address):
+    """Raise AuthRefused (429) when this address (LOGIN_ADDRESS_FAILURE_LIMIT under any names) or
+    this user name from this address (LOGIN_FAILURE_LIMIT) has used up its wrong passwords
+    within LOGIN_COOLOFF_MINUTES: the portal login's limits. A read, so that a locked-out guess
+    costs neither a hash nor a wait for a slot; `reserve_attempt` decides for good."""
     now = timezone.now()
-    address_limit = settings.LOGIN_ADDRESS_FAILURE_LIMIT
-    if address_limit > 0 and not _take(ADDRESS_KEY, ip_address, address_limit, now):
-        raise _locked(ADDRESS_KEY, ip_address, now)
-    if not _take(username, ip_address, settings.AXES_FAILURE_LIMIT, now):
-        if address_limit > 0:
-            _give_back(ADDRESS_KEY, ip_address)
-        raise _locked(username, ip_address, now)
+    limits = _limits(username)
+    counts = dict(
+        TokenAuthFailure.objects.filter(
+            username__in=[key for key, _ in limits],
+            ip_address=ip_address,
+            last_failure__gte=now - _cooloff(),
+        ).values_list("username", "failures")
+    )
+    for key, limit in limits:
+        if counts.get(key, 0) >= limit:
+            raise _locked(key, ip_address, now)
+
+
+def reserve_attempt(username, ip_address):
+    """Count a password check before it runs, or raise AuthRefused (429) as `check_limits`
+    does. Counting first is what keeps concurrent guesses from passing the limit together."""
+    now = timezone.now()
+    taken = []
+    for key, limit in _limits(username):
+        if not _take(key, ip_address, limit, now):
+            for earlier in taken:
+                _give_back(earlier, ip_address)
+            raise _locked(key, ip_address, now)
+        taken.append(key)
 
 
 def release_attempt(username, ip_address, succeeded):
@@ -301,25 +329,29 @@ def authenticate(username, password, ip_address):
     "expired" when its password was right."""
     if not htpasswd.USERNAME_RE.fullmatch(username or "") or password is None:
         raise AuthRefused("invalid credentials")
-    reserve_attempt(username, ip_address)
-    checked = False
-    try:
-        if len(password.encode("utf-8", "replace")) > 1024:
-            checked, right = True, False  # not a password anyone was given; no hash needed
-        else:
-            with accounts.hashing_slot() as acquired:
-                if not acquired:
-                    raise AuthRefused("the server is busy checking passwords; try again", 429, 1)
-                rounds = (
-                    settings.HTPASSWD_SERVICE_BCRYPT_ROUNDS
-                    if username.startswith(ROBOT_PREFIX)
-                    else settings.HTPASSWD_BCRYPT_ROUNDS
-                )
-                right = htpasswd.check_password(username, password, dummy_rounds=rounds)
-                checked = True
-    finally:
-        if not checked:
+    check_limits(username, ip_address)
+    # Over 1024 bytes is not a password anyone was given: refused without a hash, but counted.
+    too_long = len(password.encode("utf-8", "replace")) > 1024
+    rounds = (
+        settings.HTPASSWD_SERVICE_BCRYPT_ROUNDS
+        if username.startswith(ROBOT_PREFIX)
+        else settings.HTPASSWD_BCRYPT_ROUNDS
+    )
+    with accounts.hashing_slot() as acquired:
+        if not acquired:
+            # Not audited: nothing was learnt about the credentials, and a flood from many
+            # addresses would otherwise write a row per request.
+            raise AuthRefused(
+                "the server is busy checking passwords; try again", 429, 1, recorded=False
+            )
+        reserve_attempt(username, ip_address)
+        try:
+            right = not too_long and htpasswd.check_password(
+                username, password, dummy_rounds=rounds
+            )
+        except Exception:
             release_attempt(username, ip_address, succeeded=False)
+            raise
     if not right:
         raise AuthRefused("invalid credentials")
     robot = RobotAccount.objects.filter(username=username).first()
@@ -361,8 +393,18 @@ def _refusal_slot(ip_address):
     return True, 0
 
 
+_prune_lock = threading.Lock()
+_next_prune = 0.0
+
+
 def _prune(now):
-    """Drop counters no longer counting (past the cool-off); at most once a minute per address."""
+    """Drop counters no longer counting (past the cool-off); at most once a minute per process,
+    as it scans the table and a flood from many addresses opens a window per request."""
+    global _next_prune
+    with _prune_lock:
+        if time.monotonic() < _next_prune:
+            return
+        _next_prune = time.monotonic() + REFUSAL_WINDOW.total_seconds()
     TokenAuthFailure.objects.filter(last_failure__lt=now - max(_cooloff(), REFUSAL_WINDOW)).delete()
 
 

@@ -101,8 +101,9 @@ def token(request):
             principal = access.authenticate(username, password, ip_address)
         granted = access.grant_access(principal, scopes)
     except access.AuthRefused as exc:
-        name = credentials[0] if credentials else ""
-        access.record_refusal(name, ip_address, scopes, [], exc.audit_reason)
+        if exc.recorded:
+            name = credentials[0] if credentials else ""
+            access.record_refusal(name, ip_address, scopes, [], exc.audit_reason)
         headers = {"Retry_After": str(exc.retry_after)} if exc.retry_after else {}
         if exc.status == 401:
             headers["WWW_Authenticate"] = f'Basic realm="{settings.TOKEN_SERVICE}"'
