@@ -171,7 +171,6 @@ def summary(result):
 def report(rows, args, load, elapsed):
     base = rows["no flood (baseline)"]
     lines = [
-        f"<!-- {SECTION} -->",
         "## Webhook latency during a wrong-password flood (`bench/token_flood.py`)",
         "",
         f"Machine: {common.machine(sqlite=True)}. Date: {common.today()}. Load average at the "
