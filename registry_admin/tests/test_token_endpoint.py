@@ -404,7 +404,10 @@ def test_thirty_concurrent_wrong_passwords_run_only_the_limits_checks(
     settings.TOKEN_KEY_DIR = str(tmp_path / "keys")
     settings.HTPASSWD_PATH = str(tmp_path / "htpasswd")
     settings.AXES_FAILURE_LIMIT = 5
-    settings.LOGIN_QUEUE_SECONDS = 30  # nobody is turned away "busy": the limit alone must hold
+    # Slots for every thread and nobody turned away "busy": the count alone must hold, as it
+    # must across gunicorn processes, which share no slots.
+    settings.LOGIN_CONCURRENCY = 30
+    settings.LOGIN_QUEUE_SECONDS = 30
     htpasswd.add_user("dev", PASSWORD, rounds=8)
     bcrypt_checks.clear()
     start = threading.Barrier(30)
