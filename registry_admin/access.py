@@ -17,6 +17,8 @@ get `registry:catalog:*` (the list of every repository name).
 
 import logging
 import re
+import threading
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 from functools import lru_cache
@@ -25,9 +27,10 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError, transaction
 from django.db.models import F
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
-from . import htpasswd
+from . import accounts, htpasswd
 from .models import AuditEvent, PortalAction
 from .models.access import (
     ACTIONS,
@@ -187,82 +190,247 @@ def grant_access(principal, scopes):
 
 
 # --- credentials and the throttle ----------------------------------------------------------
+#
+# TokenAuthFailure rows count per client address: under a user name, that name's wrong
+# passwords; under ADDRESS_KEY, the address's wrong passwords under any names; under
+# REFUSALS_KEY, the address's refusals in the current minute (the audit log's cap). Neither key
+# is a registry user name (those are never empty and have no "*"), so they cannot collide.
+ADDRESS_KEY = ""
+REFUSALS_KEY = "*refusals"
+# Failed or anonymous refusals from one address written to the audit log per minute; the rest
+# are counted, and the first row of the next minute says how many.
+REFUSALS_RECORDED_PER_MINUTE = 3
+REFUSAL_WINDOW = timedelta(minutes=1)
+# What one refusal row keeps of the request: a client may send TOKEN_MAX_SCOPES scopes of 512
+# characters each, and each row is full-text indexed.
+RECORDED_SCOPES = 4
+RECORDED_SCOPE_LENGTH = 128
+RECORDED_NAME_LENGTH = 64
 
 
 class AuthRefused(Exception):
-    def __init__(self, reason, status=401, retry_after=None):
+    def __init__(self, reason, status=401, retry_after=None, audit_reason=None, recorded=True):
         super().__init__(reason)
-        self.reason = reason
+        self.reason = reason  # what the client is told
+        self.audit_reason = audit_reason or reason  # what the audit log says
         self.status = status
         self.retry_after = retry_after
+        self.recorded = recorded  # False: nothing was decided about the credentials
 
 
 def _cooloff():
     return timedelta(seconds=settings.AXES_COOLOFF_TIME * 3600)
 
 
-def check_throttle(username, ip_address):
-    """Raise AuthRefused (429) while this user name from this address is locked out.
-
-    The same limit as portal logins (LOGIN_FAILURE_LIMIT wrong passwords, LOGIN_COOLOFF_MINUTES),
-    checked before bcrypt so a guesser also gets no CPU time.
-    """
-    row = TokenAuthFailure.objects.filter(username=username, ip_address=ip_address).first()
-    if row is None or row.failures < settings.AXES_FAILURE_LIMIT:
-        return
-    until = row.last_failure + _cooloff()
-    if timezone.now() < until:
-        seconds = int((until - timezone.now()).total_seconds()) + 1
-        raise AuthRefused("too many wrong passwords; try again later", 429, seconds)
+def _rows(key, ip_address):
+    return TokenAuthFailure.objects.filter(username=key, ip_address=ip_address)
 
 
-def _note_failure(username, ip_address):
-    now = timezone.now()
-    updated = TokenAuthFailure.objects.filter(username=username, ip_address=ip_address)
-    stale = updated.filter(last_failure__lt=now - _cooloff())
-    if stale.update(failures=1, last_failure=now):
-        return
-    if updated.update(failures=F("failures") + 1, last_failure=now):
-        return
+def _take(key, ip_address, limit, now):
+    """Count one attempt for (key, address) unless `limit` attempts are counted within the
+    cool-off; True when counted. Each step is one conditional UPDATE (or an INSERT the unique
+    constraint decides), so concurrent requests cannot all pass a check made before any of
+    them counted: the attempt is recorded before its password is checked."""
+    rows = _rows(key, ip_address)
+    if rows.filter(last_failure__lt=now - _cooloff()).update(failures=1, last_failure=now):
+        return True
+    if rows.filter(failures__lt=limit).update(failures=F("failures") + 1, last_failure=now):
+        return True
     try:
         with transaction.atomic():
             TokenAuthFailure.objects.create(
-                username=username, ip_address=ip_address, failures=1, last_failure=now
+                username=key, ip_address=ip_address, failures=1, last_failure=now
             )
-    except IntegrityError:
-        updated.update(failures=F("failures") + 1, last_failure=now)
+        return True
+    except IntegrityError:  # another request created it first
+        return bool(
+            rows.filter(failures__lt=limit).update(failures=F("failures") + 1, last_failure=now)
+        )
+
+
+def _give_back(key, ip_address, count=1):
+    _rows(key, ip_address).update(failures=Greatest(F("failures") - count, 0))
+
+
+def _locked(key, ip_address, now):
+    last = _rows(key, ip_address).values_list("last_failure", flat=True).first()
+    seconds = int(((last or now) + _cooloff() - now).total_seconds()) + 1
+    return AuthRefused(
+        "too many wrong passwords; try again later", 429, max(1, seconds), audit_reason=None
+    )
+
+
+def _limits(username):
+    """(key, limit) pairs: the address's under any names, then the name's from the address."""
+    limits = [(username, settings.AXES_FAILURE_LIMIT)]
+    if settings.LOGIN_ADDRESS_FAILURE_LIMIT > 0:
+        limits.insert(0, (ADDRESS_KEY, settings.LOGIN_ADDRESS_FAILURE_LIMIT))
+    return limits
+
+
+def check_limits(username, ip_address):
+    """Raise AuthRefused (429) when this address (LOGIN_ADDRESS_FAILURE_LIMIT under any names) or
+    this user name from this address (LOGIN_FAILURE_LIMIT) has used up its wrong passwords
+    within LOGIN_COOLOFF_MINUTES: the portal login's limits. A read, so that a locked-out guess
+    costs neither a hash nor a wait for a slot; `reserve_attempt` decides for good."""
+    now = timezone.now()
+    limits = _limits(username)
+    counts = dict(
+        TokenAuthFailure.objects.filter(
+            username__in=[key for key, _ in limits],
+            ip_address=ip_address,
+            last_failure__gte=now - _cooloff(),
+        ).values_list("username", "failures")
+    )
+    for key, limit in limits:
+        if counts.get(key, 0) >= limit:
+            raise _locked(key, ip_address, now)
+
+
+def reserve_attempt(username, ip_address):
+    """Count a password check before it runs, or raise AuthRefused (429) as `check_limits`
+    does. Counting first is what keeps concurrent guesses from passing the limit together."""
+    now = timezone.now()
+    taken = []
+    for key, limit in _limits(username):
+        if not _take(key, ip_address, limit, now):
+            for earlier in taken:
+                _give_back(earlier, ip_address)
+            raise _locked(key, ip_address, now)
+        taken.append(key)
+
+
+def release_attempt(username, ip_address, succeeded):
+    """Undo a reservation: the check did not run (`succeeded` False), or the password was right,
+    which clears the name's wrong passwords from this address as a portal login does."""
+    count = 1
+    if succeeded:
+        count = _rows(username, ip_address).values_list("failures", flat=True).first() or 1
+        _rows(username, ip_address).delete()
+    else:
+        _give_back(username, ip_address)
+    if settings.LOGIN_ADDRESS_FAILURE_LIMIT > 0:
+        _give_back(ADDRESS_KEY, ip_address, count)
 
 
 def authenticate(username, password, ip_address):
-    """The Principal for valid credentials; raises AuthRefused. One bcrypt check at most."""
+    """The Principal for valid credentials; raises AuthRefused. One bcrypt check at most, in one
+    of the hashing slots the login page uses, and counted against the login's limits first.
+
+    An unknown name costs a bcrypt check at the cost its kind of account is hashed at (people
+    HTPASSWD_BCRYPT_ROUNDS, robots HTPASSWD_SERVICE_BCRYPT_ROUNDS), so timing does not tell it
+    from a wrong password. An expired robot is refused like a wrong password; the audit log says
+    "expired" when its password was right."""
     if not htpasswd.USERNAME_RE.fullmatch(username or "") or password is None:
         raise AuthRefused("invalid credentials")
-    check_throttle(username, ip_address)
+    check_limits(username, ip_address)
+    # Over 1024 bytes is not a password anyone was given: refused without a hash, but counted.
+    too_long = len(password.encode("utf-8", "replace")) > 1024
+    rounds = (
+        settings.HTPASSWD_SERVICE_BCRYPT_ROUNDS
+        if username.startswith(ROBOT_PREFIX)
+        else settings.HTPASSWD_BCRYPT_ROUNDS
+    )
+    with accounts.hashing_slot() as acquired:
+        if not acquired:
+            # Not audited: nothing was learnt about the credentials, and a flood from many
+            # addresses would otherwise write a row per request.
+            raise AuthRefused(
+                "the server is busy checking passwords; try again", 429, 1, recorded=False
+            )
+        reserve_attempt(username, ip_address)
+        try:
+            right = not too_long and htpasswd.check_password(
+                username, password, dummy_rounds=rounds
+            )
+        except Exception:
+            release_attempt(username, ip_address, succeeded=False)
+            raise
+    if not right:
+        raise AuthRefused("invalid credentials")
     robot = RobotAccount.objects.filter(username=username).first()
     if robot is not None and robot.expires_at <= timezone.now():
-        raise AuthRefused("robot account expired")
-    if len(password.encode("utf-8", "replace")) > 1024 or not htpasswd.check_password(
-        username, password
-    ):
-        _note_failure(username, ip_address)
-        raise AuthRefused("invalid credentials")
-    TokenAuthFailure.objects.filter(username=username, ip_address=ip_address).delete()
+        # Counted as a failure and answered as one, as Django's login answers an inactive
+        # account: only the audit log, read by admins, tells the two apart.
+        raise AuthRefused("invalid credentials", audit_reason="robot account expired")
+    release_attempt(username, ip_address, succeeded=True)
     return principal_for(username)
 
 
-def record_refusal(username, ip_address, requested, granted, reason):
-    """An audit row naming who asked for what and what was refused (never the password)."""
+def _refusal_slot(ip_address):
+    """(record, unrecorded): whether this refusal from `ip_address` gets an audit row, and how
+    many refusals from there the previous minute counted without one (for that row to say).
+
+    One row per address counts the minute's refusals (`failures`) from its start
+    (`last_failure`); each step is one conditional UPDATE, so concurrent requests cannot
+    record more than REFUSALS_RECORDED_PER_MINUTE between them."""
+    now = timezone.now()
+    limit = REFUSALS_RECORDED_PER_MINUTE
+    rows = _rows(REFUSALS_KEY, ip_address)
+    stale = rows.filter(last_failure__lt=now - REFUSAL_WINDOW)
+    previous = stale.values_list("failures", flat=True).first()
+    if previous is not None and stale.update(failures=1, last_failure=now):
+        _prune(now)
+        return True, max(0, previous - limit)
+    if rows.filter(failures__lt=limit).update(failures=F("failures") + 1):
+        return True, 0
+    if rows.update(failures=F("failures") + 1):
+        return False, 0
     try:
+        with transaction.atomic():
+            TokenAuthFailure.objects.create(
+                username=REFUSALS_KEY, ip_address=ip_address, failures=1, last_failure=now
+            )
+    except IntegrityError:  # another request created it first
+        return bool(rows.filter(failures__lt=limit).update(failures=F("failures") + 1)), 0
+    _prune(now)
+    return True, 0
+
+
+_prune_lock = threading.Lock()
+_next_prune = 0.0
+
+
+def _prune(now):
+    """Drop counters no longer counting (past the cool-off); at most once a minute per process,
+    as it scans the table and a flood from many addresses opens a window per request."""
+    global _next_prune
+    with _prune_lock:
+        if time.monotonic() < _next_prune:
+            return
+        _next_prune = time.monotonic() + REFUSAL_WINDOW.total_seconds()
+    TokenAuthFailure.objects.filter(last_failure__lt=now - max(_cooloff(), REFUSAL_WINDOW)).delete()
+
+
+def record_refusal(username, ip_address, requested, granted, reason, bounded=True):
+    """An audit row naming who asked for what and what was refused (never the password), of a
+    bounded size. `bounded` (failed or anonymous requests, which anyone can repeat at will):
+    at most REFUSALS_RECORDED_PER_MINUTE rows per client address and minute; the others are
+    counted, and the next recorded row from that address gives the count."""
+    try:
+        unrecorded = 0
+        if bounded:
+            record, unrecorded = _refusal_slot(ip_address)
+            if not record:
+                return
+        detail = {
+            "requested": [str(s)[:RECORDED_SCOPE_LENGTH] for s in requested[:RECORDED_SCOPES]],
+            "granted": [
+                f"{g['type']}:{g['name']}:{','.join(g['actions'])}"[:RECORDED_SCOPE_LENGTH]
+                for g in granted[:RECORDED_SCOPES]
+            ],
+            "reason": reason,
+            "address": ip_address,
+        }
+        if len(requested) > RECORDED_SCOPES:
+            detail["requested_total"] = len(requested)
+        if unrecorded:
+            detail["unrecorded_refusals_previous_minute"] = unrecorded
         AuditEvent.objects.log_portal_action(
-            username or ANONYMOUS,
+            (username or ANONYMOUS)[:RECORDED_NAME_LENGTH],
             PortalAction.TOKEN_REFUSED,
             repository=next((s.name for s in requested if s.type == "repository"), ""),
-            detail={
-                "requested": [str(s) for s in requested][:32],
-                "granted": [f"{g['type']}:{g['name']}:{','.join(g['actions'])}" for g in granted],
-                "reason": reason,
-                "address": ip_address,
-            },
+            detail=detail,
         )
     except Exception:  # noqa: BLE001  (a refusal must be answered even when the audit cannot record)
         logger.exception("could not record a token refusal")

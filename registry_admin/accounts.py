@@ -68,15 +68,29 @@ def address_locked(request):
 
 # Password hashing is the only CPU-heavy thing a stranger can make the portal do; letting at most
 # LOGIN_CONCURRENCY hashes run per process leaves the other threads free for pages and webhook.
-_hash_slots = threading.BoundedSemaphore(max(1, settings.LOGIN_CONCURRENCY))
+# The login and the token endpoint share these slots. One semaphore per LOGIN_CONCURRENCY value,
+# made on first use: reading the setting at import time left override_settings without effect.
+_slots_lock = threading.Lock()
+_slots_by_size = {}
+
+
+def hash_slots():
+    """The process's semaphore for the current LOGIN_CONCURRENCY."""
+    size = max(1, settings.LOGIN_CONCURRENCY)
+    with _slots_lock:
+        slots = _slots_by_size.get(size)
+        if slots is None:
+            slots = _slots_by_size[size] = threading.BoundedSemaphore(size)
+        return slots
 
 
 @contextmanager
 def hashing_slot():
     """Yields True with a slot held, or False when none came free within LOGIN_QUEUE_SECONDS."""
-    acquired = _hash_slots.acquire(timeout=settings.LOGIN_QUEUE_SECONDS)
+    slots = hash_slots()
+    acquired = slots.acquire(timeout=settings.LOGIN_QUEUE_SECONDS)
     try:
         yield acquired
     finally:
         if acquired:
-            _hash_slots.release()
+            slots.release()

@@ -274,8 +274,12 @@ def hash_password(password, rounds):
     return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt(rounds=rounds)).decode("ascii")
 
 
-def check_password(username, password):
-    """True when the registry would accept `username` with `password` in the current file."""
+def check_password(username, password, dummy_rounds=None):
+    """True when the registry would accept `username` with `password` in the current file.
+
+    With `dummy_rounds`, a name without a bcrypt line costs a bcrypt check at that cost too, so
+    the answer's time does not tell an unknown name from a wrong password.
+    """
     text = _read_text(htpasswd_path()) or ""
     found = None
     for raw in _split_lines(text):
@@ -286,11 +290,25 @@ def check_password(username, password):
         if parsed and parsed[0] == username:
             found = parsed[1]  # the last line wins, as in the registry
     if not found or hash_scheme(found) != "bcrypt":
+        if dummy_rounds:
+            bcrypt.checkpw(password.encode("utf-8", "replace"), _dummy_hash(dummy_rounds))
         return False
     try:
         return bcrypt.checkpw(password.encode("utf-8"), found.encode("ascii"))
     except (ValueError, UnicodeEncodeError):
         return False  # a damaged hash or a password bcrypt refuses: not accepted either way
+
+
+_dummy_hashes = {}
+
+
+def _dummy_hash(rounds):
+    """A bcrypt hash of a random password at `rounds`, made once per process and cost."""
+    hashed = _dummy_hashes.get(rounds)
+    if hashed is None:
+        secret = secrets.token_urlsafe(16).encode("ascii")
+        hashed = _dummy_hashes.setdefault(rounds, bcrypt.hashpw(secret, bcrypt.gensalt(rounds)))
+    return hashed
 
 
 @contextlib.contextmanager

@@ -1,4 +1,4 @@
-"""record_portal_action: portal actions in the same trail as registry events."""
+"""AuditEvent.objects.log_portal_action: portal actions in the same trail as registry events."""
 
 import json
 

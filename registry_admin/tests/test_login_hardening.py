@@ -99,18 +99,31 @@ def test_many_user_names_from_one_address_stop_costing_hashes(settings):
 def test_a_login_waits_for_a_free_hashing_slot_then_is_answered_busy(settings, monkeypatch):
     make_admin("admin")
     settings.LOGIN_QUEUE_SECONDS = 0.05
-    held = []
-    while accounts._hash_slots.acquire(blocking=False):
+    slots, held = accounts.hash_slots(), []
+    while slots.acquire(blocking=False):
         held.append(True)
     try:
         response = Client().post(reverse("login"), {"username": "admin", "password": TEST_PASSWORD})
     finally:
         for _ in held:
-            accounts._hash_slots.release()
+            slots.release()
     assert response.status_code == 429
     assert b"checking many logins at once" in response.content
     again = Client().post(reverse("login"), {"username": "admin", "password": TEST_PASSWORD})
     assert again.status_code == 302
+
+
+def test_login_concurrency_is_read_when_a_slot_is_taken_not_at_import(settings):
+    """Issue #26: the semaphore was sized at import, so override_settings had no effect."""
+    settings.LOGIN_QUEUE_SECONDS = 0
+    settings.LOGIN_CONCURRENCY = 2
+    with accounts.hashing_slot() as first, accounts.hashing_slot() as second:
+        assert first and second
+        with accounts.hashing_slot() as third:
+            assert not third
+    settings.LOGIN_CONCURRENCY = 1
+    with accounts.hashing_slot() as first, accounts.hashing_slot() as second:
+        assert first and not second
 
 
 @pytest.mark.django_db

@@ -8,8 +8,10 @@ import base64
 import hashlib
 import io
 import json
+import threading
 from datetime import timedelta
 
+import bcrypt
 import jwt
 import pytest
 from cryptography import x509
@@ -215,18 +217,69 @@ def test_off_in_htpasswd_mode(client, token_mode):
     assert ask(client, token_mode, [], "dev").status_code == 404
 
 
+@pytest.fixture
+def bcrypt_checks(monkeypatch):
+    """The hashes each bcrypt check in this process compared against."""
+    checked = []
+    real = bcrypt.checkpw
+
+    def counting(password, hashed):
+        checked.append(hashed.decode("ascii"))
+        return real(password, hashed)
+
+    monkeypatch.setattr(bcrypt, "checkpw", counting)
+    return checked
+
+
+def refusals(**filters):
+    return [
+        json.loads(e.raw)["reason"]
+        for e in AuditEvent.objects.filter(action=PortalAction.TOKEN_REFUSED, **filters).order_by(
+            "id"
+        )
+    ]
+
+
 @pytest.mark.django_db
-def test_expired_robot_is_refused_before_its_password_is_checked(client, token_mode):
+def test_an_expired_robot_is_answered_like_a_wrong_password(client, token_mode, bcrypt_checks):
+    """Issue #27 item 4: an expired robot was named as such before its password was checked."""
     access.grant("t", "robot-ci", "team/**", "pull")
     robot = RobotAccount.objects.create(
         username="robot-ci", expires_at=timezone.now() + timedelta(hours=1)
     )
-    assert access_of(ask(client, token_mode, ["repository:team/a:pull"], "robot-ci"), token_mode)
+    scope = ["repository:team/a:pull"]
+    assert access_of(ask(client, token_mode, scope, "robot-ci"), token_mode)
     robot.expires_at = timezone.now() - timedelta(seconds=1)
     robot.save()
-    refused = ask(client, token_mode, ["repository:team/a:pull"], "robot-ci")
-    assert refused.status_code == 401 and "expired" in refused.json()["errors"][0]["message"]
-    assert AuditEvent.objects.filter(action=PortalAction.TOKEN_REFUSED, actor="robot-ci").exists()
+    wrong_for_a_live_user = ask(client, token_mode, scope, "dev", "not-the-password")
+    guessed = ask(client, token_mode, scope, "robot-ci", "not-the-password")
+    right = ask(client, token_mode, scope, "robot-ci")
+    for refused in (guessed, right):
+        assert refused.status_code == 401
+        assert refused.content == wrong_for_a_live_user.content
+        assert "token" not in refused.json()
+    # Its password was checked both times; only the audit log (admins) says "expired", and only
+    # when the password was right.
+    assert len(bcrypt_checks) == 4
+    assert refusals(actor="robot-ci") == ["invalid credentials", "robot account expired"]
+
+
+@pytest.mark.django_db
+def test_an_unknown_name_costs_a_bcrypt_check_at_its_kind_of_accounts_cost(
+    client, token_mode, bcrypt_checks
+):
+    """Issue #27 item 4: unknown names were answered without a hash (8-21 ms against 174-346)."""
+    token_mode.HTPASSWD_BCRYPT_ROUNDS = 5
+    token_mode.HTPASSWD_SERVICE_BCRYPT_ROUNDS = 4
+    scope = ["repository:team/a:pull"]
+    for name in ("nobody", "robot-nobody"):
+        unknown = ask(client, token_mode, scope, name, "guess-guess")
+        assert unknown.status_code == 401
+        assert unknown.content == ask(client, token_mode, scope, "dev", "guess-guess").content
+    # dev's line is at cost 4 (the fixture); the unknown person at the person's cost, the
+    # unknown robot at the robots' cost.
+    costs = [hashed.split("$")[2] for hashed in bcrypt_checks]
+    assert costs == ["05", "04", "04", "04"]
 
 
 HOSTILE_SCOPES = [
@@ -308,9 +361,143 @@ def test_wrong_passwords_are_throttled_like_portal_logins(client, token_mode):
     # After the cool-off, the right password works and clears the counter.
     TokenAuthFailure.objects.update(last_failure=timezone.now() - timedelta(days=1))
     assert ask(client, token_mode, scope, "dev").status_code == 200
-    assert not TokenAuthFailure.objects.filter(ip_address="127.0.0.1").exists()
-    reasons = [json.loads(e.raw)["reason"] for e in AuditEvent.objects.filter(actor="dev")]
-    assert reasons.count("invalid credentials") == 3 and any("too many" in r for r in reasons)
+    assert not TokenAuthFailure.objects.filter(username="dev", ip_address="127.0.0.1").exists()
+    # Three refusals a minute from one address are recorded; the 429 was only counted.
+    assert refusals(actor="dev") == ["invalid credentials"] * 3
+
+
+@pytest.mark.django_db
+def test_the_login_pages_address_limit_and_hashing_slots_apply(client, token_mode, bcrypt_checks):
+    """Issue #27 item 3: wrong passwords under many names from one address each got a bcrypt
+    check, and the checks ran outside the login's bounded hashing slots."""
+    from registry_admin import accounts
+
+    token_mode.LOGIN_ADDRESS_FAILURE_LIMIT = 4
+    scope = ["repository:a/b:pull"]
+    for i in range(4):
+        assert ask(client, token_mode, scope, f"guess{i}", "guess").status_code == 401
+    locked = ask(client, token_mode, scope, "dev")  # a new name, the right password
+    assert locked.status_code == 429 and int(locked["Retry-After"]) > 0
+    assert len(bcrypt_checks) == 4
+    assert ask(client, token_mode, scope, "dev", REMOTE_ADDR="10.9.9.9").status_code == 200
+
+    token_mode.LOGIN_QUEUE_SECONDS = 0.05
+    slots, held = accounts.hash_slots(), []
+    while slots.acquire(blocking=False):
+        held.append(True)
+    try:
+        busy = ask(client, token_mode, scope, "dev", REMOTE_ADDR="10.9.9.8")
+    finally:
+        for _ in held:
+            slots.release()
+    assert busy.status_code == 429 and "busy" in busy.json()["errors"][0]["message"]
+    assert len(bcrypt_checks) == 5
+    # The turned-away attempt was not counted as a wrong password.
+    assert not TokenAuthFailure.objects.filter(username="dev", failures__gt=0).exists()
+    assert ask(client, token_mode, scope, "dev", REMOTE_ADDR="10.9.9.8").status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_thirty_concurrent_wrong_passwords_run_only_the_limits_checks(
+    live_server, settings, tmp_path, bcrypt_checks
+):
+    """Issue #27 item 3: 30 concurrent wrong passwords for one user from one address ran 11
+    bcrypt checks where the limit is 5 (the limit was checked before any failure was counted).
+    Real concurrency: 30 threads against the live server's threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    settings.REGISTRY_AUTH_MODE = "token"
+    settings.TOKEN_KEY_DIR = str(tmp_path / "keys")
+    settings.HTPASSWD_PATH = str(tmp_path / "htpasswd")
+    settings.AXES_FAILURE_LIMIT = 5
+    # Slots for every thread and nobody turned away "busy": the count alone must hold, as it
+    # must across gunicorn processes, which share no slots.
+    settings.LOGIN_CONCURRENCY = 30
+    settings.LOGIN_QUEUE_SECONDS = 30
+    htpasswd.add_user("dev", PASSWORD, rounds=8)
+    bcrypt_checks.clear()
+    start = threading.Barrier(30)
+
+    def guess(_):
+        with requests.Session() as session:
+            start.wait(10)
+            return session.get(
+                live_server.url + URL,
+                params={"service": settings.TOKEN_SERVICE, "scope": "repository:a/b:pull"},
+                auth=("dev", "wrong-password"),
+                timeout=60,
+            ).status_code
+
+    with ThreadPoolExecutor(max_workers=30) as pool:
+        statuses = list(pool.map(guess, range(30)))
+    assert len(bcrypt_checks) == 5, statuses
+    assert sorted(statuses) == [401] * 5 + [429] * 25
+
+
+def database_bytes():
+    """The audit and throttle tables' rows and text, and the SQLite file's pages in use."""
+    from django.db import connection
+
+    rows = AuditEvent.objects.count() + TokenAuthFailure.objects.count()
+    text = sum(len(raw) for raw in AuditEvent.objects.values_list("raw", flat=True))
+    pages = 0
+    if connection.vendor == "sqlite":
+        with connection.cursor() as cursor:
+            cursor.execute("PRAGMA page_count")
+            count = cursor.fetchone()[0]
+            cursor.execute("PRAGMA freelist_count")
+            free = cursor.fetchone()[0]
+            cursor.execute("PRAGMA page_size")
+            pages = (count - free) * cursor.fetchone()[0]
+    return rows, text, pages
+
+
+@pytest.mark.django_db
+def test_four_hundred_refusals_from_one_address_grow_the_database_by_little(
+    client, token_mode, bcrypt_checks
+):
+    """Issue #27 item 2: each unauthenticated request wrote a ~9 KB refusal row (full-text
+    indexed) and a failure row: random names, 32 long scopes, anonymous GETs, 429s."""
+    import secrets
+
+    token_mode.HTPASSWD_BCRYPT_ROUNDS = 4
+    access.grant("t", "anonymous", "public/**", "pull")
+    long_scopes = [f"repository:team/{'x' * 240}{i:03d}:pull,push" for i in range(32)]
+    rows_before, text_before, pages_before = database_bytes()
+    statuses = []
+    for i in range(400):
+        name = "u" + secrets.token_hex(8)
+        kind = i % 4
+        if kind == 0:  # the OAuth2 form
+            form = {"grant_type": "password", "username": name, "password": "guess"}
+            answer = client.post(
+                URL, {**form, "service": token_mode.TOKEN_SERVICE, "scope": long_scopes}
+            )
+        elif kind == 1:  # Basic credentials
+            answer = ask(client, token_mode, long_scopes, name, "guess")
+        elif kind == 2:  # anonymous, asking for more than anonymous may have
+            answer = ask(client, token_mode, long_scopes)
+        else:  # a plain anonymous GET with a scope anonymous has
+            answer = ask(client, token_mode, ["repository:public/app:pull"])
+        statuses.append(answer.status_code)
+    rows, text, pages = database_bytes()
+    grown_rows, grown_text, grown_pages = (
+        rows - rows_before,
+        text - text_before,
+        pages - pages_before,
+    )
+    assert statuses.count(200) == 200 and statuses.count(401) + statuses.count(429) == 200
+    # Three rows a minute from one address (maybe four if the minute turned), each capped.
+    refused = AuditEvent.objects.filter(action=PortalAction.TOKEN_REFUSED)
+    assert 1 <= refused.count() <= 6
+    assert max(len(e.raw) for e in refused) < 1500
+    # The password checks stop at the address's limit, and so do the failure rows.
+    assert len(bcrypt_checks) <= token_mode.LOGIN_ADDRESS_FAILURE_LIMIT
+    assert TokenAuthFailure.objects.count() <= token_mode.LOGIN_ADDRESS_FAILURE_LIMIT + 3
+    assert grown_rows < 30 and grown_text < 10_000, (grown_rows, grown_text)
+    assert grown_pages < 200_000, grown_pages  # well under 1 MB, full-text index included
 
 
 @pytest.mark.django_db

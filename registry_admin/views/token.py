@@ -4,7 +4,9 @@ GET with optional Basic credentials and `service` + any number of `scope` parame
 (https://distribution.github.io/distribution/spec/auth/token/); POST is the OAuth2 form newer
 clients send first (grant_type=password with username/password, .../spec/auth/oauth/). Each
 scope is cut down to what the access rules allow; asking for more than allowed is not an error
-(the registry refuses the request the token does not cover), but it is written to the audit log.
+(the registry refuses the request the token does not cover), but it is written to the audit log:
+a user's every time, a failed or anonymous request's at most a few times per address and minute
+(`access.record_refusal`).
 """
 
 import base64
@@ -100,8 +102,9 @@ def token(request):
             principal = access.authenticate(username, password, ip_address)
         granted = access.grant_access(principal, scopes)
     except access.AuthRefused as exc:
-        name = credentials[0][:64] if credentials else ""
-        access.record_refusal(name, ip_address, scopes, [], exc.reason)
+        if exc.recorded:
+            name = credentials[0] if credentials else ""
+            access.record_refusal(name, ip_address, scopes, [], exc.audit_reason)
         headers = {"Retry_After": str(exc.retry_after)} if exc.retry_after else {}
         if exc.status == 401:
             headers["WWW_Authenticate"] = f'Basic realm="{settings.TOKEN_SERVICE}"'
@@ -112,8 +115,14 @@ def token(request):
         return _error(503, "UNAVAILABLE", "The token server cannot read its rules; try again.")
 
     if _fewer_than_asked(scopes, granted):
+        # Anonymous requests are bounded per address; a user's are not (a password was needed).
         access.record_refusal(
-            principal.username, ip_address, scopes, granted, "not allowed by the access rules"
+            principal.username,
+            ip_address,
+            scopes,
+            granted,
+            "not allowed by the access rules",
+            bounded=principal.is_anonymous,
         )
     signed, issued = tokens.issue(principal.username, granted, service)
     issued_at = datetime.fromtimestamp(issued, tz=UTC).isoformat()
