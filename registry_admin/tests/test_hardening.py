@@ -75,6 +75,48 @@ def test_the_export_neutralises_formulas_hidden_behind_space_newline_or_full_wid
 
 
 @pytest.mark.django_db
+@pytest.mark.parametrize(
+    "lead",
+    [
+        "\u00a0",  # no-break space
+        "\u200b",  # zero-width space
+        "\ufeff",  # byte order mark
+        "\x0b",  # vertical tab
+        "\x0c",  # form feed
+        "\u2028",  # line separator
+        "\u2029",  # paragraph separator
+        "\u00a0\u200b\ufeff ",  # several of them
+    ],
+)
+def test_the_export_neutralises_formulas_behind_invisible_or_unusual_spaces(viewer_client, lead):
+    """Issue #27 item 10: these leading characters escaped the guard."""
+    from .test_audit_views import EXPORT, read_csv, store
+
+    actor = lead + '=HYPERLINK("http://evil")'
+    store(0, actor=actor, repository="csv/app")
+    (row,) = read_csv(viewer_client.get(EXPORT, {"repository": "csv/"}))
+    assert row["actor"] == "'" + actor
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("sign", ["\ufe66", "\ufe62", "\ufe63", "\ufe6b", "\ufe6a"])
+def test_the_export_neutralises_signs_that_fold_to_a_formula_sign(viewer_client, sign):
+    """Item 10: small ﹦ ﹢ ﹣ ﹫ ﹪ are =, +, -, @, % once NFKC-normalised."""
+    from .test_audit_views import EXPORT, read_csv, store
+
+    store(0, actor=sign + "1+1", repository="csv/app")
+    (row,) = read_csv(viewer_client.get(EXPORT, {"repository": "csv/"}))
+    assert row["actor"] == "'" + sign + "1+1"
+
+
+@pytest.mark.parametrize("text", ["alice", "\u200balice", "\u00a0bob", "1=1", "", "é=x"])
+def test_text_that_does_not_start_like_a_formula_is_left_alone(text):
+    from registry_admin.views.audit import _csv_cell
+
+    assert _csv_cell(text) == text
+
+
+@pytest.mark.django_db
 def test_an_export_larger_than_the_cap_is_refused_with_a_message(viewer_client, settings):
     """Item 8: a viewer could hold every gunicorn thread with a few million-row exports."""
     from .test_audit_views import EXPORT, read_csv, store
@@ -216,3 +258,63 @@ def test_pages_for_a_logged_in_user_are_never_cached(admin_client, settings, pat
     cache_control = {part.strip() for part in response["Cache-Control"].split(",")}
     assert {"private", "no-store"} <= cache_control
     assert "Content-Security-Policy" in response
+
+
+# --- Issue #27: the generic run endpoint and the deleting kinds -------------------------------------
+
+
+def _runner_client():
+    """An account with exactly the view and run-jobs permissions, as an operator would grant."""
+    user = make_user("runner27")
+    user.user_permissions.add(
+        Permission.objects.get(codename="view_portal"),
+        Permission.objects.get(codename="run_jobs"),
+    )
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", ["prune_untagged", "garbage_collect", "retention"])
+def test_run_jobs_alone_cannot_start_a_deleting_kind_from_the_generic_endpoint(kind):
+    """Issue #27 item 5: `POST /runs/prune_untagged/request` with run-jobs alone queued a real
+    prune, while the storage page's own prune answers 403 to the same account."""
+    client = _runner_client()
+    assert client.post(f"/runs/{kind}/request").status_code == 403
+    assert (
+        client.post(reverse("registry_admin:untagged-prune"), {"confirm": "yes"}).status_code == 403
+    )
+    assert not Run.objects.filter(kind=kind).exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", ["prune_untagged", "garbage_collect", "retention"])
+def test_an_admin_gets_only_a_dry_run_of_a_deleting_kind_from_the_generic_endpoint(
+    admin_client, kind
+):
+    """Item 5: the confirmation pages are the only way to a real run, for admins too."""
+    response = admin_client.post(f"/runs/{kind}/request", {"next": "/storage/"})
+    assert response.status_code == 302
+    (run,) = Run.objects.filter(kind=kind)
+    assert run.options == {"dry_run": True}
+    messages = [str(m) for m in response.wsgi_request._messages]
+    assert any("dry run, deletes nothing" in m for m in messages)
+
+
+def test_every_job_kind_is_decided_for_the_generic_endpoint():
+    """A new kind must be put in one set or the other (a kind in neither is dry-run only)."""
+    from registry_admin import worker
+    from registry_admin.views import runs
+
+    assert set(worker.JOBS) == runs.DRY_RUN_ONLY | runs.ANY_RUN
+    assert not runs.DRY_RUN_ONLY & runs.ANY_RUN
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", ["sync", "storage_scan", "audit_prune", "details"])
+def test_run_jobs_alone_still_starts_the_kinds_that_delete_nothing(kind):
+    client = _runner_client()
+    assert client.post(f"/runs/{kind}/request").status_code == 302
+    (run,) = Run.objects.filter(kind=kind)
+    assert run.options == {}

@@ -3,6 +3,7 @@ registry-side notification settings, and the dashboard's audit sections."""
 
 import csv
 import json
+import unicodedata
 from datetime import timedelta
 
 from django.conf import settings
@@ -265,9 +266,23 @@ def _csv_lines(events):
         yield writer.writerow([_csv_cell(getattr(event, name)) for name in CSV_COLUMNS])
 
 
-# What a spreadsheet may read as the start of a formula: the ASCII signs, their full-width forms
-# (some spreadsheets fold ＝ to =), and white space or line breaks it skips before one.
-_FORMULA_STARTS = frozenset("=+-@|%\t\r\n \u3000\uff1d\uff0b\uff0d\uff20\uff5c\uff05")
+# What a spreadsheet may read as the start of a formula, once compatibility forms are folded
+# (NFKC: full-width ＝ and small ﹦ become =, no-break space a space, as some spreadsheets fold).
+_FORMULA_SIGNS = frozenset("=+-@|%")
+# What it may skip before one: control characters (tab, CR, LF, \x0b, \x0c), invisible format
+# characters (zero-width space, BOM) and every space, line and paragraph separator. A list of
+# characters would miss the next one; the Unicode categories do not.
+_SKIPPED_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+
+
+def _starts_like_a_formula(text):
+    # Character by character: NFKC of the whole text could compose a sign with a combining
+    # mark after it (=\u0338 is ≠) that a spreadsheet still reads as =.
+    for char in text:
+        for folded in unicodedata.normalize("NFKC", char):
+            if unicodedata.category(folded) not in _SKIPPED_CATEGORIES:
+                return folded in _FORMULA_SIGNS
+    return False
 
 
 def _csv_cell(value):
@@ -278,6 +293,6 @@ def _csv_cell(value):
         return value.isoformat()
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str) and value[:1] in _FORMULA_STARTS:
+    if isinstance(value, str) and _starts_like_a_formula(value):
         return "'" + value
     return value
