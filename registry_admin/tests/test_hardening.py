@@ -212,6 +212,24 @@ def test_the_registry_retrying_one_event_with_a_wrong_token_raises_the_alarm(
     assert _alarm_on(admin_client, settings)
 
 
+@pytest.mark.django_db
+def test_two_posts_of_one_event_id_with_a_wrong_token_do_not_blame_the_registry(
+    admin_client, settings
+):
+    """Issue #27 item 11: two POSTs anyone can send made the dashboard say "the registry is
+    sending notifications with a wrong token". Nothing an outsider cannot produce cheaply tells
+    the registry from a stranger, so the warning says both are possible."""
+    stranger = Client(REMOTE_ADDR="203.0.113.9")
+    for _ in range(2):
+        assert _refused_delivery(stranger, "forged-twice").status_code == 401
+    assert _alarm_on(admin_client, settings)
+    page = " ".join(admin_client.get("/").content.decode().split())
+    assert "The registry is sending notifications with a wrong token" not in page
+    assert "the registry's token may be out of date, or someone is guessing it" in page
+    assert "If that address is the registry's, its queue is blocked" in page
+    assert "203.0.113.9" in page
+
+
 # --- Content-Security-Policy and Cache-Control (item 8) ---------------------------------------------
 
 

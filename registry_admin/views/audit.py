@@ -129,7 +129,12 @@ def duration_text(delta):
     return f"{seconds} second{'s' if seconds != 1 else ''}"
 
 
-# Refused deliveries of one event id before the dashboard says the registry has a wrong token.
+# Refused deliveries of one event id before the dashboard warns about a wrong token. Anyone who
+# can reach the webhook can POST the same event id twice, or twice a few minutes apart, and the
+# address is no proof either (behind a proxy it is whatever the proxy says; the registry's own is
+# not known for certain): no evidence an outsider cannot cheaply produce is available. So the
+# warning is worded as a possibility (an out-of-date token, or someone guessing) with the address
+# for the operator to judge, and the repeat only keeps one-off noise off the dashboard.
 TOKEN_ALARM_REPEATS = 2
 
 
@@ -158,7 +163,7 @@ def dashboard_context(ping):
         "audit_unauthorized": unauthorized,
         # A wrong token: the registry keeps retrying its first refused event, so nothing newer
         # arrives either. Warn while refusals are newer than the last accepted event, and only
-        # once the same event was refused again (a stranger's one POST is no evidence).
+        # once the same event was refused again (see TOKEN_ALARM_REPEATS).
         "audit_token_blocked": bool(
             unauthorized
             and unauthorized.repeats >= TOKEN_ALARM_REPEATS
