@@ -23,9 +23,8 @@ def test_the_generic_run_endpoint_never_starts_a_real_retention_run(admin_client
     assert any("dry run, deletes nothing" in m for m in messages)
 
 
-@pytest.mark.django_db
-def test_the_run_jobs_permission_alone_cannot_start_retention():
-    """Item 7: retention needs the delete permission, not just run-jobs."""
+def _runner_client():
+    """An account with exactly the view and run-jobs permissions, as an operator would grant."""
     user = make_user("runner")
     user.user_permissions.add(
         Permission.objects.get(codename="view_portal"),
@@ -33,6 +32,13 @@ def test_the_run_jobs_permission_alone_cannot_start_retention():
     )
     client = Client()
     client.force_login(user)
+    return client
+
+
+@pytest.mark.django_db
+def test_the_run_jobs_permission_alone_cannot_start_retention():
+    """Item 7: retention needs the delete permission, not just run-jobs."""
+    client = _runner_client()
     assert client.post("/runs/noop/request").status_code == 302
     assert client.post("/runs/retention/request").status_code == 403
     assert not Run.objects.filter(kind="retention").exists()
@@ -279,18 +285,6 @@ def test_pages_for_a_logged_in_user_are_never_cached(admin_client, settings, pat
 
 
 # --- Issue #27: the generic run endpoint and the deleting kinds -------------------------------------
-
-
-def _runner_client():
-    """An account with exactly the view and run-jobs permissions, as an operator would grant."""
-    user = make_user("runner27")
-    user.user_permissions.add(
-        Permission.objects.get(codename="view_portal"),
-        Permission.objects.get(codename="run_jobs"),
-    )
-    client = Client()
-    client.force_login(user)
-    return client
 
 
 @pytest.mark.django_db
