@@ -140,3 +140,22 @@ def parse_reference(text):
             f"“{_shown(text)}” names no tag: give REPOSITORY:TAG or REPOSITORY@sha256:DIGEST."
         )
     return check_repository(repository), check_tag(tag), ""
+
+
+def reachable(roots, references_of):
+    """The set of manifest digests `roots` reach, roots included, following `references_of`
+    (digest -> the manifest digests it references: an index's children) to any depth.
+
+    The one rule for what a tag keeps: the storage scan (untagged revisions) and the untagged
+    cleanup's live check both ask it, so an index inside an index keeps its children in both.
+    Digests are whatever the caller uses (strings, or the scan's 32 raw bytes); a cycle ends.
+    """
+    reached = set()
+    queue = list(roots)
+    while queue:
+        digest = queue.pop()
+        if digest in reached:
+            continue
+        reached.add(digest)
+        queue.extend(child for child in references_of(digest) if child not in reached)
+    return reached

@@ -7,7 +7,6 @@ Every call has a connect and a read timeout from settings; every transport failu
 """
 
 import base64
-import contextlib
 import hashlib
 import json
 import logging
@@ -470,6 +469,8 @@ class RegistryClient:
         "changed."
     )
     # A digest no repository holds: deleting it answers 404 when deletes work, 405 when off.
+    # The write check's tag: never created (its manifest is empty), named so a log reader knows.
+    _WRITE_CHECK_TAG = "oyster-write-check"
     _PROBE_DIGEST = "sha256:" + hashlib.sha256(b"oyster: are deletes enabled?").hexdigest()
 
     def delete_tag(self, repository, tag, expected_digest=None, placeholders=None):
@@ -559,14 +560,22 @@ class RegistryClient:
     def read_only_state(self, repository):
         """("read-only" | "writable" | "unreachable" | "unknown", detail): may GC run now?
 
-        Asks to start a blob upload. 2.8.2 in `maintenance.readonly` mode answers 405 with
-        `Allow: GET, HEAD` and a plain-text body (measured); deletes being off answers a JSON
-        error instead, so only that exact answer counts as read-only. When the registry accepts
-        the upload, the session is cancelled at once.
+        PUTs an empty manifest. 2.8.2 in `maintenance.readonly` mode answers 405 with
+        `Allow: GET, HEAD` and a plain-text body (measured), as it does to every write; deletes
+        being off answers writes normally, so only that exact answer counts as read-only. A
+        writable registry refuses the empty body (400 MANIFEST_INVALID) and stores nothing.
+        An upload session (the check's probe before) cannot be undone on 2.8.2: even a
+        cancel carrying its `_state` leaves `_uploads/<uuid>/hashstates/` behind, which the
+        registry's upload purging never removes (it has no `startedat`).
         """
         _require_name(repository)
         try:
-            response = self.request("POST", f"/v2/{repository}/blobs/uploads/")
+            response = self.request(
+                "PUT",
+                f"/v2/{repository}/manifests/{self._WRITE_CHECK_TAG}",
+                data=b"",
+                headers={"Content-Type": OCI_MANIFEST},
+            )
         except RegistryTimeout as exc:
             # A hung registry may still be writing: only a refused connection is "stopped".
             return "unknown", str(exc)
@@ -580,16 +589,8 @@ class RegistryClient:
             and content_type.startswith("text/plain")
         ):
             return "read-only", "The registry refuses writes (maintenance.readonly is on)."
-        if response.status_code == 202:
-            location = response.headers.get("Location", "")
-            path = _path_of(urljoin(self.base_url + "/", location))
-            base_path = urlsplit(self.base_url).path
-            if base_path and path.startswith(base_path + "/"):
-                path = path[len(base_path) :]
-            if path.startswith(f"/v2/{repository}/blobs/uploads/"):
-                with contextlib.suppress(RegistryError):
-                    self.request("DELETE", path)
-            return "writable", "The registry accepts uploads: it is not in read-only mode."
+        if response.status_code == 400 and _error_code(response) == "MANIFEST_INVALID":
+            return "writable", "The registry accepts writes: it is not in read-only mode."
         detail = _error_text(response) or f"HTTP {response.status_code}"
         return "unknown", f"The registry answered a write check with {detail}."
 

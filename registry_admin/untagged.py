@@ -2,9 +2,10 @@
 
 The storage scan lists them (storage.UntaggedRevision, stored as UntaggedManifest rows of the
 latest snapshot). Before each `DELETE /manifests/<digest>` the repository is re-read live: a
-digest some tag points at again, or that a tagged index or manifest list references, stays,
-and so does anything the registry linked within UNTAGGED_GRACE_MINUTES (a multi-platform push
-uploads its children before the index that tags them). Parents go before their children, so a
+digest some tag points at again, or that a tagged index or manifest list references at any
+depth (`references.reachable`, the scan's rule too), stays, and so does anything the registry
+linked within UNTAGGED_GRACE_MINUTES (a multi-platform push uploads its children before the
+index that tags them). Parents go before their children, so a
 child is never left referenced by an untagged index that is still there.
 """
 
@@ -17,7 +18,7 @@ from django.conf import settings
 from django.db.models import Count, Sum
 from django.utils import timezone
 
-from . import deletes, registry, worker
+from . import deletes, references, registry, worker
 from .models import AuditEvent, JobKind, PortalAction, StorageSnapshot, UntaggedManifest
 from .references import INDEX_MEDIA_TYPES
 
@@ -139,12 +140,25 @@ def _reason_to_keep(live, row, cutoff):
     tags = live.tags_on(row.digest)
     if tags:
         return f"tagged again: {', '.join(tags[:5])}"
-    for ref in list(live.refs.values()):
-        if ref.media_type not in INDEX_MEDIA_TYPES:
-            continue
-        if row.digest in live.children_of(ref.digest):
-            return f"a child of the tagged {ref.digest}"
-    return ""
+    # What the tags reach, to any depth (an index inside an index keeps its children), by the
+    # scan's rule. A tag on an image manifest (the registry's own Content-Type) has no children
+    # to read; an index's children are read whatever type they claim.
+    indexes = sorted(
+        {
+            ref.digest
+            for ref in live.refs.values()
+            if ref.media_type in INDEX_MEDIA_TYPES or not ref.media_type
+        }
+    )
+    if row.digest not in references.reachable(indexes, live.children_of):
+        return ""
+    for digest in indexes:
+        if row.digest in live.children_of(digest):
+            return f"a child of the tagged {digest}"
+    for digest in indexes:
+        if row.digest in references.reachable([digest], live.children_of):
+            return f"inside an index that the tagged {digest} references"
+    return "referenced by a tagged index"
 
 
 def _remove(actor, row):

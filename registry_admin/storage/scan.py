@@ -35,7 +35,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
-from ..references import is_valid_repository
+from ..references import is_valid_repository, reachable
 from .layout import BLOBS, REPOSITORIES, blob_path, digest_bytes
 
 _LAYER_LINK = "_layers/sha256/"
@@ -736,23 +736,21 @@ def _untagged(table, listing, reader, tagged, detailed):
         links, times = listing.revision_links[repository], listing.revision_times[repository]
         revisions = {bytes(links[i : i + 32]): times[i // 32] for i in range(0, len(links), 32)}
         targets = tagged.get(repository, b"")
-        reached = set()
-        queue = [
-            digest
-            for digest in (bytes(targets[i : i + 32]) for i in range(0, len(targets), 32))
-            if digest in revisions
-        ]
-        while queue:
-            digest = queue.pop()
-            if digest in reached:
-                continue
-            reached.add(digest)
+
+        def linked_children(digest, revisions=revisions):
             refs = references.get(digest)
-            queue.extend(
-                child
-                for child in (refs[i : i + 32] for i in range(0, len(refs), 32))
-                if child in revisions and child not in reached
-            )
+            return [
+                c for c in (refs[i : i + 32] for i in range(0, len(refs), 32)) if c in revisions
+            ]
+
+        reached = reachable(
+            (
+                digest
+                for digest in (bytes(targets[i : i + 32]) for i in range(0, len(targets), 32))
+                if digest in revisions
+            ),
+            linked_children,
+        )
         lost = [d for d in revisions if d not in reached]
         for digest in reached:
             staying += digest

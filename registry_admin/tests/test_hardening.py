@@ -23,9 +23,8 @@ def test_the_generic_run_endpoint_never_starts_a_real_retention_run(admin_client
     assert any("dry run, deletes nothing" in m for m in messages)
 
 
-@pytest.mark.django_db
-def test_the_run_jobs_permission_alone_cannot_start_retention():
-    """Item 7: retention needs the delete permission, not just run-jobs."""
+def _runner_client():
+    """An account with exactly the view and run-jobs permissions, as an operator would grant."""
     user = make_user("runner")
     user.user_permissions.add(
         Permission.objects.get(codename="view_portal"),
@@ -33,6 +32,13 @@ def test_the_run_jobs_permission_alone_cannot_start_retention():
     )
     client = Client()
     client.force_login(user)
+    return client
+
+
+@pytest.mark.django_db
+def test_the_run_jobs_permission_alone_cannot_start_retention():
+    """Item 7: retention needs the delete permission, not just run-jobs."""
+    client = _runner_client()
     assert client.post("/runs/noop/request").status_code == 302
     assert client.post("/runs/retention/request").status_code == 403
     assert not Run.objects.filter(kind="retention").exists()
@@ -72,6 +78,48 @@ def test_the_export_neutralises_formulas_hidden_behind_space_newline_or_full_wid
     store(0, actor=actor, repository="csv/app")
     (row,) = read_csv(viewer_client.get(EXPORT, {"repository": "csv/"}))
     assert row["actor"] == "'" + actor
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "lead",
+    [
+        "\u00a0",  # no-break space
+        "\u200b",  # zero-width space
+        "\ufeff",  # byte order mark
+        "\x0b",  # vertical tab
+        "\x0c",  # form feed
+        "\u2028",  # line separator
+        "\u2029",  # paragraph separator
+        "\u00a0\u200b\ufeff ",  # several of them
+    ],
+)
+def test_the_export_neutralises_formulas_behind_invisible_or_unusual_spaces(viewer_client, lead):
+    """Issue #27 item 10: these leading characters escaped the guard."""
+    from .test_audit_views import EXPORT, read_csv, store
+
+    actor = lead + '=HYPERLINK("http://evil")'
+    store(0, actor=actor, repository="csv/app")
+    (row,) = read_csv(viewer_client.get(EXPORT, {"repository": "csv/"}))
+    assert row["actor"] == "'" + actor
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("sign", ["\ufe66", "\ufe62", "\ufe63", "\ufe6b", "\ufe6a"])
+def test_the_export_neutralises_signs_that_fold_to_a_formula_sign(viewer_client, sign):
+    """Item 10: small ﹦ ﹢ ﹣ ﹫ ﹪ are =, +, -, @, % once NFKC-normalised."""
+    from .test_audit_views import EXPORT, read_csv, store
+
+    store(0, actor=sign + "1+1", repository="csv/app")
+    (row,) = read_csv(viewer_client.get(EXPORT, {"repository": "csv/"}))
+    assert row["actor"] == "'" + sign + "1+1"
+
+
+@pytest.mark.parametrize("text", ["alice", "\u200balice", "\u00a0bob", "1=1", "", "é=x"])
+def test_text_that_does_not_start_like_a_formula_is_left_alone(text):
+    from registry_admin.views.audit import _csv_cell
+
+    assert _csv_cell(text) == text
 
 
 @pytest.mark.django_db
@@ -170,6 +218,24 @@ def test_the_registry_retrying_one_event_with_a_wrong_token_raises_the_alarm(
     assert _alarm_on(admin_client, settings)
 
 
+@pytest.mark.django_db
+def test_two_posts_of_one_event_id_with_a_wrong_token_do_not_blame_the_registry(
+    admin_client, settings
+):
+    """Issue #27 item 11: two POSTs anyone can send made the dashboard say "the registry is
+    sending notifications with a wrong token". Nothing an outsider cannot produce cheaply tells
+    the registry from a stranger, so the warning says both are possible."""
+    stranger = Client(REMOTE_ADDR="203.0.113.9")
+    for _ in range(2):
+        assert _refused_delivery(stranger, "forged-twice").status_code == 401
+    assert _alarm_on(admin_client, settings)
+    page = " ".join(admin_client.get("/").content.decode().split())
+    assert "The registry is sending notifications with a wrong token" not in page
+    assert "the registry's token may be out of date, or someone is guessing it" in page
+    assert "If that address is the registry's, its queue is blocked" in page
+    assert "203.0.113.9" in page
+
+
 # --- Content-Security-Policy and Cache-Control (item 8) ---------------------------------------------
 
 
@@ -216,3 +282,51 @@ def test_pages_for_a_logged_in_user_are_never_cached(admin_client, settings, pat
     cache_control = {part.strip() for part in response["Cache-Control"].split(",")}
     assert {"private", "no-store"} <= cache_control
     assert "Content-Security-Policy" in response
+
+
+# --- Issue #27: the generic run endpoint and the deleting kinds -------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", ["prune_untagged", "garbage_collect", "retention"])
+def test_run_jobs_alone_cannot_start_a_deleting_kind_from_the_generic_endpoint(kind):
+    """Issue #27 item 5: `POST /runs/prune_untagged/request` with run-jobs alone queued a real
+    prune, while the storage page's own prune answers 403 to the same account."""
+    client = _runner_client()
+    assert client.post(f"/runs/{kind}/request").status_code == 403
+    assert (
+        client.post(reverse("registry_admin:untagged-prune"), {"confirm": "yes"}).status_code == 403
+    )
+    assert not Run.objects.filter(kind=kind).exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", ["prune_untagged", "garbage_collect", "retention"])
+def test_an_admin_gets_only_a_dry_run_of_a_deleting_kind_from_the_generic_endpoint(
+    admin_client, kind
+):
+    """Item 5: the confirmation pages are the only way to a real run, for admins too."""
+    response = admin_client.post(f"/runs/{kind}/request", {"next": "/storage/"})
+    assert response.status_code == 302
+    (run,) = Run.objects.filter(kind=kind)
+    assert run.options == {"dry_run": True}
+    messages = [str(m) for m in response.wsgi_request._messages]
+    assert any("dry run, deletes nothing" in m for m in messages)
+
+
+def test_every_job_kind_is_decided_for_the_generic_endpoint():
+    """A new kind must be put in one set or the other (a kind in neither is dry-run only)."""
+    from registry_admin import worker
+    from registry_admin.views import runs
+
+    assert set(worker.JOBS) == runs.DRY_RUN_ONLY | runs.ANY_RUN
+    assert not runs.DRY_RUN_ONLY & runs.ANY_RUN
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("kind", ["sync", "storage_scan", "audit_prune", "details"])
+def test_run_jobs_alone_still_starts_the_kinds_that_delete_nothing(kind):
+    client = _runner_client()
+    assert client.post(f"/runs/{kind}/request").status_code == 302
+    (run,) = Run.objects.filter(kind=kind)
+    assert run.options == {}

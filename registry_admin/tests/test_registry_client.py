@@ -378,3 +378,28 @@ def test_bearer_token_auth_against_a_real_token_registry(tmp_path, live_server):
             fresh.list_tags("tok/app")
     finally:
         reg.stop()
+
+
+# --- The write check (issue #27 item 8) --------------------------------------------------------
+
+
+def test_the_write_check_leaves_nothing_behind_in_the_storage(registry):
+    """`read_only_state` opened an upload to see whether the registry accepts writes and
+    cancelled it without the Location's `_state`: 2.8 answered 404 BLOB_UPLOAD_INVALID and
+    `_uploads/<uuid>/data` and `startedat` stayed, one more each time the check ran (and a
+    cancel with `_state` still leaves `hashstates/`). On an image's repository, as the
+    collector asks, and on a repository that does not exist."""
+    pusher, client = registry.pusher(), _client(registry)
+    existing, new = _unique("check/app"), _unique("check/none")
+    pusher.push_image(existing, "v1", build_image())
+    repositories = registry.storage_root / "docker/registry/v2/repositories"
+    before = sorted(p.relative_to(repositories) for p in (repositories / existing).rglob("*"))
+    for repository in (existing, new):
+        for _ in range(2):
+            assert client.read_only_state(repository)[0] == "writable"
+    assert not list((repositories / existing).rglob("_uploads/*"))
+    assert sorted(p.relative_to(repositories) for p in (repositories / existing).rglob("*")) == (
+        before
+    )
+    assert not (repositories / new).exists()
+    assert pusher.tags(existing) == ["v1"]

@@ -3,6 +3,7 @@ registry-side notification settings, and the dashboard's audit sections."""
 
 import csv
 import json
+import unicodedata
 from datetime import timedelta
 
 from django.conf import settings
@@ -128,7 +129,12 @@ def duration_text(delta):
     return f"{seconds} second{'s' if seconds != 1 else ''}"
 
 
-# Refused deliveries of one event id before the dashboard says the registry has a wrong token.
+# Refused deliveries of one event id before the dashboard warns about a wrong token. Anyone who
+# can reach the webhook can POST the same event id twice, or twice a few minutes apart, and the
+# address is no proof either (behind a proxy it is whatever the proxy says; the registry's own is
+# not known for certain): no evidence an outsider cannot cheaply produce is available. So the
+# warning is worded as a possibility (an out-of-date token, or someone guessing) with the address
+# for the operator to judge, and the repeat only keeps one-off noise off the dashboard.
 TOKEN_ALARM_REPEATS = 2
 
 
@@ -157,7 +163,7 @@ def dashboard_context(ping):
         "audit_unauthorized": unauthorized,
         # A wrong token: the registry keeps retrying its first refused event, so nothing newer
         # arrives either. Warn while refusals are newer than the last accepted event, and only
-        # once the same event was refused again (a stranger's one POST is no evidence).
+        # once the same event was refused again (see TOKEN_ALARM_REPEATS).
         "audit_token_blocked": bool(
             unauthorized
             and unauthorized.repeats >= TOKEN_ALARM_REPEATS
@@ -265,9 +271,23 @@ def _csv_lines(events):
         yield writer.writerow([_csv_cell(getattr(event, name)) for name in CSV_COLUMNS])
 
 
-# What a spreadsheet may read as the start of a formula: the ASCII signs, their full-width forms
-# (some spreadsheets fold ＝ to =), and white space or line breaks it skips before one.
-_FORMULA_STARTS = frozenset("=+-@|%\t\r\n \u3000\uff1d\uff0b\uff0d\uff20\uff5c\uff05")
+# What a spreadsheet may read as the start of a formula, once compatibility forms are folded
+# (NFKC: full-width ＝ and small ﹦ become =, no-break space a space, as some spreadsheets fold).
+_FORMULA_SIGNS = frozenset("=+-@|%")
+# What it may skip before one: control characters (tab, CR, LF, \x0b, \x0c), invisible format
+# characters (zero-width space, BOM) and every space, line and paragraph separator. A list of
+# characters would miss the next one; the Unicode categories do not.
+_SKIPPED_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+
+
+def _starts_like_a_formula(text):
+    # Character by character: NFKC of the whole text could compose a sign with a combining
+    # mark after it (=\u0338 is ≠) that a spreadsheet still reads as =.
+    for char in text:
+        for folded in unicodedata.normalize("NFKC", char):
+            if unicodedata.category(folded) not in _SKIPPED_CATEGORIES:
+                return folded in _FORMULA_SIGNS
+    return False
 
 
 def _csv_cell(value):
@@ -278,6 +298,6 @@ def _csv_cell(value):
         return value.isoformat()
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, str) and value[:1] in _FORMULA_STARTS:
+    if isinstance(value, str) and _starts_like_a_formula(value):
         return "'" + value
     return value

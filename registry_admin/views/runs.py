@@ -17,9 +17,22 @@ def _kind_or_404(kind):
     return worker.JOBS[kind]
 
 
-# Kinds whose real run deletes: here they need the delete permission and only ever start a dry
-# run; the real run has its own confirmation page (Retention → Run now).
-DRY_RUN_ONLY = {JobKind.RETENTION}
+# Every kind is in exactly one of these two sets (a test holds JOBS to it), so a new kind is a
+# decision, not a default. Kinds whose real run deletes images: here they need the delete
+# permission and only ever start a dry run; each real run has its own page, with a confirmation
+# (Retention → Run now, Storage → untagged cleanup, Storage → garbage collection).
+DRY_RUN_ONLY = {JobKind.RETENTION, JobKind.PRUNE_UNTAGGED, JobKind.GARBAGE_COLLECT}
+# Kinds that remove nothing a user made: the reconcile and the details fetch rewrite the index
+# from the registry; the scan replaces its own snapshot; the audit prune removes only what
+# AUDIT_RETENTION_DAYS has already expired (the schedule would, a little later), takes no options
+# and records itself in the trail.
+ANY_RUN = {
+    JobKind.NOOP,
+    JobKind.SYNC,
+    JobKind.DETAILS,
+    JobKind.STORAGE_SCAN,
+    JobKind.AUDIT_PRUNE,
+}
 
 
 @require_POST
@@ -28,9 +41,10 @@ def run_request(request, kind):
     """'Refresh now' / 'Scan now': ask the worker for a run, then go back where the user was."""
     job = _kind_or_404(kind)
     options = None
-    if kind in DRY_RUN_ONLY:
+    if kind not in ANY_RUN:
+        # A kind in neither set gets the stricter treatment rather than a real run.
         if not request.user.has_perm(DELETE_IMAGES):
-            raise PermissionDenied("Only admins may start retention runs.")
+            raise PermissionDenied("Only admins may start a job that deletes images.")
         options = {"dry_run": True}
     run = worker.request_run(kind, user=request.user, options=options)
     dry = (run.options or {}).get("dry_run")
