@@ -17,7 +17,7 @@ from django.db import IntegrityError
 
 from . import index, references, registry
 from .models import AuditEvent, ManifestReferences, PortalAction, PortalPlaceholder, Tag
-from .references import INDEX_MEDIA_TYPES
+from .references import IMAGE_MEDIA_TYPES, INDEX_MEDIA_TYPES
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ class LiveRepository:
         self.repository = repository
         self.refs = dict(refs)  # tag -> registry.ManifestRef
         self._documents = {}
+        self._child_types = {}  # digest -> the media type its parent index gives it
 
     @classmethod
     def resolve(cls, repository):
@@ -150,7 +151,15 @@ class LiveRepository:
             child_digest = child.get("digest") if isinstance(child, dict) else None
             if references.is_valid_digest(child_digest) and child_digest not in children:
                 children.append(child_digest)
+                self._child_types[child_digest] = str(child.get("mediaType") or "")
         return children
+
+    def _nested_children(self, digest):
+        """`children_of` for a digest read as an index; [] for one its parent says is an image
+        (no registry read for it)."""
+        if self._child_types.get(digest, "") in IMAGE_MEDIA_TYPES:
+            return []
+        return self.children_of(digest)
 
     def orphaned_children(self, digest, leaving=()):
         """Children of `digest` that nothing staying references: no tag, no other tagged index.
@@ -160,15 +169,15 @@ class LiveRepository:
         if not children:
             return []
         staying = {
-            ref.digest
+            ref.digest: ref.media_type
             for tag, ref in self.refs.items()
             if tag not in leaving and ref.digest != digest
         }
-        kept = set(staying)
-        for other in staying:
-            ref_type = next(r.media_type for r in self.refs.values() if r.digest == other)
-            if ref_type in INDEX_MEDIA_TYPES or not ref_type:
-                kept.update(self.children_of(other))
+        # What the staying tags reach, to any depth (an index inside another index keeps its
+        # children too): the rule the untagged cleanup and the storage scan follow. Only
+        # manifests that are (or may be) indexes are read for children.
+        indexes = [d for d, kind in staying.items() if kind in INDEX_MEDIA_TYPES or not kind]
+        kept = set(staying) | references.reachable(indexes, self._nested_children)
         return [child for child in children if child not in kept]
 
 

@@ -36,6 +36,8 @@ DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 # An OCI image index or a Docker manifest list: a manifest that lists other manifests.
 INDEX_MEDIA_TYPES = frozenset({OCI_INDEX, DOCKER_LIST})
+# A single image's manifest: it lists no other manifest.
+IMAGE_MEDIA_TYPES = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
 # Every manifest type the registry may name in an event (schema 1 and OCI artifacts too).
 MANIFEST_MEDIA_TYPES = frozenset(
     {

@@ -219,6 +219,33 @@ def test_the_cleanup_keeps_a_manifest_a_tag_reaches_through_nested_indexes(reg):
 
 
 @pytest.mark.django_db(transaction=True)
+def test_deleting_a_tag_keeps_a_child_another_tag_reaches_through_nested_indexes(reg):
+    """Tag keep -> index N -> index C -> image M; tag go -> index G -> M, X. Deleting go used to
+    look one level below the staying tags (N -> C), so it deleted M and broke keep."""
+    repo = name("nestdel")
+    pusher = reg.pusher()
+    shared, own = build_image(), build_image()
+    for image in (shared, own):
+        pusher.push_image(repo, image.digest, image)
+    inner = _index_of((shared.digest, shared.media_type, len(shared.manifest)))
+    pusher.put_manifest(repo, sha256_digest(inner), inner, OCI_INDEX)
+    outer = _index_of((sha256_digest(inner), OCI_INDEX, len(inner)))
+    pusher.put_manifest(repo, "keep", outer, OCI_INDEX)
+    going = _index_of(
+        (shared.digest, shared.media_type, len(shared.manifest)),
+        (own.digest, own.media_type, len(own.manifest)),
+    )
+    pusher.put_manifest(repo, "go", going, OCI_INDEX)
+
+    plan = deletes.delete_tag("tester", repo, "go")
+
+    assert plan.method == deletes.BY_DIGEST
+    assert list(plan.children) == [own.digest]
+    assert pusher.head_manifest(repo, shared.digest) == shared.digest
+    assert pusher.head_manifest(repo, own.digest) is None
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_tag_pushed_again_mid_run_is_not_deleted_and_a_sibling_added_behind_the_index_stays(reg):
     repo = name("race")
     pusher = reg.pusher()
