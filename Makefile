@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-fast lint format check-deps test-deps test-postgres test-container container-deps bench screenshots clean
+.PHONY: run test test-fast test-fast-isolated lint format check-deps test-deps test-postgres test-container container-deps bench screenshots clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Oyster needs Python 3.11 or newer.")'
@@ -27,6 +27,11 @@ test: test-deps
 # The tests that need no registry, Azurite, Chromium or live server: a quick edit loop.
 test-fast: $(STAMP)
 	$(VENV)/bin/pytest -m "not live and not postgres" $(PYTEST_ARGS)
+
+# test-fast with those programs hidden (a private mount namespace; needs root or user namespaces),
+# as on a machine that has none of them.
+test-fast-isolated: $(STAMP)
+	scripts/test-fast-isolated.sh
 
 # System packages (Debian), Node tools and the venv the suite needs; each step only when missing.
 test-deps: $(STAMP)

@@ -39,7 +39,7 @@ import requests
 from registry_admin.tests.harness import SKOPEO_BINARY, free_port, require_binary
 from registry_admin.tests.images import build_image, wait_for, write_oci_layout
 
-pytestmark = pytest.mark.container
+pytestmark = [pytest.mark.container, pytest.mark.live]
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent

@@ -16,7 +16,7 @@ from registry_admin.tests.images import build_image
 
 from .portal_process import EventSink, PortalProcess, stored_event_ids
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 
 def test_a_locked_database_fails_the_delivery_and_the_retry_stores_it_once(tmp_path):

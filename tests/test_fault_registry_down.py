@@ -12,7 +12,7 @@ from django.core.cache import cache
 
 from .portal_pages import confirmed, page_requests, seed_portal, url_pattern_names
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 TIMEOUT = 1
 STOPPED = "is unreachable (connection refused"

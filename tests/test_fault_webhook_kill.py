@@ -16,7 +16,7 @@ from registry_admin.tests.images import build_image
 
 from .portal_process import EventSink, PortalProcess
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.live, pytest.mark.slow]
 
 
 def stored_ids(portal):

@@ -45,7 +45,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, resolve, reverse
 from registry_admin import worker
 from registry_admin.models import AuditEvent, RejectedDelivery, RetentionRule
 from registry_admin.tests.factories import make_viewer
-from registry_admin.tests.harness import NOTIFICATIONS_TOKEN
+from registry_admin.tests.harness import NOTIFICATIONS_TOKEN, live_fixture
 
 from .portal_pages import page_requests, seed_portal
 
@@ -540,7 +540,7 @@ def _fill(route, values):
 # --- the tests ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
+@live_fixture  # seed_portal starts a registry
 def seeded(tmp_path, settings, admin_client):
     settings.HTPASSWD_BCRYPT_ROUNDS = 4
     seed = seed_portal(tmp_path, settings, admin_client)

@@ -6,6 +6,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import pytest
 import requests
 
 from registry_admin.tests.factories import make_envelope, make_registry_event
@@ -31,6 +32,7 @@ def failed_login(portal, username, address):
     return response.status_code
 
 
+@pytest.mark.live
 def test_fifty_user_names_from_one_address_cost_few_hashes_and_the_webhook_stays_fast(tmp_path):
     portal = PortalProcess(
         tmp_path / "portal",

@@ -33,6 +33,9 @@ from registry_admin.registry_config import endpoints_env_value, notification_end
 from registry_admin.tests.harness import REGISTRY_BINARY, free_port, require_binary, stop_process
 from registry_admin.tests.images import RegistryPusher, build_image, wait_for
 
+# Most tests here start the registry, the image's entrypoint (gunicorn) or hadolint.
+pytestmark = pytest.mark.live
+
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 COMPOSE = REPO / "docker-compose.yml"

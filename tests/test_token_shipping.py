@@ -68,6 +68,7 @@ def test_token_variant_documents_its_variables():
 
 
 @pytest.mark.django_db
+@pytest.mark.live
 def test_registry_in_the_token_variant_trusts_the_portals_tokens(tmp_path, settings):
     compose = merged_compose()
     services = compose["services"]

@@ -36,7 +36,7 @@ from registry_admin.tests.images import build_image
 
 from .portal_process import ROOT, EventSink, PortalProcess
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+pytestmark = [pytest.mark.postgres, pytest.mark.live, pytest.mark.slow]
 
 ADMIN_PASSWORD = "two-instances-admin-password-1"
 LEASE_SECONDS = 3

@@ -1,1 +1,2 @@
-"""Every form of the portal, one module per area: htpasswd users, audit log, retention rules, access rules."""
+"""Every form of the portal, one module per area: htpasswd users, audit log, retention rules, access rules,
+repositories, storage, unused images."""

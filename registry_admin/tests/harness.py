@@ -2,10 +2,16 @@
 
 A missing component fails the run with a sentence naming it and how to install it; nothing is
 skipped. `make test` installs all of them.
+
+A test that starts one of them is marked `live`, which keeps it out of `make test-fast` (the
+loop that must pass with none of them installed): through a fixture declared with
+`live_fixture`, or with `@pytest.mark.live` when it starts one itself. conftest.py fails a test
+not marked `live` the moment it starts an `outside_program`, so a missed mark shows in every run.
 """
 
 import contextlib
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -29,6 +35,62 @@ REGISTRY_BINARY = "/usr/bin/docker-registry"
 SKOPEO_BINARY = "/usr/bin/skopeo"
 AZURITE_BINARY = REPO_ROOT / "node_modules" / ".bin" / "azurite-blob"
 CHROMIUM_BINARY = "/usr/bin/chromium"
+
+# Programs a machine may lack (each its own package) or that are whole servers: a test that
+# starts one needs the `live` mark. Python's own subprocesses (manage.py, `python -c`) are not
+# among them: they need nothing the venv lacks.
+OUTSIDE_PROGRAMS = frozenset(
+    {
+        "docker-registry",
+        "registry",
+        "skopeo",
+        "chromium",
+        "chrome",
+        "node",
+        "nodejs",
+        "azurite",
+        "azurite-blob",
+        "podman",
+        "gunicorn",
+        "postgres",
+        "pg_ctl",
+        "initdb",
+        "psql",
+    }
+)
+# The repository's own scripts start those programs (the registry, PostgreSQL, gunicorn, podman).
+OUTSIDE_PROGRAM_DIRECTORIES = (REPO_ROOT / "scripts", REPO_ROOT / "docker")
+
+# Names of fixtures that start an outside program; conftest.py marks every test using one (even
+# through another fixture) `live`.
+LIVE_FIXTURES = set()
+
+
+def live_fixture(function=None, **kwargs):
+    """`pytest.fixture` for a fixture that starts an outside program: tests using it are `live`."""
+
+    def declare(function):
+        LIVE_FIXTURES.add(kwargs.get("name", function.__name__))
+        return pytest.fixture(**kwargs)(function)
+
+    return declare(function) if function else declare
+
+
+def outside_program(args, executable=None, shell=False):
+    """The outside program a `subprocess.Popen(args, ...)` would start, or None."""
+    if isinstance(args, (str, bytes, os.PathLike)):
+        args = shlex.split(os.fsdecode(args)) if shell else [args]
+    argv = [os.fsdecode(a) for a in args]
+    program = Path(os.fsdecode(executable) if executable else argv[0] if argv else "")
+    if program.name in OUTSIDE_PROGRAMS:
+        return program.name
+    if "gunicorn" in argv[1:3]:  # `python -m gunicorn`
+        return "gunicorn"
+    resolved = (REPO_ROOT / program).resolve() if not program.is_absolute() else program
+    if any(resolved.is_relative_to(d) for d in OUTSIDE_PROGRAM_DIRECTORIES):
+        return str(resolved.relative_to(REPO_ROOT))
+    return None
+
 
 SERVICE_USER = "oyster-service"
 SERVICE_PASSWORD = "service-" + "x" * 40
@@ -180,7 +242,7 @@ def registry_settings(settings, reg):
     return reg
 
 
-@pytest.fixture(scope="session")
+@live_fixture(scope="session")
 def registry_server(live_server, tmp_path_factory):
     """The session's real registry; its notifications go to the live test server."""
     reg = start_registry(tmp_path_factory.mktemp("registry"), live_server.url)
@@ -434,7 +496,7 @@ def start_azurite(location, tls=None):
     )
 
 
-@pytest.fixture(scope="session")
+@live_fixture(scope="session")
 def azurite(tmp_path_factory):
     """A real Azurite blob service on a free loopback port."""
     server = start_azurite(tmp_path_factory.mktemp("azurite"))
@@ -442,7 +504,7 @@ def azurite(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="session")
+@live_fixture(scope="session")
 def browser_type_launch_args():
     """pytest-playwright: Debian's Chromium, never a downloaded browser."""
     require_binary(CHROMIUM_BINARY, "install Debian's package: apt-get install chromium")

@@ -29,7 +29,7 @@ from .images import OCI_INDEX, build_image, build_index, make_layer, sha256_dige
 LAYER_BYTES = 300 * 1024
 
 
-@pytest.fixture(scope="module")
+@harness.live_fixture(scope="module")
 def gc_registry(live_server, tmp_path_factory):
     reg = harness.start_registry(tmp_path_factory.mktemp("gc-registry"), live_server.url)
     yield reg

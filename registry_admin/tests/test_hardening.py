@@ -141,6 +141,7 @@ def test_an_export_larger_than_the_cap_is_refused_with_a_message(viewer_client, 
 # --- The registry's log (item 8) ------------------------------------------------------------------
 
 
+@pytest.mark.live
 def test_the_generated_registry_config_keeps_the_notification_token_out_of_its_log(tmp_path):
     """Debian's registry 2.8.2 at `info` logs the endpoint's headers, token included, on start;
     the generated config (also what `make run` starts) logs at `warn`, which does not."""

@@ -16,7 +16,7 @@ from django.db import connection
 from registry_admin import db, htpasswd
 from registry_admin.htpasswd import CredentialsError
 
-from .harness import REPO_ROOT, child_database_url, start_registry
+from .harness import REPO_ROOT, child_database_url, live_fixture, start_registry
 
 # On PostgreSQL every change also takes the database's advisory lock.
 pytestmark = pytest.mark.django_db
@@ -454,7 +454,7 @@ def start_adders(htpasswd_path, prefixes, count):
     ]
 
 
-@pytest.fixture
+@live_fixture
 def own_registry(tmp_path, settings):
     """A registry of its own, so 400 extra users do not land in the session registry's file."""
     registry = start_registry(tmp_path / "registry", "http://127.0.0.1:9")

@@ -170,6 +170,7 @@ def test_local_registry_config_writes_each_version(settings, tmp_path, version):
         )
 
 
+@pytest.mark.live
 @pytest.mark.parametrize("version", ["2", "3"])
 def test_the_env_names_parse_on_the_real_2_8_binary(azure, tmp_path, version):
     """2.8's parser has the same map rule: it must not ignore any printed name. Debian's build

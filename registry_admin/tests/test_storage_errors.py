@@ -88,6 +88,7 @@ def test_a_wrong_key_a_missing_container_and_denied_listing(
     assert sas not in html and sas not in run.error
 
 
+@pytest.mark.live
 @pytest.mark.slow
 def test_a_hung_then_stopped_account_is_a_sentence_not_a_500(admin_client, settings, tmp_path):
     (tmp_path / "azurite").mkdir()

@@ -153,7 +153,7 @@ def write_tls_files(directory):
     return cert_path, key_path
 
 
-@pytest.fixture(scope="module")
+@harness.live_fixture(scope="module")
 def azurite_tls(tmp_path_factory):
     directory = tmp_path_factory.mktemp("azurite-tls")
     cert_path, key_path = write_tls_files(directory)

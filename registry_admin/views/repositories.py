@@ -7,43 +7,16 @@ falls back to the index with a notice when it cannot.
 import json
 from urllib.parse import urlsplit
 
-from django import forms
 from django.conf import settings
 from django.core.paginator import Paginator
 from django.shortcuts import render
 
 from .. import browse, image_details, pulls, references, registry, usage, worker
+from ..forms.repositories import RepositoryFilterForm, TagFilterForm
 from ..models import JobKind, Manifest, Repository, Tag
 
 REPOSITORIES_PER_PAGE = 50
 TAGS_PER_PAGE = 50
-
-
-class RepositoryFilterForm(forms.Form):
-    q = forms.CharField(label="Search", required=False, max_length=browse.MAX_FILTER_LENGTH)
-    sort = forms.ChoiceField(
-        label="Sort by",
-        required=False,
-        choices=[(key, label) for key, (label, _) in browse.REPOSITORY_SORTS.items()],
-    )
-    empty = forms.BooleanField(label="Show empty repositories", required=False)
-
-    def clean_q(self):
-        return _printable(self.cleaned_data["q"])
-
-
-class TagFilterForm(forms.Form):
-    q = forms.CharField(label="Filter tags", required=False, max_length=browse.MAX_FILTER_LENGTH)
-    sort = forms.ChoiceField(label="Sort by", required=False, choices=browse.TAG_SORTS.items())
-
-    def clean_q(self):
-        return _printable(self.cleaned_data["q"])
-
-
-def _printable(text):
-    if any(ord(char) < 32 or ord(char) == 127 for char in text):
-        raise forms.ValidationError("Control characters are not allowed.", code="control")
-    return text.strip()
 
 
 def repository_list(request):

@@ -3,7 +3,6 @@
 It reads snapshots only; the scan itself runs in the worker ("Scan now" requests one).
 """
 
-from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
@@ -12,21 +11,11 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from .. import collector, storage, untagged, usage, worker
+from ..forms.storage import SORTS, PruneForm, RepositoryTableForm
 from ..models import JobKind
 from ..roles import DELETE_IMAGES, require
 
 ROWS_PER_PAGE = 100
-# Sort keys offered in the table's headers: key -> (column, ORM ordering).
-SORTS = {
-    "name": "name",
-    "referenced": "referenced_bytes",
-    "unique": "unique_bytes",
-    "shared": "shared_bytes",
-    "reclaimable": "reclaimable_bytes",
-    "blobs": "blob_count",
-    "manifests": "manifest_count",
-}
-SORT_CHOICES = [(key, key) for key in SORTS] + [(f"-{key}", f"-{key}") for key in SORTS]
 COLUMNS = [
     ("name", "Repository"),
     ("referenced", "Referenced"),
@@ -36,17 +25,6 @@ COLUMNS = [
     ("blobs", "Blobs"),
     ("manifests", "Manifests"),
 ]
-
-
-class RepositoryTableForm(forms.Form):
-    q = forms.CharField(label="Filter repositories", required=False, max_length=255)
-    sort = forms.ChoiceField(required=False, choices=SORT_CHOICES)
-
-    def clean_q(self):
-        text = self.cleaned_data["q"]
-        if any(ord(char) < 32 or ord(char) == 127 for char in text):
-            raise forms.ValidationError("Control characters are not allowed.", code="control")
-        return text.strip()
 
 
 def storage_page(request):
@@ -88,16 +66,6 @@ def storage_page(request):
             **usage.gc_guidance_context(snapshot),
         },
     )
-
-
-class PruneForm(forms.Form):
-    repository = forms.CharField(required=False, max_length=255)
-
-    def clean_repository(self):
-        text = self.cleaned_data["repository"]
-        if any(not char.isprintable() for char in text):
-            raise forms.ValidationError("Control characters are not allowed.", code="control")
-        return text.strip()
 
 
 @require_POST

@@ -1,20 +1,13 @@
 """The unused-images report: what nobody pulled for N days, and what it costs to keep."""
 
-from django import forms
 from django.shortcuts import render
 
 from .. import unused
+from ..forms.unused import UnusedForm
 
 DEFAULT_DAYS = 90
-MAX_DAYS = 36_500
 # Rows per table on the page; `manage.py unused --json` lists everything.
 ROWS_SHOWN = 500
-
-
-class UnusedForm(forms.Form):
-    days = forms.IntegerField(
-        label="Not pulled for (days)", min_value=0, max_value=MAX_DAYS, required=False
-    )
 
 
 def unused_report(request):

@@ -3,9 +3,8 @@ import json
 from django.core.management.base import BaseCommand, CommandError
 from django.template.defaultfilters import filesizeformat
 
+from ...forms.unused import MAX_DAYS
 from ...unused import unused_report
-
-MAX_DAYS = 36_500
 
 
 class Command(BaseCommand):
