@@ -120,6 +120,24 @@ def axe_violations(page, what):
     return found
 
 
+# Ids the page's live DOM uses more than once: a label, aria-describedby or #anchor then points at
+# the first one only. axe 4.12 does not report it: its duplicate-id rules are disabled (WCAG 4.1.1
+# is obsolete), duplicate-id-aria only asks for a review, and a second field whose label shares the
+# first one's `for` passes the label rule.
+DUPLICATE_IDS = """() => {
+    const counts = new Map();
+    for (const el of document.querySelectorAll("[id]")) {
+        counts.set(el.id, (counts.get(el.id) || 0) + 1);
+    }
+    return [...counts].filter(([, n]) => n > 1).map(([id, n]) => `#${id} (${n} times)`);
+}"""
+
+
+def duplicate_ids(page, what):
+    found = page.evaluate(DUPLICATE_IDS)
+    return [f"{what}: duplicate id {', '.join(found)}"] if found else []
+
+
 def set_theme(page, scheme):
     """The system setting, followed by the default "auto" theme."""
     # Reduced motion: Pico then drops its colour transitions, which axe would measure midway.
@@ -143,6 +161,8 @@ class Checker:
         page = self.page
         assert page.title().endswith("· Oyster"), what
         self.pages += 1
+        # Ids do not depend on the width or the theme: once per page.
+        self.problems += duplicate_ids(page, what)
         # Phone width in the light theme, the smallest width, then desktop in the dark theme.
         page.set_viewport_size(PHONE)
         set_theme(page, "light")

@@ -5,7 +5,21 @@ from ..models.access import ACTIONS
 ACTION_CHOICES = [(a, a) for a in ACTIONS]
 
 
-class RuleForm(forms.Form):
+class AccessPageForm(forms.Form):
+    """A form of the Access page, which shows several at once: its ids start with `id_<id_part>_`
+    so that each label points at its own form's field (the group and robot forms both have a
+    `name`). A `prefix` would do the same but rename the posted fields."""
+
+    id_part = None
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("auto_id", f"id_{self.id_part}_%s")
+        super().__init__(*args, **kwargs)
+
+
+class RuleForm(AccessPageForm):
+    id_part = "rule"
+
     subject = forms.CharField(
         max_length=65, help_text="A registry user, @group, * (every registry user) or anonymous."
     )
@@ -23,7 +37,9 @@ class RuleDeleteForm(forms.Form):
     pattern = forms.CharField(max_length=255)
 
 
-class GroupForm(forms.Form):
+class GroupForm(AccessPageForm):
+    id_part = "group"
+
     name = forms.CharField(max_length=65, help_text="Without @; the group admins may do anything.")
     members = forms.CharField(
         required=False,
@@ -33,7 +49,9 @@ class GroupForm(forms.Form):
     )
 
 
-class RobotForm(forms.Form):
+class RobotForm(AccessPageForm):
+    id_part = "robot"
+
     name = forms.CharField(max_length=64, help_text="Becomes robot-NAME.")
     days = forms.IntegerField(min_value=1, max_value=3650, initial=90, label="Expires after (days)")
     description = forms.CharField(max_length=200, required=False)
@@ -43,7 +61,9 @@ class RobotDeleteForm(forms.Form):
     username = forms.CharField(max_length=64)
 
 
-class CheckForm(forms.Form):
+class CheckForm(AccessPageForm):
+    id_part = "check"
+
     user = forms.CharField(
         max_length=64,
         required=False,
