@@ -10,6 +10,7 @@ import platform
 import re
 import socket
 import sqlite3
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -100,3 +101,13 @@ def page_bench_env():
         "NOTIFICATIONS_TOKEN": "bench-token-" + "x" * 20,
         "LOG_LEVEL": "ERROR",
     }
+
+
+def run_for(threads, seconds, stop, join_timeout):
+    """Start `threads`, let them run `seconds`, set `stop` and wait for each (a load phase)."""
+    for thread in threads:
+        thread.start()
+    time.sleep(seconds)
+    stop.set()
+    for thread in threads:
+        thread.join(join_timeout)

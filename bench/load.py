@@ -172,12 +172,7 @@ def run_threads(targets, seconds):
         threading.Thread(target=function, args=(*args, recorder, stop, i + 1))
         for i, (function, args) in enumerate(targets)
     ]
-    for thread in threads:
-        thread.start()
-    time.sleep(seconds)
-    stop.set()
-    for thread in threads:
-        thread.join(120)
+    common.run_for(threads, seconds, stop, 120)
     return recorder.samples, seconds
 
 

@@ -140,12 +140,7 @@ def phase(portal, seconds, threads, flood=None):
     if flood:
         workers += [threading.Thread(target=flooder) for _ in range(threads)]
     started = time.monotonic()
-    for worker in workers:
-        worker.start()
-    time.sleep(seconds)
-    done.set()
-    for worker in workers:
-        worker.join(60)
+    common.run_for(workers, seconds, done, 60)
     return {
         "latencies": latencies,
         "statuses": statuses,
