@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 import requests
+from django.core.management.commands import flush as flush_command
 from django.core.signals import request_finished, request_started
 
 from registry_admin import htpasswd as htpasswd_module
@@ -251,33 +252,87 @@ def registry_server(live_server, tmp_path_factory):
 
 
 # The registry delivers its notifications to the live server shortly after the request that
-# caused them. A delivery still writing while a transactional test flushes the database makes
-# the flush fail ("database table is locked" on SQLite, a deadlock with TRUNCATE on
-# PostgreSQL), so `registry` waits for them to settle and a stopped registry for the deliveries
-# it left in flight.
+# caused them, and retries a failed one later. A delivery still writing while a transactional
+# test flushes the database makes the flush fail ("database table is locked" on SQLite, a
+# deadlock with TRUNCATE on PostgreSQL). So every flush holds the deliveries (`deliveries_held`):
+# a delivery arriving meanwhile waits at its start, and the flush waits for those in flight.
+# `registry` also waits for them to settle, so a test's late events are not blamed on the next.
 _last_event_delivery = [0.0]
 # The live server's request threads handling a delivery; a thread that ended is not one, even
 # if its request never reached `request_finished` (a client gone mid-response).
 _delivery_threads = set()
 _delivery_lock = threading.Lock()
+_delivery_changed = threading.Condition(_delivery_lock)
+_deliveries_on_hold = [False]
+HOLD_TIMEOUT = 60
+
+
+def _deliveries_in_flight():
+    """Under `_delivery_lock`."""
+    _delivery_threads.difference_update(
+        [thread for thread in _delivery_threads if not thread.is_alive()]
+    )
+    return bool(_delivery_threads)
 
 
 def _note_event_delivery(sender, environ=None, **kwargs):
     if environ and environ.get("PATH_INFO", "").startswith(EVENTS_PATH):
-        with _delivery_lock:
+        with _delivery_changed:
+            _delivery_changed.wait_for(lambda: not _deliveries_on_hold[0], HOLD_TIMEOUT)
             _last_event_delivery[0] = time.monotonic()
             _delivery_threads.add(threading.current_thread())
 
 
 def _note_delivery_finished(sender, **kwargs):
-    with _delivery_lock:
+    with _delivery_changed:
         if threading.current_thread() in _delivery_threads:
             _delivery_threads.discard(threading.current_thread())
             _last_event_delivery[0] = time.monotonic()
+            _delivery_changed.notify_all()
 
 
 request_started.connect(_note_event_delivery, dispatch_uid="oyster-harness-event-deliveries")
 request_finished.connect(_note_delivery_finished, dispatch_uid="oyster-harness-event-finished")
+
+
+@contextlib.contextmanager
+def deliveries_held(timeout=HOLD_TIMEOUT):
+    """No notification delivery writes to the database inside the block: new ones wait at their
+    start, the block begins once those in flight ended (or after `timeout` seconds)."""
+    deadline = time.monotonic() + timeout
+    with _delivery_changed:
+        _deliveries_on_hold[0] = True
+        # A thread that died mid-request never notifies: look again every 50 ms.
+        while _deliveries_in_flight() and time.monotonic() < deadline:
+            _delivery_changed.wait(0.05)
+    try:
+        yield
+    finally:
+        with _delivery_changed:
+            _deliveries_on_hold[0] = False
+            _delivery_changed.notify_all()
+
+
+def _flush_with_deliveries_held(self, *args, **options):
+    with deliveries_held():
+        return _flush_handle(self, *args, **options)
+
+
+_flush_handle = flush_command.Command.handle
+flush_command.Command.handle = _flush_with_deliveries_held
+
+
+def wait_for_quiet_notifications(quiet=0.3, timeout=5.0):
+    """Return once no notification is being handled and none arrived for `quiet` seconds (at
+    most `timeout` seconds)."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        with _delivery_lock:
+            idle = not _deliveries_in_flight()
+            last = _last_event_delivery[0]
+        if idle and time.monotonic() - max(start, last) >= quiet:
+            return
+        time.sleep(0.05)
 
 
 class QuietHandler(BaseHTTPRequestHandler):
@@ -308,22 +363,6 @@ def serving(handler_class, host="127.0.0.1"):
     finally:
         server.shutdown()
         server.server_close()
-
-
-def wait_for_quiet_notifications(quiet=0.3, timeout=5.0):
-    """Return once no notification is being handled and none arrived for `quiet` seconds (at
-    most `timeout` seconds)."""
-    start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        with _delivery_lock:
-            _delivery_threads.difference_update(
-                [thread for thread in _delivery_threads if not thread.is_alive()]
-            )
-            idle = not _delivery_threads
-            last = _last_event_delivery[0]
-        if idle and time.monotonic() - max(start, last) >= quiet:
-            return
-        time.sleep(0.05)
 
 
 @pytest.fixture
