@@ -6,24 +6,41 @@ Reads only: the index is written by `registry_admin.index` (from notifications a
 actions) and `registry_admin.reconcile`.
 """
 
+import base64
+import binascii
 import functools
+import json
 import re
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 from django.core.cache import cache
 from django.core.paginator import Paginator
-from django.db.models import Count, F, Max, Q, Sum
+from django.db import connection, transaction
+from django.db.models import F, Max
 
-from . import pulls, registry, worker
+from . import db, pulls, registry, worker
 from .models import JobKind, Manifest, Repository, Tag
 
+
+@dataclass(frozen=True)
+class RepositorySort:
+    """A sort of the repository list: a column, largest first, the name breaking ties; rows
+    without a value (never pushed or pulled since the portal watched) after all the others.
+    The name sort has no column. Each is served by an index on (column DESC, name)."""
+
+    label: str
+    column: str | None = None
+    nullable: bool = False
+
+
 REPOSITORY_SORTS = {
-    "name": ("Name", [F("name").asc()]),
-    "push": ("Last push", [F("last_push_at").desc(nulls_last=True), F("name").asc()]),
-    "size": ("Size", [F("total_size").desc(), F("name").asc()]),
-    "tags": ("Tag count", [F("tag_count").desc(), F("name").asc()]),
-    "pulled": ("Last pull", [F("last_pulled_at").desc(nulls_last=True), F("name").asc()]),
+    "name": RepositorySort("Name"),
+    "push": RepositorySort("Last push", "last_push_at", nullable=True),
+    "size": RepositorySort("Size", "total_size"),
+    "tags": RepositorySort("Tag count", "tag_count"),
+    "pulled": RepositorySort("Last pull", "last_pulled_at", nullable=True),
 }
 TAG_SORTS = {
     "created": "Created (newest first)",
@@ -37,29 +54,248 @@ TAG_SORTS = {
 MAX_FILTER_LENGTH = 255
 
 
-def search_repositories(query="", sort="name", show_empty=False):
-    """Repositories whose name contains `query`, in the named sort order (a QuerySet)."""
-    repositories = Repository.objects.all()
+# A search first asks the name index for at most this many matches: a rarer query is paged
+# over exactly those rows (and its count is exact); a commoner one walks the sort's index and
+# keeps the names that match, which finds a page quickly precisely because matches are common.
+SEARCH_CANDIDATES = 1000
+# FTS5's trigram index answers substrings of at least three characters.
+TRIGRAM = 3
+# Delta rows (migration 0016's triggers) the header's totals fold into one beyond this many.
+TOTALS_FOLD_AT = 500
+
+
+@dataclass
+class RepositoryPage:
+    """One page of the repository list and the links around it. `matches` is the exact number
+    of repositories the filter selects, or None when a search has more than SEARCH_CANDIDATES."""
+
+    rows: list
+    matches: int | None
+    next_cursor: str = ""
+    previous_cursor: str = ""
+    has_previous: bool = False
+
+    @property
+    def has_next(self):
+        return bool(self.next_cursor)
+
+
+class PageCursor:
+    """A page boundary in the URL: the sort, and the boundary row's sort value and name, so the
+    next page starts right after it in one index range, however deep. Plain URL-safe text
+    (a link stays shareable); anything else is refused with ValueError."""
+
+    MAX_LENGTH = 600
+
+    @staticmethod
+    def encode(sort, row):
+        spec = REPOSITORY_SORTS[sort]
+        value = getattr(row, spec.column) if spec.column else None
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        text = json.dumps([sort, value, row.name], separators=(",", ":"))
+        return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+    @staticmethod
+    def decode(sort, text):
+        """(value, name) of a cursor made for `sort`."""
+        if not text or len(text) > PageCursor.MAX_LENGTH:
+            raise ValueError("not a page cursor")
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            made_for, value, name = json.loads(raw)
+        except (ValueError, TypeError, binascii.Error):
+            raise ValueError("not a page cursor") from None
+        if made_for != sort or not isinstance(name, str) or len(name) > 255:
+            raise ValueError("this page link belongs to another sort")
+        spec = REPOSITORY_SORTS[sort]
+        if spec.column is None:
+            if value is not None:
+                raise ValueError("not a page cursor")
+        elif value is None:
+            if not spec.nullable:
+                raise ValueError("not a page cursor")
+        elif spec.nullable:
+            value = _aware_datetime(value)
+        elif type(value) is not int or not 0 <= value < 2**63:
+            raise ValueError("not a page cursor")
+        return value, name
+
+
+def _aware_datetime(text):
+    if not isinstance(text, str) or len(text) > 40:
+        raise ValueError("not a page cursor")
+    try:
+        value = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValueError("not a page cursor") from None
+    if value.tzinfo is None:
+        raise ValueError("not a page cursor")
+    return value
+
+
+def repository_page(
+    query="",
+    sort="name",
+    show_empty=False,
+    after=None,
+    before=None,
+    last=False,
+    per_page=50,
+    totals=None,
+):
+    """A page of the repository list: names containing `query`, in `sort` order, starting after
+    the `after` cursor, ending before the `before` cursor, or the last page (`last`). Every
+    query is an index range of at most a page, whatever the number of repositories: nothing
+    is counted or sorted as a whole (the header's totals are kept: `header_totals`, or `totals`
+    when the caller has them)."""
+    spec = REPOSITORY_SORTS.get(sort) or REPOSITORY_SORTS["name"]
+    sort = sort if sort in REPOSITORY_SORTS else "name"
+    rows = Repository.objects.all()
     if not show_empty:
-        repositories = repositories.filter(is_empty=False)
+        rows = rows.filter(is_empty=False)
+    matches = None
     if query:
-        # Names are lowercase by the registry's grammar: lowering the query is a case-insensitive
-        # match that SQLite and PostgreSQL both answer with a plain LIKE.
-        repositories = repositories.filter(name__contains=query.lower())
-    if sort == "pulled":
-        repositories = repositories.annotate(last_pulled_at=pulls.last_pull_subquery())
-    return repositories.order_by(*REPOSITORY_SORTS.get(sort, REPOSITORY_SORTS["name"])[1])
-
-
-def index_counts():
-    """Totals for the repositories page header."""
-    totals = Repository.objects.aggregate(
-        repositories=Count("id", filter=Q(is_empty=False)),
-        empty=Count("id", filter=Q(is_empty=True)),
-        tags=Sum("tag_count"),
+        query = query.lower()
+        candidates = _name_candidates(query, show_empty)
+        if candidates is None:
+            rows = rows.filter(name__contains=query)
+        else:
+            rows = rows.filter(pk__in=candidates)
+            matches = len(candidates)
+    else:
+        totals = totals or header_totals()
+        matches = totals["repositories"] + (totals["empty"] if show_empty else 0)
+    limit = per_page + 1
+    if before is not None or last:
+        found = _backward(rows, spec, before and PageCursor.decode(sort, before), limit)
+        has_previous = len(found) > per_page
+        found = found[-per_page:]
+        has_next = not last
+    else:
+        found = _forward(rows, spec, after and PageCursor.decode(sort, after), limit)
+        has_next = len(found) > per_page
+        found = found[:per_page]
+        has_previous = after is not None
+    return RepositoryPage(
+        rows=found,
+        matches=matches,
+        next_cursor=PageCursor.encode(sort, found[-1]) if found and has_next else "",
+        previous_cursor=PageCursor.encode(sort, found[0]) if found and has_previous else "",
+        has_previous=has_previous,
     )
-    totals["tags"] = totals["tags"] or 0
-    return totals
+
+
+def _forward(rows, spec, cursor, limit):
+    """Up to `limit` rows after `cursor` ((value, name), or None for the start), in order."""
+    if spec.column is None:
+        after_name = rows.filter(name__gt=cursor[1]) if cursor else rows
+        return list(after_name.order_by("name")[:limit])
+    column = spec.column
+    value, name = cursor or (None, None)
+    found = []
+    in_nulls = cursor is not None and value is None
+    if not in_nulls:
+        if cursor is not None:
+            # The rest of the cursor's run of equal values first, then the smaller values.
+            found += rows.filter(**{column: value, "name__gt": name}).order_by("name")[:limit]
+            smaller = rows.filter(**{f"{column}__lt": value})
+        else:
+            smaller = rows.filter(**{f"{column}__isnull": False}) if spec.nullable else rows
+        if len(found) < limit:
+            found += smaller.order_by(F(column).desc(), "name")[: limit - len(found)]
+    if spec.nullable and len(found) < limit:
+        nulls = rows.filter(**{f"{column}__isnull": True})
+        if in_nulls:
+            nulls = nulls.filter(name__gt=name)
+        found += nulls.order_by("name")[: limit - len(found)]
+    return found
+
+
+def _backward(rows, spec, cursor, limit):
+    """Up to `limit` rows before `cursor` (None: from the very end), in order."""
+    if spec.column is None:
+        before_name = rows.filter(name__lt=cursor[1]) if cursor else rows
+        return list(before_name.order_by("-name")[:limit])[::-1]
+    column = spec.column
+    value, name = cursor or (None, None)
+    found = []
+    if cursor is None or value is None:
+        if spec.nullable:
+            nulls = rows.filter(**{f"{column}__isnull": True})
+            if cursor is not None:
+                nulls = nulls.filter(name__lt=name)
+            found += nulls.order_by("-name")[:limit]
+        larger = rows.filter(**{f"{column}__isnull": False}) if spec.nullable else rows
+    else:
+        found += rows.filter(**{column: value, "name__lt": name}).order_by("-name")[:limit]
+        larger = rows.filter(**{f"{column}__gt": value})
+    if len(found) < limit:
+        found += larger.order_by(F(column).asc(), "-name")[: limit - len(found)]
+    return found[::-1]
+
+
+def _name_candidates(query, show_empty):
+    """The ids of the repositories whose name contains `query` (lowercase), or None when there
+    are more than SEARCH_CANDIDATES. SQLite asks its FTS5 trigram table (three characters or
+    more); PostgreSQL plans `LIKE '%…%'` over its pg_trgm index itself."""
+    if connection.vendor == "sqlite" and len(query) >= TRIGRAM:
+        phrase = '"' + query.replace('"', '""') + '"'
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT r.id, r.name FROM registry_admin_repository_search s "
+                "JOIN registry_admin_repository r ON r.id = s.rowid "
+                "WHERE s.name MATCH %s AND (%s OR NOT r.is_empty) LIMIT %s",
+                [phrase, show_empty, SEARCH_CANDIDATES + 1],
+            )
+            found = cursor.fetchall()
+    else:
+        rows = Repository.objects.filter(name__contains=query)
+        if not show_empty:
+            rows = rows.filter(is_empty=False)
+        found = list(rows.values_list("pk", "name")[: SEARCH_CANDIDATES + 1])
+    if len(found) > SEARCH_CANDIDATES:
+        return None
+    # The trigram index folds case and Unicode; the list matches as `contains` always did.
+    return [pk for pk, name in found if query in name]
+
+
+def header_totals():
+    """The repositories page header's totals, exact: {"repositories" (with tags), "empty",
+    "tags"}. Summed from the delta rows the database's triggers add as repositories change
+    (migration 0016), folded into one row once there are many (so the sum stays a short read)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT coalesce(sum(repositories), 0), coalesce(sum(empty), 0), "
+            "coalesce(sum(tags), 0), count(*), max(id) FROM registry_admin_repositorytotals"
+        )
+        repositories, empty, tags, deltas, newest = cursor.fetchone()
+    if deltas > TOTALS_FOLD_AT:
+        _fold_totals(newest)
+    return {"repositories": int(repositories), "empty": int(empty), "tags": int(tags)}
+
+
+def _fold_totals(newest):
+    """Replace the delta rows up to id `newest` by their sum, in one transaction (a reader sees
+    either all of them or the sum). Two folds at once take turns (an advisory lock on
+    PostgreSQL, SQLite's single writer), so no delta is summed twice."""
+    with transaction.atomic():
+        db.hold_transaction_lock(db.AdvisoryKey.REPOSITORY_TOTALS)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT sum(repositories), sum(empty), sum(tags), count(*) "
+                "FROM registry_admin_repositorytotals WHERE id <= %s",
+                [newest],
+            )
+            repositories, empty, tags, rows = cursor.fetchone()
+            if rows <= 1:
+                return
+            cursor.execute("DELETE FROM registry_admin_repositorytotals WHERE id <= %s", [newest])
+            cursor.execute(
+                "INSERT INTO registry_admin_repositorytotals (repositories, empty, tags) "
+                "VALUES (%s, %s, %s)",
+                [repositories, empty, tags],
+            )
 
 
 _DIGITS = re.compile(r"(\d+)")

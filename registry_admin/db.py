@@ -30,6 +30,8 @@ class AdvisoryKey(IntEnum):
     """The second half of each (ADVISORY_NAMESPACE, key) lock; job kinds use crc32 keys."""
 
     HTPASSWD_FILE = 1
+    # Folding the repository list's header totals (browse.header_totals).
+    REPOSITORY_TOTALS = 2
 
 
 # The notification appliers' lock: one 64-bit key (not a pair), as earlier versions take it.

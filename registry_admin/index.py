@@ -20,8 +20,17 @@ from django.db.models import Count, Exists, F, Func, Max, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from .models import AuditEvent, JobKind, Manifest, PortalPlaceholder, Repository, Run, Tag
+from .models import (
+    AuditEvent,
+    JobKind,
+    Manifest,
+    PortalPlaceholder,
+    Repository,
+    Run,
+    Tag,
+)
 from .models.batches import batched, pk_batches
+from .models.pulls import last_pull_subquery
 from .references import RegistryAction, is_valid_digest, is_valid_repository, is_valid_tag
 
 logger = logging.getLogger(__name__)
@@ -73,6 +82,24 @@ def ensure_manifest(digest, media_type="", manifest_size=None):
     return manifest
 
 
+def create_repositories(names):
+    """Add the repositories among `names` that the index lacks; the names added.
+
+    A name seen again after its repository went (deleted, then pushed anew) gets back the last
+    pull its counters hold, as the list showed before it was kept on the row."""
+    names = set(names)
+    known = set(Repository.objects.filter(name__in=names).values_list("name", flat=True))
+    missing = sorted(names - known)
+    if missing:
+        Repository.objects.bulk_create(
+            [Repository(name=name) for name in missing], ignore_conflicts=True
+        )
+        Repository.objects.filter(name__in=missing, last_pulled_at__isnull=True).update(
+            last_pulled_at=last_pull_subquery()
+        )
+    return missing
+
+
 def locked_repository(name):
     """The repository's row, locked for this transaction before any of its tags: every writer
     of a repository's tags takes the repository first (upsert_tag, the batches), so a portal
@@ -89,7 +116,7 @@ def upsert_tag(repository, tag, digest, pushed_at, media_type="", manifest_size=
     repeated one writes nothing.
     """
     with transaction.atomic():
-        Repository.objects.get_or_create(name=repository)
+        create_repositories([repository])
         # One writer per repository at a time: a notification and a portal action (or two
         # instances) upserting the same tag would otherwise both try to create it on PostgreSQL.
         repo = locked_repository(repository)
@@ -273,13 +300,8 @@ def _upsert_pushes(pushes):
     if not pushes:
         return False
     names = {event.repository for event in pushes}
+    create_repositories(names)
     repositories = dict(Repository.objects.filter(name__in=names).values_list("name", "pk"))
-    if names - repositories.keys():
-        Repository.objects.bulk_create(
-            [Repository(name=name) for name in names - repositories.keys()],
-            ignore_conflicts=True,
-        )
-        repositories = dict(Repository.objects.filter(name__in=names).values_list("name", "pk"))
     # The same per-repository row lock as upsert_tag (in pk order, so two appliers never wait
     # on each other crosswise): a portal action creating one of these tags meanwhile would
     # otherwise collide with the bulk insert on PostgreSQL.

@@ -33,13 +33,14 @@ from itertools import groupby
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, Max, OuterRef, Q, Subquery, Sum
+from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
 from . import db, ingest
-from .models import AuditEvent, Manifest, PullCount, Tag
+from .models import AuditEvent, Manifest, PullCount, Repository, Tag
 from .models.audit import unindexed
 from .models.batches import pk_batches
+from .models.pulls import last_pull_subquery
 from .references import INDEX_MEDIA_TYPES, RegistryAction
 
 logger = logging.getLogger(__name__)
@@ -253,6 +254,12 @@ def add(totals):
         add=("pulls",),
         latest=("last_pulled_at",),
     )
+    repositories = sorted({row["repository"] for row in rows if row["scope"] == Scope.REPOSITORY})
+    if repositories:
+        # After the commit, in its own statement: the applying transaction already holds other
+        # repositories' rows and manifests, and waiting for one more row there could close a
+        # cycle with a portal action holding that row (a deadlock on PostgreSQL).
+        transaction.on_commit(lambda: refresh_last_pulls(repositories), robust=True)
 
 
 def _candidates():
@@ -307,6 +314,7 @@ def rebuild(progress=None):
             ],
             batch_size=1000,
         )
+        transaction.on_commit(refresh_last_pulls, robust=True)
     return last, len(totals)
 
 
@@ -395,13 +403,15 @@ def stats(scope, repository=None, refs=None, repositories=None):
     return result
 
 
-def last_pull_subquery(scope=Scope.REPOSITORY, repository_ref="name"):
-    """The newest pull of each repository, for annotating and sorting Repository rows."""
-    return Subquery(
-        PullCount.objects.filter(scope=scope, repository=OuterRef(repository_ref), ref="")
-        .order_by("-last_pulled_at")
-        .values("last_pulled_at")[:1]
-    )
+def refresh_last_pulls(repositories=None):
+    """Copy the newest pull from the counters into `Repository.last_pulled_at` (what the list
+    sorts by), for the named repositories or all of them (a rebuild), 500 rows a statement."""
+    rows = Repository.objects.all()
+    if repositories is not None:
+        rows = rows.filter(name__in=list(repositories))
+    ids = list(rows.order_by("pk").values_list("pk", flat=True))
+    for batch in pk_batches(Repository, ids):
+        batch.update(last_pulled_at=last_pull_subquery())
 
 
 @dataclass

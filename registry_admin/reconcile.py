@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from . import references, registry
 from .image_details import fetch_details
-from .index import locked_repository, refresh_stats_of
+from .index import create_repositories, locked_repository, refresh_stats_of
 from .models import Manifest, Repository, Tag
 from .models.batches import pk_batches
 from .worker import report_progress
@@ -322,7 +322,7 @@ def apply_repository(name, found, listed_at, refresh=True):
     now = timezone.now()
     counts = {"added": 0, "changed": 0, "removed": 0}
     with transaction.atomic():
-        repository, created = Repository.objects.get_or_create(name=name)
+        created = bool(create_repositories([name]))
         # Its row before its tags, as every writer of tags takes them.
         repository = locked_repository(name)
         # The first reconcile of a repository cannot know when its tags were pushed.

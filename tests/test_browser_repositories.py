@@ -73,3 +73,36 @@ def test_a_push_appears_and_the_tag_page_copies_the_pull_command(
     expect(page.get_by_role("button", name="Copied")).to_be_visible()
     copied = page.evaluate("navigator.clipboard.readText()")
     assert copied == f"docker pull {registry.url.split('://')[1]}/{base}/web@{image.digest}"
+
+
+def test_the_list_pages_forward_and_back_through_ties_by_its_links(page, live_server, viewer_user):
+    """120 repositories with the same tag count: every page after the first starts inside that
+    run of ties, and the links must neither skip nor repeat a name."""
+    from registry_admin import index
+
+    names = [f"ties/r{number:03d}" for number in range(120)]
+    for name in names:
+        index.upsert_tag(name, "v1", "sha256:" + "1" * 64, None)
+        index.upsert_tag(name, "v2", "sha256:" + "1" * 64, None)
+    log_in(page, live_server, viewer_user, "/repositories/?sort=tags&q=ties")
+    expect(page.locator("[data-count=repositories]")).to_have_text("120")
+    rows = page.locator("table.repository-table tbody tr td:first-child a")
+
+    def shown():
+        return rows.all_inner_texts()
+
+    seen = shown()
+    next_link = page.get_by_role("link", name="Next →")
+    while next_link.count():
+        next_link.click()
+        page.wait_for_load_state()
+        seen += shown()
+    assert seen == names
+    expect(page.get_by_role("link", name="Last »")).to_have_count(0)
+    page.get_by_role("link", name="← Previous").click()
+    expect(rows.first).to_have_text(names[50])
+    page.get_by_role("link", name="« First").click()
+    expect(rows.first).to_have_text(names[0])
+    page.get_by_role("link", name="Last »").click()
+    expect(rows.last).to_have_text(names[-1])
+    expect(page).to_have_url(re.compile(r"sort=tags.*page=last|page=last.*sort=tags"))

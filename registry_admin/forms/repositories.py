@@ -17,12 +17,36 @@ class RepositoryFilterForm(forms.Form):
     sort = forms.ChoiceField(
         label="Sort by",
         required=False,
-        choices=[(key, label) for key, (label, _) in browse.REPOSITORY_SORTS.items()],
+        choices=[(key, sort.label) for key, sort in browse.REPOSITORY_SORTS.items()],
     )
     empty = forms.BooleanField(label="Show empty repositories", required=False)
+    # Page links: a cursor (browse.PageCursor), or `page=last`.
+    after = forms.CharField(required=False, max_length=browse.PageCursor.MAX_LENGTH)
+    before = forms.CharField(required=False, max_length=browse.PageCursor.MAX_LENGTH)
+    page = forms.CharField(required=False, max_length=12)
 
     def clean_q(self):
         return printable_filter(self.cleaned_data["q"])
+
+    def clean(self):
+        cleaned = super().clean()
+        sort = cleaned.get("sort") or "name"
+        for name in ("after", "before"):
+            if cleaned.get(name):
+                try:
+                    browse.PageCursor.decode(sort, cleaned[name])
+                except ValueError:
+                    self.add_error(
+                        name,
+                        "This page link is not valid (cut short, or made for another sort): "
+                        "showing the first page.",
+                    )
+        if cleaned.get("page") not in ("", "1", "last", None):
+            # A numbered page (a link saved by an earlier version) would cost a count and an offset.
+            self.add_error(
+                "page", "Pages are no longer numbered (use Next and Previous): showing the first."
+            )
+        return cleaned
 
 
 class TagFilterForm(forms.Form):

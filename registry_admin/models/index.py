@@ -1,12 +1,23 @@
 from django.db import models
+from django.db.models import Q
+
+# The repository list's sorts by a column (browse.REPOSITORY_SORTS), for their indexes' names.
+SORT_INDEXES = (
+    ("push", "last_push_at"),
+    ("size", "total_size"),
+    ("tags", "tag_count"),
+    ("pull", "last_pulled_at"),
+)
 
 
 class Repository(models.Model):
     """One repository of the registry as last seen by a reconcile or a notification.
 
     The aggregate columns (`tag_count`, `total_size`, `last_push_at`, `is_empty`) are
-    denormalised by `registry_admin.index.refresh_repository_stats()` so the repositories page
-    sorts 10,000+ rows on an index instead of aggregating tags on every view.
+    denormalised by `registry_admin.index.refresh_repository_stats()` (and `last_pulled_at` by
+    `registry_admin.pulls`) so the repositories page sorts a million rows on an index instead of
+    aggregating tags on every view. Database triggers (migration 0016) keep the header's totals
+    and the name search index as rows come and go.
     """
 
     name = models.CharField(max_length=255, unique=True)
@@ -17,6 +28,8 @@ class Repository(models.Model):
     # layers shared between images count once per image).
     total_size = models.BigIntegerField(default=0)
     last_push_at = models.DateTimeField(null=True, blank=True)
+    # The newest real pull (`pulls`): its counters keep it, so the list sorts by it on an index.
+    last_pulled_at = models.DateTimeField(null=True, blank=True)
     # When a reconcile last listed its tags (None: known from notifications only).
     synced_at = models.DateTimeField(null=True, blank=True)
     first_seen_at = models.DateTimeField(auto_now_add=True)
@@ -26,9 +39,23 @@ class Repository(models.Model):
         verbose_name_plural = "repositories"
         indexes = [
             models.Index(fields=["is_empty", "name"], name="index_repo_name_idx"),
-            models.Index(fields=["is_empty", "-last_push_at"], name="index_repo_push_idx"),
-            models.Index(fields=["is_empty", "-total_size"], name="index_repo_size_idx"),
-            models.Index(fields=["is_empty", "-tag_count"], name="index_repo_tags_idx"),
+            # Two per sort of the list, the name breaking ties, so a page after a cursor is one
+            # index range even inside a long run of equal values (browse.repository_page): one
+            # over the repositories with tags (the default view: empty ones, all at the end of
+            # "tags" and "size", would otherwise be stepped over on the way to the last page),
+            # one over all of them ("show empty repositories").
+            *(
+                models.Index(
+                    fields=[f"-{column}", "name"],
+                    name=f"repo_{short}_order_idx",
+                    condition=Q(is_empty=False),
+                )
+                for short, column in SORT_INDEXES
+            ),
+            *(
+                models.Index(fields=[f"-{column}", "name"], name=f"repo_{short}_all_idx")
+                for short, column in SORT_INDEXES
+            ),
         ]
 
     def __str__(self):

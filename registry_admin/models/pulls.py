@@ -1,4 +1,5 @@
 from django.db import models
+from django.db.models import OuterRef, Subquery
 
 
 class PullCount(models.Model):
@@ -40,3 +41,13 @@ class PullCount(models.Model):
     def __str__(self):
         ref = f" {self.ref}" if self.ref else ""
         return f"{self.repository}{ref}: {self.pulls} by {self.actor or '?'} on {self.day}"
+
+
+def last_pull_subquery(scope=PullCount.Scope.REPOSITORY, repository_ref="name"):
+    """The newest pull of each repository (its counters' own row, ref ""), for annotating or
+    updating Repository rows: `Repository.last_pulled_at` is kept from it."""
+    return Subquery(
+        PullCount.objects.filter(scope=scope, repository=OuterRef(repository_ref), ref="")
+        .order_by("-last_pulled_at")
+        .values("last_pulled_at")[:1]
+    )

@@ -97,18 +97,23 @@ def test_the_list_sorts_searches_counts_and_hides_empty_repositories(viewer_clie
     assert Repository.objects.get(name="alpha/app").total_size == 6300
 
 
-def test_the_list_paginates(viewer_client):
+def test_the_list_pages_by_links(viewer_client):
     for number in range(120):
         index.upsert_tag(f"many/r{number:03d}", "v1", _digest(1), timezone.now())
     first = viewer_client.get("/repositories/")
     assert len(_names(first)) == 50
-    assert b"page 1 of 3" in first.content
-    last = viewer_client.get("/repositories/?q=many&page=3")
-    assert _names(last) == [f"many/r{n:03d}" for n in range(100, 120)]
-    assert b"q=many&amp;page=2" in last.content
-    # Out of range or junk page numbers fall back to a real page.
-    assert len(_names(viewer_client.get("/repositories/?page=999"))) == 20
-    assert len(_names(viewer_client.get("/repositories/?page=abc"))) == 50
+    assert b"120 repositories, 50 on this page." in first.content
+    assert b'rel="prev"' not in first.content
+    after = re.search(r'after=([^"&]+)" rel="next"', first.content.decode()).group(1)
+    second = viewer_client.get(f"/repositories/?q=many&after={after}")
+    assert _names(second) == [f"many/r{n:03d}" for n in range(50, 100)]
+    assert b"q=many&amp;after=" in second.content and b'rel="prev"' in second.content
+    last = viewer_client.get("/repositories/?q=many&page=last")
+    assert _names(last) == [f"many/r{n:03d}" for n in range(70, 120)]
+    assert b'rel="next"' not in last.content
+    # A numbered page (a link saved by an earlier version) says so and shows the first page.
+    old = viewer_client.get("/repositories/?page=3")
+    assert b"Pages are no longer numbered" in old.content and len(_names(old)) == 50
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,6 @@ import json
 from urllib.parse import urlsplit
 
 from django.conf import settings
-from django.core.paginator import Paginator
 from django.shortcuts import render
 
 from .. import browse, image_details, pulls, references, registry, usage, worker
@@ -21,13 +20,23 @@ TAGS_PER_PAGE = 50
 
 def repository_list(request):
     form = RepositoryFilterForm(request.GET)
-    filters = form.cleaned_data if form.is_valid() else {}
-    repositories = browse.search_repositories(
-        filters.get("q", ""), filters.get("sort") or "name", filters.get("empty", False)
+    form.is_valid()
+    # A bad page link or search is named on the page; the rest of the filter still applies.
+    filters = {name: value for name, value in form.cleaned_data.items() if name not in form.errors}
+    sort = filters.get("sort") or "name"
+    counts = browse.header_totals()
+    page = browse.repository_page(
+        filters.get("q", ""),
+        sort,
+        filters.get("empty", False),
+        after=filters.get("after") or None,
+        before=filters.get("before") or None,
+        last=filters.get("page") == "last",
+        per_page=REPOSITORIES_PER_PAGE,
+        totals=counts,
     )
-    page = Paginator(repositories, REPOSITORIES_PER_PAGE).get_page(request.GET.get("page"))
-    stats = pulls.stats(pulls.Scope.REPOSITORY, repositories=[r.name for r in page.object_list])
-    for repository in page.object_list:
+    stats = pulls.stats(pulls.Scope.REPOSITORY, repositories=[r.name for r in page.rows])
+    for repository in page.rows:
         repository.pull_stats = stats.get(repository.name)
     return render(
         request,
@@ -35,8 +44,9 @@ def repository_list(request):
         {
             "form": form,
             "page": page,
-            "counts": browse.index_counts(),
-            "query_string": _query_without(request, "page"),
+            "counts": counts,
+            "search_candidates": browse.SEARCH_CANDIDATES,
+            "query_string": _query_without(request, "page", "after", "before"),
             **_index_status(),
         },
     )

@@ -1,0 +1,312 @@
+"""The repository list at any size (issue #34): cursor pages, kept header totals, the trigram
+name search and the kept last-pull column give the same repositories, in the same order, with
+the same totals as the whole-table queries they replace (kept here as the oracle)."""
+
+import base64
+import json
+import re
+from datetime import timedelta
+
+import pytest
+from django.core.cache import cache
+from django.db import connection
+from django.db.models import Count, F, Q, Sum
+from django.utils import timezone
+
+from registry_admin import browse, index, pulls
+from registry_admin.models import Manifest, PullCount, Repository
+from registry_admin.models.pulls import last_pull_subquery
+from registry_admin.views import repositories as repository_views
+
+from .harness import free_port
+
+pytestmark = pytest.mark.django_db
+
+ORACLE_ORDER = {
+    "name": [F("name").asc()],
+    "push": [F("last_push_at").desc(nulls_last=True), F("name").asc()],
+    "size": [F("total_size").desc(), F("name").asc()],
+    "tags": [F("tag_count").desc(), F("name").asc()],
+    "pulled": [F("last_pulled").desc(nulls_last=True), F("name").asc()],
+}
+
+
+def oracle(query="", sort="name", show_empty=False):
+    """The list as the page built it before #34: whole-table filter, subquery and sort."""
+    rows = Repository.objects.annotate(last_pulled=last_pull_subquery())
+    if not show_empty:
+        rows = rows.filter(is_empty=False)
+    if query:
+        rows = rows.filter(name__contains=query.lower())
+    return list(rows.order_by(*ORACLE_ORDER[sort]).values_list("name", flat=True))
+
+
+def oracle_totals():
+    totals = Repository.objects.aggregate(
+        repositories=Count("id", filter=Q(is_empty=False)),
+        empty=Count("id", filter=Q(is_empty=True)),
+        tags=Sum("tag_count"),
+    )
+    return {**totals, "tags": totals["tags"] or 0}
+
+
+def _digest(n):
+    return f"sha256:{n:064x}"
+
+
+def _pull(repository, when, actor="bob"):
+    key = (PullCount.Scope.REPOSITORY, repository, "", actor, when.date())
+    pulls.add({key: [1, when]})
+
+
+@pytest.fixture
+def seeded(django_capture_on_commit_callbacks):
+    """Ties on every sort, missing push and pull times, empty repositories, and names with the
+    characters LIKE treats specially."""
+    now = timezone.now().replace(microsecond=0)
+    same_time = now - timedelta(hours=3)
+    names = [
+        "alpha/app",
+        "alpha/app2",
+        "beta/tool",
+        "beta_x/tool",
+        "beta-x/tool",
+        "gamma",
+        "a%b/odd",
+        "a_b/odd",
+        "team/app",
+        "team/api",
+        "team/web",
+        "zeta/app",
+    ]
+    with django_capture_on_commit_callbacks(execute=True):
+        for number, name in enumerate(names):
+            # Three sizes and two push times only: long runs of ties on size and last push.
+            pushed = same_time if number % 2 else now - timedelta(hours=number)
+            index.upsert_tag(name, "v1", _digest(number % 3 + 1), pushed)
+            if number % 4 == 0:
+                index.upsert_tag(name, "v2", _digest(number % 3 + 1), pushed)
+            if number % 3 == 0:
+                _pull(name, now - timedelta(minutes=5))  # ties on the last pull too
+            elif number % 3 == 1:
+                _pull(name, now - timedelta(days=number))
+        # Known from a reconcile only: no push time.
+        index.upsert_tag("nopush/app", "v1", _digest(1), None)
+        index.upsert_tag("nopush/zz", "v1", _digest(2), None)
+        for name in ("ghost/one", "ghost/two", "team/gone"):
+            index.upsert_tag(name, "v1", _digest(1), now)
+            index.forget_tags(name, ["v1"])
+        # Pulled, then emptied: an empty repository with a last pull.
+        _pull("ghost/one", now - timedelta(days=2))
+    # Sizes as a details fetch would leave them (bare manifests have none).
+    Manifest.objects.filter(digest=_digest(1)).update(size=1000)
+    Manifest.objects.filter(digest=_digest(2)).update(size=1000)
+    Manifest.objects.filter(digest=_digest(3)).update(size=7)
+    index.refresh_stats_of(Repository.objects.values_list("pk", flat=True))
+    return now
+
+
+def walk_forward(query, sort, show_empty, per_page):
+    names, after, pages = [], None, 0
+    while True:
+        page = browse.repository_page(query, sort, show_empty, after=after, per_page=per_page)
+        names += [row.name for row in page.rows]
+        pages += 1
+        assert pages < 100, "the pages never end"
+        if not page.has_next:
+            return names, page
+        after = page.next_cursor
+
+
+def walk_backward(query, sort, show_empty, per_page):
+    page = browse.repository_page(query, sort, show_empty, last=True, per_page=per_page)
+    names = [row.name for row in page.rows]
+    while page.has_previous:
+        page = browse.repository_page(
+            query, sort, show_empty, before=page.previous_cursor, per_page=per_page
+        )
+        names = [row.name for row in page.rows] + names
+        assert len(names) < 1000
+    return names
+
+
+# "uſh": SQLite's trigram index folds the long s to "s" and finds "nopush/…"; a name that
+# does not contain the text must not be listed.
+QUERIES = ["", "a", "_", "%", "app", "a_b", "a%b", "pp/", "team/app", "zzz", "TEAM", "ta/", "uſh"]
+
+
+@pytest.mark.parametrize("sort", list(browse.REPOSITORY_SORTS))
+@pytest.mark.parametrize("show_empty", [False, True])
+def test_pages_walked_both_ways_equal_the_whole_table_query(seeded, sort, show_empty):
+    for query in QUERIES:
+        expected = oracle(query, sort, show_empty)
+        for per_page in (1, 2, 5, 50):
+            forward, first_page = walk_forward(query, sort, show_empty, per_page)
+            assert forward == expected, (query, per_page)
+            assert walk_backward(query, sort, show_empty, per_page) == expected, (query, per_page)
+        page = browse.repository_page(query, sort, show_empty, per_page=50)
+        assert page.matches == len(expected), query
+
+
+def test_common_searches_walk_the_sort_index_and_say_more_than(seeded, monkeypatch):
+    """Past SEARCH_CANDIDATES matches the search walks the index and filters; same rows."""
+    monkeypatch.setattr(browse, "SEARCH_CANDIDATES", 2)
+    for sort in browse.REPOSITORY_SORTS:
+        for query in ("a", "app", "team", "/"):
+            expected = oracle(query, sort)
+            assert len(expected) > 2
+            forward, page = walk_forward(query, sort, False, 2)
+            assert forward == expected
+            assert walk_backward(query, sort, False, 2) == expected
+            assert page.matches is None
+        assert walk_forward("team/web", sort, False, 2)[0] == ["team/web"]
+
+
+def test_header_totals_follow_every_kind_of_change(seeded, django_capture_on_commit_callbacks):
+    assert browse.header_totals() == oracle_totals()
+    now = timezone.now()
+    index.upsert_tag("brand/new", "v1", _digest(1), now)
+    index.upsert_tag("brand/new", "v2", _digest(2), now)
+    index.forget_tags("alpha/app", ["v1", "v2"])
+    index.forget_digest("team/api", _digest(1 % 3 + 1))
+    Repository.objects.filter(name="beta/tool").delete()  # cascades its tags
+    Repository.objects.filter(name__startswith="ghost/").update(is_empty=False)
+    Repository.objects.bulk_create([Repository(name="bulk/one"), Repository(name="bulk/two")])
+    index.refresh_stats_of(Repository.objects.values_list("pk", flat=True))
+    assert browse.header_totals() == oracle_totals()
+    Repository.objects.all().delete()
+    assert browse.header_totals() == {"repositories": 0, "empty": 0, "tags": 0}
+
+
+def test_totals_fold_into_one_row_and_stay_exact(seeded, monkeypatch):
+    monkeypatch.setattr(browse, "TOTALS_FOLD_AT", 3)
+    expected = oracle_totals()
+    assert _delta_rows() > 3
+    assert browse.header_totals() == expected  # read, then folded
+    assert _delta_rows() == 1
+    index.upsert_tag("after/fold", "v1", _digest(1), timezone.now())
+    assert browse.header_totals() == oracle_totals() != expected
+
+
+def _delta_rows():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM registry_admin_repositorytotals")
+        return cursor.fetchone()[0]
+
+
+def test_the_name_index_follows_repositories_that_come_and_go(seeded):
+    assert [r.name for r in browse.repository_page("gamma").rows] == ["gamma"]
+    Repository.objects.filter(name="gamma").delete()
+    assert browse.repository_page("gamma").rows == []
+    index.upsert_tag("gamma", "v9", _digest(1), timezone.now())
+    assert [r.name for r in browse.repository_page("amm").rows] == ["gamma"]
+
+
+def test_last_pull_is_kept_from_the_counters(seeded, django_capture_on_commit_callbacks):
+    now = timezone.now()
+    with django_capture_on_commit_callbacks(execute=True):
+        _pull("zeta/app", now)
+    assert Repository.objects.get(name="zeta/app").last_pulled_at == now
+    assert oracle(sort="pulled")[0] == "zeta/app"
+    assert walk_forward("", "pulled", False, 3)[0] == oracle(sort="pulled")
+
+    # A repository deleted, then pushed again, shows the last pull its counters hold.
+    Repository.objects.filter(name="zeta/app").delete()
+    index.upsert_tag("zeta/app", "v1", _digest(1), now)
+    assert Repository.objects.get(name="zeta/app").last_pulled_at == now
+
+    # A rebuild recomputes the column with the counters.
+    Repository.objects.update(last_pulled_at=None)
+    with django_capture_on_commit_callbacks(execute=True):
+        pulls.refresh_last_pulls()
+    assert walk_forward("", "pulled", True, 4)[0] == oracle(sort="pulled", show_empty=True)
+
+
+def _cursor(payload):
+    return base64.urlsafe_b64encode(json.dumps(payload).encode()).decode().rstrip("=")
+
+
+@pytest.fixture
+def registry_down(settings):
+    settings.REGISTRY_URL = f"http://127.0.0.1:{free_port()}"
+    settings.REGISTRY_TIMEOUT = 1
+    cache.clear()
+
+
+def _names(response):
+    return re.findall(r'class="mono">([^<]+)</a>', response.content.decode())
+
+
+def test_the_page_links_walk_the_list(seeded, viewer_client, registry_down, monkeypatch):
+    expected = oracle(sort="tags")
+    response = viewer_client.get("/repositories/?sort=tags")
+    shown = _names(response)
+    assert shown == expected[:50]
+    assert f"{len(expected)} repositories".encode() in response.content
+    assert b'rel="next"' not in response.content  # one page
+    monkeypatch.setattr(repository_views, "REPOSITORIES_PER_PAGE", 4)
+    names, path = [], "/repositories/?sort=tags&q=a"
+    while path:
+        response = viewer_client.get(path)
+        assert response.status_code == 200
+        names += _names(response)
+        link = re.search(r'href="\?([^"]+)" rel="next"', response.content.decode())
+        path = "/repositories/?" + link.group(1).replace("&amp;", "&") if link else None
+    assert names == oracle("a", "tags")
+    last = viewer_client.get("/repositories/?sort=tags&q=a&page=last")
+    assert _names(last) == oracle("a", "tags")[-4:]
+    assert b'rel="prev"' in last.content and b'rel="next"' not in last.content
+
+
+@pytest.mark.parametrize(
+    "link",
+    [
+        "after=%%%",
+        "after=" + "A" * 700,
+        "after=bm90IGpzb24",  # "not json"
+        "before=" + _cursor(["size", 5, "team/app"]),  # made for another sort
+        "after=" + _cursor(["name", None]),
+        "after=" + _cursor(["name", 3, "team/app"]),
+        "after=" + _cursor(["name", None, 7]),
+        "after=" + _cursor(["name", None, "x" * 300]),
+        "after=" + _cursor({"sort": "name"}),
+        "sort=size&after=" + _cursor(["size", 2**70, "a"]),
+        "sort=size&after=" + _cursor(["size", -1, "a"]),
+        "sort=size&after=" + _cursor(["size", "12", "a"]),
+        "sort=size&after=" + _cursor(["size", True, "a"]),
+        "sort=size&after=" + _cursor(["size", None, "a"]),
+        "sort=push&after=" + _cursor(["push", "2020-01-01T00:00:00", "a"]),  # no zone
+        "sort=push&after=" + _cursor(["push", "yesterday", "a"]),
+        "sort=push&after=" + _cursor(["push", "9" * 50, "a"]),
+        "page=2",
+        "page=-1",
+        "page=" + "9" * 20,
+    ],
+)
+def test_bad_page_links_say_so_and_show_the_first_page(seeded, viewer_client, registry_down, link):
+    sort = re.match(r"sort=(\w+)", link)
+    response = viewer_client.get("/repositories/?" + link)
+    assert response.status_code == 200
+    assert b'class="notice notice-warning" role="alert"' in response.content
+    assert _names(response) == oracle(sort=sort.group(1) if sort else "name")[:50]
+
+
+def test_a_cursor_from_a_deleted_repository_still_continues(seeded):
+    first = browse.repository_page(sort="size", per_page=3)
+    boundary = first.rows[-1].name
+    Repository.objects.filter(name=boundary).delete()
+    rest = browse.repository_page(sort="size", after=first.next_cursor, per_page=50)
+    expected = oracle(sort="size")
+    assert [row.name for row in first.rows[:2]] + [row.name for row in rest.rows] == expected
+
+
+def test_the_header_and_counts_are_exact_with_thousands_separators(
+    viewer_client, registry_down, django_capture_on_commit_callbacks
+):
+    Repository.objects.bulk_create(
+        [Repository(name=f"bulk/r{n:04d}", is_empty=False, tag_count=2) for n in range(1203)]
+    )
+    response = viewer_client.get("/repositories/")
+    assert b'data-count="repositories">1,203<' in response.content
+    assert b'data-count="tags">2,406<' in response.content
+    assert b"1,203 repositories, 50 on this page." in response.content
