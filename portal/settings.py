@@ -370,6 +370,38 @@ REGISTRY_GC_COMMAND = env("REGISTRY_GC_COMMAND", default="") or next(
 )
 # Seconds a collector run may take before it is stopped.
 REGISTRY_GC_TIMEOUT = env.int("REGISTRY_GC_TIMEOUT", default=3600)
+# The online collector (docs/online-collector.md). A blob whose data, or any of whose links,
+# is younger than this is kept: an upload whose manifest is not pushed yet.
+GC_GRACE_MINUTES = env.int("GC_GRACE_MINUTES", default=60)
+# Seconds between removing links (or moving data) and the re-check that looks for pushes that
+# overtook it.
+GC_SETTLE_SECONDS = env.float("GC_SETTLE_SECONDS", default=10.0)
+# Hours collected data stays in the trash (oyster-trash/ on the registry's storage) before a
+# later run purges it, after one more check.
+GC_TRASH_HOURS = env.float("GC_TRASH_HOURS", default=24.0)
+# The registry's blob-descriptor cache (`storage.cache.blobdescriptor`): none, inmemory (the
+# official image's default config) or redis; and how many registry processes serve the
+# storage. Several processes with an in-memory cache are refused: one could accept a push
+# against a blob the collector took away.
+REGISTRY_BLOB_CACHE = env("REGISTRY_BLOB_CACHE", default="inmemory").strip().lower()
+REGISTRY_INSTANCES = env.int("REGISTRY_INSTANCES", default=1)
+ONLINE_GC_SCHEDULE_ENABLED = env.bool("ONLINE_GC_SCHEDULE_ENABLED", default=False)
+ONLINE_GC_INTERVAL = env.int("ONLINE_GC_INTERVAL", default=24 * 3600)
+if REGISTRY_BLOB_CACHE not in ("none", "inmemory", "redis"):
+    raise ImproperlyConfigured(
+        f"REGISTRY_BLOB_CACHE={REGISTRY_BLOB_CACHE!r}: write none, inmemory or redis (the "
+        "registry's storage.cache.blobdescriptor; none when it has no cache section)."
+    )
+for _name, _value, _low in (
+    ("GC_GRACE_MINUTES", GC_GRACE_MINUTES, 1),
+    ("REGISTRY_INSTANCES", REGISTRY_INSTANCES, 1),
+):
+    if _value < _low:
+        raise ImproperlyConfigured(f"{_name}={_value}: write a whole number of at least {_low}.")
+if not 0 <= GC_SETTLE_SECONDS <= 600 or not 0 <= GC_TRASH_HOURS <= 24 * 90:
+    raise ImproperlyConfigured(
+        "GC_SETTLE_SECONDS must be 0-600 seconds and GC_TRASH_HOURS 0-2160 hours."
+    )
 
 # --- Logging: one line per event to stdout, for gunicorn, Docker and App Service ---
 LOG_LEVEL = env("LOG_LEVEL", default="INFO").upper()

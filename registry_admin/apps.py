@@ -14,6 +14,7 @@ class RegistryAdminConfig(AppConfig):
             activity,
             checks,  # noqa: F401  (registers the system checks)
             index,
+            online_gc,
             pulls,
         )
         from .roles import ensure_groups
@@ -28,3 +29,5 @@ class RegistryAdminConfig(AppConfig):
         events_recorded.connect(activity.on_events_recorded, dispatch_uid="activity")
         # A robot used after its expiry loses its htpasswd line (when no worker does it first).
         events_recorded.connect(access.on_events_recorded, dispatch_uid="robots")
+        # A push naming a blob in the online collector's trash brings it back at once.
+        events_recorded.connect(online_gc.on_events_recorded, dispatch_uid="online_gc")

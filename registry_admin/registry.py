@@ -557,6 +557,26 @@ class RegistryClient:
         self.check_response(response, f"image {ref}")
         raise RegistryError(f"The registry answered HTTP {response.status_code} to deleting {ref}.")
 
+    def forget_blob(self, repository, digest):
+        """`DELETE /v2/<repository>/blobs/<digest>`: the registry drops its cached descriptor of
+        the blob in that repository and its link (gone already when the online collector asks).
+        True when it had one, False on 404 (nothing cached, no link). Raises
+        RegistryDeleteUnsupported or RegistryError."""
+        _require_name(repository, digest)
+        if not is_valid_digest(digest):
+            raise RegistryNotFound(f"{digest[:80]!r} is not a digest.")
+        response = self.request("DELETE", f"/v2/{repository}/blobs/{digest}")
+        if response.status_code in (200, 202):
+            return True
+        if response.status_code == 404:
+            return False
+        if self._is_unsupported(response):
+            raise RegistryDeleteUnsupported(self.DELETES_DISABLED_MESSAGE)
+        self.check_response(response, f"blob {repository}@{digest}")
+        raise RegistryError(
+            f"The registry answered HTTP {response.status_code} to forgetting {repository}@{digest}."
+        )
+
     def read_only_state(self, repository):
         """("read-only" | "writable" | "unreachable" | "unknown", detail): may GC run now?
 

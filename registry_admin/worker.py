@@ -86,6 +86,13 @@ JOBS = {
     JobKind.GARBAGE_COLLECT: Job(
         "registry_admin.collector.garbage_collect_job", JobKind.GARBAGE_COLLECT.label
     ),
+    JobKind.ONLINE_GC: Job(
+        "registry_admin.online_gc.online_gc_job",
+        JobKind.ONLINE_GC.label,
+        interval_setting="ONLINE_GC_INTERVAL",
+        enabled_setting="ONLINE_GC_SCHEDULE_ENABLED",
+    ),
+    JobKind.GC_RESTORE: Job("registry_admin.online_gc.restore_job", JobKind.GC_RESTORE.label),
     JobKind.RETENTION: Job(
         "registry_admin.retention.retention_job",
         JobKind.RETENTION.label,

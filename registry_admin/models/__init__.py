@@ -15,4 +15,9 @@ from .pulls import PullCount  # noqa: F401
 from .retention import RetentionRule  # noqa: F401
 from .roles import Roles  # noqa: F401
 from .runs import JobKind, JobLease, Run, WorkerHeartbeat  # noqa: F401
-from .storage import ManifestReferences, RepositoryStorage, StorageSnapshot  # noqa: F401
+from .storage import (  # noqa: F401
+    CollectedBlob,
+    ManifestReferences,
+    RepositoryStorage,
+    StorageSnapshot,
+)

@@ -217,6 +217,7 @@ class PortalAction(models.TextChoices):
     RETENTION_RULE_SAVED = "retention.rule_saved"
     RETENTION_RULE_DELETED = "retention.rule_deleted"
     GARBAGE_COLLECTED = "storage.garbage_collected"
+    ONLINE_GC = "storage.online_collected"
     AUDIT_PRUNED = "audit.pruned"
     ACCESS_GRANTED = "access.granted"
     ACCESS_REVOKED = "access.revoked"

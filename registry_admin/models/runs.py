@@ -15,6 +15,8 @@ class JobKind(models.TextChoices):
     STORAGE_SCAN = "storage_scan", "Storage scan"
     PRUNE_UNTAGGED = "prune_untagged", "Untagged image cleanup"
     GARBAGE_COLLECT = "garbage_collect", "Garbage collection"
+    ONLINE_GC = "online_gc", "Online garbage collection"
+    GC_RESTORE = "gc_restore", "Restore from the collector's trash"
     RETENTION = "retention", "Retention rules"
 
 

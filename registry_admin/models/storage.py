@@ -92,3 +92,51 @@ class ManifestReferences(models.Model):
 
     def __str__(self):
         return f"sha256:{self.digest}"
+
+
+class CollectedBlob(models.Model):
+    """A blob the online collector (`registry_admin.online_gc`) is taking away, or took away,
+    and where it stands: its checkpoint, so a run killed at any step is finished by the next.
+
+    The trash itself lives on the registry's storage (`oyster-trash/...`), so what sits there is
+    also known from a listing; these rows add which repositories' links the collector removed
+    (to put them back when the blob turns out to be needed) and what a notification asked for.
+    """
+
+    class State(models.TextChoices):
+        # Chosen by the mark; nothing touched yet.
+        CANDIDATE = "candidate", "Candidate"
+        # Its layer links removed: clients see it as unknown; the data is still in place.
+        UNLINKED = "unlinked", "Unlinked"
+        # A re-mark found it needed: links put back, data never moved.
+        KEPT = "kept", "Kept (needed again)"
+        # Its data moved to the trash: gone for the registry, recoverable.
+        TRASHED = "trashed", "In the trash"
+        # Back from the trash (a link or manifest needed it after all).
+        RESTORED = "restored", "Restored"
+        # Deleted from the trash for good.
+        PURGED = "purged", "Purged"
+
+    run = models.ForeignKey(
+        "registry_admin.Run", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    digest = models.CharField(max_length=71)  # sha256:<hex>
+    size = models.BigIntegerField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.CANDIDATE)
+    # The repositories whose `_layers` link the collector removed.
+    unlinked_from = models.JSONField(default=list, blank=True)
+    # Where the data went, relative to the registry's root directory (state TRASHED).
+    trash_path = models.CharField(max_length=300, blank=True)
+    trashed_at = models.DateTimeField(null=True, blank=True)
+    # A push or mount notification named it while in the trash: restore at once.
+    restore_requested = models.BooleanField(default=False)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["digest", "state"], name="gc_blob_digest_idx"),
+            models.Index(fields=["state", "run"], name="gc_blob_state_idx"),
+        ]
+
+    def __str__(self):
+        return f"{self.digest} ({self.state})"

@@ -45,6 +45,12 @@ _PERMISSION_CODES = (
 )
 
 
+_FS_WRITE_DENIED = (
+    "Permission denied writing to the registry's storage: the worker needs write access to it "
+    "for the online collector (mount it read-write for the worker only)."
+)
+
+
 class StorageError(Exception):
     """Listing or reading the registry's storage failed; str(error) is a sentence for the page."""
 
@@ -128,6 +134,54 @@ class FilesystemStorage:
             return os.stat(os.path.join(self.root, blob_path(raw))).st_size
         except OSError:
             return None
+
+    # --- Writes (the online collector) ---
+
+    def _full(self, path):
+        full = os.path.normpath(os.path.join(self.root, path))
+        if not path or os.path.isabs(path) or not full.startswith(self.root + os.sep):
+            raise StorageError(f"Refused a path outside the storage root: {path[:200]!r}.")
+        return full
+
+    def delete_objects(self, paths, progress=None):
+        deleted = 0
+        for path in paths:
+            try:
+                os.remove(self._full(path))
+                deleted += 1
+            except FileNotFoundError:
+                continue
+            except PermissionError as exc:
+                raise StorageError(_FS_WRITE_DENIED) from exc
+        return deleted
+
+    def move_objects(self, moves, progress=None):
+        moved = 0
+        for source, target in moves:
+            source, target = self._full(source), self._full(target)
+            try:
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                os.rename(source, target)
+                moved += 1
+            except FileNotFoundError:
+                continue
+            except PermissionError as exc:
+                raise StorageError(_FS_WRITE_DENIED) from exc
+        return moved
+
+    def write_object(self, path, data):
+        full = self._full(path)
+        try:
+            os.makedirs(os.path.dirname(full), exist_ok=True)
+            temporary = f"{full}.oyster-{os.getpid()}"
+            with open(temporary, "wb") as handle:
+                handle.write(data)
+            os.replace(temporary, full)
+        except PermissionError as exc:
+            raise StorageError(_FS_WRITE_DENIED) from exc
+
+    def object_exists(self, path):
+        return os.path.isfile(self._full(path))
 
     def read(self, path, max_bytes):
         if ".." in path.split("/") or path.startswith("/"):

@@ -126,7 +126,7 @@ class _BlobTable:
     costs one memchr over its bucket (~15 digests per million blobs) instead of a dict entry
     per blob. Blob numbers are positions in this table."""
 
-    def __init__(self, digests, sizes):
+    def __init__(self, digests, sizes, times=None):
         count = len(sizes)
         buckets = array(
             "H", (high << 8 | low for high, low in zip(digests[0::32], digests[1::32], strict=True))
@@ -139,15 +139,19 @@ class _BlobTable:
         if any(buckets[i] > buckets[i + 1] for i in range(count - 1)):
             # Not listed in digest order (Azure and the filesystem walk both are): counting sort.
             grouped, grouped_sizes = bytearray(len(digests)), array("q", bytes(8 * count))
+            grouped_times = array("d", bytes(8 * count)) if times is not None else None
             free = array("q", starts)
             for source, bucket in enumerate(buckets):
                 target = free[bucket]
                 free[bucket] = target + 1
                 grouped[target * 32 : target * 32 + 32] = digests[source * 32 : source * 32 + 32]
                 grouped_sizes[target] = sizes[source]
-            digests, sizes = grouped, grouped_sizes
+                if times is not None:
+                    grouped_times[target] = times[source]
+            digests, sizes, times = grouped, grouped_sizes, grouped_times
         self.digests = digests
         self.sizes = sizes
+        self.times = times
         self.starts = starts
 
     def __len__(self):
@@ -165,6 +169,9 @@ class _BlobTable:
     def numbers(self, raw_digests):
         """Blob numbers for the 32-byte digests in `raw_digests`; -1 for each one not stored."""
         return (self.number(raw_digests[i : i + 32]) for i in range(0, len(raw_digests), 32))
+
+    def digest(self, number):
+        return bytes(self.digests[number * 32 : number * 32 + 32])
 
 
 def manifest_references(content):
@@ -386,9 +393,17 @@ def scan(
 
 
 class _Listing:
-    """What the paths say: blobs, each repository's links, uploads. Compact by design."""
+    """What the paths say: blobs, each repository's links, uploads. Compact by design.
 
-    def __init__(self):
+    With `keep_times` (the online collector's mark), also each blob's and each layer link's
+    last-modified time, and no tag is looked at."""
+
+    def __init__(self, keep_times=False):
+        self.keep_times = keep_times
+        # (repository name, digest) -> whether to read that revision (None: every one).
+        self.revision_wanted = None
+        self.blob_times = array("d")
+        self.layer_times = []
         self.digests, self.sizes = bytearray(), array("q")
         self.repository_ids, self.names, self.rejected_names = {}, [], set()
         self.layer_links, self.revision_links = [], []
@@ -403,6 +418,7 @@ class _Listing:
         digests, sizes, repository_ids = self.digests, self.sizes, self.repository_ids
         layer_links, revision_links = self.layer_links, self.revision_links
         revision_times = self.revision_times
+        keep_times, blob_times, layer_times = self.keep_times, self.blob_times, self.layer_times
         tags = _TagRun(reader)
         layer_end, revision_end = len(_LAYER_LINK) + 64, len(_REVISION_LINK) + 64
         count = skipped = 0
@@ -419,6 +435,8 @@ class _Listing:
                     continue
                 digests += raw
                 sizes.append(size)
+                if keep_times:
+                    blob_times.append(modified or 0.0)
                 continue
             if not path.startswith(REPOSITORIES):
                 skipped += 1
@@ -438,6 +456,8 @@ class _Listing:
                     skipped += 1
                 else:
                     layer_links[repository] += raw
+                    if keep_times:
+                        layer_times[repository].append(modified or 0.0)
             elif tail.startswith(_REVISION_LINK):
                 raw = _link_digest(tail, len(_REVISION_LINK), revision_end)
                 if raw is None:
@@ -447,9 +467,12 @@ class _Listing:
                     revision_times[repository].append(
                         _UNKNOWN_TIME if modified is None else modified or 0.0
                     )
-                    reader.request(raw)
+                    wanted = self.revision_wanted
+                    if wanted is None or wanted(self.names[repository], raw):
+                        reader.request(raw)
             elif tail.startswith(_TAG_LINKS):
-                tags.entry(repository, path, len(path) - len(tail) + len(_TAG_LINKS))
+                if not keep_times:
+                    tags.entry(repository, path, len(path) - len(tail) + len(_TAG_LINKS))
             elif tail.startswith(_UPLOADS):
                 if size is None:
                     self.uploads_unlisted.add(repository)
@@ -491,6 +514,7 @@ class _Listing:
         repository = self.repository_ids[name] = len(self.names)
         self.names.append(name)
         self.layer_links.append(bytearray())
+        self.layer_times.append(array("d"))
         self.revision_links.append(bytearray())
         self.revision_times.append(array("d"))
         return repository
@@ -831,3 +855,157 @@ def _repository_usage(name, numbers, manifests, sizes, refcount, marked):
         blob_count=len(numbers),
         manifest_count=manifests,
     )
+
+
+# --- The online collector's mark -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class UnreferencedBlob:
+    """A stored blob no linked manifest revision marks (what the registry's collector would
+    delete), with its data's last-modified time and the repositories linking it
+    ((name, link last-modified time) pairs)."""
+
+    digest: bytes
+    size: int
+    modified: float
+    links: tuple = ()
+
+
+@dataclass
+class Mark:
+    """One listing's mark: what is unreferenced, and what each repository linked as a revision
+    (32-byte digests, concatenated), to tell new revisions from known ones later."""
+
+    unreferenced: list
+    revisions: dict
+    blob_count: int
+    marked_count: int
+    manifests_read: int
+    entry_count: int
+
+
+def mark(entries, read, read_concurrency=1, cache=None, progress=None, progress_every=20000):
+    """The registry collector's mark phase over one listing with times (`list_entries`): every
+    blob a linked revision of some repository marks, directly or through an index's children
+    (each child is itself a linked revision, as the registry requires). Returns a Mark."""
+    listing = _Listing(keep_times=True)
+    reader = _ManifestReader(read, read_concurrency, cache)
+    try:
+        listing.consume(entries, reader, progress, progress_every)
+        reader.finish()
+    finally:
+        reader.close()
+    table = _BlobTable(listing.digests, listing.sizes, listing.blob_times)
+    listing.digests = listing.sizes = listing.blob_times = None
+    marked = bytearray(len(table))
+    revisions = {}
+    for repository, name in enumerate(listing.names):
+        links = listing.revision_links[repository]
+        revisions[name] = _sorted_digests(links)
+        for number in table.numbers(links):
+            if number >= 0:
+                marked[number] = 1
+    for number in reader.marked_references(table):
+        if number >= 0:
+            marked[number] = 1
+    links = {}
+    for repository, name in enumerate(listing.names):
+        times = listing.layer_times[repository]
+        for position, number in enumerate(table.numbers(listing.layer_links[repository])):
+            if number >= 0 and not marked[number]:
+                links.setdefault(number, []).append((name, times[position]))
+        listing.layer_links[repository] = listing.layer_times[repository] = None
+    unreferenced = [
+        UnreferencedBlob(
+            table.digest(number),
+            table.sizes[number],
+            table.times[number],
+            tuple(links.get(number, ())),
+        )
+        for number in range(len(table))
+        if not marked[number]
+    ]
+    return Mark(
+        unreferenced=unreferenced,
+        revisions=revisions,
+        blob_count=len(table),
+        marked_count=len(table) - len(unreferenced),
+        manifests_read=reader.read_count,
+        entry_count=listing.entry_count,
+    )
+
+
+@dataclass
+class Relisting:
+    """What a later listing of `repositories/` says about a set of watched digests: which are
+    linked now (digest -> repository names), and which a revision the mark did not know
+    references (or is)."""
+
+    linked: dict
+    referenced: set
+    new_revisions: int
+
+
+def relist(entries, read, watched, known_revisions, read_concurrency=1, cache=None):
+    """Re-mark against `watched` (32-byte digests) from a listing of `repositories/`: their
+    layer links now, and whether a revision not in `known_revisions` (Mark.revisions) is one
+    of them or references one (through nested indexes too: every child is a revision, read
+    here when it is new)."""
+    listing = _Listing(keep_times=True)
+    listing.revision_wanted = lambda name, digest: (
+        not _contains(known_revisions.get(name, b""), digest)
+    )
+    reader = _ManifestReader(read, read_concurrency, cache)
+    linked, new_revisions = {}, 0
+    try:
+        listing.consume(entries, reader, None, 1 << 62)
+        reader.finish()
+    finally:
+        reader.close()
+    referenced = set()
+    for repository, name in enumerate(listing.names):
+        links = listing.layer_links[repository]
+        for i in range(0, len(links), 32):
+            digest = bytes(links[i : i + 32])
+            if digest in watched:
+                linked.setdefault(digest, []).append(name)
+        known = known_revisions.get(name, b"")
+        revisions = listing.revision_links[repository]
+        for i in range(0, len(revisions), 32):
+            digest = bytes(revisions[i : i + 32])
+            if not _contains(known, digest):
+                new_revisions += 1
+                if digest in watched:
+                    referenced.add(digest)
+    records, position = reader.records, 0
+    while position < len(records):
+        length = int.from_bytes(records[position + 32 : position + 36], "little")
+        start, position = position + 36, position + 36 + length
+        for i in range(start, position, 32):
+            digest = bytes(records[i : i + 32])
+            if digest in watched:
+                referenced.add(digest)
+    return Relisting(linked=linked, referenced=referenced, new_revisions=new_revisions)
+
+
+def _sorted_digests(concatenated):
+    """32-byte digests, concatenated, in sorted order (for `_contains`)."""
+    chunks = sorted(bytes(concatenated[i : i + 32]) for i in range(0, len(concatenated), 32))
+    return b"".join(chunks)
+
+
+def _contains(sorted_concatenated, digest):
+    """Whether `digest` is among the sorted, concatenated 32-byte digests (a binary search: no
+    Python object per digest is kept)."""
+    low, high = 0, len(sorted_concatenated) // 32
+    while low < high:
+        middle = (low + high) // 2
+        item = sorted_concatenated[middle * 32 : middle * 32 + 32]
+        if item == digest:
+            return True
+        if item < digest:
+            low = middle + 1
+        else:
+            high = middle
+    return False

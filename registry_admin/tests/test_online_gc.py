@@ -1,0 +1,385 @@
+"""The online collector on the real registry (Debian's 2.8.2) while it stays writable: what it
+frees equals what the scan and the registry's own collector call reclaimable, what it took away
+comes back when needed, and every image pushed before or during a run still pulls completely.
+
+The module starts its own registry (restarted with a blob-descriptor cache where a test needs
+one), so collecting touches no other test's images.
+"""
+
+import os
+import random
+import threading
+import time
+import uuid
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+import yaml
+from django.db import close_old_connections, connection
+from django.db.models import F
+
+from registry_admin import deletes, online_gc, usage, worker
+from registry_admin.models import AuditEvent, CollectedBlob, JobKind, Run
+
+from . import harness
+from .images import build_image, make_layer, sha256_digest, write_oci_layout
+from .test_free_space import skopeo_pull
+
+LAYER_BYTES = 200 * 1024
+HOURS = 3600
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@harness.live_fixture(scope="module")
+def ogc_registry(live_server, tmp_path_factory):
+    reg = harness.start_registry(tmp_path_factory.mktemp("online-gc"), live_server.url)
+    yield reg
+    reg.stop()
+
+
+@pytest.fixture
+def reg(ogc_registry, settings):
+    if ogc_registry.process.poll() is not None:
+        ogc_registry.restart()
+    harness.registry_settings(settings, ogc_registry)
+    settings.GC_GRACE_MINUTES = 60
+    settings.GC_SETTLE_SECONDS = 0.3
+    settings.GC_TRASH_HOURS = 24
+    settings.REGISTRY_BLOB_CACHE = "none"
+    yield ogc_registry
+    harness.wait_for_quiet_notifications()
+
+
+def name(prefix):
+    return f"{prefix}/{uuid.uuid4().hex[:8]}"
+
+
+def big_image(**kwargs):
+    return build_image(layers=[make_layer({"big.bin": os.urandom(LAYER_BYTES)})], **kwargs)
+
+
+def age_storage(reg, hours=2):
+    """Everything stored so far, and every event about it, becomes older than the grace
+    period."""
+    harness.wait_for_quiet_notifications()
+    when = time.time() - hours * HOURS
+    for directory, _, files in os.walk(reg.storage_root):
+        for file in files:
+            os.utime(Path(directory) / file, (when, when))
+    AuditEvent.objects.update(timestamp=F("timestamp") - timedelta(hours=hours))
+
+
+def trash_files(reg):
+    trash = Path(reg.storage_root) / online_gc.TRASH_PREFIX
+    return sorted(p for p in trash.rglob("*") if p.is_file()) if trash.exists() else []
+
+
+def test_collects_what_the_scan_calls_reclaimable_and_a_repush_pulls_again(reg, tmp_path, settings):
+    kept_repo, gone_repo = name("kept"), name("gone")
+    kept, gone = big_image(), big_image()
+    pusher = reg.pusher()
+    pusher.push_image(kept_repo, "v1", kept)
+    pusher.push_image(gone_repo, "v1", gone)
+    deletes.delete_tag("tester", gone_repo, "v1")
+    age_storage(reg)
+    scan = usage.run_scan()
+    assert scan.reclaimable_bytes >= LAYER_BYTES
+
+    dry = online_gc.collect_online("tester", dry_run=True)
+    assert dry.unreferenced_bytes == scan.reclaimable_bytes
+    assert dry.candidate_bytes == scan.reclaimable_bytes and dry.young_count == 0
+    assert CollectedBlob.objects.count() == 0 and trash_files(reg) == []
+
+    result = online_gc.collect_online("tester", dry_run=False)
+
+    assert result.trashed_bytes == scan.reclaimable_bytes
+    assert result.restored_count == 0 and result.kept_count == 0
+    after = usage.run_scan()
+    assert after.reclaimable_bytes == 0
+    assert after.total_bytes == scan.total_bytes - scan.reclaimable_bytes
+    assert len(trash_files(reg)) == result.trashed_count
+    skopeo_pull(reg, kept_repo, "v1", tmp_path / "kept")
+    row = AuditEvent.objects.filter(action="storage.online_collected").latest("id")
+    assert f'"trashed_bytes": {result.trashed_bytes}' in row.raw
+
+    # The deleted image pushed again (its layer, config and manifest all collected) pulls.
+    pusher.push_image(gone_repo, "v1", gone)
+    skopeo_pull(reg, gone_repo, "v1", tmp_path / "gone")
+
+    # A later run empties the trash once it is old enough: the copies the re-push wrote anew
+    # are dropped, nothing needed is purged, the re-pushed image stays whole.
+    settings.GC_TRASH_HOURS = 0
+    purge = online_gc.collect_online("tester", dry_run=False)
+    assert purge.rewritten_count == result.trashed_count
+    assert purge.purged_count == purge.restored_count == 0
+    assert trash_files(reg) == []
+    skopeo_pull(reg, gone_repo, "v1", tmp_path / "gone-again")
+
+
+def test_young_garbage_waits_for_the_grace_period(reg):
+    repo = name("young")
+    reg.pusher().push_image(repo, "v1", big_image())
+    deletes.delete_tag("tester", repo, "v1")
+    result = online_gc.collect_online("tester", dry_run=False)
+    assert result.young_bytes >= LAYER_BYTES
+    assert result.candidate_count == 0 and result.trashed_count == 0
+
+
+def test_a_link_to_a_trashed_blob_brings_it_back_and_the_image_pulls(reg, tmp_path):
+    """R3: an upload that saw the data just before it moved leaves a link to missing data."""
+    repo = name("relinked")
+    image = big_image()
+    pusher = reg.pusher()
+    pusher.push_image(repo, "v1", image)
+    deletes.delete_tag("tester", repo, "v1")
+    age_storage(reg)
+    result = online_gc.collect_online("tester", dry_run=False)
+    assert result.trashed_count >= 3
+    layer = sha256_digest(image.layers[0])
+    # What the registry's upload does when it finds the data present: only the link.
+    link = Path(reg.storage_root) / online_gc.link_path(repo, layer)
+    link.parent.mkdir(parents=True, exist_ok=True)
+    link.write_text(layer)
+
+    again = online_gc.collect_online("tester", dry_run=False)
+
+    assert again.restored_count >= 1
+    assert (Path(reg.storage_root) / online_gc.data_path(layer)).is_file()
+    assert CollectedBlob.objects.get(digest=layer, state=CollectedBlob.State.RESTORED)
+    pusher.push_image(repo, "v1", image)
+    skopeo_pull(reg, repo, "v1", tmp_path / "pulled")
+
+
+def test_an_unsafe_cache_setup_is_refused_before_anything_changes(reg, settings):
+    settings.REGISTRY_BLOB_CACHE = "inmemory"
+    settings.REGISTRY_INSTANCES = 2
+    with pytest.raises(online_gc.OnlineGcError, match="shared Redis cache"):
+        online_gc.collect_online("tester", dry_run=False)
+    assert CollectedBlob.objects.count() == 0
+
+
+def test_the_registrys_cache_is_cleared_for_every_link_taken(reg, tmp_path, settings):
+    """With the official image's in-memory cache the registry would still answer for a blob
+    whose link went: the collector's API DELETE clears it, so a re-push uploads again."""
+    config = yaml.safe_load(reg.config_path.read_text())
+    config["storage"]["cache"] = {"blobdescriptor": "inmemory"}
+    reg.restart(config)
+    settings.REGISTRY_BLOB_CACHE = "inmemory"
+    try:
+        repo = name("cached")
+        image = big_image()
+        pusher = reg.pusher()
+        pusher.push_image(repo, "v1", image)
+        skopeo_pull(reg, repo, "v1", tmp_path / "warm")  # the cache knows every blob now
+        deletes.delete_tag("tester", repo, "v1")
+        age_storage(reg)
+        result = online_gc.collect_online("tester", dry_run=False)
+        assert result.trashed_count >= 3
+        layer = sha256_digest(image.layers[0])
+        head = pusher.session.head(f"{reg.url}/v2/{repo}/blobs/{layer}", timeout=5)
+        assert head.status_code == 404
+
+        # R4: the cache still says the manifest's bytes exist, so the registry accepts the
+        # re-pushed manifest without writing them; its notification asks for the restore.
+        pusher.push_image(repo, "v1", image)
+        harness.wait_for_quiet_notifications()
+        manifest = f"{reg.url}/v2/{repo}/manifests/{image.digest}"
+        headers = {"Accept": image.media_type}
+        assert pusher.session.get(manifest, headers=headers, timeout=5).status_code == 404
+        assert CollectedBlob.objects.filter(digest=image.digest, restore_requested=True).exists()
+        (restore,) = worker.tick([JobKind.GC_RESTORE])
+        assert restore.state == Run.State.DONE
+        # The manifest came back; its layer and config the push uploaded anew.
+        assert (restore.result["restored"], restore.result["rewritten"]) == (1, 2)
+        skopeo_pull(reg, repo, "v1", tmp_path / "again")
+    finally:
+        config["storage"].pop("cache")
+        reg.restart(config)
+
+
+# --- Concurrent clients ----------------------------------------------------------------------
+
+
+class Clients:
+    """A loop of real clients beside the collector: skopeo re-pushing deleted images (into
+    their own repository and others), new images, cross-repository mounts of deleted layers,
+    and pulls of everything pushed so far. Records what succeeded and what failed."""
+
+    def __init__(self, reg, deleted, tmp_path, seed):
+        self.reg, self.deleted, self.tmp_path = reg, deleted, tmp_path
+        self.random = random.Random(seed)
+        self.skopeo = harness.Skopeo(binary=harness.SKOPEO_BINARY, registry_url=reg.url)
+        self.pusher = reg.pusher()
+        self.pushed = []  # (repository, tag, image) whose push succeeded
+        self.rereferenced = set()  # digests of deleted images' blobs the loop made live again
+        self.touched = set()  # what any attempt named, whether it succeeded or not
+        self.failed_pushes, self.failed_pulls = [], []
+        self.stop = threading.Event()
+        self.layouts = {}
+        for number, (repo, image) in enumerate(deleted):
+            layout = tmp_path / f"layout-{number}"
+            write_oci_layout(layout, image, "v1")
+            self.layouts[image.digest] = layout
+
+    def run(self):
+        step = 0
+        while not self.stop.is_set():
+            step += 1
+            action = self.random.choice(["repush", "repush-elsewhere", "new", "mount", "pull"])
+            try:
+                getattr(self, action.replace("-", "_"))(step)
+            except Exception as exc:  # noqa: BLE001 (recorded, the test asserts on them)
+                (self.failed_pulls if action == "pull" else self.failed_pushes).append(
+                    f"{action}: {exc}"
+                )
+
+    def _skopeo_push(self, repo, image, tag):
+        self.touched.update({image.digest, *map(sha256_digest, image.blobs)})
+        done = self.skopeo.copy_to_registry(
+            self.layouts[image.digest], "v1", f"{repo}", harness.PUSH_USER, harness.PUSH_PASSWORD
+        )
+        if done.returncode:
+            raise AssertionError(done.stderr[-400:])
+        if tag != "v1":
+            self.pusher.put_manifest(repo, tag, image.manifest, image.media_type)
+        self.pushed.append((repo, tag, image))
+        self.rereferenced.update({image.digest, *map(sha256_digest, image.blobs)})
+
+    def repush(self, step):
+        repo, image = self.random.choice(self.deleted)
+        self._skopeo_push(repo, image, "v1")
+
+    def repush_elsewhere(self, step):
+        _, image = self.random.choice(self.deleted)
+        self._skopeo_push(name("elsewhere"), image, "v1")
+
+    def new(self, step):
+        repo, image = name("fresh"), big_image()
+        self.pusher.push_image(repo, "v1", image)
+        self.pushed.append((repo, "v1", image))
+
+    def mount(self, step):
+        """Mount a deleted image's blobs from its old repository (the collector may have taken
+        the link: the registry then answers 202 with an upload, and the client uploads)."""
+        source, image = self.random.choice(self.deleted)
+        self.touched.update({image.digest, *map(sha256_digest, image.blobs)})
+        target = name("mounted")
+        session = self.pusher.session
+        for blob in image.blobs:
+            digest = sha256_digest(blob)
+            answer = session.post(
+                f"{self.reg.url}/v2/{target}/blobs/uploads/?mount={digest}&from={source}",
+                timeout=10,
+            )
+            if answer.status_code != 201:
+                self.pusher.push_blob(target, blob)
+        self.pusher.put_manifest(target, "v1", image.manifest, image.media_type)
+        self.pushed.append((target, "v1", image))
+        self.rereferenced.update({image.digest, *map(sha256_digest, image.blobs)})
+
+    def pull(self, step):
+        if not self.pushed:
+            return
+        repo, tag, image = self.random.choice(self.pushed)
+        problem = pull_problem(self.reg, repo, tag, image)
+        if problem:
+            raise AssertionError(problem)
+
+
+def pull_problem(reg, repo, tag, image):
+    """Why repo:tag does not pull completely with the right digests ("" when it does)."""
+    session = reg.pusher().session
+    manifest = session.get(
+        f"{reg.url}/v2/{repo}/manifests/{tag}", headers={"Accept": image.media_type}, timeout=10
+    )
+    if manifest.status_code != 200 or sha256_digest(manifest.content) != image.digest:
+        return f"{repo}:{tag} manifest: HTTP {manifest.status_code}"
+    for blob in image.blobs:
+        digest = sha256_digest(blob)
+        got = session.get(f"{reg.url}/v2/{repo}/blobs/{digest}", timeout=10)
+        if got.status_code != 200 or sha256_digest(got.content) != digest:
+            return f"{repo}:{tag} blob {digest[:19]}: HTTP {got.status_code}"
+    return ""
+
+
+@pytest.mark.parametrize("cache", ["none", "inmemory"])
+def test_nothing_pushed_is_lost_while_clients_push_mount_and_pull_during_collections(
+    reg, tmp_path, settings, cache
+):
+    config = yaml.safe_load(reg.config_path.read_text())
+    if cache != "none":
+        config["storage"]["cache"] = {"blobdescriptor": cache}
+        reg.restart(config)
+    settings.REGISTRY_BLOB_CACHE = cache
+    try:
+        pusher = reg.pusher()
+        deleted = []
+        for _ in range(8):
+            repo, image = name("deleted"), big_image()
+            pusher.push_image(repo, "v1", image)
+            skopeo_pull(reg, repo, "v1", tmp_path / f"warm-{len(deleted)}")  # caches warm
+            deletes.delete_tag("tester", repo, "v1")
+            deleted.append((repo, image))
+        age_storage(reg)
+        dry = online_gc.collect_online("tester", dry_run=True)
+        garbage = {
+            d for _, image in deleted for d in (image.digest, *map(sha256_digest, image.blobs))
+        }
+        assert dry.candidate_count == len(garbage)
+
+        # The clients bring back half of the deleted images; the other half stays garbage.
+        clients = Clients(reg, deleted[:4], tmp_path, seed=cache)
+        restorer_stop = threading.Event()
+
+        def restorer():  # the worker's part: restores asked for by notifications
+            close_old_connections()
+            while not restorer_stop.wait(0.2):
+                worker.tick([JobKind.GC_RESTORE])
+            connection.close()
+
+        threads = [threading.Thread(target=clients.run), threading.Thread(target=restorer)]
+        for thread in threads:
+            thread.start()
+        try:
+            runs = [online_gc.collect_online("tester", dry_run=False) for _ in range(3)]
+        finally:
+            clients.stop.set()
+            restorer_stop.set()
+            for thread in threads:
+                thread.join(60)
+        harness.wait_for_quiet_notifications()
+        worker.tick([JobKind.GC_RESTORE])
+        final = online_gc.collect_online("tester", dry_run=False)
+
+        # The one failure the protocol cannot exclude (docs: R11): a client saw a blob (HEAD
+        # answered 200), the collector took its link within the same instant, and the
+        # manifest PUT that followed was refused. Counted, and of that kind only.
+        assert all("blob unknown" in failure for failure in clients.failed_pushes)
+        assert len(clients.pushed) >= 5 and clients.rereferenced
+        assert sum(run.trashed_count for run in runs) > 0
+        problems = [pull_problem(reg, *pushed) for pushed in clients.pushed]
+        assert [p for p in problems if p] == []
+        # What stays collected is the garbage the clients did not bring back.
+        gone = set(
+            CollectedBlob.objects.filter(state=CollectedBlob.State.TRASHED).values_list(
+                "digest", flat=True
+            )
+        )
+        # Everything nobody touched is collected; nothing a successful push needs is.
+        assert garbage - clients.touched <= gone <= garbage - clients.rereferenced
+        assert len(gone) >= 12  # at least the four images nobody brought back
+        assert final.unreferenced_count == 0 or final.young_count == final.unreferenced_count
+        # Transient failures (docs: R3/R4 windows) are counted, not hidden.
+        print(
+            f"cache={cache}: {len(clients.pushed)} pushes, {len(clients.failed_pushes)} pushes "
+            f"and {len(clients.failed_pulls)} pulls "
+            f"failed during the runs, trashed per run {[r.trashed_count for r in runs]}, kept "
+            f"{[r.kept_count for r in runs]}, restored {[r.restored_count for r in runs]}, "
+            f"final {final.restored_count} restored {final.rewritten_count} rewritten, "
+            f"gone {len(gone)} of {len(garbage)}"
+        )
+    finally:
+        config["storage"].pop("cache", None)
+        reg.restart(config)
