@@ -8,6 +8,9 @@ one), so collecting touches no other test's images.
 
 import os
 import random
+import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -383,3 +386,91 @@ def test_nothing_pushed_is_lost_while_clients_push_mount_and_pull_during_collect
     finally:
         config["storage"].pop("cache", None)
         reg.restart(config)
+
+
+def test_killed_at_random_points_twenty_times_then_resumed_nothing_is_lost(reg, tmp_path, settings):
+    """SIGKILL of `manage.py garbage_collect --online` at random moments (starting up,
+    marking, unlinking, settling, moving data, re-checking), 20 times, while clients push and
+    pull; then runs to the end: every successful push pulls, what nobody needs is collected,
+    and the trash empties."""
+    pusher = reg.pusher()
+    deleted = []
+    for _ in range(6):
+        repo, image = name("killed"), big_image()
+        pusher.push_image(repo, "v1", image)
+        deletes.delete_tag("tester", repo, "v1")
+        deleted.append((repo, image))
+    age_storage(reg)
+    garbage = {d for _, image in deleted for d in (image.digest, *map(sha256_digest, image.blobs))}
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "portal.settings_test",
+        "DATA_DIR": str(settings.DATA_DIR),
+        "DATABASE_URL": harness.child_database_url(),
+        "REGISTRY_URL": settings.REGISTRY_URL,
+        "REGISTRY_USERNAME": settings.REGISTRY_USERNAME,
+        "REGISTRY_PASSWORD": settings.REGISTRY_PASSWORD,
+        "STORAGE_BACKEND": "filesystem",
+        "STORAGE_FILESYSTEM_ROOT": settings.STORAGE_FILESYSTEM_ROOT,
+        "REGISTRY_BLOB_CACHE": "none",
+        "GC_SETTLE_SECONDS": "0.3",
+        # A killed run's lease must not keep the next one out for minutes.
+        "WORKER_LEASE_SECONDS": "1",
+    }
+    clients = Clients(reg, deleted[:2], tmp_path, seed="killed")
+    loop = threading.Thread(target=clients.run)
+    loop.start()
+    kills = random.Random(20)
+    outcomes, phases = [], []
+    try:
+        for _ in range(20):
+            last = Run.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+            process = subprocess.Popen(
+                [sys.executable, "manage.py", "garbage_collect", "--online"],
+                cwd=harness.REPO_ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            # The clock starts when the run does, not while Python starts up.
+            deadline = time.monotonic() + 30
+            while not Run.objects.filter(pk__gt=last, kind=JobKind.ONLINE_GC).exists():
+                assert time.monotonic() < deadline and process.poll() is None
+                time.sleep(0.02)
+            time.sleep(kills.uniform(0, 1.5))
+            process.send_signal(signal.SIGKILL)
+            outcomes.append(process.wait(30))
+            run = Run.objects.filter(pk__gt=last, kind=JobKind.ONLINE_GC).get()
+            phases.append(run.message.split(":")[0][:30] if run.state == Run.State.RUNNING else "")
+            time.sleep(1.1)  # the lease expires
+    finally:
+        clients.stop.set()
+        loop.join(60)
+    assert outcomes.count(-signal.SIGKILL) >= 15  # most were really killed mid-run
+    assert len(set(phases) - {""}) >= 3, phases  # in several different phases
+    harness.wait_for_quiet_notifications()
+    worker.tick([JobKind.GC_RESTORE])
+    settings.GC_SETTLE_SECONDS = 0.3
+    online_gc.collect_online("tester", dry_run=False)
+
+    assert all("blob unknown" in failure for failure in clients.failed_pushes)
+    problems = [pull_problem(reg, *pushed) for pushed in clients.pushed]
+    assert [p for p in problems if p] == []
+    left = CollectedBlob.objects.exclude(
+        state__in=[CollectedBlob.State.TRASHED, CollectedBlob.State.PURGED]
+    ).exclude(state__in=[CollectedBlob.State.KEPT, CollectedBlob.State.RESTORED])
+    assert list(left) == []  # nothing left half-done
+    trashed = set(
+        CollectedBlob.objects.filter(state=CollectedBlob.State.TRASHED).values_list(
+            "digest", flat=True
+        )
+    )
+    assert garbage - clients.touched <= trashed <= garbage - clients.rereferenced
+    for digest in garbage - trashed:
+        assert (Path(reg.storage_root) / online_gc.data_path(digest)).is_file()
+
+    settings.GC_TRASH_HOURS = 0
+    purge = online_gc.collect_online("tester", dry_run=False)
+    assert purge.purged_count == len(trashed)
+    assert trash_files(reg) == []
+    assert [p for p in (pull_problem(reg, *pushed) for pushed in clients.pushed) if p] == []
