@@ -72,6 +72,8 @@ export REGISTRY_URL="${REGISTRY_URL:-http://127.0.0.1:$REGISTRY_PORT}"
 export REGISTRY_PUBLIC_HOST="${REGISTRY_PUBLIC_HOST:-127.0.0.1:$REGISTRY_PORT}"
 export STORAGE_BACKEND="${STORAGE_BACKEND:-filesystem}"
 export STORAGE_FILESYSTEM_ROOT="${STORAGE_FILESYSTEM_ROOT:-$DATA_DIR/registry/storage}"
+# The registry started below has no blob-descriptor cache (its config has no storage.cache).
+export REGISTRY_BLOB_CACHE="${REGISTRY_BLOB_CACHE:-none}"
 export HTPASSWD_PATH="${HTPASSWD_PATH:-$DATA_DIR/htpasswd}"
 export ALLOWED_HOSTS="${ALLOWED_HOSTS:-127.0.0.1,localhost}"
 
