@@ -12,6 +12,7 @@ Outside systems are reached only through `storage` (listings, reads, writes) and
 client (`forget_blob`, with a blob-descriptor cache).
 """
 
+import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -25,9 +26,9 @@ from django.utils import timezone
 from . import registry, storage, worker
 from .models import AuditEvent, CollectedBlob, JobKind, PortalAction
 from .models.batches import batched
-from .references import RegistryAction
+from .references import MANIFEST_MEDIA_TYPES, RegistryAction
 from .storage.layout import REPOSITORIES, V2_PREFIX, blob_path
-from .storage.scan import mark, relist
+from .storage.scan import MANIFEST_MAX_BYTES, mark, relist
 from .usage import ManifestReferenceCache
 
 logger = logging.getLogger(__name__)
@@ -63,6 +64,10 @@ class OnlineGcResult:
     # Unreferenced and old, but a client named them in the grace period (a HEAD before a push,
     # a pull, an upload or mount): in use, kept this time.
     in_use_count: int = 0
+    # Unreferenced manifests left in place because the registry has a blob-descriptor cache:
+    # it would accept the same manifest again without writing its bytes (docs: R4).
+    manifest_kept_count: int = 0
+    manifest_kept_bytes: int = 0
     # Candidates a re-mark found needed again (a push overtook the run).
     kept_count: int = 0
     trashed_count: int = 0
@@ -83,6 +88,20 @@ class OnlineGcResult:
 
     def as_dict(self):
         return asdict(self)
+
+
+def looks_like_manifest(content):
+    """Whether `content` is an image manifest, index or manifest list (not a config: those
+    have no schemaVersion)."""
+    try:
+        document = json.loads(content or b"")
+    except (ValueError, UnicodeDecodeError):
+        return False
+    if not isinstance(document, dict) or "schemaVersion" not in document:
+        return False
+    return document.get("mediaType") in MANIFEST_MEDIA_TYPES or any(
+        key in document for key in ("layers", "manifests", "fsLayers")
+    )
 
 
 def hex_of(digest):
@@ -218,12 +237,15 @@ class _Run:
                 when = _batch_time(parts[0])
                 trashed_at[digest] = max(trashed_at.get(digest, when), when)
         unlinked = list(CollectedBlob.objects.filter(state__in=[State.CANDIDATE, State.UNLINKED]))
-        watched = set(self.trash) | {row.digest for row in unlinked}
+        rows = {row.digest: row for row in CollectedBlob.objects.filter(state=State.TRASHED)}
+        # Checkpointed as trashed, but the move never happened (killed in between).
+        unmoved = [row for digest, row in rows.items() if digest not in self.trash]
+        watched = set(self.trash) | {row.digest for row in unlinked + unmoved}
         if not watched:
             return
+        self._watch_events()
         linked, referenced = self._relist(watched, {})
         needed = set(linked) | referenced
-        rows = {row.digest: row for row in CollectedBlob.objects.filter(state=State.TRASHED)}
         for digest, paths in self.trash.items():
             row = rows.get(digest)
             if digest in needed:
@@ -231,16 +253,32 @@ class _Run:
                     self._restore(digest, paths, row, relink=digest in referenced)
                 continue
             old = trashed_at[digest] < self.now - timedelta(hours=settings.GC_TRASH_HOURS)
-            if old and not self.dry_run:
-                self.backend.delete_objects(paths)
-                self.result.purged_count += 1
-                self.result.purged_bytes += row.size if row else 0
-                if row is not None:
-                    row.state = State.PURGED
-                    row.save(update_fields=["state", "updated_at"])
-        for row in unlinked:
-            if self.dry_run:
+            if not old or self.dry_run:
                 continue
+            # Gone for good in a moment: a client naming it right now keeps it (as R11).
+            self._events_since_watch()
+            if digest in self.used or (
+                row is not None
+                and CollectedBlob.objects.filter(pk=row.pk, restore_requested=True).exists()
+            ):
+                continue
+            self.backend.delete_objects(paths)
+            self.result.purged_count += 1
+            self.result.purged_bytes += row.size if row else 0
+            if row is not None:
+                row.state = State.PURGED
+                row.save(update_fields=["state", "updated_at"])
+        if self.dry_run:
+            return
+        for row in unmoved:
+            if self.backend.object_exists(data_path(row.digest)):
+                if row.digest in referenced:
+                    self._relink(row)
+                row.state = State.KEPT  # its data never left; the mark decides again
+            else:
+                row.state = State.PURGED  # neither in place nor in the trash
+            row.save(update_fields=["state", "updated_at"])
+        for row in unlinked:
             if row.digest in referenced:
                 self._relink(row)
                 row.state = State.KEPT
@@ -304,7 +342,36 @@ class _Run:
             self.result.candidate_count += 1
             self.result.candidate_bytes += blob.size
         self.marked.unreferenced = None
+        if settings.REGISTRY_BLOB_CACHE != "none":
+            candidates = self._without_manifests(candidates)
         return candidates
+
+    def _without_manifests(self, candidates):
+        """The candidates that are not manifests. A registry with a blob-descriptor cache
+        answers "exists" from it for a manifest's bytes long after they went, so a manifest
+        pushed again would be stored without them, after any trash purge too: manifests (a few
+        KB each) stay where they are."""
+        small = [blob for blob in candidates if blob.size <= MANIFEST_MAX_BYTES]
+        known = ManifestReferenceCache().lookup([blob.digest for blob in small])
+
+        def is_manifest(blob):
+            if blob.digest in known:
+                return True
+            return looks_like_manifest(self.backend.read(blob_path(blob.digest), blob.size))
+
+        with ThreadPoolExecutor(max(1, settings.STORAGE_READ_CONCURRENCY)) as pool:
+            manifests = {
+                blob.digest
+                for blob, yes in zip(small, pool.map(is_manifest, small), strict=True)
+                if yes
+            }
+        for blob in candidates:
+            if blob.digest in manifests:
+                self.result.manifest_kept_count += 1
+                self.result.manifest_kept_bytes += blob.size
+                self.result.candidate_count -= 1
+                self.result.candidate_bytes -= blob.size
+        return [blob for blob in candidates if blob.digest not in manifests]
 
     # Phase 2
 
