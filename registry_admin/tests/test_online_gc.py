@@ -139,10 +139,10 @@ def test_young_garbage_waits_for_the_grace_period(reg):
     assert result.candidate_count == 0 and result.trashed_count == 0
 
 
-def test_a_link_to_a_trashed_blob_brings_it_back_and_the_image_pulls(reg, tmp_path):
-    """R3: an upload that saw the data just before it moved leaves a link to missing data."""
-    repo = name("relinked")
-    image = big_image()
+def collected_then_relinked(reg, prefix):
+    """An image deleted and collected, then its layer linked again the way the registry's
+    upload does when it finds the data present (only the link): R3's leftover."""
+    repo, image = name(prefix), big_image()
     pusher = reg.pusher()
     pusher.push_image(repo, "v1", image)
     deletes.delete_tag("tester", repo, "v1")
@@ -150,10 +150,15 @@ def test_a_link_to_a_trashed_blob_brings_it_back_and_the_image_pulls(reg, tmp_pa
     result = online_gc.collect_online("tester", dry_run=False)
     assert result.trashed_count >= 3, result
     layer = sha256_digest(image.layers[0])
-    # What the registry's upload does when it finds the data present: only the link.
     link = Path(reg.storage_root) / online_gc.link_path(repo, layer)
     link.parent.mkdir(parents=True, exist_ok=True)
     link.write_text(layer)
+    return repo, image, pusher, layer
+
+
+def test_a_link_to_a_trashed_blob_brings_it_back_and_the_image_pulls(reg, tmp_path):
+    """R3: an upload that saw the data just before it moved leaves a link to missing data."""
+    repo, image, pusher, layer = collected_then_relinked(reg, "relinked")
 
     again = online_gc.collect_online("tester", dry_run=False)
 
@@ -483,17 +488,7 @@ def test_killed_at_random_points_twenty_times_then_resumed_nothing_is_lost(reg, 
 def test_a_push_notification_naming_a_trashed_blob_restores_it_at_once(reg, tmp_path):
     """R3 as the registry leaves it: an upload found the data just before it moved and wrote
     only the link; its blob-push notification asks for the restore, the worker's job does it."""
-    repo = name("notified")
-    image = big_image()
-    pusher = reg.pusher()
-    pusher.push_image(repo, "v1", image)
-    deletes.delete_tag("tester", repo, "v1")
-    age_storage(reg)
-    online_gc.collect_online("tester", dry_run=False)
-    layer = sha256_digest(image.layers[0])
-    link = Path(reg.storage_root) / online_gc.link_path(repo, layer)
-    link.parent.mkdir(parents=True, exist_ok=True)
-    link.write_text(layer)
+    repo, image, pusher, layer = collected_then_relinked(reg, "notified")
     event = make_registry_event(
         action="push", repository=repo, tag="", digest=layer, mediaType="application/octet-stream"
     )
