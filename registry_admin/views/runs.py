@@ -9,6 +9,7 @@ from django.views.decorators.http import require_GET, require_POST
 from .. import worker
 from ..models import JobKind
 from ..roles import DELETE_IMAGES, RUN_JOBS, require
+from ..templatetags.oyster import eta
 
 
 def _kind_or_404(kind):
@@ -77,6 +78,8 @@ def run_as_dict(run):
         "total": run.total,
         "percent": run.percent,
         "message": run.message,
+        # Worked out here, so the page and its polling say the same.
+        "eta": eta(run),
         "error": run.error,
         "requested_at": run.requested_at.isoformat() if run.requested_at else None,
         "started_at": run.started_at.isoformat() if run.started_at else None,
