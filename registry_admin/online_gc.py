@@ -20,11 +20,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Count, Q, Sum
 from django.utils import timezone
 
 from . import registry, storage, worker
-from .models import AuditEvent, CollectedBlob, JobKind, PortalAction
+from .models import AuditEvent, CollectedBlob, JobKind, PortalAction, Run
 from .models.batches import batched
 from .references import MANIFEST_MEDIA_TYPES, RegistryAction
 from .storage.layout import REPOSITORIES, V2_PREFIX, blob_path
@@ -616,3 +616,57 @@ def restore_job(run):
         "restored_bytes": restorer.result.restored_bytes,
         "rewritten": restorer.result.rewritten_count,
     }
+
+
+# --- What the Storage page and the dashboard show ---
+
+# A real run started from the Storage page needs a dry run this recent: its figures are what the
+# admin looked at before collecting.
+DRY_RUN_FRESH = timedelta(hours=1)
+
+
+def _runs(dry_run):
+    runs = Run.objects.filter(kind=JobKind.ONLINE_GC)
+    if dry_run:
+        return runs.filter(options__dry_run=True)
+    # Scheduled runs carry no options at all: they collect.
+    return runs.filter(Q(options__dry_run=False) | ~Q(options__has_key="dry_run"))
+
+
+def latest_run(dry_run):
+    """The latest online dry run (or real run), whatever its state, or None."""
+    return _runs(dry_run).order_by("-requested_at").first()
+
+
+def last_finished(dry_run):
+    """The latest online dry run (or real run) that finished without error, or None."""
+    return _runs(dry_run).filter(state=Run.State.DONE).order_by("-finished_at").first()
+
+
+def trash_totals():
+    """(count, bytes) of the blobs in the trash now, by their rows."""
+    totals = CollectedBlob.objects.filter(state=State.TRASHED).aggregate(
+        count=Count("pk"), size=Sum("size")
+    )
+    return totals["count"], totals["size"] or 0
+
+
+def dry_run_refusal(now=None):
+    """Why the latest dry run does not let a real run start from the Storage page (a sentence),
+    or "" when it finished without error within DRY_RUN_FRESH."""
+    dry = latest_run(dry_run=True)
+    if dry is None:
+        return "Run a dry run first: it shows what the collection would take away."
+    if dry.is_active:
+        return "The dry run has not finished yet: collect once its figures are shown."
+    if dry.state != Run.State.DONE:
+        return "The last dry run failed: run it again, and collect once it has finished."
+    if dry.finished_at < (now or timezone.now()) - DRY_RUN_FRESH:
+        return "The last dry run finished more than an hour ago: run it again before collecting."
+    return ""
+
+
+def collect_refusal(now=None):
+    """Why the Storage page must not start a real run now (a sentence), or "": the setup is
+    unsafe (safety_problem), or no dry run finished within DRY_RUN_FRESH (dry_run_refusal)."""
+    return safety_problem() or dry_run_refusal(now)

@@ -29,6 +29,7 @@ urlpatterns = [
     path("storage/", storage_views.storage_page, name="storage"),
     path("storage/untagged/prune/", storage_views.untagged_prune, name="untagged-prune"),
     path("storage/garbage-collect/", storage_views.garbage_collect, name="garbage-collect"),
+    path("storage/collect-online/", storage_views.online_collect, name="online-collect"),
     path("audit/", audit.audit_log, name="audit"),
     path("audit/<int:pk>/", audit.audit_event, name="audit-event"),
     path("audit/export.csv", audit.audit_export, name="audit-export"),

@@ -76,7 +76,8 @@ def post_payloads(client):
 
 def seed_portal(root, settings, admin_client):
     """Fill the portal: images in a real registry, the index reconciled from it, a storage
-    snapshot, audit events, a rejected delivery, a refused one, a registry user, a rule."""
+    snapshot, online collector runs, audit events, a rejected delivery, a refused one, a
+    registry user, a rule."""
     registry, sink = start_seed_registry(root)
     registry_settings(settings, registry)
     pusher = registry.pusher()
@@ -91,6 +92,12 @@ def seed_portal(root, settings, admin_client):
     for kind in ("sync", "details", "storage_scan"):
         run = worker.run_now(kind)
         assert run.state == run.State.DONE, (kind, run.error)
+    # The online collector's dry run and a real run, for the Storage page's figures: everything
+    # is younger than the grace period, so nothing moves.
+    settings.GC_SETTLE_SECONDS = 0
+    for dry_run in (True, False):
+        run = worker.run_now("online_gc", options={"dry_run": dry_run})
+        assert run.state == run.State.DONE, ("online_gc", run.error)
 
     post_payloads(admin_client)
     rejected = admin_client.post(
@@ -201,6 +208,7 @@ def page_requests(seed):
         Request(app + "unused", "GET", url("unused")),
         Request(app + "untagged-prune", "POST", url("untagged-prune"), {"repository": "*"}),
         Request(app + "garbage-collect", "POST", url("garbage-collect"), {"mode": "dry-run"}),
+        Request(app + "online-collect", "POST", url("online-collect"), {"mode": "dry-run"}),
         Request(app + "audit", "GET", url("audit")),
         Request(app + "audit-event", "GET", url("audit-event", seed.audit_pk)),
         Request(app + "audit-export", "GET", url("audit-export")),

@@ -321,7 +321,7 @@ def test_the_storage_page_draws_its_charts_after_a_scan(page, live_server, admin
 
     log_in(page, live_server, admin_user, "/storage/")
     page.get_by_role("button", name="Scan now").click()
-    expect(page.locator(".run-status")).to_contain_text("Requested")
+    expect(page.locator(".run-status[data-run-kind=storage_scan]")).to_contain_text("Requested")
     (run,) = worker.tick(["storage_scan"])
     assert run.state == Run.State.DONE, run.error
 

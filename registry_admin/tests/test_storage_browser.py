@@ -48,7 +48,7 @@ def test_charts_sorting_and_scan_now(page, live_server, admin_user, settings, tm
 
     tree.image("web/new", [b"brand new layer" * 50], tag="v1")
     page.get_by_role("button", name="Scan now").click()
-    expect(page.locator(".run-status")).to_contain_text("Requested")
+    expect(page.locator(".run-status[data-run-kind=storage_scan]")).to_contain_text("Requested")
     (run,) = worker.tick(["storage_scan"])
     assert run.state == run.State.DONE, run.error
     # The widget sees the run finish and reloads the page with the new snapshot.

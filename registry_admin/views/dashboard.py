@@ -4,7 +4,7 @@ from django.conf import settings
 from django.shortcuts import render
 from django.utils import timezone
 
-from .. import registry, usage, worker
+from .. import online_gc, registry, usage, worker
 from ..models import JobKind
 from . import audit
 
@@ -13,6 +13,8 @@ JOB_PAGES = {
     JobKind.SYNC: ("registry_admin:repositories", "Repositories"),
     JobKind.DETAILS: ("registry_admin:repositories", "Repositories"),
     JobKind.STORAGE_SCAN: ("registry_admin:storage", "Storage"),
+    JobKind.ONLINE_GC: ("registry_admin:storage", "Storage"),
+    JobKind.GC_RESTORE: ("registry_admin:storage", "Storage"),
     JobKind.RETENTION: ("registry_admin:retention", "Retention rules"),
     JobKind.AUDIT_PRUNE: ("registry_admin:audit", "Audit log"),
 }
@@ -30,6 +32,7 @@ def _storage_context():
             and timezone.now() - snapshot.created_at > timedelta(seconds=2 * interval)
         ),
         "storage_failed_run": usage.failed_run_since(snapshot),
+        "online_collection": online_gc.last_finished(dry_run=False),
     }
 
 

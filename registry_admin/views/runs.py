@@ -9,6 +9,7 @@ from django.views.decorators.http import require_GET, require_POST
 from .. import worker
 from ..models import JobKind
 from ..roles import DELETE_IMAGES, RUN_JOBS, require
+from ..templatetags.oyster import eta
 
 
 def _kind_or_404(kind):
@@ -20,18 +21,25 @@ def _kind_or_404(kind):
 # Every kind is in exactly one of these two sets (a test holds JOBS to it), so a new kind is a
 # decision, not a default. Kinds whose real run deletes images: here they need the delete
 # permission and only ever start a dry run; each real run has its own page, with a confirmation
-# (Retention → Run now, Storage → untagged cleanup, Storage → garbage collection).
-DRY_RUN_ONLY = {JobKind.RETENTION, JobKind.PRUNE_UNTAGGED, JobKind.GARBAGE_COLLECT}
+# (Retention → Run now, Storage → untagged cleanup, Storage → garbage collection, Storage →
+# collect now, registry online).
+DRY_RUN_ONLY = {
+    JobKind.RETENTION,
+    JobKind.PRUNE_UNTAGGED,
+    JobKind.GARBAGE_COLLECT,
+    JobKind.ONLINE_GC,
+}
 # Kinds that remove nothing a user made: the reconcile and the details fetch rewrite the index
 # from the registry; the scan replaces its own snapshot; the audit prune removes only what
 # AUDIT_RETENTION_DAYS has already expired (the schedule would, a little later), takes no options
-# and records itself in the trail.
+# and records itself in the trail; the trash restore only brings back blobs a push asked for.
 ANY_RUN = {
     JobKind.NOOP,
     JobKind.SYNC,
     JobKind.DETAILS,
     JobKind.STORAGE_SCAN,
     JobKind.AUDIT_PRUNE,
+    JobKind.GC_RESTORE,
 }
 
 
@@ -70,6 +78,8 @@ def run_as_dict(run):
         "total": run.total,
         "percent": run.percent,
         "message": run.message,
+        # Worked out here, so the page and its polling say the same.
+        "eta": eta(run),
         "error": run.error,
         "requested_at": run.requested_at.isoformat() if run.requested_at else None,
         "started_at": run.started_at.isoformat() if run.started_at else None,

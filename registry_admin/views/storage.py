@@ -10,7 +10,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from .. import collector, storage, untagged, usage, worker
+from .. import collector, online_gc, storage, untagged, usage, worker
 from ..forms.storage import SORTS, PruneForm, RepositoryTableForm
 from ..models import JobKind
 from ..roles import DELETE_IMAGES, require
@@ -63,6 +63,7 @@ def storage_page(request):
             "gc_run": worker.latest_run(JobKind.GARBAGE_COLLECT),
             "read_only_howto": collector.READ_ONLY_HOWTO,
             "restart_reminder": collector.RESTART_REMINDER,
+            "online": _online_gc_context(),
             **usage.gc_guidance_context(snapshot),
         },
     )
@@ -122,6 +123,58 @@ def garbage_collect(request):
         f"{run.get_state_display().lower()}; its result shows below when it is done.",
     )
     return redirect("registry_admin:storage")
+
+
+@require_POST
+@require(DELETE_IMAGES)
+@never_cache
+def online_collect(request):
+    """Ask the worker for an online collection: a dry run, or a real run once a dry run has
+    finished within the hour (and never on a setup known to be unsafe)."""
+    # One button is pressed at a time: two modes are a request no page sends.
+    modes = request.POST.getlist("mode")
+    mode = modes[0] if len(modes) == 1 else ""
+    if mode not in ("dry-run", "run"):
+        messages.error(request, "Choose a dry run or a collection.")
+        return redirect("registry_admin:storage")
+    dry_run = mode == "dry-run"
+    # The job refuses an unsafe setup even for a dry run: say so now rather than queue a failure.
+    refusal = online_gc.safety_problem() if dry_run else online_gc.collect_refusal()
+    if refusal:
+        messages.error(request, refusal)
+        return redirect("registry_admin:storage")
+    run = worker.request_run(JobKind.ONLINE_GC, user=request.user, options={"dry_run": dry_run})
+    what = "dry run, deletes nothing" if dry_run else "the registry stays online"
+    messages.info(
+        request,
+        f"Online collection #{run.pk} ({what}) is {run.get_state_display().lower()}; its "
+        "progress and figures show under “Collect now”.",
+    )
+    return redirect("registry_admin:storage")
+
+
+def _online_gc_context():
+    """The "Collect now (registry stays online)" section: what a run assumes, the latest
+    figures, the trash, and whether Collect is offered (the POST checks again)."""
+    trash_count, trash_bytes = online_gc.trash_totals()
+    interval = worker.JOBS[JobKind.ONLINE_GC].interval()
+    return {
+        "kind": JobKind.ONLINE_GC,
+        "run": worker.latest_run(JobKind.ONLINE_GC),
+        # A sentence when the setup is unsafe: both buttons are greyed out and refused.
+        "problem": online_gc.safety_problem(),
+        # A sentence until a dry run has finished within the hour: Collect is not offered.
+        "dry_run_refusal": online_gc.dry_run_refusal(),
+        "dry": online_gc.last_finished(dry_run=True),
+        "collected": online_gc.last_finished(dry_run=False),
+        "trash_count": trash_count,
+        "trash_bytes": trash_bytes,
+        "blob_cache": settings.REGISTRY_BLOB_CACHE,
+        "instances": settings.REGISTRY_INSTANCES,
+        "grace_minutes": settings.GC_GRACE_MINUTES,
+        "trash_hours": settings.GC_TRASH_HOURS,
+        "schedule_hours": interval / 3600 if interval else None,
+    }
 
 
 def _columns(sort):

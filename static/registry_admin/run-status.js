@@ -17,7 +17,15 @@
               (run.total ? ": " + run.done + " / " + run.total : "") +
               (run.message ? " — " + run.message : "");
             var bar = box.querySelector("progress");
+            if (!bar && run.total) {
+              // A stage with a known total began after the page loaded.
+              bar = document.createElement("progress");
+              bar.setAttribute("aria-label", box.dataset.runLabel + ": progress");
+              text.after(bar);
+            }
             if (bar && run.total) { bar.max = run.total; bar.value = run.done; }
+            var eta = box.querySelector(".run-eta");
+            if (eta) eta.textContent = run.eta || "";
           } else {
             clearInterval(timer);
             window.location.reload();
