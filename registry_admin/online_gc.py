@@ -124,7 +124,7 @@ def safety_problem():
             "each registry process keeps its own blob cache, and the collector can clear it in "
             "only one of them, so another could accept a push of a blob the collector took away. "
             "Give the registries a shared Redis cache (storage.cache.blobdescriptor: redis) or "
-            "none, set REGISTRY_BLOB_CACHE to match, and run again. Nothing was changed."
+            "none, and set REGISTRY_BLOB_CACHE to match."
         )
     return ""
 
@@ -190,7 +190,7 @@ class _Run:
     def execute(self):
         problem = safety_problem()
         if problem:
-            raise OnlineGcError(problem)
+            raise OnlineGcError(f"{problem} Nothing was changed.")
         if not self.dry_run:
             check_can_write(self.backend)
         self._phase("Recovering what earlier runs left, purging the old trash")
