@@ -250,7 +250,9 @@ def _name_candidates(query, show_empty):
             )
             found = cursor.fetchall()
     else:
-        rows = Repository.objects.filter(name__contains=query)
+        # Unordered: PostgreSQL then answers from its trigram index instead of walking the
+        # names in order (the model's default ordering) and filtering them.
+        rows = Repository.objects.filter(name__contains=query).order_by()
         if not show_empty:
             rows = rows.filter(is_empty=False)
         found = list(rows.values_list("pk", "name")[: SEARCH_CANDIDATES + 1])
@@ -262,12 +264,15 @@ def _name_candidates(query, show_empty):
 
 def header_totals():
     """The repositories page header's totals, exact: {"repositories" (with tags), "empty",
-    "tags"}. Summed from the delta rows the database's triggers add as repositories change
-    (migration 0016), folded into one row once there are many (so the sum stays a short read)."""
+    "tags"}: the folded totals plus the delta rows the database's triggers added since
+    (migration 0016), one primary-key range; folded again once there are many."""
     with connection.cursor() as cursor:
         cursor.execute(
-            "SELECT coalesce(sum(repositories), 0), coalesce(sum(empty), 0), "
-            "coalesce(sum(tags), 0), count(*), max(id) FROM registry_admin_repositorytotals"
+            "SELECT b.repositories + coalesce(sum(d.repositories), 0), "
+            "b.empty + coalesce(sum(d.empty), 0), b.tags + coalesce(sum(d.tags), 0), "
+            "count(d.id), max(d.id) FROM registry_admin_repositorytotals_base b "
+            "LEFT JOIN registry_admin_repositorytotals d ON d.id > b.folded_through "
+            "GROUP BY b.repositories, b.empty, b.tags"
         )
         repositories, empty, tags, deltas, newest = cursor.fetchone()
     if deltas > TOTALS_FOLD_AT:
@@ -276,25 +281,31 @@ def header_totals():
 
 
 def _fold_totals(newest):
-    """Replace the delta rows up to id `newest` by their sum, in one transaction (a reader sees
-    either all of them or the sum). Two folds at once take turns (an advisory lock on
-    PostgreSQL, SQLite's single writer), so no delta is summed twice."""
+    """Add the delta rows up to id `newest` to the folded totals and delete them, in one
+    transaction (a reader sees them either way once). Two folds at once take turns (an
+    advisory lock on PostgreSQL, SQLite's single writer), so no delta is added twice."""
     with transaction.atomic():
         db.hold_transaction_lock(db.AdvisoryKey.REPOSITORY_TOTALS)
         with connection.cursor() as cursor:
             cursor.execute(
-                "SELECT sum(repositories), sum(empty), sum(tags), count(*) "
-                "FROM registry_admin_repositorytotals WHERE id <= %s",
+                "SELECT coalesce(sum(d.repositories), 0), coalesce(sum(d.empty), 0), "
+                "coalesce(sum(d.tags), 0), count(d.id), max(b.folded_through) "
+                "FROM registry_admin_repositorytotals_base b "
+                "LEFT JOIN registry_admin_repositorytotals d "
+                "ON d.id > b.folded_through AND d.id <= %s",
                 [newest],
             )
-            repositories, empty, tags, rows = cursor.fetchone()
-            if rows <= 1:
+            repositories, empty, tags, rows, folded_through = cursor.fetchone()
+            if not rows:
                 return
-            cursor.execute("DELETE FROM registry_admin_repositorytotals WHERE id <= %s", [newest])
             cursor.execute(
-                "INSERT INTO registry_admin_repositorytotals (repositories, empty, tags) "
-                "VALUES (%s, %s, %s)",
-                [repositories, empty, tags],
+                "UPDATE registry_admin_repositorytotals_base SET folded_through = %s, "
+                "repositories = repositories + %s, empty = empty + %s, tags = tags + %s",
+                [newest, repositories, empty, tags],
+            )
+            cursor.execute(
+                "DELETE FROM registry_admin_repositorytotals WHERE id > %s AND id <= %s",
+                [folded_through, newest],
             )
 
 

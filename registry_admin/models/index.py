@@ -39,6 +39,8 @@ class Repository(models.Model):
         verbose_name_plural = "repositories"
         indexes = [
             models.Index(fields=["is_empty", "name"], name="index_repo_name_idx"),
+            # The status line's "last reconciled" when no sync run is on record: one seek.
+            models.Index(fields=["-synced_at"], name="repo_synced_idx"),
             # Two per sort of the list, the name breaking ties, so a page after a cursor is one
             # index range even inside a long run of equal values (browse.repository_page): one
             # over the repositories with tags (the default view: empty ones, all at the end of

@@ -12,7 +12,7 @@ import pytest
 from django.core.management import call_command
 from django.utils import timezone
 
-from registry_admin import access, htpasswd, notifications
+from registry_admin import access, htpasswd, notifications, pulls
 from registry_admin.models import AuditEvent, PortalAction, RobotAccount
 
 from .images import build_image, write_oci_layout
@@ -141,7 +141,8 @@ def test_without_a_worker_a_robot_used_after_its_expiry_loses_its_line(
 
     with django_capture_on_commit_callbacks(execute=True) as callbacks:
         notifications.record(notifications.parse_envelope(pull_by(fresh.username)))
-    assert callbacks == []  # a robot within its time: nothing to do
+    # A robot within its time: nothing to do (the pull counters' own refresh aside).
+    assert [c for c in callbacks if c.__module__ != pulls.__name__] == []
     assert htpasswd.read_users().get(old.username) is not None
 
     with django_capture_on_commit_callbacks(execute=True):
