@@ -338,6 +338,9 @@ STORAGE_FILESYSTEM_ROOT = str(_path("STORAGE_FILESYSTEM_ROOT", DATA_DIR / "regis
 STORAGE_TIMEOUT = env.float("STORAGE_TIMEOUT", default=30.0)
 # Linked manifests read at once while the listing goes on (the scan reads only those).
 STORAGE_READ_CONCURRENCY = env.int("STORAGE_READ_CONCURRENCY", default=8)
+# Azure Blob requests at once when the online collector deletes (batches of 256) and copies
+# (one blob each) blobs; the filesystem backend renames and removes in one thread.
+STORAGE_WRITE_CONCURRENCY = env.int("STORAGE_WRITE_CONCURRENCY", default=8)
 # How the scan signs in to Azure: default (azure-identity's chain: managed identity, workload
 # identity, `az login`), key, connection_string or sas; empty: the first of those secrets set.
 AZURE_STORAGE_CREDENTIAL = env("AZURE_STORAGE_CREDENTIAL", default="")

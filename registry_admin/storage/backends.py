@@ -6,6 +6,16 @@ directory, last_modified as a POSIX timestamp), `scan_entries()` the listing the
 takes (the same, or names only where the scan can do without: see `scan`), `read(path,
 max_bytes)` returns a small object's bytes (None when it is absent) and `blob_size(digest)` a
 stored blob's size.
+
+The online collector (issue #28, docs/online-collector.md) also writes: `delete_objects(paths)`,
+`move_objects(moves)` (into and out of its trash), `write_object(path, data)` (a layer link
+put back) and `object_exists(path)`. Their paths are relative to the same root and must stay
+under it: `..`, `.`, empty components and absolute paths are refused before the batch holding
+them is touched. They take iterables that may hold millions of items and stream them in
+batches of `WRITE_BATCH`, on `STORAGE_WRITE_CONCURRENCY` threads where the backend is remote;
+their `progress(done)` callback is always called in the caller's thread (it may write to the
+database). Neither backend ever removes a directory (the registry may be writing into it at
+that moment).
 `get_backend()` builds the one `STORAGE_BACKEND` names with a plain if/elif: two kinds exist,
 a dotted-path choice would wait for a third.
 
@@ -13,10 +23,17 @@ The only module that imports azure.*. Raises `StorageError`, whose message is a 
 the page.
 """
 
+import contextlib
+import errno
 import functools
+import itertools
 import logging
 import os
+import stat
+import time
 import urllib.request
+import uuid
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from email.utils import parsedate_to_datetime
 from typing import NamedTuple
 from urllib.parse import unquote
@@ -45,14 +62,98 @@ _PERMISSION_CODES = (
 )
 
 
-_FS_WRITE_DENIED = (
-    "Permission denied writing to the registry's storage: the worker needs write access to it "
-    "for the online collector (mount it read-write for the worker only)."
-)
+# Objects per Blob Batch request (the service's maximum), and the unit in which both backends
+# take paths from their input, check them and report progress.
+WRITE_BATCH = 256
+# Seconds a server-side copy inside the container may stay pending before it is aborted.
+AZURE_COPY_TIMEOUT = 300.0
+# Batch sub-request statuses worth sending again (throttling, a server hiccup).
+_RETRY_STATUSES = (500, 503)
+
+_WRITE_ACCESS = "the worker needs write access to the registry's storage for the online collector"
 
 
 class StorageError(Exception):
-    """Listing or reading the registry's storage failed; str(error) is a sentence for the page."""
+    """Listing, reading or changing the registry's storage failed; str(error) is a sentence for
+    the page."""
+
+
+def _checked(path):
+    """`path` when it names an object under the storage root, else StorageError."""
+    if not isinstance(path, str) or "\0" in path or path.startswith("/"):
+        raise StorageError(f"Refusing to change {path!r}: not a path under the storage root.")
+    if any(part in ("", ".", "..") for part in path.split("/")):
+        raise StorageError(f"Refusing to change {path!r}: not a path under the storage root.")
+    return path
+
+
+def _checked_moves(moves):
+    checked = []
+    for move in moves:
+        if not isinstance(move, tuple | list) or len(move) != 2:
+            raise StorageError(f"Refusing to move {move!r}: not a (source, target) pair.")
+        checked.append((_checked(move[0]), _checked(move[1])))
+    return checked
+
+
+def _batches(items, check):
+    """Lists of up to WRITE_BATCH items taken from `items` as they come, each passed through
+    `check` (which raises on a bad one) before it is handed out."""
+    iterator = iter(items)
+    while batch := list(itertools.islice(iterator, WRITE_BATCH)):
+        yield check(batch)
+
+
+class _Progress:
+    """Counts handled objects and calls `progress(done)` every WRITE_BATCH of them and at the
+    end."""
+
+    def __init__(self, progress):
+        self.progress, self.done, self.reported = progress, 0, 0
+
+    def advance(self, count):
+        self.done += count
+        if self.progress and self.done - self.reported >= WRITE_BATCH:
+            self.reported = self.done
+            self.progress(self.done)
+
+    def finish(self):
+        if self.progress and self.done != self.reported:
+            self.reported = self.done
+            self.progress(self.done)
+
+
+class _Bounded:
+    """Calls run on `concurrency` threads, at most twice that many submitted at once, so that a
+    stream of millions is never queued whole. `submit` and `drain` return the results of the
+    calls that have finished (and raise the first failure); leaving the `with` block cancels
+    what has not started and waits for what has."""
+
+    def __init__(self, concurrency):
+        self.limit = 2 * concurrency
+        self.pool = ThreadPoolExecutor(concurrency, thread_name_prefix="storage-write")
+        self.pending = set()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def submit(self, function, *args):
+        finished = self._wait(self.limit - 1)
+        self.pending.add(self.pool.submit(function, *args))
+        return finished
+
+    def drain(self):
+        return self._wait(0)
+
+    def _wait(self, at_most):
+        finished = []
+        while len(self.pending) > at_most:
+            done, self.pending = wait(self.pending, return_when=FIRST_COMPLETED)
+            finished.extend(future.result() for future in done)
+        return finished
 
 
 # --- Backends ---
@@ -135,54 +236,6 @@ class FilesystemStorage:
         except OSError:
             return None
 
-    # --- Writes (the online collector) ---
-
-    def _full(self, path):
-        full = os.path.normpath(os.path.join(self.root, path))
-        if not path or os.path.isabs(path) or not full.startswith(self.root + os.sep):
-            raise StorageError(f"Refused a path outside the storage root: {path[:200]!r}.")
-        return full
-
-    def delete_objects(self, paths, progress=None):
-        deleted = 0
-        for path in paths:
-            try:
-                os.remove(self._full(path))
-                deleted += 1
-            except FileNotFoundError:
-                continue
-            except PermissionError as exc:
-                raise StorageError(_FS_WRITE_DENIED) from exc
-        return deleted
-
-    def move_objects(self, moves, progress=None):
-        moved = 0
-        for source, target in moves:
-            source, target = self._full(source), self._full(target)
-            try:
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                os.rename(source, target)
-                moved += 1
-            except FileNotFoundError:
-                continue
-            except PermissionError as exc:
-                raise StorageError(_FS_WRITE_DENIED) from exc
-        return moved
-
-    def write_object(self, path, data):
-        full = self._full(path)
-        try:
-            os.makedirs(os.path.dirname(full), exist_ok=True)
-            temporary = f"{full}.oyster-{os.getpid()}"
-            with open(temporary, "wb") as handle:
-                handle.write(data)
-            os.replace(temporary, full)
-        except PermissionError as exc:
-            raise StorageError(_FS_WRITE_DENIED) from exc
-
-    def object_exists(self, path):
-        return os.path.isfile(self._full(path))
-
     def read(self, path, max_bytes):
         if ".." in path.split("/") or path.startswith("/"):
             raise StorageError(f"Refusing to read {path!r} outside the storage root.")
@@ -198,6 +251,128 @@ class FilesystemStorage:
             ) from exc
         except OSError as exc:
             raise StorageError(f"Could not read {path}: {exc.strerror}.") from exc
+
+    # --- Writes (the online collector) ---
+
+    def _full(self, path):
+        return os.path.join(self.root, path)
+
+    def delete_objects(self, paths, progress=None):
+        """Remove every file in `paths` (relative paths, streamed); returns how many were
+        removed. A file already gone is not an error. Directories stay, even empty: a registry
+        upload may be renaming a file into one at this moment. `progress(done)` now and then,
+        `done` counting the paths handled so far."""
+        deleted, counter = 0, _Progress(progress)
+        for batch in _batches(paths, lambda batch: [_checked(path) for path in batch]):
+            for path in batch:
+                try:
+                    os.remove(self._full(path))
+                    deleted += 1
+                except (FileNotFoundError, NotADirectoryError):
+                    pass
+                except OSError as exc:
+                    raise _write_error(exc, "delete", path) from exc
+            counter.advance(len(batch))
+        counter.finish()
+        return deleted
+
+    def move_objects(self, moves, progress=None):
+        """Rename each (source, target) pair of `moves` (streamed), creating the target's
+        directories and replacing a target that exists (content-addressed: the same bytes);
+        returns how many moved. A missing source is skipped. The source's directory stays.
+        Both ends are on the registry's volume, so a rename is atomic and keeps the file's
+        modification time."""
+        moved, counter = 0, _Progress(progress)
+        for batch in _batches(moves, _checked_moves):
+            for source, target in batch:
+                moved += self._move(source, target)
+            counter.advance(len(batch))
+        counter.finish()
+        return moved
+
+    def _move(self, source, target):
+        full_source, full_target = self._full(source), self._full(target)
+        try:
+            if not stat.S_ISREG(os.lstat(full_source).st_mode):
+                # A directory renamed by mistake would take a registry's whole subtree with it.
+                raise StorageError(f"Refusing to move {source}: it is not a file.")
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except OSError as exc:
+            raise _write_error(exc, "move", source, target) from exc
+        try:
+            os.replace(full_source, full_target)
+            return True
+        except (FileNotFoundError, NotADirectoryError):
+            pass  # the target's directory is missing, or the source went meanwhile
+        except OSError as exc:
+            raise _write_error(exc, "move", source, target) from exc
+        try:
+            os.makedirs(os.path.dirname(full_target), exist_ok=True)
+            os.replace(full_source, full_target)
+            return True
+        except OSError as exc:
+            if isinstance(exc, FileNotFoundError) and not os.path.lexists(full_source):
+                return False
+            raise _write_error(exc, "move", source, target) from exc
+
+    def write_object(self, path, data):
+        """Create or replace the small file `path` with `data`, atomically: written beside it
+        under a temporary name, then renamed over it (a reader sees the old or the new
+        content, never part of it). The file gets the usual mode (0o666 less the umask), so the
+        registry can read what the worker wrote."""
+        full = self._full(_checked(path))
+        directory = os.path.dirname(full)
+        temporary = os.path.join(
+            directory, f".{os.path.basename(full)}.oyster-{uuid.uuid4().hex[:12]}.tmp"
+        )
+        try:
+            os.makedirs(directory, exist_ok=True)
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            try:
+                with os.fdopen(descriptor, "wb") as handle:
+                    handle.write(bytes(data))
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                os.replace(temporary, full)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.remove(temporary)
+                raise
+        except OSError as exc:
+            raise _write_error(exc, "write", path) from exc
+
+    def object_exists(self, path):
+        """True when `path` is a file in the storage (a directory is not an object)."""
+        try:
+            return stat.S_ISREG(os.stat(self._full(_checked(path))).st_mode)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        except PermissionError as exc:
+            raise StorageError(
+                f"Permission denied reading {path}: the portal needs read access to the "
+                "registry's whole storage tree."
+            ) from exc
+        except OSError as exc:
+            raise StorageError(f"Could not read {path}: {exc.strerror}.") from exc
+
+
+def _write_error(exc, action, path, target=None):
+    """A sentence for a failed filesystem change of `path` (and `target`, for a move)."""
+    what = f"{path} to {target}" if target else path
+    if isinstance(exc, PermissionError) or exc.errno in (errno.EACCES, errno.EPERM):
+        return StorageError(f"Permission denied trying to {action} {what}: {_WRITE_ACCESS}.")
+    if exc.errno == errno.EROFS:
+        return StorageError(
+            f"Could not {action} {what}: the registry's storage is mounted read-only, and "
+            f"{_WRITE_ACCESS}."
+        )
+    if exc.errno == errno.EXDEV:
+        return StorageError(
+            f"Could not move {what}: they are on different filesystems (the trash must be on "
+            "the registry's storage volume, under its root directory)."
+        )
+    return StorageError(f"Could not {action} {what}: {exc.strerror or exc}.")
 
 
 class AzureStorage:
@@ -228,12 +403,18 @@ class AzureStorage:
         credential="",
         sas_token="",
         token_credential=None,
+        write_concurrency=8,
+        copy_timeout=AZURE_COPY_TIMEOUT,
     ):
         if not container:
             raise StorageError(_NO_CONTAINER)
         self.container = container
         self.prefix = root_directory.strip("/") + "/" if root_directory.strip("/") else ""
         self.timeout = timeout
+        self.retries = retries
+        self.write_concurrency = max(1, int(write_concurrency))
+        self.copy_timeout = copy_timeout
+        self.retry_backoff = 1.0  # seconds before sub-requests are sent again, doubling
         problem = azure_credential_problem(
             credential, connection_string, account_name, account_key, account_url, sas_token
         )
@@ -359,44 +540,189 @@ class AzureStorage:
         except azure_exceptions.AzureError as exc:
             raise self._error(exc, "read") from None
 
+    # --- Writes (the online collector) ---
+
+    def delete_objects(self, paths, progress=None):
+        """Delete every blob in `paths` (relative paths, streamed) through the Blob Batch API,
+        WRITE_BATCH per request, `write_concurrency` requests at a time; returns how many were
+        deleted. A blob already gone is not an error; sub-requests the service throttled or
+        failed on its side (500, 503) are sent again up to `retries` times. Any other failed
+        sub-request stops the run after the batches in flight: StorageError naming how many
+        failed and why the first did. `progress(done)` now and then, `done` counting the paths
+        handled so far.
+
+        Reference: https://learn.microsoft.com/rest/api/storageservices/blob-batch
+        """
+        counter, outcome = _Progress(progress), _Outcome(self)
+        with _Bounded(self.write_concurrency) as runner:
+            for batch in _batches(paths, lambda batch: [_checked(path) for path in batch]):
+                for result in runner.submit(self._delete_batch, batch):
+                    counter.advance(outcome.add(*result))
+                if outcome.failed:
+                    break
+            for result in runner.drain():
+                counter.advance(outcome.add(*result))
+        counter.finish()
+        outcome.raise_if_failed()
+        return outcome.succeeded
+
+    def _delete_batch(self, paths):
+        """(how many paths, how many deleted, [(path, status, code)] of the failures)."""
+        count, deleted, failures, attempt = len(paths), 0, [], 0
+        while True:
+            retry = []
+            for path, status, code in self._batch_statuses(paths):
+                if 200 <= status < 300:
+                    deleted += 1
+                elif status == 404 and code != "ContainerNotFound":
+                    continue  # gone already: what we wanted
+                elif status in _RETRY_STATUSES and attempt < self.retries:
+                    retry.append(path)
+                else:
+                    failures.append((path, status, code))
+            if not retry:
+                return count, deleted, failures
+            time.sleep(self.retry_backoff * 2**attempt)
+            attempt += 1
+            paths = retry
+
+    def _batch_statuses(self, paths):
+        """(path, status, error code) of each Delete Blob sub-request of one batch request."""
+        try:
+            parts = list(
+                self.client.delete_blobs(
+                    *(self.prefix + path for path in paths), raise_on_any_failure=False
+                )
+            )
+        except azure_exceptions.AzureError as exc:
+            raise self._error(exc, "delete") from None
+        if len(parts) != len(paths):
+            raise StorageError(
+                f"Azure storage answered a batch of {len(paths)} deletions in {self._where()} "
+                f"with {len(parts)} results."
+            )
+        return [
+            (path, part.status_code, part.headers.get("x-ms-error-code") or "")
+            for path, part in zip(paths, parts, strict=True)
+        ]
+
+    def move_objects(self, moves, progress=None):
+        """Move each (source, target) pair of `moves` (streamed) inside the container: a
+        server-side copy (`write_concurrency` at a time), then the sources deleted through the
+        Blob Batch API as `delete_objects` does. A target that exists is replaced
+        (content-addressed: the same bytes); a missing source is skipped. Returns how many
+        moved. A copy's target is written by the service, so its last-modified time is the
+        move's. Failures as `delete_objects`; a source is deleted only once its copy has
+        succeeded.
+
+        Reference: https://learn.microsoft.com/rest/api/storageservices/copy-blob
+        """
+        counter, outcome = _Progress(progress), _Outcome(self, moving=True)
+        copied = []  # sources whose copy succeeded, waiting for a delete batch
+
+        def settle(results):
+            # A copy's result is (False, source); a delete batch's is (True, figures).
+            queue = list(results)
+            while queue:
+                is_delete, value = queue.pop()
+                if is_delete:
+                    counter.advance(outcome.add(*value))
+                elif value is None:
+                    counter.advance(1)  # the source was gone: skipped
+                else:
+                    copied.append(value)
+                    if len(copied) >= WRITE_BATCH:
+                        queue.extend(runner.submit(self._deleted_sources, copied[:WRITE_BATCH]))
+                        del copied[:WRITE_BATCH]
+
+        with _Bounded(self.write_concurrency) as runner:
+            for batch in _batches(moves, _checked_moves):
+                for source, target in batch:
+                    settle(runner.submit(self._copied, source, target))
+                if outcome.failed:
+                    break
+            settle(runner.drain())
+            while copied and not outcome.failed:
+                settle(runner.submit(self._deleted_sources, copied[:WRITE_BATCH]))
+                del copied[:WRITE_BATCH]
+                settle(runner.drain())
+        counter.finish()
+        outcome.raise_if_failed()
+        return outcome.succeeded
+
+    def _deleted_sources(self, paths):
+        return True, self._delete_batch(paths)
+
+    def _copied(self, source, target):
+        """(False, source) once `target` holds a copy of `source`, (False, None) when there
+        is no `source`. The source's URL carries the client's SAS, if any; with a key or an
+        identity the copy request's own authorisation covers a source in the same account."""
+        source_blob = self.client.get_blob_client(self.prefix + source)
+        target_blob = self.client.get_blob_client(self.prefix + target)
+        try:
+            started = target_blob.start_copy_from_url(source_blob.url)
+            status, copy_id = started.get("copy_status"), started.get("copy_id")
+            deadline = time.monotonic() + self.copy_timeout
+            pause = 0.05
+            while status == "pending":
+                if time.monotonic() > deadline:
+                    with contextlib.suppress(azure_exceptions.AzureError):
+                        target_blob.abort_copy(copy_id)
+                    raise StorageError(
+                        f"Copying {source} to {target} in {self._where()} did not finish within "
+                        f"{self.copy_timeout:g} seconds."
+                    )
+                time.sleep(pause)
+                pause = min(pause * 2, 2.0)
+                copy = target_blob.get_blob_properties().copy
+                if copy.id != copy_id:
+                    raise StorageError(
+                        f"Copying {source} to {target} in {self._where()}: another copy to "
+                        "the same target started meanwhile."
+                    )
+                status = copy.status
+        except azure_exceptions.ResourceNotFoundError as exc:
+            # 404 BlobNotFound, or CannotVerifyCopySource: the source is gone. The latter also
+            # comes as a 403 when the source is not readable: that is a failure.
+            if exc.status_code != 404 or _error_code(exc) == "ContainerNotFound":
+                raise self._error(exc, "copy") from None
+            return False, None
+        except azure_exceptions.AzureError as exc:
+            raise self._error(exc, "copy") from None
+        if status != "success":
+            raise StorageError(
+                f"Copying {source} to {target} in {self._where()} ended with status {status!r}."
+            )
+        return False, source
+
+    def write_object(self, path, data):
+        """Create or replace the small blob `path` with `data` (one Put Blob: a reader sees
+        the old or the new content)."""
+        try:
+            self.client.upload_blob(self.prefix + _checked(path), bytes(data), overwrite=True)
+        except azure_exceptions.AzureError as exc:
+            raise self._error(exc, "write") from None
+
+    def object_exists(self, path):
+        try:
+            self.client.get_blob_client(self.prefix + _checked(path)).get_blob_properties()
+            return True
+        except azure_exceptions.ResourceNotFoundError as exc:
+            if _error_code(exc) == "ContainerNotFound":
+                raise self._error(exc, "read") from None
+            return False
+        except azure_exceptions.AzureError as exc:
+            raise self._error(exc, "read") from None
+
     def _error(self, exc, action):
         """One readable sentence per failure the operator can fix; the detail goes to the log.
 
         Raised `from None`: the SDK's own messages can carry request URLs, SAS token included.
         """
         code = _error_code(exc)
-        where = f"container {self.container!r} at {self.location}"
-        logger.warning("azure %s failed on %s: %s %s", action, where, type(exc).__name__, code)
-        if code == "ContainerNotFound":
-            return StorageError(
-                f"The container {self.container!r} does not exist at {self.location}: check "
-                "AZURE_STORAGE_CONTAINER."
-            )
-        if code == "AuthenticationFailed" or isinstance(
-            exc, azure_exceptions.ClientAuthenticationError
-        ):
-            return StorageError(
-                f"Azure rejected the credentials for {where} ({code or 'authentication failed'}): "
-                f"{_CREDENTIAL_HINTS[self.credential_kind]}"
-            )
-        if code == "AuthorizationFailure":
-            # Azurite says this for a wrong key; Azure also for its firewall or network rules.
-            return StorageError(
-                f"Azure rejected the credentials for {where} (AuthorizationFailure): "
-                f"{_CREDENTIAL_HINTS[self.credential_kind][:-1]}, and that the account's "
-                "network rules let this host in."
-            )
-        if code.startswith(_PERMISSION_CODES):
-            if self.credential_kind == "default":
-                return StorageError(
-                    f"Permission denied on {where} ({code}): give the portal's identity the "
-                    "Storage Blob Data Reader role on the container (role assignments can take "
-                    "a few minutes to apply)."
-                )
-            return StorageError(
-                f"Permission denied on {where} ({code}): the credentials must be allowed to list "
-                "and read blobs."
-            )
+        logger.warning(
+            "azure %s failed on %s: %s %s", action, self._where(), type(exc).__name__, code
+        )
         if isinstance(exc, azure_exceptions.ServiceResponseError):
             return StorageError(
                 f"The storage account at {self.location} did not answer within "
@@ -407,8 +733,62 @@ class AzureStorage:
                 f"Could not connect to the storage account at {self.location}: check "
                 "AZURE_STORAGE_ACCOUNT_URL / the account name, and that it is reachable."
             )
-        status = getattr(exc, "status_code", None)
         return StorageError(
+            self._refusal(
+                code,
+                getattr(exc, "status_code", None),
+                action,
+                isinstance(exc, azure_exceptions.ClientAuthenticationError),
+            )
+        )
+
+    def _where(self):
+        return f"container {self.container!r} at {self.location}"
+
+    def _refusal(self, code, status, action, authentication=False):
+        """The sentence for the service's answer `status`/`code` to an `action` ('list',
+        'read', 'delete', 'write', 'copy'): of a whole request, or of one sub-request of a
+        batch. `authentication`: the SDK classed it as an authentication failure."""
+        where = self._where()
+        if code == "ContainerNotFound":
+            return (
+                f"The container {self.container!r} does not exist at {self.location}: check "
+                "AZURE_STORAGE_CONTAINER."
+            )
+        if authentication or code in ("AuthenticationFailed", "InvalidAuthenticationInfo"):
+            return (
+                f"Azure rejected the credentials for {where} ({code or 'authentication failed'}): "
+                f"{_CREDENTIAL_HINTS[self.credential_kind]}"
+            )
+        if code == "AuthorizationFailure":
+            # Azurite says this for a wrong key; Azure also for its firewall or network rules.
+            return (
+                f"Azure rejected the credentials for {where} (AuthorizationFailure): "
+                f"{_CREDENTIAL_HINTS[self.credential_kind][:-1]}, and that the account's "
+                "network rules let this host in."
+            )
+        if code.startswith(_PERMISSION_CODES):
+            writes = action in ("delete", "write", "copy")
+            if self.credential_kind == "default":
+                role = "Contributor" if writes else "Reader"
+                return (
+                    f"Permission denied on {where} ({code}): give the portal's identity the "
+                    f"Storage Blob Data {role} role on the container (role assignments can take "
+                    "a few minutes to apply)."
+                    + (" The online collector needs it to delete and move blobs." if writes else "")
+                )
+            if writes:
+                return (
+                    f"Permission denied on {where} ({code}): the online collector needs "
+                    "credentials that may write and delete blobs (a SAS token with read, list, "
+                    "write and delete, sp=rwdl; for an identity, the Storage Blob Data "
+                    "Contributor role)."
+                )
+            return (
+                f"Permission denied on {where} ({code}): the credentials must be allowed to list "
+                "and read blobs."
+            )
+        return (
             f"Azure storage refused to {action} blobs in {where}"
             f" (HTTP {status}{', ' + code if code else ''})."
         )
@@ -420,6 +800,44 @@ class AzureStorage:
         stored); same listing, same errors as `list_entries`."""
         for path, blob in self._listing(self.client.list_blobs, prefix):
             yield path, str(getattr(blob.blob_type, "value", blob.blob_type))
+
+
+class _Outcome:
+    """What the delete batches of one run came to: the blobs deleted (moving: the sources
+    deleted or already gone after their copy), the failures, and the first failure's
+    sentence."""
+
+    def __init__(self, backend, moving=False):
+        self.backend, self.moving = backend, moving
+        self.succeeded = self.tried = self.failed = 0
+        self.first = None
+
+    def add(self, count, deleted, failures):
+        """Count one batch's result; returns how many paths it handled (for progress)."""
+        self.tried += count
+        self.succeeded += count - len(failures) if self.moving else deleted
+        self.failed += len(failures)
+        if failures and self.first is None:
+            path, status, code = failures[0]
+            self.first = (path, self.backend._refusal(code, status, "delete"))
+            logger.warning(
+                "azure delete failed for %d blobs on %s, first %s: HTTP %s %s",
+                len(failures),
+                self.backend._where(),
+                path,
+                status,
+                code,
+            )
+        return count
+
+    def raise_if_failed(self):
+        if self.failed:
+            path, sentence = self.first
+            what = "moved blobs' sources" if self.moving else "blobs"
+            raise StorageError(
+                f"{self.failed:,} of {self.tried:,} {what} could not be deleted; the first, "
+                f"{path}: {sentence}"
+            )
 
 
 class _Listed(NamedTuple):
@@ -693,5 +1111,6 @@ def get_backend():
             timeout=settings.STORAGE_TIMEOUT,
             credential=settings.AZURE_STORAGE_CREDENTIAL,
             sas_token=settings.AZURE_STORAGE_SAS_TOKEN,
+            write_concurrency=settings.STORAGE_WRITE_CONCURRENCY,
         )
     raise StorageError(settings_problems()[0][1])

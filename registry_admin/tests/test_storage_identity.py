@@ -250,6 +250,24 @@ def test_azurite_checks_the_token_so_a_wrong_audience_is_refused(
     assert all(token not in caplog.text for token in identity.tokens)
 
 
+def test_a_managed_identity_moves_and_deletes_for_the_online_collector(
+    settings, azurite_tls, identity, stocked
+):
+    """Batch sub-requests and server-side copies carry the identity's token too (Azurite
+    checks each token's claims; it has no roles, so 'Contributor' is not checked here)."""
+    use_identity(settings, azurite_tls, stocked)
+    backend = storage.get_backend()
+    blobs = sorted(path for path, _, _ in backend.list_entries("docker/registry/v2/blobs/"))
+    trash = [f"oyster-trash/run-1/{path.rsplit('/', 2)[-2]}" for path in blobs]
+
+    assert backend.move_objects(zip(blobs, trash, strict=True)) == len(blobs) == 9
+    assert not any(backend.object_exists(path) for path in blobs)
+    assert backend.delete_objects(trash) == 9
+    backend.write_object("oyster-trash/marker", b"x")
+    assert [path for path, _, _ in backend.list_entries("oyster-trash/")] == ["oyster-trash/marker"]
+    assert identity.requests  # signed in through the identity, not a key
+
+
 @pytest.mark.django_db
 def test_no_managed_identity_is_one_sentence_naming_what_to_turn_on(
     settings, azurite_tls, identity, stocked, caplog
