@@ -32,6 +32,7 @@ from registry_admin.registry_config import EVENTS_PATH
 from . import harness
 from .factories import make_envelope, make_registry_event
 from .images import build_image, make_layer, sha256_digest, write_oci_layout
+from .storage_trees import StorageTree, azure_settings, azurite_container, upload_tree
 from .test_free_space import skopeo_pull
 
 LAYER_BYTES = 200 * 1024
@@ -506,3 +507,37 @@ def test_a_push_notification_naming_a_trashed_blob_restores_it_at_once(reg, tmp_
     assert restore.result["restored"] == 1
     assert (Path(reg.storage_root) / online_gc.data_path(layer)).is_file()
     assert pusher.session.get(f"{reg.url}/v2/{repo}/blobs/{layer}", timeout=5).status_code == 200
+
+
+def test_on_azure_blob_the_same_protocol_collects_and_purges(azurite, settings, tmp_path):
+    """The protocol on Azurite through the real SDK (a registry-shaped tree under a root
+    prefix; no registry process: with no blob cache the collector calls no registry API).
+    Azurite stamps every blob with its upload time, so the grace period is zero here."""
+    tree = StorageTree(tmp_path / "tree")
+    kept, _, _ = tree.image("team/kept", [os.urandom(5000)], tag="v1")
+    gone, _, _ = tree.image("team/gone", [os.urandom(7000)], tag="v1")
+    tree.unlink_revision("team/gone", gone)
+    container = azurite_container(azurite)
+    upload_tree(container, tree.root, prefix="registry/")
+    azure_settings(settings, azurite, container.container_name, root_directory="registry")
+    settings.REGISTRY_BLOB_CACHE = "none"
+    settings.GC_GRACE_MINUTES = 0
+    settings.GC_SETTLE_SECONDS = 0
+    scan = usage.run_scan()
+    assert scan.reclaimable_count == 3  # the deleted image's manifest, config and layer
+
+    result = online_gc.collect_online("tester", dry_run=False)
+
+    assert result.trashed_count == 3 and result.trashed_bytes == scan.reclaimable_bytes
+    names = set(container.list_blob_names(name_starts_with="registry/"))
+    trashed = {name for name in names if name.startswith("registry/oyster-trash/")}
+    assert len(trashed) == 3
+    assert usage.run_scan().reclaimable_bytes == 0
+    assert f"registry/{online_gc.data_path('sha256:' + kept)}" in names
+    settings.GC_TRASH_HOURS = 0
+    purge = online_gc.collect_online("tester", dry_run=False)
+    assert purge.purged_count == 3
+    assert not any(
+        name.startswith("registry/oyster-trash/")
+        for name in container.list_blob_names(name_starts_with="registry/")
+    )
