@@ -202,14 +202,15 @@ class _Run:
             return self.result
         self._phase(f"Unlinking {len(candidates):,} unreferenced blobs")
         rows = self.unlink(candidates)
-        self._phase("Waiting for pushes in flight, then re-marking")
-        rows = self.settle(rows)
-        rows = self.remark(rows)
+        if rows:
+            self._phase("Waiting for pushes in flight, then re-marking")
+            rows = self.remark(self.settle(rows))
         self._phase(f"Moving {len(rows):,} blobs into the trash")
         self.sweep(rows)
-        self._phase("Waiting, then checking nothing new needs what went")
-        time.sleep(settings.GC_SETTLE_SECONDS)
-        self.recheck()
+        if self.trashed_ids:
+            self._phase("Waiting, then checking nothing new needs what went")
+            time.sleep(settings.GC_SETTLE_SECONDS)
+            self.recheck()
         self._finish()
         AuditEvent.objects.log_portal_action(
             self.actor, PortalAction.ONLINE_GC, detail=self.result.as_dict()
