@@ -22,11 +22,12 @@ from .references import IMAGE_MEDIA_TYPES, INDEX_MEDIA_TYPES
 logger = logging.getLogger(__name__)
 
 GC_ADVICE = (
-    "The bytes come back when the registry's garbage collection runs: with the registry "
-    "read-only, `python manage.py garbage_collect --dry-run`, then `python manage.py "
-    "garbage_collect` (or the Storage page), then restart the registry. Never add "
-    "--delete-untagged on registry 2.8: it deletes the per-platform manifests of "
-    "multi-platform images."
+    "The bytes come back when garbage is collected: with the registry running, `python "
+    "manage.py garbage_collect --online --dry-run`, then `python manage.py garbage_collect "
+    "--online` (or the Storage page's online collector); or, with the registry read-only, "
+    "`python manage.py garbage_collect --dry-run`, then `python manage.py garbage_collect`, "
+    "then restart the registry. Never add --delete-untagged on registry 2.8: it deletes the "
+    "per-platform manifests of multi-platform images."
 )
 
 # How one tag goes (TagPlan.method).
