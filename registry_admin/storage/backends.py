@@ -549,7 +549,9 @@ class AzureStorage:
         failed on its side (500, 503) are sent again up to `retries` times. Any other failed
         sub-request stops the run after the batches in flight: StorageError naming how many
         failed and why the first did. `progress(done)` now and then, `done` counting the paths
-        handled so far.
+        handled so far. The count is of the service's 202 answers: a batch the SDK sent again
+        after a time-out finds the blobs its first try deleted already gone, and those are
+        not counted (figures such as bytes freed belong to the listing, not to this count).
 
         Reference: https://learn.microsoft.com/rest/api/storageservices/blob-batch
         """
