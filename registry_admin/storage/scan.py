@@ -956,7 +956,8 @@ def relist(entries, read, watched, known_revisions, read_concurrency=1, cache=No
     listing.revision_wanted = lambda name, digest: (
         not _contains(known_revisions.get(name, b""), digest)
     )
-    reader = _ManifestReader(read, read_concurrency, cache)
+    # A re-listing reads only new revisions: the cache must not be pruned down to those.
+    reader = _ManifestReader(read, read_concurrency, cache and _NoPrune(cache))
     linked, new_revisions = {}, 0
     try:
         listing.consume(entries, reader, None, 1 << 62)
@@ -1009,3 +1010,13 @@ def _contains(sorted_concatenated, digest):
         else:
             high = middle
     return False
+
+
+class _NoPrune:
+    """A reference cache whose `prune` does nothing (for partial reads such as `relist`)."""
+
+    def __init__(self, cache):
+        self.lookup, self.store = cache.lookup, cache.store
+
+    def prune(self, live):
+        pass

@@ -26,7 +26,7 @@ from django.test import Client
 from django.utils import timezone
 
 from registry_admin import deletes, online_gc, usage, worker
-from registry_admin.models import AuditEvent, CollectedBlob, JobKind, Run
+from registry_admin.models import AuditEvent, CollectedBlob, JobKind, ManifestReferences, Run
 from registry_admin.registry_config import EVENTS_PATH
 
 from . import harness
@@ -105,8 +105,11 @@ def test_collects_what_the_scan_calls_reclaimable_and_a_repush_pulls_again(reg, 
     assert dry.candidate_bytes == scan.reclaimable_bytes and dry.young_count == 0
     assert CollectedBlob.objects.count() == 0 and trash_files(reg) == []
 
+    cached = ManifestReferences.objects.count()
     result = online_gc.collect_online("tester", dry_run=False)
 
+    # The re-mark reads only new revisions and must not empty the scan's reference cache.
+    assert cached and ManifestReferences.objects.count() >= cached
     assert result.trashed_bytes == scan.reclaimable_bytes
     assert result.restored_count == 0 and result.kept_count == 0
     after = usage.run_scan()
