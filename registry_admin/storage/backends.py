@@ -1,8 +1,9 @@
 """How the portal reaches the registry's storage, and the settings that pick and configure it.
 
-Two backends share one narrow interface: `list_entries(prefix)` yields `(path, size,
+Two backends share one narrow interface: `list_entries(prefix, skip=())` yields `(path, size,
 last_modified)` for every object under `prefix` (paths relative to the registry's root
-directory, last_modified as a POSIX timestamp), `scan_entries()` the listing the usage scan
+directory, last_modified as a POSIX timestamp; the filesystem does not walk into directories
+ending with one of `skip`, Azure's flat listing yields them anyway), `scan_entries()` the listing the usage scan
 takes (the same, or names only where the scan can do without: see `scan`), `read(path,
 max_bytes)` returns a small object's bytes (None when it is absent) and `blob_size(digest)` a
 stored blob's size.
@@ -171,8 +172,9 @@ class FilesystemStorage:
     def location(self):
         return self.root
 
-    def list_entries(self, prefix):
-        """Files under `prefix` in the order of their full paths, as Azure lists blobs."""
+    def list_entries(self, prefix, skip=()):
+        """Files under `prefix` in the order of their full paths, as Azure lists blobs; no
+        directory whose path ends with one of `skip` is walked into."""
         if not os.path.isdir(self.root):
             raise StorageError(
                 f"The storage root {self.root} does not exist: set STORAGE_FILESYSTEM_ROOT to the "
@@ -189,7 +191,8 @@ class FilesystemStorage:
                 continue
             relative, path, size, modified = item
             if size is None:
-                levels.append(iter(self._sorted_items(path, relative)))
+                if not (skip and relative.endswith(skip)):
+                    levels.append(iter(self._sorted_items(path, relative)))
             else:
                 yield relative, size, modified
 
@@ -471,7 +474,8 @@ class AzureStorage:
         except azure_exceptions.AzureError as exc:
             raise self._error(exc, "list") from None
 
-    def list_entries(self, prefix):
+    def list_entries(self, prefix, skip=()):
+        # `skip` is a hint the flat listing cannot take: a blob listing has no directories.
         for path, blob in self._listing(self._sized_listing, prefix):
             yield path, blob.size, blob.modified
 

@@ -560,3 +560,23 @@ def test_azure_a_missing_container_is_a_sentence(azurite, settings):
     ):
         with pytest.raises(storage.StorageError, match=expected):
             call()
+
+
+def test_filesystem_listing_skips_the_directories_it_is_told_to(disk):
+    for path in [
+        "docker/registry/v2/repositories/a/_layers/sha256/aa/link",
+        "docker/registry/v2/repositories/a/_manifests/tags/v1/current/link",
+        "docker/registry/v2/repositories/a/_manifests/revisions/sha256/bb/link",
+        "docker/registry/v2/repositories/a/_uploads/u1/data",
+        "docker/registry/v2/repositories/a/tags/x/link",  # a repository named "a/tags"
+    ]:
+        disk.put(path, b"x")
+    listed = [p for p, _, _ in disk.list_entries("docker/registry/v2/", ("/_manifests/tags/",))]
+    assert listed == [
+        "docker/registry/v2/repositories/a/_layers/sha256/aa/link",
+        "docker/registry/v2/repositories/a/_manifests/revisions/sha256/bb/link",
+        "docker/registry/v2/repositories/a/_uploads/u1/data",
+        "docker/registry/v2/repositories/a/tags/x/link",
+    ]
+    everything = [p for p, _, _ in disk.list_entries("docker/registry/v2/")]
+    assert len(everything) == 5
