@@ -399,8 +399,8 @@ class TimedBackend:
     def __getattr__(self, name):
         return getattr(self.inner, name)
 
-    def list_entries(self, prefix, skip=()):
-        entries, spent, count = self.inner.list_entries(prefix, skip), 0.0, 0
+    def list_entries(self, prefix, prune=None):
+        entries, spent, count = self.inner.list_entries(prefix, prune), 0.0, 0
         clock = time.perf_counter
         try:
             while True:

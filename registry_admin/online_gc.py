@@ -29,7 +29,7 @@ from .models import AuditEvent, CollectedBlob, JobKind, PortalAction, Run
 from .models.batches import batched
 from .references import MANIFEST_MEDIA_TYPES, RegistryAction
 from .storage.layout import REPOSITORIES, V2_PREFIX, blob_path
-from .storage.scan import MANIFEST_MAX_BYTES, mark, relist
+from .storage.scan import MANIFEST_MAX_BYTES, mark, relist, relist_pruner, unmarked
 from .usage import ManifestReferenceCache
 
 logger = logging.getLogger(__name__)
@@ -38,10 +38,6 @@ TRASH_PREFIX = "oyster-trash/"
 PROBE_PATH = TRASH_PREFIX + ".write-probe"
 # Objects moved, deleted or linked per storage call and per checkpoint.
 BATCH = 500
-# What the marking rule never reads, left out of the filesystem walks (a third of a registry's
-# directories): tags (every linked revision is marked, tagged or not) and uploads in progress
-# (not blobs until they finish).
-UNMARKED_DIRECTORIES = ("/_manifests/tags/", "/_uploads/")
 # How often the settle phase looks for clients naming an unlinked blob.
 SETTLE_POLL_SECONDS = 0.05
 # What a client does with a blob it may rely on next: a HEAD or GET, an upload, a mount.
@@ -179,7 +175,7 @@ class _Run:
         """relist() over `repositories/`, for digests given as sha256:<hex> strings."""
         raw = {bytes.fromhex(hex_of(digest)) for digest in watched}
         found = relist(
-            self.backend.list_entries(REPOSITORIES, skip=UNMARKED_DIRECTORIES),
+            self.backend.list_entries(REPOSITORIES, relist_pruner(raw, known_revisions)),
             self.read,
             raw,
             known_revisions,
@@ -345,7 +341,7 @@ class _Run:
             self.report(message, done, total)
 
         self.marked = mark(
-            self.backend.list_entries(V2_PREFIX, skip=UNMARKED_DIRECTORIES),
+            self.backend.list_entries(V2_PREFIX, unmarked),
             self.read,
             read_concurrency=settings.STORAGE_READ_CONCURRENCY,
             cache=ManifestReferenceCache(),

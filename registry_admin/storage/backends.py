@@ -1,9 +1,10 @@
 """How the portal reaches the registry's storage, and the settings that pick and configure it.
 
-Two backends share one narrow interface: `list_entries(prefix, skip=())` yields `(path, size,
-last_modified)` for every object under `prefix` (paths relative to the registry's root
-directory, last_modified as a POSIX timestamp; the filesystem does not walk into directories
-ending with one of `skip`, Azure's flat listing yields them anyway), `scan_entries()` the listing the usage scan
+Two backends share one narrow interface: `list_entries(prefix, prune=None)` yields `(path,
+size, last_modified)` for every object under `prefix` (paths relative to the registry's root
+directory, last_modified as a POSIX timestamp; the filesystem does not walk into a directory
+`prune(path + "/")` rejects, Azure's flat listing yields those objects anyway),
+`scan_entries()` the listing the usage scan
 takes (the same, or names only where the scan can do without: see `scan`), `read(path,
 max_bytes)` returns a small object's bytes (None when it is absent) and `blob_size(digest)` a
 stored blob's size.
@@ -172,9 +173,9 @@ class FilesystemStorage:
     def location(self):
         return self.root
 
-    def list_entries(self, prefix, skip=()):
+    def list_entries(self, prefix, prune=None):
         """Files under `prefix` in the order of their full paths, as Azure lists blobs; no
-        directory whose path ends with one of `skip` is walked into."""
+        directory for which `prune(relative path ending with "/")` is true is walked into."""
         if not os.path.isdir(self.root):
             raise StorageError(
                 f"The storage root {self.root} does not exist: set STORAGE_FILESYSTEM_ROOT to the "
@@ -191,7 +192,7 @@ class FilesystemStorage:
                 continue
             relative, path, size, modified = item
             if size is None:
-                if not (skip and relative.endswith(skip)):
+                if prune is None or not prune(relative):
                     levels.append(iter(self._sorted_items(path, relative)))
             else:
                 yield relative, size, modified
@@ -474,8 +475,8 @@ class AzureStorage:
         except azure_exceptions.AzureError as exc:
             raise self._error(exc, "list") from None
 
-    def list_entries(self, prefix, skip=()):
-        # `skip` is a hint the flat listing cannot take: a blob listing has no directories.
+    def list_entries(self, prefix, prune=None):
+        # `prune` is a hint a flat listing cannot take: a blob listing has no directories.
         for path, blob in self._listing(self._sized_listing, prefix):
             yield path, blob.size, blob.modified
 

@@ -947,6 +947,41 @@ class Relisting:
     new_revisions: int
 
 
+# Directories the marking rule never reads: tags (every linked revision is marked, tagged or
+# not) and uploads in progress (not blobs until they finish).
+UNMARKED_DIRECTORIES = ("/" + _TAG_LINKS, "/" + _UPLOADS)
+
+
+def unmarked(directory):
+    """A `prune` for the mark's listing (a third of a registry's directories)."""
+    return directory.endswith(UNMARKED_DIRECTORIES)
+
+
+def relist_pruner(watched, known_revisions):
+    """A `prune` for relist()'s listing: besides what the mark never reads, the layer links of
+    digests not watched and the revisions already known (the bulk of a registry's
+    directories) hold nothing relist() looks at."""
+    watched_hex = {digest.hex() for digest in watched}
+    layers, revisions = "/" + _LAYER_LINK, "/" + _REVISION_LINK
+
+    def prune(directory):
+        # ".../<repository>/_layers/sha256/<64 hex>/" or ".../_manifests/revisions/sha256/..."
+        if directory.endswith(UNMARKED_DIRECTORIES):
+            return True
+        parent, hex_digest = directory[:-65], directory[-65:-1]
+        if directory[-66:-65] != "/" or len(parent) <= REPOSITORIES_LEN:
+            return False
+        if parent.endswith(layers):
+            return hex_digest.lower() not in watched_hex
+        if parent.endswith(revisions):
+            raw = _hex_digest(hex_digest)
+            name = parent[REPOSITORIES_LEN : -len(revisions)]
+            return raw is not None and _contains(known_revisions.get(name, b""), raw)
+        return False
+
+    return prune
+
+
 def relist(entries, read, watched, known_revisions, read_concurrency=1, cache=None):
     """Re-mark against `watched` (32-byte digests) from a listing of `repositories/`: their
     layer links now, and whether a revision not in `known_revisions` (Mark.revisions) is one

@@ -672,3 +672,64 @@ def test_a_listing_page_without_sizes_fails_as_an_azure_error():
     assert marker == "next"
     assert [(i.name, i.size) for i in items] == [("a b", 7)]
     assert items[0].modified == 1796040000.0
+
+
+def test_a_pruned_relisting_finds_what_the_whole_one_finds(tree):
+    """The online collector's re-listings walk only into watched layer links and revisions the
+    mark did not know: the same links, references and new revisions as the whole walk."""
+    from registry_admin.storage.layout import REPOSITORIES
+    from registry_admin.storage.scan import mark, relist, relist_pruner, unmarked
+
+    backend = storage.FilesystemStorage(tree.root)
+    watched_layer, other_layer, base = b"watched layer", b"other layer", b"base layer"
+    tree.image("team/a", [watched_layer, base], tag="v1")
+    tree.image("team/b", [other_layer, base], tag="v1")
+    marked = mark(backend.list_entries(storage.V2_PREFIX, unmarked), backend.read)
+    # After the mark: a new image in another repository reusing the watched layer, a new link
+    # to it in a third, an upload and tags (never read), an index naming a watched manifest.
+    gone_manifest, _, _ = tree.image("team/c", [b"own"], tag="x")
+    tree.image("team/b", [watched_layer], tag="v2")
+    tree.link_layer("team/d", hex_of(watched_layer))
+    tree.upload("team/a", b"partial")
+    index = json.dumps(
+        {
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json",
+            "manifests": [{"digest": "sha256:" + gone_manifest, "size": 1}],
+        }
+    ).encode()
+    tree.link_revision("team/e", tree.blob(index), tag="all")
+    watched = {bytes.fromhex(hex_of(watched_layer)), bytes.fromhex(gone_manifest)}
+    listed = []
+
+    def counted(entries):
+        for entry in entries:
+            listed.append(entry)
+            yield entry
+
+    whole = relist(
+        counted(backend.list_entries(REPOSITORIES)),
+        backend.read,
+        watched,
+        marked.revisions,
+    )
+    whole_count, listed[:] = len(listed), []
+    pruned = relist(
+        counted(backend.list_entries(REPOSITORIES, relist_pruner(watched, marked.revisions))),
+        backend.read,
+        watched,
+        marked.revisions,
+    )
+
+    assert {d: sorted(n) for d, n in pruned.linked.items()} == {
+        d: sorted(n) for d, n in whole.linked.items()
+    }
+    assert sorted(whole.linked[bytes.fromhex(hex_of(watched_layer))]) == [
+        "team/a",
+        "team/b",
+        "team/d",
+    ]
+    assert pruned.referenced == whole.referenced == watched
+    assert pruned.new_revisions == whole.new_revisions == 3
+    assert len(listed) < whole_count / 2
+    assert not any("/_uploads/" in p or "/_manifests/tags/" in p for p, _, _ in listed)
