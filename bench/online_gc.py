@@ -755,23 +755,44 @@ def phase_stats(report, prefix):
     return 0.0, {}
 
 
+def relisting_name(phase):
+    for start, short in (("Waiting for pushes", "re-mark"), ("Waiting, then", "re-check")):
+        if phase.startswith(start):
+            return short
+    return phase.split(",")[0].lower()
+
+
 def time_notes(instrumented):
     """What the instrumented runs say, in sentences."""
     collect, purge = instrumented["collect"], instrumented["purge"]
     notes = []
     wall, stats = phase_stats(collect, "Moving")
     renames, database = stats.get("renames", [0, 0.0]), stats.get("database", [0, 0.0])
-    update = stats.get("bulk_update", [0, 0.0])
     unlink_wall, unlink_stats = phase_stats(collect, "Unlinking")
     create = unlink_stats.get("bulk_create", [0, 0.0])
     if renames[0]:
         notes.append(
             f"- Sweep: the {renames[0]:,} renames took {renames[1]:.2f} s of the phase's "
-            f"{wall:.2f} s and its {database[0]:,} queries {database[1]:.2f} s to execute; "
-            f"the checkpoint's `bulk_update` of {update[0]:,} rows took {update[1]:.2f} s "
-            "whole (Django builds a CASE WHEN per row and field: the time is Python, not "
-            "the database). Unlink: the checkpoint's `bulk_create` of "
-            f"{create[0]:,} rows took {create[1]:.2f} s of the phase's {unlink_wall:.2f} s."
+            f"{wall:.2f} s and its {database[0]:,} queries {database[1]:.2f} s to execute (the "
+            "checkpoint is one UPDATE per batch of 500). Unlink: the link deletions took "
+            f"{unlink_stats.get('deletes', [0, 0.0])[1]:.2f} s and the checkpoint's "
+            f"`bulk_create` of {create[0]:,} rows {create[1]:.2f} s of the phase's "
+            f"{unlink_wall:.2f} s."
+        )
+    relisted = [
+        (name, stats.get("listing repositories/", [0, 0.0]))
+        for name, stats in collect["stats"].items()
+        if "listing repositories/" in stats
+    ]
+    if relisted:
+        notes.append(
+            "- Re-listings (re-mark, re-check) walk only into the layer links of the candidates "
+            "and the revisions the mark did not know: "
+            + "; ".join(
+                f"{relisting_name(name)}: {seconds:.2f} s, {count:,} objects"
+                for name, (count, seconds) in relisted
+            )
+            + "."
         )
     wall, stats = phase_stats(purge, "Recovering")
     deleted, calls = stats.get("deletes", [0, 0.0]), stats.get("delete calls", [0, 0.0])
@@ -779,16 +800,12 @@ def time_notes(instrumented):
     events = stats.get("event look-ups", [0, 0.0])
     if deleted[0]:
         notes.append(
-            f"- Purge: {wall:.2f} s for {deleted[0]:,} trash files, "
-            f"{1000 * wall / deleted[0]:.2f} ms each: one storage delete call per blob "
-            f"({calls[0]:,} calls), and {database[0]:,} queries "
-            f"({database[0] / deleted[0]:.1f} per blob: the audit log's new events, the "
-            "row's restore flag, the row's save), whose execution took "
-            f"{database[1]:.2f} s. The look-ups of new registry events alone took "
-            f"{events[1]:.2f} s ({events[0]:,} calls, {1000 * events[1] / max(events[0], 1):.2f} "
-            f"ms each with {EVENTS:,} recent events in the audit log: `_events_since_watch` "
-            "reads the last EVENT_ID_SLACK = 1,000 rows again on every call); the rest is "
-            "Django building the other two queries per blob and the relisting."
+            f"- Purge: {wall:.2f} s for {deleted[0]:,} trash files "
+            f"({1000 * wall / deleted[0]:.2f} ms each, the recovery's re-listing included): "
+            f"{calls[0]:,} storage delete calls taking {deleted[1]:.2f} s, {database[0]:,} "
+            f"queries taking {database[1]:.2f} s, {events[0]:,} look-ups of new registry events "
+            f"({events[1]:.2f} s with {EVENTS:,} recent events in the audit log), all a batch "
+            "of 500 at a time."
         )
     refs = collect["references_at"]
     at_unlink = next((v for k, v in refs.items() if k.startswith("Unlinking")), 0)
