@@ -37,7 +37,7 @@ import pytest
 import requests
 
 from registry_admin.tests.harness import SKOPEO_BINARY, free_port, require_binary
-from registry_admin.tests.images import build_image, wait_for, write_oci_layout
+from registry_admin.tests.images import build_image, sha256_digest, wait_for, write_oci_layout
 
 pytestmark = [pytest.mark.container, pytest.mark.live]
 
@@ -235,8 +235,7 @@ def compose(project, *args, timeout=300, check=True, **kwargs):
             VENV_BIN / "podman-compose",
             "--project-name",
             project["name"],
-            "--file",
-            project["dir"] / "docker-compose.yml",
+            *[arg for name in project["files"] for arg in ("--file", project["dir"] / name)],
             *args,
         ],
         timeout=timeout,
@@ -276,7 +275,8 @@ def dotenv_from_example(path, **values):
 @pytest.fixture(scope="module")
 def stack(image, tmp_path_factory):
     directory = tmp_path_factory.mktemp("compose")
-    shutil.copy(REPO / "docker-compose.yml", directory / "docker-compose.yml")
+    for name in ("docker-compose.yml", "docker-compose.online-gc.yml"):
+        shutil.copy(REPO / name, directory / name)
     portal_port, registry_port = free_port(), free_port()
     dotenv_from_example(
         directory / ".env",
@@ -290,6 +290,8 @@ def stack(image, tmp_path_factory):
     project = {
         "name": f"oyster-test-{secrets.token_hex(3)}",
         "dir": directory,
+        # The README's plain setup; the online collector's test adds its override later.
+        "files": ["docker-compose.yml"],
         "portal": f"http://localhost:{portal_port}",
         "registry": f"127.0.0.1:{registry_port}",
     }
@@ -406,6 +408,150 @@ def test_the_storage_scan_reads_the_registry_volume(stack):
     result = compose(stack, "exec", "-T", "portal", "python", "manage.py", "scan_storage", "--json")
     snapshot = json.loads(result.stdout)
     assert "compose/app" in json.dumps(snapshot)
+
+
+def storage_files(project, service, *paths):
+    """{path: size} of the files under `paths` in the registry volume, seen from `service`."""
+    script = 'for p; do [ -e "$p" ] && find "$p" -type f -exec stat -c "%s %n" {} +; done; true'
+    result = compose(project, "exec", "-T", service, "sh", "-c", script, "sh", *paths)
+    return {
+        line.split(" ", 1)[1]: int(line.split(" ", 1)[0]) for line in result.stdout.splitlines()
+    }
+
+
+def gc_in_worker(project, *args, check=True):
+    # GC_GRACE_MINUTES cannot go below 1; GC_SETTLE_SECONDS=0 skips the two waits for pushes in
+    # flight (none here).
+    return compose(
+        project,
+        "exec",
+        "-T",
+        "-e",
+        "GC_GRACE_MINUTES=1",
+        "-e",
+        "GC_SETTLE_SECONDS=0",
+        "worker",
+        "python",
+        "manage.py",
+        "garbage_collect",
+        "--online",
+        *args,
+        check=check,
+    )
+
+
+def test_the_online_collector_override_lets_only_the_worker_write(stack, tmp_path):
+    """docker-compose.online-gc.yml on the running stack, as the README says: an image pushed
+    and deleted is collected by the worker into oyster-trash/, the other image still pulls."""
+    require_binary(SKOPEO_BINARY, "install Debian's package: apt-get install skopeo")
+    image = build_image(seed="online-gc-container-test")
+    layout = tmp_path / "layout"
+    write_oci_layout(str(layout), image, "v1")
+    password = "gc-" + secrets.token_urlsafe(16)
+    compose(
+        stack,
+        "exec",
+        "-T",
+        "portal",
+        "python",
+        "manage.py",
+        "htpasswd",
+        "add",
+        "--password-stdin",
+        "gc-pusher",
+        input=password + "\n",
+    )
+    creds = f"gc-pusher:{password}"
+    skopeo = [SKOPEO_BINARY, "copy", "--dest-tls-verify=false"]
+    run(
+        [
+            *skopeo,
+            "--dest-creds",
+            creds,
+            f"oci:{layout}:v1",
+            f"docker://{stack['registry']}/online/gc:v1",
+        ]
+    )
+    pushed = time.monotonic()
+    deleted = compose(
+        stack, "exec", "-T", "portal", "python", "manage.py", "delete_tag", "online/gc:v1"
+    )
+    assert "and its image" in deleted.stdout, deleted.stdout
+
+    # The README's setup: the worker's mount is read-only, and a run says what is missing.
+    refused = gc_in_worker(stack, check=False)
+    assert refused.returncode != 0
+    assert "the registry's storage is mounted read-only" in refused.stderr, refused.stderr
+    assert "the worker needs write access to the registry's storage" in refused.stderr
+
+    stack["files"] = ["docker-compose.yml", "docker-compose.online-gc.yml"]
+    compose(stack, "up", "--detach", "--no-build")
+    portal, worker = service_container(stack, "portal"), service_container(stack, "worker")
+    wait_for(
+        lambda: podman("healthcheck", "run", portal, check=False).returncode == 0,
+        timeout=120,
+        interval=1,
+        message="the portal's health check after the override",
+    )
+    mounts = {
+        name: {
+            m["Destination"]: m["RW"]
+            for m in json.loads(podman("inspect", name).stdout)[0]["Mounts"]
+        }
+        for name in (portal, worker)
+    }
+    assert mounts[portal]["/var/lib/registry"] is False
+    assert mounts[worker]["/var/lib/registry"] is True
+    assert podman("exec", portal, "id", "-u").stdout.strip() == UID
+    assert podman("exec", worker, "id", "-u").stdout.strip() == "0"
+    wait_for(lambda: "Worker started" in logs(worker), timeout=60, message="the worker")
+
+    # Data and links must be older than GC_GRACE_MINUTES (1, its minimum), and so must the
+    # push's events: the only wait in this test.
+    time.sleep(max(0.0, pushed + 65 - time.monotonic()))
+    dry = gc_in_worker(stack, "--dry-run")
+    match = re.search(r"([\d,]+) \(([\d,]+) bytes\) would go now", dry.stdout)
+    assert match, dry.stdout + dry.stderr
+    # Config and layer; the manifest stays with the registry's in-memory blob cache.
+    assert (int(match.group(1)), int(match.group(2).replace(",", ""))) == (
+        len(image.blobs),
+        image.size,
+    )
+
+    collected = gc_in_worker(stack)
+    match = re.search(r"Moved ([\d,]+) blobs \(([\d,]+) bytes", collected.stdout)
+    assert match, collected.stdout + collected.stderr
+    assert (int(match.group(1)), int(match.group(2).replace(",", ""))) == (
+        len(image.blobs),
+        image.size,
+    )
+    root = "/var/lib/registry"
+    v2 = f"{root}/docker/registry/v2"
+    digests = [sha256_digest(blob).split(":")[1] for blob in image.blobs]
+    trash = storage_files(stack, "registry", f"{root}/oyster-trash")
+    # oyster-trash/<batch>/sha256/<hex>: the blobs' bytes, nothing else (the probe is gone).
+    assert sorted((p.rsplit("/", 1)[1], size) for p, size in trash.items()) == sorted(
+        zip(digests, map(len, image.blobs), strict=True)
+    )
+    gone = [f"{v2}/blobs/sha256/{d[:2]}/{d}" for d in digests]
+    assert storage_files(stack, "registry", *gone) == {}
+    # The web portal still cannot write, and the worker left /data to uid 10001 (SQLite gives
+    # its -wal/-shm files the database's owner).
+    assert compose(stack, "exec", "-T", "portal", "touch", f"{root}/x", check=False).returncode != 0
+    strays = compose(stack, "exec", "-T", "worker", "find", "/data", "!", "-user", UID)
+    assert strays.stdout.strip() == ""
+    # The image nobody deleted still pulls completely.
+    run(
+        [
+            SKOPEO_BINARY,
+            "copy",
+            "--src-tls-verify=false",
+            "--src-creds",
+            creds,
+            f"docker://{stack['registry']}/compose/app:v1",
+            f"oci:{tmp_path / 'pulled'}:v1",
+        ]
+    )
 
 
 def host_processes_of(container_ids):

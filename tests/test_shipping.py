@@ -113,6 +113,12 @@ def _merge_service(base, override):
     for key, value in override.items():
         if key in ("environment", "depends_on") and isinstance(value, dict):
             result[key] = {**base.get(key, {}), **value}
+        elif key == "volumes":
+            # Compose merges mounts by their container path: an override's entry replaces the
+            # base file's at the same target and keeps the others.
+            targets = {spec.split(":")[1] for spec in value}
+            kept = [spec for spec in base.get(key, []) if spec.split(":")[1] not in targets]
+            result[key] = kept + list(value)
         else:
             result[key] = value
     return result
