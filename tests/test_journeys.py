@@ -329,7 +329,11 @@ def test_the_storage_page_draws_its_charts_after_a_scan(page, live_server, admin
     expect(page.locator(f"tr[data-repository='{repository}']")).to_be_visible(timeout=15000)
     canvases = page.locator("canvas")
     expect(canvases).to_have_count(2)
-    page.wait_for_function("Chart.getChart(document.querySelector('canvas')) !== undefined")
+    # Chart.js is a deferred script: right after the reload the canvases can be there before it.
+    page.wait_for_function(
+        "window.Chart !== undefined"
+        " && Chart.getChart(document.querySelector('canvas')) !== undefined"
+    )
     assert page.evaluate(
         "Array.from(document.querySelectorAll('canvas'))"
         ".every(canvas => Chart.getChart(canvas) !== undefined)"
