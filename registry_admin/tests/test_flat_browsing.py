@@ -162,6 +162,84 @@ def test_common_searches_walk_the_sort_index_and_say_more_than(seeded, monkeypat
         assert walk_forward("team/web", sort, False, 2)[0] == ["team/web"]
 
 
+@pytest.fixture
+def late(seeded, django_capture_on_commit_callbacks):
+    """Many matches of `zz/late-`, all last in name order, with ties on every sort (two sizes,
+    one push time, one pull time, some never pulled) and an empty one among them."""
+    pushed = seeded - timedelta(hours=1)
+    with django_capture_on_commit_callbacks(execute=True):
+        for number in range(14):
+            name = f"zz/late-{number:02d}"
+            index.upsert_tag(name, "v1", _digest(number % 2 + 1), pushed)
+            if number % 5 == 0:
+                index.upsert_tag(name, "v2", _digest(number % 2 + 1), pushed)
+            if number % 3:
+                _pull(name, seeded - timedelta(minutes=7))
+        index.upsert_tag("zz/late-gone", "v1", _digest(1), pushed)
+        index.forget_tags("zz/late-gone", ["v1"])
+    index.refresh_stats_of(Repository.objects.values_list("pk", flat=True))
+    return seeded
+
+
+LATE_QUERIES = ["zz/late-", "late", "te-0", "app", "eta", "/la"]
+
+
+@pytest.mark.parametrize("sort", list(browse.REPOSITORY_SORTS))
+@pytest.mark.parametrize("show_empty", [False, True])
+@pytest.mark.parametrize(
+    "walk, candidates, estimate",
+    [
+        (1, 1000, None),  # the short walk gives up at once: the database sorts the matches
+        (3, 1000, None),  # some ranges walked within the budget, then the sorted matches
+        (1, 3, 0),  # more matches than the sorted path takes: the whole walk after all
+        (1, 1000, 10**6),  # estimated too many to sort: the whole walk
+    ],
+)
+def test_searches_with_many_late_matches_equal_the_whole_table_query(
+    late, monkeypatch, sort, show_empty, walk, candidates, estimate
+):
+    """Past SEARCH_CANDIDATES, whichever way the page is found (a short walk, the name index's
+    matches sorted by the database, the whole walk), the same rows in the same order."""
+    monkeypatch.setattr(browse, "SEARCH_CANDIDATES", 2)
+    monkeypatch.setattr(browse, "LATE_WALK", walk)
+    monkeypatch.setattr(browse, "LATE_CANDIDATES", candidates)
+    if estimate is not None:
+        monkeypatch.setattr(browse, "_estimate", lambda found: estimate)
+    sorted_calls = []
+    sorted_matches = browse._sorted_matches
+
+    def spy(*args, **kwargs):
+        sorted_calls.append(args)
+        return sorted_matches(*args, **kwargs)
+
+    monkeypatch.setattr(browse, "_sorted_matches", spy)
+    for query in LATE_QUERIES:
+        expected = oracle(query, sort, show_empty)
+        assert len(expected) > 2, query
+        for per_page in (1, 2, 5):
+            forward, page = walk_forward(query, sort, show_empty, per_page)
+            assert forward == expected, (query, per_page)
+            assert page.matches is None
+            assert walk_backward(query, sort, show_empty, per_page) == expected, (query, per_page)
+    if estimate is None:
+        assert sorted_calls  # the sorted path was taken (and its rows checked above)
+    elif estimate > candidates:
+        assert not sorted_calls
+
+
+def test_the_late_search_reads_the_page_rows_whole(late, monkeypatch):
+    """The keys-only paths return full rows: cursors and the page's columns as the plain list."""
+    monkeypatch.setattr(browse, "SEARCH_CANDIDATES", 2)
+    monkeypatch.setattr(browse, "LATE_WALK", 1)
+    page = browse.repository_page("zz/late-", "size", per_page=3)
+    plain = list(Repository.objects.filter(name__in=[r.name for r in page.rows]))
+    assert {r.name: (r.total_size, r.tag_count, r.last_push_at) for r in page.rows} == {
+        r.name: (r.total_size, r.tag_count, r.last_push_at) for r in plain
+    }
+    rest = browse.repository_page("zz/late-", "size", after=page.next_cursor, per_page=50)
+    assert [r.name for r in page.rows + rest.rows] == oracle("zz/late-", "size")
+
+
 def test_header_totals_follow_every_kind_of_change(seeded, django_capture_on_commit_callbacks):
     assert browse.header_totals() == oracle_totals()
     now = timezone.now()
