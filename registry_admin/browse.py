@@ -11,7 +11,9 @@ import binascii
 import contextlib
 import functools
 import json
+import math
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -296,7 +298,8 @@ def _search_many(rows, spec, cursor, limit, backward, query, estimate):
                 parts(keys, spec, cursor), limit, functools.partial(walk, budget=budget)
             )
         except _OutOfBudget:
-            # More matches than the name index was asked for: the walk after all.
+            # The page is further on: the name index's matches, sorted (unless there are more
+            # than LATE_CANDIDATES after all: then the whole walk below).
             with contextlib.suppress(_OutOfBudget):
                 found = _collect(
                     parts(keys, spec, cursor),
@@ -368,7 +371,7 @@ def _sorted_matches(keys, order, n, query):
     """The first `n` keys in `order` whose name contains `query`, from the name index: all its
     matches (ids only) read, then sorted by the database (top-N). _OutOfBudget when the name
     index holds more than LATE_CANDIDATES of them."""
-    matching = keys.filter(name__contains=query).order_by()
+    matching = _containing(keys, query).order_by()
     if connection.vendor == "sqlite" and [field for field, _ in order] == ["name"]:
         return _sorted_by_name(matching, order[0][1], n, _rare_trigrams(query))
     if connection.vendor == "sqlite":
@@ -493,7 +496,7 @@ def _name_candidates(query, show_empty):
     else:
         # Unordered: PostgreSQL then answers from its trigram index instead of walking the
         # names in order (the model's default ordering) and filtering them.
-        rows = Repository.objects.filter(name__contains=query).order_by()
+        rows = _containing(Repository.objects.order_by(), query)
         if not show_empty:
             rows = rows.filter(is_empty=False)
         found = list(rows.values_list("pk", "name")[: SEARCH_CANDIDATES + 1])
@@ -501,6 +504,89 @@ def _name_candidates(query, show_empty):
         return None, _estimate(found) if indexed else None
     # The trigram index folds case and Unicode; the list matches as `contains` always did.
     return [pk for pk, name in found if query in name], None
+
+
+def _containing(rows, query):
+    """`rows` whose name contains `query`. PostgreSQL's trigram index is asked for the query's
+    most selective part only (the names are then checked for the whole query): pg_trgm reads
+    the posting list of every trigram of the pattern, and those of a word every name has
+    ("team", "service") cost more than the rare ones save."""
+    if connection.vendor != "postgresql" or len(query) < TRIGRAM:
+        return rows.filter(name__contains=query)
+    part = _selective_part(query, _name_sample())
+    if part == query:
+        return rows.filter(name__contains=query)
+    return rows.filter(name__contains=part).extra(  # noqa: S610 (constant SQL)
+        where=["strpos(registry_admin_repository.name, %s) > 0"], params=[query]
+    )
+
+
+# PostgreSQL's sample of the names (pg_stats' histogram), read at most this often per process.
+NAME_SAMPLE_SECONDS = 300
+_name_sample_cache = {}
+
+
+def _name_sample():
+    """Up to ~100 names evenly spread over the name order, from the last ANALYZE."""
+    now = time.monotonic()
+    cached = _name_sample_cache.get(connection.alias)
+    if cached and now - cached[0] < NAME_SAMPLE_SECONDS:
+        return cached[1]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT histogram_bounds::text::text[] FROM pg_stats WHERE schemaname = "
+            "current_schema() AND tablename = 'registry_admin_repository' AND attname = 'name'"
+        )
+        row = cursor.fetchone()
+    sample = list(row[0]) if row and row[0] else []
+    _name_sample_cache[connection.alias] = (now, sample)
+    return sample
+
+
+def _trigrams(text, bounded_left=True, bounded_right=True):
+    """pg_trgm's trigrams of `text`: per word (a run of letters and digits), two blanks before
+    and one after where the word is known to start or end (inside `text`, or at its ends when
+    `bounded_left` / `bounded_right`: a whole name, not a part of a pattern)."""
+    text = text.lower()
+    found = set()
+    for word in re.finditer(r"[^\W_]+", text):
+        left = "  " if bounded_left or word.start() > 0 else ""
+        right = " " if bounded_right or word.end() < len(text) else ""
+        padded = left + word.group() + right
+        found |= {padded[i : i + 3] for i in range(len(padded) - 2)}
+    return found
+
+
+def _selective_part(query, sample, longest=16, recheck=100):
+    """The part of `query` (a substring) whose pg_trgm trigrams make the cheapest index scan,
+    as the name sample tells how common each trigram is: reading a trigram's posting list
+    costs its share of the names, and every name the trigrams leave is read again to check
+    (`recheck` times dearer). The whole query when there is no sample."""
+    if not sample:
+        return query
+    counts = {}
+    for name in sample:
+        for gram in _trigrams(name):
+            counts[gram] = counts.get(gram, 0) + 1
+    size = len(sample)
+
+    def cost(part):
+        grams = _trigrams(part, bounded_left=False, bounded_right=False)
+        if not grams:
+            return None
+        shares = [max(counts.get(gram, 0), 0.5) / size for gram in grams]
+        return sum(shares) + recheck * math.prod(shares)
+
+    best, best_cost = query, cost(query)
+    if best_cost is None:
+        return query
+    for start in range(len(query)):
+        for end in range(start + 2, min(len(query), start + longest) + 1):
+            part = query[start:end]
+            part_cost = cost(part)
+            if part_cost is not None and part_cost < best_cost:
+                best, best_cost = part, part_cost
+    return best
 
 
 def _estimate(found):

@@ -240,6 +240,44 @@ def test_the_late_search_reads_the_page_rows_whole(late, monkeypatch):
     assert [r.name for r in page.rows + rest.rows] == oracle("zz/late-", "size")
 
 
+@pytest.mark.parametrize("sort", list(browse.REPOSITORY_SORTS))
+def test_searches_through_a_selective_part_of_the_query_equal_the_whole_table_query(
+    late, monkeypatch, sort
+):
+    """PostgreSQL asks its trigram index for the query's rarest part (as its name sample
+    says), then checks the whole query: the same rows, for the probe and the sorted path."""
+    names = list(Repository.objects.order_by("name").values_list("name", flat=True))
+    monkeypatch.setattr(browse, "_name_sample", lambda: names)
+    for candidates in (1000, 2):
+        monkeypatch.setattr(browse, "SEARCH_CANDIDATES", candidates)
+        monkeypatch.setattr(browse, "LATE_WALK", 1)
+        for query in LATE_QUERIES + ["team/app", "a%b", "pp/", "eam/a"]:
+            expected = oracle(query, sort)
+            forward, page = walk_forward(query, sort, False, 2)
+            assert forward == expected, (query, candidates)
+            assert walk_backward(query, sort, False, 2) == expected, (query, candidates)
+            if candidates == 1000:
+                assert page.matches == len(expected)
+
+
+def test_the_selective_part_is_a_part_of_the_query_with_fewer_common_trigrams():
+    sample = [f"team-{n % 50}/service-{n:07d}" for n in range(0, 1_000_000, 9901)]
+    assert browse._selective_part("team-1/", sample) in ("m-1/", "-1/")
+    assert browse._selective_part("service-0000421", sample) in ("00421", "0421", "000421")
+    assert browse._selective_part("abc", []) == "abc"  # no sample: the whole query
+    assert browse._selective_part("a/b", sample) == "a/b"  # no trigram in any part
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="pg_trgm")
+def test_the_trigrams_are_pg_trgm_s(seeded):
+    # ASCII, as repository names are (pg_trgm's idea of a letter beyond it depends on the
+    # database's locale; the model only chooses the part asked of the index).
+    with connection.cursor() as cursor:
+        for name in oracle(show_empty=True) + ["Ab-cd_ef/9", "x", "a.b__c--d"]:
+            cursor.execute("SELECT show_trgm(%s)", [name])
+            assert browse._trigrams(name) == set(cursor.fetchone()[0]), name
+
+
 def test_header_totals_follow_every_kind_of_change(seeded, django_capture_on_commit_callbacks):
     assert browse.header_totals() == oracle_totals()
     now = timezone.now()
