@@ -462,17 +462,21 @@ def _rare_trigrams(query):
     grams = list(dict.fromkeys(query[i : i + TRIGRAM] for i in range(len(query) - TRIGRAM + 1)))
     if len(grams) <= 2:
         return _phrase(query)
-    share = {}
+    sample = (
+        "SELECT %s, count(*), max(rowid) FROM (SELECT rowid FROM "
+        "registry_admin_repository_search WHERE registry_admin_repository_search.name MATCH %s "
+        "LIMIT %s)"
+    )
     with connection.cursor() as cursor:
-        for gram in grams:
-            cursor.execute(
-                "SELECT count(*), max(rowid) FROM (SELECT rowid FROM "
-                "registry_admin_repository_search WHERE registry_admin_repository_search.name "
-                "MATCH %s LIMIT %s)",
-                [_phrase(gram), TRIGRAM_SAMPLE],
-            )
-            count, reached = cursor.fetchone()
-            share[gram] = count / (reached or 1) if count >= TRIGRAM_SAMPLE else 0
+        cursor.execute(
+            " UNION ALL ".join([sample] * len(grams)),
+            [value for n, gram in enumerate(grams) for value in (n, _phrase(gram), TRIGRAM_SAMPLE)],
+        )
+        # A trigram with fewer matches than the sample is counted whole: rarer than any other.
+        share = {
+            grams[n]: (count / (reached or 1), 0) if count >= TRIGRAM_SAMPLE else (0, count)
+            for n, count, reached in cursor.fetchall()
+        }
     rare = sorted(grams, key=lambda gram: share[gram])[:2]
     return " AND ".join(_phrase(gram) for gram in rare)
 
@@ -489,8 +493,9 @@ def _name_candidates(query, show_empty):
             cursor.execute(
                 "SELECT r.id, r.name FROM registry_admin_repository_search s "
                 "JOIN registry_admin_repository r ON r.id = s.rowid "
-                "WHERE s.name MATCH %s AND (%s OR NOT r.is_empty) LIMIT %s",
-                [_phrase(query), show_empty, SEARCH_CANDIDATES + 1],
+                "WHERE s.name MATCH %s AND instr(r.name, %s) > 0 AND (%s OR NOT r.is_empty) "
+                "LIMIT %s",
+                [_rare_trigrams(query), query, show_empty, SEARCH_CANDIDATES + 1],
             )
             found = cursor.fetchall()
     else:
