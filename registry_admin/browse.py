@@ -343,7 +343,10 @@ def _interrupted_after(steps, read):
     raw = connection.connection
     raw.set_progress_handler(lambda: 1, steps)
     try:
-        return read()
+        # In a savepoint of its own: an interrupted statement inside a caller's transaction
+        # must leave that transaction usable.
+        with transaction.atomic():
+            return read()
     except OperationalError as error:
         if "interrupt" not in str(error):
             raise

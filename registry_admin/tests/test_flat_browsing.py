@@ -268,7 +268,7 @@ def test_the_selective_part_is_a_part_of_the_query_with_fewer_common_trigrams():
     assert browse._selective_part("a/b", sample) == "a/b"  # no trigram in any part
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="pg_trgm")
+@pytest.mark.postgres  # pg_trgm: run by `make test-postgres`
 def test_the_trigrams_are_pg_trgm_s(seeded):
     # ASCII, as repository names are (pg_trgm's idea of a letter beyond it depends on the
     # database's locale; the model only chooses the part asked of the index).
