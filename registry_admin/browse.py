@@ -8,16 +8,19 @@ actions) and `registry_admin.reconcile`.
 
 import base64
 import binascii
+import contextlib
 import functools
 import json
+import math
 import re
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.conf import settings
 from django.core.cache import cache
 from django.core.paginator import Paginator
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import F, Max
 
 from . import db, pulls, registry, worker
@@ -58,6 +61,17 @@ MAX_FILTER_LENGTH = 255
 # over exactly those rows (and its count is exact); a commoner one walks the sort's index and
 # keeps the names that match, which finds a page quickly precisely because matches are common.
 SEARCH_CANDIDATES = 1000
+# Above SEARCH_CANDIDATES, a search whose matches come late in the sort's order (a team whose
+# names sort last) would walk nearly the whole index. It first walks at most LATE_WALK index
+# entries; if the page is not there and the name index holds about LATE_CANDIDATES matches or
+# fewer, the database sorts those matches instead (a top-N sort, its cost the number of
+# matches, not the position of the first one).
+LATE_WALK = 10_000
+LATE_CANDIDATES = 50_000
+# SQLite's virtual machine takes about 5 steps per index entry a walk filters out.
+SQLITE_STEPS_PER_ENTRY = 6
+# How many of a trigram's first matches tell how common it is (SQLite's name index).
+TRIGRAM_SAMPLE = 200
 # FTS5's trigram index answers substrings of at least three characters.
 TRIGRAM = 3
 # Delta rows (migration 0016's triggers) the header's totals fold into one beyond this many.
@@ -155,11 +169,12 @@ def repository_page(
     if not show_empty:
         rows = rows.filter(is_empty=False)
     matches = None
+    many, estimate = False, None
     if query:
         query = query.lower()
-        candidates = _name_candidates(query, show_empty)
+        candidates, estimate = _name_candidates(query, show_empty)
         if candidates is None:
-            rows = rows.filter(name__contains=query)
+            many = True
         else:
             rows = rows.filter(pk__in=candidates)
             matches = len(candidates)
@@ -167,13 +182,23 @@ def repository_page(
         totals = totals or header_totals()
         matches = totals["repositories"] + (totals["empty"] if show_empty else 0)
     limit = per_page + 1
-    if before is not None or last:
-        found = _backward(rows, spec, before and PageCursor.decode(sort, before), limit)
+    backward = before is not None or last
+    cursor = None
+    if backward and before is not None:
+        cursor = PageCursor.decode(sort, before)
+    elif not backward and after is not None:
+        cursor = PageCursor.decode(sort, after)
+    if many:
+        found = _search_many(rows, spec, cursor, limit, backward, query, estimate)
+    elif backward:
+        found = _collect(_backward_parts(rows, spec, cursor), limit, _plain)[::-1]
+    else:
+        found = _collect(_forward_parts(rows, spec, cursor), limit, _plain)
+    if backward:
         has_previous = len(found) > per_page
         found = found[-per_page:]
         has_next = not last
     else:
-        found = _forward(rows, spec, after and PageCursor.decode(sort, after), limit)
         has_next = len(found) > per_page
         found = found[:per_page]
         has_previous = after is not None
@@ -186,80 +211,402 @@ def repository_page(
     )
 
 
-def _forward(rows, spec, cursor, limit):
-    """Up to `limit` rows after `cursor` ((value, name), or None for the start), in order."""
+def _forward_parts(rows, spec, cursor):
+    """The list after `cursor` ((value, name), or None for the start) as index ranges in order:
+    (rows, order) pairs, `order` a tuple of (field, descending). Lazy: a later range is only
+    built when the earlier ones held too few rows."""
     if spec.column is None:
-        after_name = rows.filter(name__gt=cursor[1]) if cursor else rows
-        return list(after_name.order_by("name")[:limit])
+        yield (rows.filter(name__gt=cursor[1]) if cursor else rows), (("name", False),)
+        return
     column = spec.column
     value, name = cursor or (None, None)
-    found = []
     in_nulls = cursor is not None and value is None
     if not in_nulls:
         if cursor is not None:
             # The rest of the cursor's run of equal values first, then the smaller values.
-            found += rows.filter(**{column: value, "name__gt": name}).order_by("name")[:limit]
+            yield rows.filter(**{column: value, "name__gt": name}), (("name", False),)
             smaller = rows.filter(**{f"{column}__lt": value})
         else:
             smaller = rows.filter(**{f"{column}__isnull": False}) if spec.nullable else rows
-        if len(found) < limit:
-            found += smaller.order_by(F(column).desc(), "name")[: limit - len(found)]
-    if spec.nullable and len(found) < limit:
+        yield smaller, ((column, True), ("name", False))
+    if spec.nullable:
         nulls = rows.filter(**{f"{column}__isnull": True})
         if in_nulls:
             nulls = nulls.filter(name__gt=name)
-        found += nulls.order_by("name")[: limit - len(found)]
-    return found
+        yield nulls, (("name", False),)
 
 
-def _backward(rows, spec, cursor, limit):
-    """Up to `limit` rows before `cursor` (None: from the very end), in order."""
+def _backward_parts(rows, spec, cursor):
+    """The list before `cursor` (None: from the very end) as index ranges, last row first."""
     if spec.column is None:
-        before_name = rows.filter(name__lt=cursor[1]) if cursor else rows
-        return list(before_name.order_by("-name")[:limit])[::-1]
+        yield (rows.filter(name__lt=cursor[1]) if cursor else rows), (("name", True),)
+        return
     column = spec.column
     value, name = cursor or (None, None)
-    found = []
     if cursor is None or value is None:
         if spec.nullable:
             nulls = rows.filter(**{f"{column}__isnull": True})
             if cursor is not None:
                 nulls = nulls.filter(name__lt=name)
-            found += nulls.order_by("-name")[:limit]
+            yield nulls, (("name", True),)
         larger = rows.filter(**{f"{column}__isnull": False}) if spec.nullable else rows
     else:
-        found += rows.filter(**{column: value, "name__lt": name}).order_by("-name")[:limit]
+        yield rows.filter(**{column: value, "name__lt": name}), (("name", True),)
         larger = rows.filter(**{f"{column}__gt": value})
-    if len(found) < limit:
-        found += larger.order_by(F(column).asc(), "-name")[: limit - len(found)]
-    return found[::-1]
+    yield larger, ((column, False), ("name", True))
+
+
+def _collect(parts, limit, fetch):
+    """Up to `limit` rows from the ranges in order, each read with `fetch(rows, order, n)`."""
+    found = []
+    for part, order in parts:
+        if len(found) >= limit:
+            break
+        found += fetch(part, order, limit - len(found))
+    return found
+
+
+def _order_by(order):
+    return [F(field).desc() if descending else F(field).asc() for field, descending in order]
+
+
+def _plain(rows, order, n):
+    return list(rows.order_by(*_order_by(order))[:n])
+
+
+class _OutOfBudget(Exception):
+    pass
+
+
+def _search_many(rows, spec, cursor, limit, backward, query, estimate):
+    """A page of a search with more than SEARCH_CANDIDATES matches (about `estimate`, or None
+    when the name index cannot say). The page is found on the keys alone (name and sort column:
+    the sort's index, without reading the table), then its rows are read by name.
+
+    A short walk of the sort's index comes first (common matches are found at once); then, if
+    the name index holds few enough matches, the database sorts those; otherwise the walk goes
+    on as far as the matches are."""
+    columns = ("name", spec.column) if spec.column else ("name",)
+    keys = rows.values_list(*columns)
+    parts = _backward_parts if backward else _forward_parts
+    walk = functools.partial(_walk, query=query)
+    found = None
+    if estimate is not None and estimate <= LATE_CANDIDATES:
+        budget = [LATE_WALK]
+        try:
+            found = _collect(
+                parts(keys, spec, cursor), limit, functools.partial(walk, budget=budget)
+            )
+        except _OutOfBudget:
+            # The page is further on: the name index's matches, sorted (unless there are more
+            # than LATE_CANDIDATES after all: then the whole walk below).
+            with contextlib.suppress(_OutOfBudget):
+                found = _collect(
+                    parts(keys, spec, cursor),
+                    limit,
+                    functools.partial(_sorted_matches, query=query),
+                )
+    if found is None:
+        found = _collect(parts(keys, spec, cursor), limit, walk)
+    if backward:
+        found.reverse()
+    by_name = Repository.objects.in_bulk([key[0] for key in found], field_name="name")
+    return [by_name[key[0]] for key in found if key[0] in by_name]
+
+
+def _walk(keys, order, n, query, budget=None):
+    """The first `n` keys in `order` whose name contains `query`: the sort's index walked and
+    filtered. With a `budget` (a one-item list, spent as it goes) at most about that many index
+    entries are read, and _OutOfBudget is raised if they held fewer than `n` matches."""
+    matching = keys.filter(name__contains=query).order_by(*_order_by(order))[:n]
+    if budget is None:
+        return list(matching)
+    if connection.vendor == "sqlite":
+        # SQLite filters the names on the index and reads the table only for a match (a window
+        # of the index as a subquery would read the table for every row): the walk itself,
+        # stopped after its budget of virtual machine steps.
+        return _interrupted_after(budget[0] * SQLITE_STEPS_PER_ENTRY, lambda: list(matching))
+    window = keys.order_by(*_order_by(order))[: budget[0]]
+    hits = _within(window, order, n, query)
+    if len(hits) >= n:
+        return hits
+    seen = _count(window)
+    if seen >= budget[0]:
+        raise _OutOfBudget
+    budget[0] -= seen
+    return hits
+
+
+def _interrupted_after(steps, read):
+    """`read()`, its SQLite statements stopped (_OutOfBudget) after `steps` steps each."""
+    connection.ensure_connection()
+    raw = connection.connection
+    raw.set_progress_handler(lambda: 1, steps)
+    try:
+        # In a savepoint of its own: an interrupted statement inside a caller's transaction
+        # must leave that transaction usable.
+        with transaction.atomic():
+            return read()
+    except OperationalError as error:
+        if "interrupt" not in str(error):
+            raise
+        raise _OutOfBudget from None
+    finally:
+        raw.set_progress_handler(None, 0)
+
+
+def _within(window, order, n, query):
+    """The first `n` keys of the sliced, ordered `window` whose name contains `query`, read as
+    one query over the window (the filter applied to its rows only)."""
+    sql, params = window.query.sql_with_params()
+    marked = window.model.objects.values_list("name").filter(name__contains=query)
+    where, where_params = _where_of(marked)
+    outer = ", ".join(f"{i + 1}{' DESC' if d else ''}" for i, d in _positions(window, order))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT * FROM ({sql}) w WHERE {where} ORDER BY {outer} LIMIT %s",  # noqa: S608
+            [*params, *where_params, n],
+        )
+        return cursor.fetchall()
+
+
+def _sorted_matches(keys, order, n, query):
+    """The first `n` keys in `order` whose name contains `query`, from the name index: all its
+    matches (ids only) read, then sorted by the database (top-N). _OutOfBudget when the name
+    index holds more than LATE_CANDIDATES of them."""
+    matching = _containing(keys, query).order_by()
+    if connection.vendor == "sqlite" and [field for field, _ in order] == ["name"]:
+        return _sorted_by_name(matching, order[0][1], n, _rare_trigrams(query))
+    if connection.vendor == "sqlite":
+        matching = matching.extra(  # noqa: S610 (constant SQL, the query a parameter)
+            where=[
+                "registry_admin_repository.id IN (SELECT rowid FROM "
+                "registry_admin_repository_search WHERE registry_admin_repository_search.name "
+                "MATCH %s)"
+            ],
+            params=[_rare_trigrams(query)],
+        )
+    # The inner query has a limit, so neither database folds it into the outer one: it is
+    # planned on its own (the name index) and the outer one sorts its rows.
+    inner = matching[: LATE_CANDIDATES + 1]
+    sql, params = inner.query.sql_with_params()
+    outer = ", ".join(f"{i + 1}{' DESC' if d else ''}" for i, d in _positions(keys, order))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT *, count(*) OVER () FROM ({sql}) m ORDER BY {outer} LIMIT %s",  # noqa: S608
+            [*params, n],
+        )
+        found = cursor.fetchall()
+    if found and found[0][-1] > LATE_CANDIDATES:
+        raise _OutOfBudget
+    return [row[:-1] for row in found]
+
+
+def _sorted_by_name(matching, descending, n, match):
+    """SQLite, name order: the names come sorted from the name index's own copy of them (a
+    small table; the repository rows are wide), and repository rows are read only until the
+    page is full."""
+    search = "registry_admin_repository_search"
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM {search} WHERE {search}.name MATCH %s "  # noqa: S608
+            "LIMIT %s)",
+            [match, LATE_CANDIDATES + 1],
+        )
+        if cursor.fetchone()[0] > LATE_CANDIDATES:
+            raise _OutOfBudget
+        compiler = matching.query.get_compiler(connection=connection)
+        where, params = compiler.compile(matching.query.where)
+        # The subquery's limit keeps it (and its order) whole; CROSS JOIN keeps it the outer
+        # loop, so the rows come in its order.
+        cursor.execute(
+            "SELECT registry_admin_repository.name FROM (SELECT rowid AS id, name "  # noqa: S608
+            f"FROM {search} WHERE {search}.name MATCH %s "
+            f"ORDER BY name{' DESC' if descending else ''} LIMIT %s) s "
+            "CROSS JOIN registry_admin_repository ON registry_admin_repository.id = s.id "
+            f"WHERE {where} LIMIT %s",
+            [match, LATE_CANDIDATES + 1, *params, n],
+        )
+        return cursor.fetchall()
+
+
+def _positions(keys, order):
+    """(column position in `keys`' values_list, descending) for each field of `order`."""
+    fields = list(keys.query.values_select)
+    return [(fields.index(field), descending) for field, descending in order]
+
+
+def _where_of(queryset):
+    """The WHERE clause of `queryset` with its parameters, its column names unqualified (to
+    apply to a derived table with the same column names)."""
+    compiler = queryset.query.get_compiler(connection=connection)
+    where, params = compiler.compile(queryset.query.where)
+    table = connection.ops.quote_name(queryset.model._meta.db_table)
+    return where.replace(f"{table}.", ""), params
+
+
+def _count(window):
+    sql, params = window.query.sql_with_params()
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT count(*) FROM ({sql}) w", params)  # noqa: S608
+        return cursor.fetchone()[0]
+
+
+def _phrase(query):
+    return '"' + query.replace('"', '""') + '"'
+
+
+def _rare_trigrams(query):
+    """An FTS5 query for the rarest two trigrams of `query`: it matches every name containing
+    `query` (and more: the caller checks the names). FTS5 reads every token's whole list for a
+    phrase, so "team-9/" costs as much as "tea", which every name holds; its two rarest
+    trigrams cost only their own (fewer) matches. How rare each is comes from how far into the
+    ids its first TRIGRAM_SAMPLE matches reach."""
+    grams = list(dict.fromkeys(query[i : i + TRIGRAM] for i in range(len(query) - TRIGRAM + 1)))
+    if len(grams) <= 2:
+        return _phrase(query)
+    sample = (
+        "SELECT %s, count(*), max(rowid) FROM (SELECT rowid FROM "
+        "registry_admin_repository_search WHERE registry_admin_repository_search.name MATCH %s "
+        "LIMIT %s)"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(
+            " UNION ALL ".join([sample] * len(grams)),
+            [value for n, gram in enumerate(grams) for value in (n, _phrase(gram), TRIGRAM_SAMPLE)],
+        )
+        # A trigram with fewer matches than the sample is counted whole: rarer than any other.
+        share = {
+            grams[n]: (count / (reached or 1), 0) if count >= TRIGRAM_SAMPLE else (0, count)
+            for n, count, reached in cursor.fetchall()
+        }
+    rare = sorted(grams, key=lambda gram: share[gram])[:2]
+    return " AND ".join(_phrase(gram) for gram in rare)
 
 
 def _name_candidates(query, show_empty):
-    """The ids of the repositories whose name contains `query` (lowercase), or None when there
-    are more than SEARCH_CANDIDATES. SQLite asks its FTS5 trigram table (three characters or
-    more); PostgreSQL plans `LIKE '%…%'` over its pg_trgm index itself."""
-    if connection.vendor == "sqlite" and len(query) >= TRIGRAM:
-        phrase = '"' + query.replace('"', '""') + '"'
+    """(ids, None): the ids of the repositories whose name contains `query` (lowercase), when
+    there are at most SEARCH_CANDIDATES; (None, estimate) when there are more, `estimate` their
+    rough number (None when the name index cannot serve the query). SQLite asks its FTS5
+    trigram table (three characters or more); PostgreSQL plans `LIKE '%…%'` over its pg_trgm
+    index itself."""
+    indexed = len(query) >= TRIGRAM
+    if connection.vendor == "sqlite" and indexed:
         with connection.cursor() as cursor:
             cursor.execute(
                 "SELECT r.id, r.name FROM registry_admin_repository_search s "
                 "JOIN registry_admin_repository r ON r.id = s.rowid "
-                "WHERE s.name MATCH %s AND (%s OR NOT r.is_empty) LIMIT %s",
-                [phrase, show_empty, SEARCH_CANDIDATES + 1],
+                "WHERE s.name MATCH %s AND instr(r.name, %s) > 0 AND (%s OR NOT r.is_empty) "
+                "LIMIT %s",
+                [_rare_trigrams(query), query, show_empty, SEARCH_CANDIDATES + 1],
             )
             found = cursor.fetchall()
     else:
         # Unordered: PostgreSQL then answers from its trigram index instead of walking the
         # names in order (the model's default ordering) and filtering them.
-        rows = Repository.objects.filter(name__contains=query).order_by()
+        rows = _containing(Repository.objects.order_by(), query)
         if not show_empty:
             rows = rows.filter(is_empty=False)
         found = list(rows.values_list("pk", "name")[: SEARCH_CANDIDATES + 1])
     if len(found) > SEARCH_CANDIDATES:
-        return None
+        return None, _estimate(found) if indexed else None
     # The trigram index folds case and Unicode; the list matches as `contains` always did.
-    return [pk for pk, name in found if query in name]
+    return [pk for pk, name in found if query in name], None
+
+
+def _containing(rows, query):
+    """`rows` whose name contains `query`. PostgreSQL's trigram index is asked for the query's
+    most selective part only (the names are then checked for the whole query): pg_trgm reads
+    the posting list of every trigram of the pattern, and those of a word every name has
+    ("team", "service") cost more than the rare ones save."""
+    if connection.vendor != "postgresql" or len(query) < TRIGRAM:
+        return rows.filter(name__contains=query)
+    part = _selective_part(query, _name_sample())
+    if part == query:
+        return rows.filter(name__contains=query)
+    return rows.filter(name__contains=part).extra(  # noqa: S610 (constant SQL)
+        where=["strpos(registry_admin_repository.name, %s) > 0"], params=[query]
+    )
+
+
+# PostgreSQL's sample of the names (pg_stats' histogram), read at most this often per process.
+NAME_SAMPLE_SECONDS = 300
+_name_sample_cache = {}
+
+
+def _name_sample():
+    """Up to ~100 names evenly spread over the name order, from the last ANALYZE."""
+    now = time.monotonic()
+    cached = _name_sample_cache.get(connection.alias)
+    if cached and now - cached[0] < NAME_SAMPLE_SECONDS:
+        return cached[1]
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT histogram_bounds::text::text[] FROM pg_stats WHERE schemaname = "
+            "current_schema() AND tablename = 'registry_admin_repository' AND attname = 'name'"
+        )
+        row = cursor.fetchone()
+    sample = list(row[0]) if row and row[0] else []
+    _name_sample_cache[connection.alias] = (now, sample)
+    return sample
+
+
+def _trigrams(text, bounded_left=True, bounded_right=True):
+    """pg_trgm's trigrams of `text`: per word (a run of letters and digits), two blanks before
+    and one after where the word is known to start or end (inside `text`, or at its ends when
+    `bounded_left` / `bounded_right`: a whole name, not a part of a pattern)."""
+    text = text.lower()
+    found = set()
+    for word in re.finditer(r"[^\W_]+", text):
+        left = "  " if bounded_left or word.start() > 0 else ""
+        right = " " if bounded_right or word.end() < len(text) else ""
+        padded = left + word.group() + right
+        found |= {padded[i : i + 3] for i in range(len(padded) - 2)}
+    return found
+
+
+def _selective_part(query, sample, longest=16, recheck=100):
+    """The part of `query` (a substring) whose pg_trgm trigrams make the cheapest index scan,
+    as the name sample tells how common each trigram is: reading a trigram's posting list
+    costs its share of the names, and every name the trigrams leave is read again to check
+    (`recheck` times dearer). The whole query when there is no sample."""
+    if not sample:
+        return query
+    counts = {}
+    for name in sample:
+        for gram in _trigrams(name):
+            counts[gram] = counts.get(gram, 0) + 1
+    size = len(sample)
+
+    def cost(part):
+        grams = _trigrams(part, bounded_left=False, bounded_right=False)
+        if not grams:
+            return None
+        shares = [max(counts.get(gram, 0), 0.5) / size for gram in grams]
+        return sum(shares) + recheck * math.prod(shares)
+
+    best, best_cost = query, cost(query)
+    if best_cost is None:
+        return query
+    for start in range(len(query)):
+        for end in range(start + 2, min(len(query), start + longest) + 1):
+            part = query[start:end]
+            part_cost = cost(part)
+            if part_cost is not None and part_cost < best_cost:
+                best, best_cost = part, part_cost
+    return best
+
+
+def _estimate(found):
+    """How many matches there are, from the first ones found: both databases read them in
+    table order (FTS5 in rowid order; PostgreSQL's bitmap scans in physical order, its
+    sequential scans too, though from wherever the last one stopped), so the span of ids they
+    cover tells the share that matches. Rough (ids and physical order need not agree); it
+    only chooses how the page is found, never what it holds."""
+    ids = [pk for pk, _ in found]
+    span = max(ids) - min(ids) + 1
+    total = Repository.objects.aggregate(newest=Max("id"))["newest"] or span
+    return len(found) * total // span
 
 
 def header_totals():

@@ -162,6 +162,122 @@ def test_common_searches_walk_the_sort_index_and_say_more_than(seeded, monkeypat
         assert walk_forward("team/web", sort, False, 2)[0] == ["team/web"]
 
 
+@pytest.fixture
+def late(seeded, django_capture_on_commit_callbacks):
+    """Many matches of `zz/late-`, all last in name order, with ties on every sort (two sizes,
+    one push time, one pull time, some never pulled) and an empty one among them."""
+    pushed = seeded - timedelta(hours=1)
+    with django_capture_on_commit_callbacks(execute=True):
+        for number in range(14):
+            name = f"zz/late-{number:02d}"
+            index.upsert_tag(name, "v1", _digest(number % 2 + 1), pushed)
+            if number % 5 == 0:
+                index.upsert_tag(name, "v2", _digest(number % 2 + 1), pushed)
+            if number % 3:
+                _pull(name, seeded - timedelta(minutes=7))
+        index.upsert_tag("zz/late-gone", "v1", _digest(1), pushed)
+        index.forget_tags("zz/late-gone", ["v1"])
+    index.refresh_stats_of(Repository.objects.values_list("pk", flat=True))
+    return seeded
+
+
+LATE_QUERIES = ["zz/late-", "late", "te-0", "app", "eta", "/la"]
+
+
+@pytest.mark.parametrize("sort", list(browse.REPOSITORY_SORTS))
+@pytest.mark.parametrize("show_empty", [False, True])
+@pytest.mark.parametrize(
+    "walk, candidates, estimate",
+    [
+        (1, 1000, None),  # the short walk gives up at once: the database sorts the matches
+        (3, 1000, None),  # some ranges walked within the budget, then the sorted matches
+        (1, 3, 0),  # more matches than the sorted path takes: the whole walk after all
+        (1, 1000, 10**6),  # estimated too many to sort: the whole walk
+    ],
+)
+def test_searches_with_many_late_matches_equal_the_whole_table_query(
+    late, monkeypatch, sort, show_empty, walk, candidates, estimate
+):
+    """Past SEARCH_CANDIDATES, whichever way the page is found (a short walk, the name index's
+    matches sorted by the database, the whole walk), the same rows in the same order."""
+    monkeypatch.setattr(browse, "SEARCH_CANDIDATES", 2)
+    monkeypatch.setattr(browse, "LATE_WALK", walk)
+    monkeypatch.setattr(browse, "LATE_CANDIDATES", candidates)
+    if estimate is not None:
+        monkeypatch.setattr(browse, "_estimate", lambda found: estimate)
+    sorted_calls = []
+    sorted_matches = browse._sorted_matches
+
+    def spy(*args, **kwargs):
+        sorted_calls.append(args)
+        return sorted_matches(*args, **kwargs)
+
+    monkeypatch.setattr(browse, "_sorted_matches", spy)
+    for query in LATE_QUERIES:
+        expected = oracle(query, sort, show_empty)
+        assert len(expected) > 2, query
+        for per_page in (1, 2, 5):
+            forward, page = walk_forward(query, sort, show_empty, per_page)
+            assert forward == expected, (query, per_page)
+            assert page.matches is None
+            assert walk_backward(query, sort, show_empty, per_page) == expected, (query, per_page)
+    if estimate is None:
+        assert sorted_calls  # the sorted path was taken (and its rows checked above)
+    elif estimate > candidates:
+        assert not sorted_calls
+
+
+def test_the_late_search_reads_the_page_rows_whole(late, monkeypatch):
+    """The keys-only paths return full rows: cursors and the page's columns as the plain list."""
+    monkeypatch.setattr(browse, "SEARCH_CANDIDATES", 2)
+    monkeypatch.setattr(browse, "LATE_WALK", 1)
+    page = browse.repository_page("zz/late-", "size", per_page=3)
+    plain = list(Repository.objects.filter(name__in=[r.name for r in page.rows]))
+    assert {r.name: (r.total_size, r.tag_count, r.last_push_at) for r in page.rows} == {
+        r.name: (r.total_size, r.tag_count, r.last_push_at) for r in plain
+    }
+    rest = browse.repository_page("zz/late-", "size", after=page.next_cursor, per_page=50)
+    assert [r.name for r in page.rows + rest.rows] == oracle("zz/late-", "size")
+
+
+@pytest.mark.parametrize("sort", list(browse.REPOSITORY_SORTS))
+def test_searches_through_a_selective_part_of_the_query_equal_the_whole_table_query(
+    late, monkeypatch, sort
+):
+    """PostgreSQL asks its trigram index for the query's rarest part (as its name sample
+    says), then checks the whole query: the same rows, for the probe and the sorted path."""
+    names = list(Repository.objects.order_by("name").values_list("name", flat=True))
+    monkeypatch.setattr(browse, "_name_sample", lambda: names)
+    for candidates in (1000, 2):
+        monkeypatch.setattr(browse, "SEARCH_CANDIDATES", candidates)
+        monkeypatch.setattr(browse, "LATE_WALK", 1)
+        for query in LATE_QUERIES + ["team/app", "a%b", "pp/", "eam/a"]:
+            expected = oracle(query, sort)
+            forward, page = walk_forward(query, sort, False, 2)
+            assert forward == expected, (query, candidates)
+            assert walk_backward(query, sort, False, 2) == expected, (query, candidates)
+            if candidates == 1000:
+                assert page.matches == len(expected)
+
+
+def test_the_selective_part_is_a_part_of_the_query_with_fewer_common_trigrams():
+    sample = [f"team-{n % 50}/service-{n:07d}" for n in range(0, 1_000_000, 9901)]
+    assert browse._selective_part("team-1/", sample) in ("m-1/", "-1/")
+    assert browse._selective_part("service-0000421", sample) in ("00421", "0421", "000421")
+    assert browse._selective_part("abc", []) == "abc"  # no sample: the whole query
+    assert browse._selective_part("a/b", sample) == "a/b"  # no trigram in any part
+
+
+@pytest.mark.postgres  # pg_trgm: run by `make test-postgres`
+def test_the_trigrams_are_pg_trgm_s(seeded):
+    # ASCII, as repository names are (pg_trgm's idea of a letter beyond it depends on the
+    # database's locale; the model only chooses the part asked of the index).
+    with connection.cursor() as cursor:
+        for name in oracle(show_empty=True) + ["Ab-cd_ef/9", "x", "a.b__c--d"]:
+            cursor.execute("SELECT show_trgm(%s)", [name])
+            assert browse._trigrams(name) == set(cursor.fetchone()[0]), name
+
+
 def test_header_totals_follow_every_kind_of_change(seeded, django_capture_on_commit_callbacks):
     assert browse.header_totals() == oracle_totals()
     now = timezone.now()
