@@ -210,13 +210,8 @@ class FilesystemStorage:
                 entries = list(scanned)
         except FileNotFoundError:
             return []  # removed while we walked (an upload finished, a GC ran)
-        except PermissionError as exc:
-            raise StorageError(
-                f"Permission denied reading {directory}: the portal needs read access to the "
-                "registry's whole storage tree."
-            ) from exc
         except OSError as exc:
-            raise StorageError(f"Could not read {directory}: {exc.strerror}.") from exc
+            raise _read_error(exc, directory) from exc
         items = []
         for entry in entries:
             try:
@@ -248,13 +243,8 @@ class FilesystemStorage:
                 return handle.read(max_bytes + 1)
         except FileNotFoundError:
             return None
-        except PermissionError as exc:
-            raise StorageError(
-                f"Permission denied reading {path}: the portal needs read access to the "
-                "registry's whole storage tree."
-            ) from exc
         except OSError as exc:
-            raise StorageError(f"Could not read {path}: {exc.strerror}.") from exc
+            raise _read_error(exc, path) from exc
 
     # --- Writes (the online collector) ---
 
@@ -352,13 +342,18 @@ class FilesystemStorage:
             return stat.S_ISREG(os.stat(self._full(_checked(path))).st_mode)
         except (FileNotFoundError, NotADirectoryError):
             return False
-        except PermissionError as exc:
-            raise StorageError(
-                f"Permission denied reading {path}: the portal needs read access to the "
-                "registry's whole storage tree."
-            ) from exc
         except OSError as exc:
-            raise StorageError(f"Could not read {path}: {exc.strerror}.") from exc
+            raise _read_error(exc, path) from exc
+
+
+def _read_error(exc, path):
+    """A sentence for a failed filesystem read of `path`."""
+    if isinstance(exc, PermissionError):
+        return StorageError(
+            f"Permission denied reading {path}: the portal needs read access to the "
+            "registry's whole storage tree."
+        )
+    return StorageError(f"Could not read {path}: {exc.strerror}.")
 
 
 def _write_error(exc, action, path, target=None):
