@@ -1,4 +1,6 @@
-from django.db import connection, models
+from django.db import models
+
+from .. import db
 
 
 class MetricCounterManager(models.Manager):
@@ -7,21 +9,9 @@ class MetricCounterManager(models.Manager):
         that adds), creating the rows it needs. Call it inside the transaction of what is
         counted when there is one, so a rolled-back change is not counted; database errors
         propagate."""
-        rows = [{"name": name, "value": float(n)} for name, n in amounts.items() if n]
-        if not rows:
-            return
         # Sorted: two transactions adding to the same rows lock them in one order (PostgreSQL).
-        rows.sort(key=lambda row: row["name"])
-        table = connection.ops.quote_name(self.model._meta.db_table)
-        placeholders = ", ".join(["(%s, %s)"] * len(rows))
-        params = [value for row in rows for value in (row["name"], row["value"])]
-        # Constant SQL: only the table's own name is formatted in, every value is a parameter.
-        sql = (
-            f"INSERT INTO {table} (name, value) VALUES {placeholders} "  # noqa: S608
-            f"ON CONFLICT (name) DO UPDATE SET value = {table}.value + excluded.value"
-        )
-        with connection.cursor() as cursor:
-            cursor.execute(sql, params)
+        rows = [{"name": name, "value": float(n)} for name, n in sorted(amounts.items()) if n]
+        db.insert_or_add(self.model, rows, key=("name",), add=("value",))
 
 
 class MetricCounter(models.Model):
