@@ -12,7 +12,7 @@ from django.core.cache import cache
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from registry_admin import checks, worker
+from registry_admin import checks, ingest, worker
 from registry_admin.models import (
     JobKind,
     MetricCounter,
@@ -181,8 +181,10 @@ def test_notifications_are_counted_by_action_once_and_refusals_by_reason(setting
     assert value(response, "oyster_notifications_last_received_timestamp_seconds") > 0
 
 
-def test_the_pending_queue_and_its_lag(settings):
+def test_the_pending_queue_and_its_lag(settings, monkeypatch):
     settings.NOTIFICATIONS_APPLY_DELAY = 0.25  # batched: stored now, applied by the worker
+    # No applier thread: its connection would keep the test database open (PostgreSQL).
+    monkeypatch.setattr(ingest, "wake", lambda: None)
     assert post_events(make_envelope(make_registry_event())).status_code == 200
     time.sleep(0.3)
 
@@ -191,6 +193,12 @@ def test_the_pending_queue_and_its_lag(settings):
     assert value(response, "oyster_notifications_apply_lag_seconds") >= 0.3
     # Counted once applied, not when stored.
     assert value(response, "oyster_notifications_received_total", action="push") == 0
+
+    assert ingest.catch_up() == 1
+    response = scrape()
+    assert value(response, "oyster_notifications_pending") == 0
+    assert value(response, "oyster_notifications_apply_lag_seconds") == 0
+    assert value(response, "oyster_notifications_received_total", action="push") == 1
 
 
 def test_job_runs_and_their_durations_by_kind(monkeypatch):
