@@ -280,7 +280,7 @@ def _access(counters):
     )
     yield _counter(
         "oyster_login_failures",
-        "Failed portal logins (wrong passwords and attempts refused by the lockout).",
+        "Failed portal logins: wrong passwords and attempts the lockout refused.",
         [],
         [([], counters.get("login_failures", 0))],
     )
