@@ -216,7 +216,9 @@ if env.bool("TRUST_X_FORWARDED_PROTO", default=False):
 # Never redirected to HTTPS: container health probes speak plain HTTP on the private port, and
 # the registry counts a 3xx answer to a notification as delivered, so a redirect would silently
 # drop events (its token has already crossed the wire by then; redirecting protects nothing).
-SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^api/registry/events$"]
+# /metrics likewise: a scraper inside the network asks over plain HTTP, and its token would
+# already have crossed the wire.
+SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^api/registry/events$", r"^metrics$"]
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_AGE = env.int("SESSION_COOKIE_AGE", default=8 * 3600)
 X_FRAME_OPTIONS = "DENY"
@@ -276,6 +278,17 @@ if not 0 <= NOTIFICATIONS_APPLY_DELAY <= 1:
         f"NOTIFICATIONS_APPLY_DELAY={NOTIFICATIONS_APPLY_DELAY} is out of range: write seconds "
         "from 0 (apply in the delivery's transaction) to 1 (pages may lag events by twice that)."
     )
+
+# --- Prometheus /metrics ---
+# Set: a scrape needs `Authorization: Bearer <token>`, from any address. Empty: no token, but
+# only the addresses (or networks, 10.0.0.0/8) below may scrape.
+METRICS_TOKEN = env("METRICS_TOKEN", default="")
+METRICS_ALLOWED_ADDRESSES = env.list("METRICS_ALLOWED_ADDRESSES", default=["127.0.0.1", "::1"])
+# The largest repositories of the latest storage scan reported one by one.
+METRICS_TOP_REPOSITORIES = env.int("METRICS_TOP_REPOSITORIES", default=10)
+# Seconds a scrape may wait for the registry's ping (each process pings at most every 15 s);
+# REGISTRY_TIMEOUT when that is shorter. /v2/ is answered in milliseconds when all is well.
+METRICS_REGISTRY_TIMEOUT = env.float("METRICS_REGISTRY_TIMEOUT", default=1.0)
 
 
 def _duration_seconds(name, value):

@@ -1,10 +1,11 @@
 from django.contrib import admin
 from django.urls import include, path
 
-from registry_admin.views import health, login
+from registry_admin.views import health, login, metrics
 
 urlpatterns = [
     path("healthz", health.healthz, name="healthz"),
+    path("metrics", metrics.metrics_view, name="metrics"),
     path(
         "login/",
         login.LoginView.as_view(),

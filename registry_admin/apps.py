@@ -1,4 +1,5 @@
 from django.apps import AppConfig
+from django.contrib.auth.signals import user_login_failed
 from django.db.models.signals import post_migrate
 
 
@@ -14,6 +15,7 @@ class RegistryAdminConfig(AppConfig):
             activity,
             checks,  # noqa: F401  (registers the system checks)
             index,
+            metrics,
             online_gc,
             pulls,
         )
@@ -31,3 +33,6 @@ class RegistryAdminConfig(AppConfig):
         events_recorded.connect(access.on_events_recorded, dispatch_uid="robots")
         # A push naming a blob in the online collector's trash brings it back at once.
         events_recorded.connect(online_gc.on_events_recorded, dispatch_uid="online_gc")
+        # /metrics' running totals: events applied, and failed portal logins.
+        events_recorded.connect(metrics.on_events_recorded, dispatch_uid="metrics")
+        user_login_failed.connect(metrics.on_login_failed, dispatch_uid="metrics_login")

@@ -4,6 +4,7 @@ Errors stop `migrate`, `runserver` and gunicorn's preload; warnings are printed 
 runs with the affected feature degraded.
 """
 
+import ipaddress
 import os
 from urllib.parse import urlsplit
 
@@ -202,6 +203,50 @@ def check_token_settings(app_configs, **kwargs):
                 "TOKEN_MAX_SCOPES must be between 1 and 1000.",
                 hint="Set TOKEN_MAX_SCOPES, e.g. 32.",
                 id="oyster.E052",
+            )
+        )
+    return problems
+
+
+@register()
+def check_metrics_settings(app_configs, **kwargs):
+    problems = []
+    for entry in settings.METRICS_ALLOWED_ADDRESSES:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            problems.append(
+                Error(
+                    f"METRICS_ALLOWED_ADDRESSES has {entry[:60]!r}, which is not an address or "
+                    "network.",
+                    hint="Write addresses or networks separated by commas, e.g. "
+                    "127.0.0.1,::1,10.0.0.0/8.",
+                    id="oyster.E060",
+                )
+            )
+    if settings.METRICS_TOKEN and len(settings.METRICS_TOKEN) < 16:
+        problems.append(
+            Warning(
+                "METRICS_TOKEN is shorter than 16 characters: it could be guessed.",
+                hint="Set METRICS_TOKEN to a long random string, e.g. the output of "
+                "`python -c 'import secrets; print(secrets.token_urlsafe(32))'`.",
+                id="oyster.W060",
+            )
+        )
+    if not 0 < settings.METRICS_REGISTRY_TIMEOUT <= 30:
+        problems.append(
+            Error(
+                "METRICS_REGISTRY_TIMEOUT must be more than 0 and at most 30 seconds.",
+                hint="Set METRICS_REGISTRY_TIMEOUT, e.g. 1.",
+                id="oyster.E061",
+            )
+        )
+    if not 0 <= settings.METRICS_TOP_REPOSITORIES <= 1000:
+        problems.append(
+            Error(
+                "METRICS_TOP_REPOSITORIES must be between 0 and 1000.",
+                hint="Set METRICS_TOP_REPOSITORIES, e.g. 10 (0: none one by one).",
+                id="oyster.E062",
             )
         )
     return problems

@@ -32,7 +32,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from . import db, ingest
-from .models import AuditEvent, PendingEvent, RejectedDelivery
+from .models import AuditEvent, MetricCounter, PendingEvent, RejectedDelivery
 from .models.audit import clean_text, index_new_events, target_kind
 from .models.batches import pk_batches
 from .pulls import is_own_read
@@ -223,6 +223,7 @@ def record(envelope, raw_body=b"", content_type="", remote_addr="", error=""):
                 body=bytes(raw_body),
                 stored_events=len(stored),
             )
+            MetricCounter.objects.add({"notifications_rejected:unreadable": 1})
             logger.warning(
                 "notification delivery partly rejected (%d stored): %s", len(stored), errors[0]
             )

@@ -429,10 +429,12 @@ class RegistryClient:
         finally:
             response.close()
 
-    def ping(self):
-        """`GET /v2/` with the service account; never raises."""
+    def ping(self, timeout=None):
+        """`GET /v2/` with the service account; never raises. `timeout` (seconds, for the
+        connection and the answer alike) replaces the client's own when given."""
+        options = {"timeout": (timeout, timeout)} if timeout else {}
         try:
-            response = self.request("GET", "/v2/")
+            response = self.request("GET", "/v2/", **options)
         except RegistryError as exc:
             return PingResult(state="unreachable", detail=str(exc))
         api_version = response.headers.get(API_VERSION_HEADER, "")

@@ -31,7 +31,7 @@ from django.utils import timezone
 from django.utils.module_loading import import_string
 
 from . import db
-from .models import JobKind, JobLease, Run, WorkerHeartbeat
+from .models import JobKind, JobLease, MetricCounter, Run, WorkerHeartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -220,9 +220,19 @@ def execute(run):
     else:
         run.state, run.result = Run.State.DONE, result
     run.finished_at = timezone.now()
-    Run.objects.filter(pk=run.pk).update(
-        state=run.state, error=run.error, result=run.result, finished_at=run.finished_at
-    )
+    with transaction.atomic():
+        Run.objects.filter(pk=run.pk).update(
+            state=run.state, error=run.error, result=run.result, finished_at=run.finished_at
+        )
+        # Kept totals for /metrics: Run rows are many (a details run per new push), and
+        # summing their durations at every scrape would read them all.
+        MetricCounter.objects.add(
+            {
+                f"job_runs:{run.kind}:{run.state}": 1,
+                f"job_runs_timed:{run.kind}": 1,
+                f"job_seconds:{run.kind}": (run.finished_at - now).total_seconds(),
+            }
+        )
     return run
 
 
@@ -289,6 +299,8 @@ def recover_stale_runs():
             ):
                 continue
             recovered += 1
+            # A failed run too, though of unknown duration (its worker died).
+            MetricCounter.objects.add({f"job_runs:{run.kind}:{Run.State.FAILED}": 1})
             if retry:
                 again = Run.objects.create(
                     kind=run.kind,

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs on a fresh Debian machine, each piece only when missing:
-# Debian's docker-registry, skopeo, chromium and postgresql, and Azurite from npm.
+# Debian's docker-registry, skopeo, chromium, postgresql and prometheus (for promtool), and
+# Azurite from npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_apt=()
 [ -x /usr/bin/docker-registry ] || need_apt+=(docker-registry)
 [ -x /usr/bin/skopeo ] || need_apt+=(skopeo)
+# promtool checks /metrics' output (tests/test_metrics_gunicorn.py); Debian ships it in prometheus.
+[ -x /usr/bin/promtool ] || need_apt+=(prometheus)
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need_apt+=(postgresql)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -192,6 +192,8 @@ def page_requests(seed):
     delete_back = url("repository", repo)
     requests = [
         Request("healthz", "GET", reverse("healthz")),
+        # Pings the registry, but says so only as oyster_registry_up 0 (no page to explain on).
+        Request("metrics", "GET", reverse("metrics")),
         Request("login", "GET", reverse("login")),
         Request("admin:index", "GET", reverse("admin:index")),
         Request(app + "dashboard", "GET", url("dashboard"), talks_to_registry=True),

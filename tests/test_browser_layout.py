@@ -35,6 +35,7 @@ AXE_EXCEPTIONS = {}
 # admin (its templates are Django's), the webhook, and POSTs that only redirect or log out.
 NOT_PAGES = {
     "healthz",
+    "metrics",
     "admin:index",
     "registry_admin:audit-export",
     "registry_admin:run-status",

@@ -9,9 +9,9 @@ path segment of every URL pattern. Each answer must be below 500, must not refle
 database and the htpasswd file exactly as they were.
 
 "Exactly as they were" excludes, by design, the rows that exist to record refused attempts:
-django-axes' failed-login records and the webhook's unauthorized-delivery counter (a refusal
-that left no trace would be the bug there), and the session table (the framework's own
-bookkeeping). Two changes are accepted when they are exactly what was asked: editing a retention
+django-axes' failed-login records, the webhook's unauthorized-delivery counter and /metrics'
+running totals, which count failed logins and rejected deliveries (a refusal that left no trace
+would be the bug there), and the session table (the framework's own bookkeeping). Two changes are accepted when they are exactly what was asked: editing a retention
 rule's name or keep-regex to a hostile but valid value (stored verbatim, shown escaped, audited;
 the test checks that and puts the rule back), and the webhook storing a hostile body as a
 rejected delivery when the token is right.
@@ -73,6 +73,7 @@ EXCLUDED_MODELS = {
     "axes.accesslog",
     "axes.accessfailurelog",
     "registry_admin.deliverycounter",
+    "registry_admin.metriccounter",
 }
 CONFIRMATION_ENDPOINTS = ("tag-delete", "image-delete", "tags-bulk-delete", "retention-run")
 NEVER_GATING = {"next", "expect"}

@@ -11,6 +11,7 @@ from .audit import (  # noqa: F401
 )
 from .deletes import PortalPlaceholder, UntaggedManifest  # noqa: F401
 from .index import Manifest, Repository, Tag  # noqa: F401
+from .metrics import MetricCounter  # noqa: F401
 from .pulls import PullCount  # noqa: F401
 from .retention import RetentionRule  # noqa: F401
 from .roles import Roles  # noqa: F401

@@ -192,9 +192,13 @@ class AuditEventQuerySet(models.QuerySet):
         )
 
     def last_received(self):
-        # Ids grow in the order rows arrive, and the primary key needs no extra index.
+        # Ids grow in the order rows arrive, and the primary key needs no extra index: walked
+        # from the newest id down to the first registry event (portal actions are few). Through
+        # the source index instead, as SQLite's planner chose, every registry event was sorted
+        # (60 ms at 300,000 events, 170 ms at 1,000,000; bench/metrics_scrape.py).
         return (
-            self.filter(source=AuditEvent.Source.REGISTRY)
+            self.alias(source_scan=unindexed("source"))
+            .filter(source_scan=AuditEvent.Source.REGISTRY)
             .order_by("-id")
             .values_list("received_at", flat=True)
             .first()

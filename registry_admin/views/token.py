@@ -25,6 +25,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
 from .. import access, tokens
+from ..models import MetricCounter
 from ..models.access import ACTIONS
 
 logger = logging.getLogger(__name__)
@@ -60,6 +61,10 @@ def _basic_credentials(header):
     return username, password
 
 
+# What /metrics calls each answer of the endpoint (oyster_token_requests_total{outcome}).
+OUTCOMES = {200: "issued", 400: "bad_request", 401: "refused", 429: "throttled", 503: "unavailable"}
+
+
 @csrf_exempt
 @login_not_required
 @never_cache
@@ -68,6 +73,18 @@ def token(request):
     if settings.REGISTRY_AUTH_MODE != "token":
         # Not a password oracle while the registry checks htpasswd itself.
         raise Http404("The token endpoint is off (REGISTRY_AUTH_MODE is not token).")
+    response = _answer(request)
+    try:
+        # One small upsert per request, beside the attempt counters a password check already
+        # writes; kept in the database so every worker and instance reports the same total.
+        outcome = OUTCOMES.get(response.status_code, "other")
+        MetricCounter.objects.add({f"token_requests:{outcome}": 1})
+    except DatabaseError:
+        logger.exception("token endpoint: could not count a request")
+    return response
+
+
+def _answer(request):
     oauth = request.method == "POST"
     params = request.POST if oauth else request.GET
     ip_address = get_client_ip_address(request) or ""

@@ -18,7 +18,7 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_POST
 
 from .. import notifications
-from ..models import DeliveryCounter
+from ..models import DeliveryCounter, MetricCounter
 
 logger = logging.getLogger(__name__)
 
@@ -132,6 +132,11 @@ def _read_body(request, limit):
 
 
 def _too_large(max_body):
+    try:
+        # Counted, as a refused token is: a 413 blocks the registry's queue until it is raised.
+        MetricCounter.objects.add({"notifications_rejected:too_large": 1})
+    except DatabaseError:
+        logger.exception("could not count an oversized notification delivery")
     return JsonResponse(
         {"error": f"the body is larger than NOTIFICATIONS_MAX_BODY ({max_body} bytes)"}, status=413
     )
