@@ -28,6 +28,7 @@ the page.
 import contextlib
 import errno
 import functools
+import glob
 import itertools
 import logging
 import os
@@ -314,14 +315,20 @@ class FilesystemStorage:
         """Create or replace the small file `path` with `data`, atomically: written beside it
         under a temporary name, then renamed over it (a reader sees the old or the new
         content, never part of it). The file gets the usual mode (0o666 less the umask), so the
-        registry can read what the worker wrote."""
+        registry can read what the worker wrote.
+
+        A process killed between the write and the rename leaves its temporary file behind;
+        the next write of the same path removes such leftovers (only the collector writes, one
+        run at a time under its lease, so no other writer's file can be in flight)."""
         full = self._full(_checked(path))
         directory = os.path.dirname(full)
-        temporary = os.path.join(
-            directory, f".{os.path.basename(full)}.oyster-{uuid.uuid4().hex[:12]}.tmp"
-        )
+        prefix = f".{os.path.basename(full)}.oyster-"
+        temporary = os.path.join(directory, f"{prefix}{uuid.uuid4().hex[:12]}.tmp")
         try:
             os.makedirs(directory, exist_ok=True)
+            for leftover in glob.glob(glob.escape(os.path.join(directory, prefix)) + "*.tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(leftover)
             descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
             try:
                 with os.fdopen(descriptor, "wb") as handle:

@@ -188,6 +188,22 @@ def test_filesystem_writes_a_link_atomically_and_readable(disk):
     assert os.listdir(os.path.dirname(on_disk(disk, link))) == ["link"]  # no temporary left
 
 
+def test_filesystem_write_removes_what_a_killed_write_of_the_same_path_left(disk):
+    """A run killed between the temporary write and the rename leaves `.link.oyster-*.tmp`
+    (the kill test found one in the trash); the next write of that path clears it, and only it."""
+    digest = hex_of(b"layer")
+    link = layer_link("team/app", digest)
+    directory = os.path.dirname(on_disk(disk, link))
+    os.makedirs(directory)
+    for name in (".link.oyster-0123456789ab.tmp", ".other.oyster-0123456789ab.tmp", "keep"):
+        with open(os.path.join(directory, name), "wb") as handle:
+            handle.write(b"half")
+
+    disk.write_object(link, f"sha256:{digest}".encode())
+    assert sorted(os.listdir(directory)) == [".other.oyster-0123456789ab.tmp", "keep", "link"]
+    assert disk.read(link, 100) == f"sha256:{digest}".encode()
+
+
 def test_filesystem_object_exists(disk):
     digest = hex_of(b"x")
     disk.put(blob_path(digest), b"x")
