@@ -653,6 +653,7 @@ GUIDE_SHELL = {
     "http_secret": "guide-http-secret-0123456789abcdef",
     "pg_password": "guide-pg-password-0123456789",
     "storage_key": "c3RvcmFnZS1hY2NvdW50LWtleS1mb3ItdGhlLWd1aWRlLXRlc3Q=",
+    "metrics_token": "metrics-token-for-the-guide-test-0123456789",
 }
 
 
