@@ -17,8 +17,9 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from . import references, registry
+from . import references, registry, storage
 from .models import AuditEvent, BinBlob, BinItem, BinManifest, PortalAction
+from .storage.layout import REPOSITORIES
 
 logger = logging.getLogger(__name__)
 
@@ -270,6 +271,23 @@ def held_raw_digests():
     return {bytes.fromhex(d[7:]) for d in held_digests() if d.startswith("sha256:")}
 
 
+def offline_gc_warning():
+    """The sentence to show before the registry's own garbage-collect runs ("" when the bin
+    holds nothing): that collector does not know the bin and deletes the held images' data."""
+    holding = BinItem.objects.holding().filter(kind=BinItem.Kind.IMAGE)
+    count = holding.count()
+    if not count:
+        return ""
+    names = [item.reference for item in holding[:3]]
+    more = f" and {count - 3} more" if count > 3 else ""
+    return (
+        f"The registry's own garbage-collect does not know the recycle bin: it deletes the data "
+        f"of the {count} deleted image{'s' if count != 1 else ''} held there "
+        f"({', '.join(names)}{more}), which then can never be restored. Oyster's online "
+        "collector keeps them until they expire."
+    )
+
+
 # --- Restore ---
 
 
@@ -340,19 +358,79 @@ def _put_back(item):
             top = (content, manifest.media_type)
     restored, kept = [], {}
     for tag in item.tags:
-        try:
-            current = client.head_manifest(repository, tag).digest
-        except registry.RegistryNotFound:
-            current = None
-        if current == item.digest:
-            restored.append(tag)
-        elif current:
-            # A client pushed this tag again since the delete: its image wins.
-            kept[tag] = current
+        theirs = _put_tag(client, item, tag, top)
+        if theirs:
+            kept[tag] = theirs
         else:
-            client.put_manifest(repository, tag, top[0], top[1])
             restored.append(tag)
     return restored, kept
+
+
+def _put_tag(client, item, tag, top):
+    """Point `tag` at the item again unless a client pushed it since; returns the client's
+    digest when it did ("" when the tag is ours now).
+
+    The registry has no conditional PUT, so a push landing between our HEAD and our PUT is found
+    after the fact: the tag's index entries (`tags/<tag>/index/`, one per digest the tag ever
+    pointed at) listed before the HEAD and after the PUT show a digest that is neither ours nor
+    known before; if the tag is ours now, the client's push came first and gets the tag back.
+    """
+    repository = item.repository
+    before = _tag_history(repository, tag)
+    try:
+        current = client.head_manifest(repository, tag).digest
+    except registry.RegistryNotFound:
+        current = None
+    if current == item.digest:
+        return ""
+    if current:
+        # A client pushed this tag again since the delete: its image wins.
+        return current
+    client.put_manifest(repository, tag, top[0], top[1])
+    after = _tag_history(repository, tag)
+    if before is None or after is None:
+        return ""
+    pushed = sorted(after - before - {item.digest})
+    if not pushed:
+        return ""
+    current = client.head_manifest(repository, tag).digest
+    if current != item.digest:
+        return current
+    # Their manifest is still a revision (moving a tag deletes nothing): put it back under the
+    # tag. With several, the one whose index entry was written last.
+    theirs = pushed[-1] if len(pushed) == 1 else _newest(repository, tag, pushed)
+    document = client.get_manifest(repository, theirs)
+    client.put_manifest(repository, tag, document.raw, document.media_type)
+    logger.warning(
+        "restore of %s: %s:%s was pushed meanwhile; kept %s", item, repository, tag, theirs
+    )
+    return theirs
+
+
+def _tag_prefix(repository, tag):
+    return f"{REPOSITORIES}{repository}/_manifests/tags/{tag}/index/sha256/"
+
+
+def _tag_history(repository, tag, with_times=False):
+    """{digest} (or {digest: time}) the tag's index entries name, from the registry's storage;
+    None when the storage cannot be read (no guard then, only the HEAD before the PUT)."""
+    prefix = _tag_prefix(repository, tag)
+    try:
+        entries = list(storage.get_backend().list_entries(prefix))
+    except storage.StorageError as exc:
+        logger.warning("tag index of %s:%s not readable: %s", repository, tag, exc)
+        return None
+    found = {}
+    for path, _size, modified in entries:
+        hex_digest, _, rest = path[len(prefix) :].partition("/")
+        if rest == "link" and len(hex_digest) == 64:
+            found["sha256:" + hex_digest] = modified or 0
+    return found if with_times else set(found)
+
+
+def _newest(repository, tag, digests):
+    times = _tag_history(repository, tag, with_times=True) or {}
+    return max(digests, key=lambda digest: times.get(digest, 0))
 
 
 def _restored_message(item, restored, kept):

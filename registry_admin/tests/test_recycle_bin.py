@@ -117,6 +117,9 @@ def test_single_and_multi_platform_deletes_survive_a_collection_and_come_back_wh
     scan = usage.run_scan()
     assert scan.reclaimable_bytes == 0
     assert scan.held_bytes == stored_bytes(single) + stored_bytes(multi)
+    out = io.StringIO()
+    call_command("garbage_collect", "--online", "--dry-run", stdout=out)
+    assert "are held by the recycle bin until they expire" in out.getvalue()
     result = online_gc.collect_online("tester", dry_run=False)
     assert result.trashed_count == 0 and result.candidate_count == 0
     assert result.held_bytes == scan.held_bytes
@@ -265,3 +268,30 @@ def test_a_delete_whose_process_died_is_settled_by_the_purge_job(reg):
     recycle_bin.purge("worker", now=timezone.now() + timedelta(minutes=11))
     assert BinItem.objects.get(pk=gone.pk).state == BinItem.State.HELD
     assert not BinItem.objects.filter(pk=stays.pk).exists()
+
+
+def test_a_client_pushing_the_tag_between_the_check_and_the_put_keeps_its_image(reg, monkeypatch):
+    repo = name("race")
+    old, new = big_image(), big_image()
+    pusher = reg.pusher()
+    old_digest = pusher.push_image(repo, "v1", old)
+    for blob in new.blobs:
+        pusher.push_blob(repo, blob)
+    deletes.delete_tag("alice", repo, "v1")
+    item = BinItem.objects.get()
+    client = recycle_bin.registry.get_client()
+    put = client.put_manifest
+    pushed = {}
+
+    def put_after_a_client(repository, reference, raw, media_type):
+        # The client's push lands in the window between our HEAD (tag absent) and our PUT.
+        if reference == "v1" and not pushed:
+            pushed["digest"] = pusher.put_manifest(repo, "v1", new.manifest, new.media_type)
+        return put(repository, reference, raw, media_type)
+
+    monkeypatch.setattr(client, "put_manifest", put_after_a_client)
+    outcome = recycle_bin.restore("bob", item)
+    assert outcome.kept_tags == {"v1": pushed["digest"]} and outcome.restored_tags == ()
+    assert pusher.head_manifest(repo, "v1") == pushed["digest"] == new.digest
+    # Our manifest is back as an untagged revision, byte-identical.
+    assert pusher.head_manifest(repo, old_digest) == old_digest
