@@ -223,6 +223,9 @@ def _manifest_gone(item):
 
 
 _REFUSALS = (
+    # A tag delete that stopped halfway: the tag points at a placeholder, the image is as it
+    # was; the retry that finishes it records the item anew.
+    registry.RegistryDeleteIncomplete,
     registry.RegistryNotFound,
     registry.RegistryDeleteUnsupported,
     registry.RegistryTagMoved,
@@ -297,7 +300,7 @@ def restore(actor, item):
     left alone. Returns a RestoreOutcome; raises BinError (nothing restored: the item is not
     held, a blob is lost, the registry refused) with a sentence."""
     claimed = BinItem.objects.filter(pk=item.pk, state=BinItem.State.HELD).update(
-        state=BinItem.State.RESTORING
+        state=BinItem.State.RESTORING, claimed_at=timezone.now()
     )
     if not claimed:
         item.refresh_from_db()
@@ -312,6 +315,10 @@ def restore(actor, item):
     except registry.RegistryError as exc:
         BinItem.objects.filter(pk=item.pk).update(state=BinItem.State.HELD)
         raise BinError(f"{item.reference} was not restored: {exc}") from exc
+    except BaseException:
+        # Anything unexpected (a database error, a signal): held again, restorable anew.
+        BinItem.objects.filter(pk=item.pk).update(state=BinItem.State.HELD)
+        raise
     message = _restored_message(item, restored, kept)
     _finish(item, BinItem.State.RESTORED, actor, message)
     AuditEvent.objects.log_portal_action(
@@ -507,9 +514,12 @@ def purge(actor, older_than_days=None, now=None):
     with transaction.atomic():
         # A restore that claimed an item first (held → restoring) wins: it is no longer held.
         for item in due.select_for_update().order_by("pk")[:10000]:
-            item.state = BinItem.State.PURGED
-            item.settled_at, item.settled_by = now, str(actor)[:150]
-            item.save(update_fields=["state", "settled_at", "settled_by"])
+            # Conditional, like the restore's claim: SQLite has no row locks.
+            taken = BinItem.objects.filter(pk=item.pk, state=BinItem.State.HELD).update(
+                state=BinItem.State.PURGED, settled_at=now, settled_by=str(actor)[:150]
+            )
+            if not taken:
+                continue
             BinManifest.objects.filter(item=item).delete()
             BinBlob.objects.filter(item=item).delete()
             AuditEvent.objects.log_portal_action(
@@ -527,10 +537,15 @@ def purge(actor, older_than_days=None, now=None):
 
 
 def settle_stale(now=None):
-    """Settle `deleting` items older than STALE_DELETING (their process died mid-delete)."""
+    """Settle `deleting` items older than STALE_DELETING (their process died mid-delete), and
+    hand back `restoring` items a restore claimed that long ago (it died midway: restoring is
+    idempotent, so the item is held again and can be restored anew)."""
     cutoff = (now or timezone.now()) - STALE_DELETING
     for item in BinItem.objects.filter(state=BinItem.State.DELETING, deleted_at__lte=cutoff):
         settle(item, deleted=None)
+    BinItem.objects.filter(state=BinItem.State.RESTORING, claimed_at__lte=cutoff).update(
+        state=BinItem.State.HELD
+    )
 
 
 def purge_job(run):

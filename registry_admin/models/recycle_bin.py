@@ -47,6 +47,8 @@ class BinItem(models.Model):
     # (what a collection frees once it is purged), both at delete time.
     size_bytes = models.BigIntegerField(default=0)
     unique_bytes = models.BigIntegerField(default=0)
+    # When a restore claimed it (held → restoring): one that died midway is handed back later.
+    claimed_at = models.DateTimeField(null=True, blank=True)
     settled_at = models.DateTimeField(null=True, blank=True)
     settled_by = models.CharField(max_length=150, blank=True)
     # The last restore's or settle's sentence (tags left alone, blobs lost, ...).

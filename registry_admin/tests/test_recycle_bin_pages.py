@@ -12,6 +12,7 @@ from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
+from registry_admin import recycle_bin
 from registry_admin.models import AuditEvent, BinItem
 
 PAGE = reverse("registry_admin:recycle-bin")
@@ -190,3 +191,18 @@ def test_the_garbage_collect_command_warns_before_it_runs(settings):
     with pytest.raises(CommandError):
         call_command("garbage_collect", stderr=err, stdout=io.StringIO())
     assert err.getvalue().startswith("The registry's own garbage-collect does not know")
+
+
+def test_a_restore_that_claimed_first_wins_over_the_purge_and_one_that_died_is_handed_back():
+    item = make_item(days_ago=30)
+    BinItem.objects.filter(pk=item.pk).update(
+        state=BinItem.State.RESTORING, claimed_at=timezone.now()
+    )
+    assert recycle_bin.purge("worker") == []
+    item.refresh_from_db()
+    assert item.state == BinItem.State.RESTORING
+    # Its process died: ten minutes later it is held again, and then expired, purged.
+    later = timezone.now() + timedelta(minutes=11)
+    assert [i.pk for i in recycle_bin.purge("worker", now=later)] == [item.pk]
+    item.refresh_from_db()
+    assert item.state == BinItem.State.PURGED
