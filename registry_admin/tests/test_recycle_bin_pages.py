@@ -13,7 +13,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from registry_admin import recycle_bin
-from registry_admin.models import AuditEvent, BinItem
+from registry_admin.models import AuditEvent, BinItem, StorageSnapshot
 
 PAGE = reverse("registry_admin:recycle-bin")
 RESTORE = reverse("registry_admin:recycle-bin-restore")
@@ -206,3 +206,18 @@ def test_a_restore_that_claimed_first_wins_over_the_purge_and_one_that_died_is_h
     assert [i.pk for i in recycle_bin.purge("worker", now=later)] == [item.pk]
     item.refresh_from_db()
     assert item.state == BinItem.State.PURGED
+
+
+def test_the_storage_page_shows_held_bytes_apart_from_reclaimable(viewer_client):
+    StorageSnapshot.objects.create(
+        backend="filesystem",
+        total_bytes=10_000,
+        blob_count=5,
+        reclaimable_bytes=100,
+        reclaimable_count=1,
+        held_bytes=4_321,
+        held_count=3,
+    )
+    page = viewer_client.get(reverse("registry_admin:storage")).content.decode()
+    assert 'data-figure="held"' in page and "Held by the recycle bin" in page
+    assert "3 blobs of" in page
