@@ -295,3 +295,28 @@ def test_a_client_pushing_the_tag_between_the_check_and_the_put_keeps_its_image(
     assert pusher.head_manifest(repo, "v1") == pushed["digest"] == new.digest
     # Our manifest is back as an untagged revision, byte-identical.
     assert pusher.head_manifest(repo, old_digest) == old_digest
+
+
+def test_the_registry_client_puts_manifests_and_checks_blobs(reg):
+    """The two calls a restore adds to registry.py, against the real registry."""
+    repo = name("client")
+    image = big_image()
+    client = recycle_bin.registry.get_client()
+    # A manifest whose blobs the repository does not have is refused as "not found".
+    with pytest.raises(recycle_bin.registry.RegistryNotFound, match="refused the manifest"):
+        client.put_manifest(repo, image.digest, image.manifest, image.media_type)
+    assert client.blob_exists(repo, image.config_digest) is False
+    pusher = reg.pusher()
+    for blob in image.blobs:
+        pusher.push_blob(repo, blob)
+    assert client.blob_exists(repo, image.config_digest) is True
+    assert client.put_manifest(repo, image.digest, image.manifest, image.media_type) == (
+        image.digest
+    )
+    assert client.put_manifest(repo, "v1", image.manifest, image.media_type) == image.digest
+    # Names and references off the grammar never reach a URL.
+    for bad_repo, reference in (("../x", "v1"), (repo, "../../v2"), (repo, "a" * 200)):
+        with pytest.raises(recycle_bin.registry.RegistryNotFound):
+            client.put_manifest(bad_repo, reference, b"{}", image.media_type)
+    with pytest.raises(recycle_bin.registry.RegistryNotFound):
+        client.blob_exists(repo, "sha256:zz")
