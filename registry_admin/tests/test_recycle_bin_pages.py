@@ -15,6 +15,8 @@ from django.utils import timezone
 from registry_admin import recycle_bin
 from registry_admin.models import AuditEvent, BinItem, StorageSnapshot
 
+from .test_settings_and_checks import run_python
+
 PAGE = reverse("registry_admin:recycle-bin")
 RESTORE = reverse("registry_admin:recycle-bin-restore")
 DIGEST = "sha256:" + "ab" * 32
@@ -221,3 +223,16 @@ def test_the_storage_page_shows_held_bytes_apart_from_reclaimable(viewer_client)
     page = viewer_client.get(reverse("registry_admin:storage")).content.decode()
     assert 'data-figure="held"' in page and "Held by the recycle bin" in page
     assert "3 blobs of" in page
+
+
+@pytest.mark.parametrize("value", ["-1", "366", "seven", "1e9"])
+def test_a_bad_recycle_bin_days_stops_startup_naming_the_setting(tmp_path, value):
+    result = run_python(
+        "import django; django.setup()",
+        DEBUG="0",
+        DATA_DIR=str(tmp_path),
+        SECRET_KEY="k" * 50,
+        RECYCLE_BIN_DAYS=value,
+    )
+    assert result.returncode != 0
+    assert "RECYCLE_BIN_DAYS" in result.stderr
