@@ -403,6 +403,14 @@ REGISTRY_BLOB_CACHE = env("REGISTRY_BLOB_CACHE", default="inmemory").strip().low
 REGISTRY_INSTANCES = env.int("REGISTRY_INSTANCES", default=1)
 ONLINE_GC_SCHEDULE_ENABLED = env.bool("ONLINE_GC_SCHEDULE_ENABLED", default=False)
 ONLINE_GC_INTERVAL = env.int("ONLINE_GC_INTERVAL", default=24 * 3600)
+# The recycle bin (docs/recycle-bin.md): days a delete Oyster makes stays restorable, its blobs
+# kept by the online collector; 0 holds nothing. The purge runs every BIN_PURGE_INTERVAL.
+RECYCLE_BIN_DAYS = env.int("RECYCLE_BIN_DAYS", default=7)
+BIN_PURGE_INTERVAL = env.int("BIN_PURGE_INTERVAL", default=24 * 3600)
+if not 0 <= RECYCLE_BIN_DAYS <= 365:
+    raise ImproperlyConfigured(
+        f"RECYCLE_BIN_DAYS={RECYCLE_BIN_DAYS}: write a whole number of days from 0 (off) to 365."
+    )
 if REGISTRY_BLOB_CACHE not in ("none", "inmemory", "redis"):
     raise ImproperlyConfigured(
         f"REGISTRY_BLOB_CACHE={REGISTRY_BLOB_CACHE!r}: write none, inmemory or redis (the "

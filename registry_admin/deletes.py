@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import IntegrityError
 
-from . import index, references, registry
+from . import index, recycle_bin, references, registry
 from .models import AuditEvent, ManifestReferences, PortalAction, PortalPlaceholder, Tag
 from .references import IMAGE_MEDIA_TYPES, INDEX_MEDIA_TYPES
 
@@ -323,13 +323,17 @@ def _referenced_elsewhere(wanted, leaving):
     return found
 
 
-def delete_tag(actor, repository, tag, expected_digest=None, detail=None, live=None):
+def delete_tag(
+    actor, repository, tag, expected_digest=None, detail=None, live=None, bin_reason="manual"
+):
     """Delete one tag the way that frees space when it can; record it; update the index.
 
     The last tag on its image (checked live, right before): the image's manifest is deleted by
     digest, with the children of an index that nothing staying references. Other tags on the
     image: only this tag goes (placeholder), since they keep its layers in use. `live` is the
-    repository's LiveRepository when the caller deletes several tags of it.
+    repository's LiveRepository when the caller deletes several tags of it. Either way the
+    recycle bin records first what puts it back (`bin_reason` says why: manual, bulk,
+    retention:<rule>).
 
     Returns a TagPlan saying which happened. Raises references.InvalidReferenceError for a bad
     name and registry.RegistryError (with its readable message) when the registry refused or
@@ -352,16 +356,25 @@ def delete_tag(actor, repository, tag, expected_digest=None, detail=None, live=N
         )
     plan = plan_tags(live, [tag])[0]
     if plan.method == BY_DIGEST and replaced is None:
-        _delete_by_digest(actor, live, plan, detail)
+        _delete_by_digest(actor, live, plan, detail, bin_reason)
     else:
-        plan = _delete_by_placeholder(actor, live, plan, detail)
+        plan = _delete_by_placeholder(actor, live, plan, detail, bin_reason, replaced)
     return plan
 
 
-def _delete_by_digest(actor, live, plan, detail):
+def _delete_by_digest(actor, live, plan, detail, bin_reason):
     repository, tag = live.repository, plan.tag
     client = registry.get_client()
-    client.delete_image(repository, plan.digest)
+    with recycle_bin.Deleting(
+        actor,
+        repository,
+        plan.digest,
+        live.tags_on(plan.digest) or [tag],
+        bin_reason,
+        unique_bytes=plan.reclaimable_bytes,
+        read=live.document,
+    ):
+        client.delete_image(repository, plan.digest)
     live.forget([tag])
     index.forget_tags(repository, [tag])
     removed_children = []
@@ -399,12 +412,23 @@ def _record_tag_deleted(actor, repository, tag, digest, detail, **how):
     )
 
 
-def _delete_by_placeholder(actor, live, plan, detail):
+def _delete_by_placeholder(actor, live, plan, detail, bin_reason, replaced=None):
     repository, tag = live.repository, plan.tag
     try:
-        deletion = registry.get_client().delete_tag(
-            repository, tag, plan.digest, placeholders=PLACEHOLDERS
-        )
+        # Only the tag goes, the manifest stays for its other tags: the bin keeps the tag
+        # (`replaced`: a retry finishing a delete whose tag already points at a placeholder).
+        with recycle_bin.Deleting(
+            actor,
+            repository,
+            replaced or plan.digest,
+            [tag],
+            bin_reason,
+            kind=recycle_bin.BinItem.Kind.TAG,
+            read=live.document,
+        ):
+            deletion = registry.get_client().delete_tag(
+                repository, tag, plan.digest, placeholders=PLACEHOLDERS
+            )
     except registry.RegistryDeleteIncomplete as exc:
         AuditEvent.objects.log_portal_action(
             actor,
@@ -440,7 +464,8 @@ def delete_image(actor, repository, digest, confirmed_tags=()):
     """
     references.check_repository(repository)
     references.check_digest(digest)
-    registry.get_client().delete_image(repository, digest)
+    with recycle_bin.Deleting(actor, repository, digest, confirmed_tags, "digest"):
+        registry.get_client().delete_image(repository, digest)
     forgotten = index.forget_digest(repository, digest)
     tags = sorted(set(forgotten) | set(confirmed_tags))
     AuditEvent.objects.log_portal_action(
@@ -462,6 +487,8 @@ class TagToDelete:
     tag: str
     expected_digest: str = ""
     reason: str = ""
+    # Why, for the recycle bin: manual (one tag), bulk, retention:<rule name>.
+    bin_reason: str = "manual"
 
 
 class LiveRepositories:
@@ -519,7 +546,13 @@ def _delete_one(actor, target, live):
         references.check_repository(repository)
         references.check_tag(tag)
         plan = delete_tag(
-            actor, repository, tag, target.expected_digest or None, detail, live.get(repository)
+            actor,
+            repository,
+            tag,
+            target.expected_digest or None,
+            detail,
+            live.get(repository),
+            target.bin_reason or "manual",
         )
     except references.InvalidReferenceError as exc:
         return TagOutcome(str(repository)[:300], str(tag)[:200], FAILED, str(exc))

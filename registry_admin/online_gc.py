@@ -24,7 +24,7 @@ from django.db.models import Count, Q, Sum, Value
 from django.db.models.functions import Concat, Substr
 from django.utils import timezone
 
-from . import registry, storage, worker
+from . import recycle_bin, registry, storage, worker
 from .models import AuditEvent, CollectedBlob, JobKind, PortalAction, Run
 from .models.batches import batched
 from .references import MANIFEST_MEDIA_TYPES, RegistryAction
@@ -65,6 +65,9 @@ class OnlineGcResult:
     # Unreferenced and old, but a client named them in the grace period (a HEAD before a push,
     # a pull, an upload or mount): in use, kept this time.
     in_use_count: int = 0
+    # Unreferenced, but the recycle bin holds them (a delete still restorable): kept.
+    held_count: int = 0
+    held_bytes: int = 0
     # Unreferenced manifests left in place because the registry has a blob-descriptor cache:
     # it would accept the same manifest again without writing its bytes (docs: R4).
     manifest_kept_count: int = 0
@@ -348,6 +351,9 @@ class _Run:
             progress=progress,
         )
         young_before = (self.now - timedelta(minutes=settings.GC_GRACE_MINUTES)).timestamp()
+        # Read after the listing: an item recorded since holds blobs a live revision still
+        # marked at listing time (docs/recycle-bin.md, "Holding").
+        held = recycle_bin.held_raw_digests()
         self._watch_events()
         candidates = []
         for blob in self.marked.unreferenced:
@@ -359,6 +365,11 @@ class _Run:
                 continue
             if "sha256:" + blob.digest.hex() in self.used:
                 self.result.in_use_count += 1
+                continue
+            if blob.digest in held:
+                # The recycle bin keeps it: never a candidate, so its links stay too.
+                self.result.held_count += 1
+                self.result.held_bytes += blob.size
                 continue
             candidates.append(blob)
             self.result.candidate_count += 1

@@ -401,6 +401,44 @@ class RegistryClient:
         )
         return self.check_response(response, what), what
 
+    def put_manifest(self, repository, reference, raw, media_type):
+        """PUT `raw` as the manifest `repository:reference` (a tag or its own digest) with its
+        media type; returns the digest the registry answered, which is sha256(raw) when the
+        registry stored the bytes as sent. Raises RegistryNotFound when the registry is missing
+        a blob or child manifest it references (MANIFEST_BLOB_UNKNOWN, MANIFEST_UNKNOWN) and
+        RegistryError otherwise. https://distribution.github.io/distribution/spec/api/#put-manifest
+        """
+        _require_name(repository, reference)
+        ref = _ref_text(repository, reference)
+        response = self.request(
+            "PUT",
+            f"/v2/{repository}/manifests/{reference}",
+            data=raw,
+            headers={"Content-Type": media_type},
+        )
+        if response.status_code == 201:
+            return response.headers.get("Docker-Content-Digest", "")
+        detail = _error_text(response) or f"HTTP {response.status_code}"
+        if response.status_code == 400 and _error_code(response) in (
+            "MANIFEST_BLOB_UNKNOWN",
+            "BLOB_UNKNOWN",
+            "MANIFEST_UNKNOWN",
+        ):
+            raise RegistryNotFound(f"The registry refused the manifest {ref}: {detail}.")
+        self.check_response(response, f"manifest {ref}")
+        raise RegistryError(f"The registry refused the manifest {ref}: {detail}.")
+
+    def blob_exists(self, repository, digest):
+        """True when `repository` links the blob `digest` and its data is stored (HEAD)."""
+        _require_name(repository, digest)
+        if not is_valid_digest(digest):
+            raise RegistryNotFound(f"{digest[:80]!r} is not a digest.")
+        response = self.request("HEAD", f"/v2/{repository}/blobs/{digest}")
+        if response.status_code == 404:
+            return False
+        self.check_response(response, f"blob {repository}@{digest}")
+        return True
+
     def get_config(self, repository, digest):
         """An image config blob (JSON) by digest, checked against the digest."""
         _require_name(repository, digest)

@@ -107,6 +107,7 @@ class Plan:
                 tag=decision.tag,
                 expected_digest=decision.digest,
                 reason=f"retention rule “{rule_plan.rule.name}”: {decision.reason}",
+                bin_reason=f"retention:{rule_plan.rule.name}",
             )
             for rule_plan in self.rules
             for repo in rule_plan.repositories

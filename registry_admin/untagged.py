@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db.models import Count, Sum
 from django.utils import timezone
 
-from . import deletes, references, registry, worker
+from . import deletes, recycle_bin, references, registry, worker
 from .models import AuditEvent, JobKind, PortalAction, StorageSnapshot, UntaggedManifest
 from .references import INDEX_MEDIA_TYPES
 
@@ -162,7 +162,10 @@ def _reason_to_keep(live, row, cutoff):
 
 
 def _remove(actor, row):
-    registry.get_client().delete_image(row.repository, row.digest)
+    with recycle_bin.Deleting(
+        actor, row.repository, row.digest, (), "prune", unique_bytes=row.reclaimable_bytes
+    ):
+        registry.get_client().delete_image(row.repository, row.digest)
     AuditEvent.objects.log_portal_action(
         actor,
         PortalAction.UNTAGGED_DELETED,

@@ -3,6 +3,7 @@ from django.urls import path
 from .views import access as access_views
 from .views import audit, dashboard, repositories, runs, token, unused, users, webhooks
 from .views import deletes as delete_views
+from .views import recycle_bin as bin_views
 from .views import retention as retention_views
 from .views import storage as storage_views
 
@@ -46,6 +47,8 @@ urlpatterns = [
     path("deletes/tag/", delete_views.tag_delete, name="tag-delete"),
     path("deletes/image/", delete_views.image_delete, name="image-delete"),
     path("deletes/tags/", delete_views.tags_bulk_delete, name="tags-bulk-delete"),
+    path("deleted/", bin_views.recycle_bin_page, name="recycle-bin"),
+    path("deleted/restore/", bin_views.recycle_bin_restore, name="recycle-bin-restore"),
     path("retention/", retention_views.rules, name="retention"),
     path("retention/new/", retention_views.rule_create, name="retention-rule-create"),
     path("retention/<int:pk>/edit/", retention_views.rule_edit, name="retention-rule-edit"),

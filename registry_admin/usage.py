@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from django.db import transaction
 from django.db.models import Count, Sum
 
-from . import storage, worker
+from . import recycle_bin, storage, worker
 from .models import (
     JobKind,
     ManifestReferences,
@@ -38,7 +38,9 @@ def storage_scan_job(run):
             last_write = now
             worker.report_progress(run, done=done, total=total, message=message)
 
-    backend, result = storage.scan_storage(progress=progress, cache=ManifestReferenceCache())
+    backend, result = storage.scan_storage(
+        progress=progress, cache=ManifestReferenceCache(), held=recycle_bin.held_raw_digests()
+    )
     snapshot = record_snapshot(result, backend, run=run)
     worker.report_progress(run, message=f"Stored snapshot #{snapshot.pk}")
     return {
@@ -54,7 +56,9 @@ def storage_scan_job(run):
 def run_scan():
     """Scan now in this process (no Run row: a caller's own job holds the worker lease);
     returns the stored snapshot. Raises StorageError."""
-    backend, result = storage.scan_storage(cache=ManifestReferenceCache())
+    backend, result = storage.scan_storage(
+        cache=ManifestReferenceCache(), held=recycle_bin.held_raw_digests()
+    )
     return record_snapshot(result, backend)
 
 

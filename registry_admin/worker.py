@@ -99,6 +99,11 @@ JOBS = {
         interval_setting="RETENTION_INTERVAL",
         enabled_setting="RETENTION_SCHEDULE_ENABLED",
     ),
+    JobKind.BIN_PURGE: Job(
+        "registry_admin.recycle_bin.purge_job",
+        JobKind.BIN_PURGE.label,
+        interval_setting="BIN_PURGE_INTERVAL",
+    ),
 }
 
 

@@ -230,6 +230,10 @@ class PortalAction(models.TextChoices):
     ROBOT_DELETED = "robot.deleted"
     ROBOT_EXPIRED = "robot.expired"
     TOKEN_REFUSED = "token.refused"
+    # The recycle bin (recycle_bin.py): a delete's item held, put back, purged for good.
+    BIN_HELD = "bin.held"
+    BIN_RESTORED = "bin.restored"
+    BIN_PURGED = "bin.purged"
 
 
 def clean_text(value, field_name):

@@ -18,6 +18,7 @@ class JobKind(models.TextChoices):
     ONLINE_GC = "online_gc", "Online garbage collection"
     GC_RESTORE = "gc_restore", "Restore from the collector's trash"
     RETENTION = "retention", "Retention rules"
+    BIN_PURGE = "bin_purge", "Recycle bin purge"
 
 
 class Run(models.Model):

@@ -35,6 +35,9 @@ class StorageSnapshot(models.Model):
     dedup_saved_bytes = models.BigIntegerField(default=0)
     reclaimable_bytes = models.BigIntegerField()
     reclaimable_count = models.BigIntegerField()
+    # Unreferenced blobs the recycle bin keeps (not counted as reclaimable).
+    held_bytes = models.BigIntegerField(default=0)
+    held_count = models.BigIntegerField(default=0)
     upload_count = models.BigIntegerField(default=0)
     upload_bytes = models.BigIntegerField(default=0)
     oldest_upload_started_at = models.DateTimeField(null=True, blank=True)

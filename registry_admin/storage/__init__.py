@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 
-def scan_storage(backend=None, progress=None, cache=None):
+def scan_storage(backend=None, progress=None, cache=None, held=None):
     """Scan the configured storage (or `backend`). Returns (backend, ScanResult); raises
     StorageError."""
     backend = backend or get_backend()
@@ -63,5 +63,6 @@ def scan_storage(backend=None, progress=None, cache=None):
         cache=cache,
         read_concurrency=settings.STORAGE_READ_CONCURRENCY,
         details=backend.list_entries,
+        held=held,
     )
     return backend, result

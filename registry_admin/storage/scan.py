@@ -114,6 +114,9 @@ class ScanResult:
     skipped_entries: int
     duration_seconds: float
     repositories: tuple = field(default_factory=tuple)
+    # Unreferenced blobs the recycle bin holds (`held`): not counted as reclaimable.
+    held_bytes: int = 0
+    held_count: int = 0
     # UntaggedRevision entries: revisions no tag reaches (directly or through a tagged index).
     untagged: tuple = field(default_factory=tuple)
 
@@ -355,6 +358,7 @@ def scan(
     cache=None,
     progress_every=20000,
     details=None,
+    held=None,
 ):
     """Usage figures from one pass over `entries` ((path, size, last_modified) under V2_PREFIX;
     size and last_modified None for a repository's entries listed by name only, in which case
@@ -364,7 +368,9 @@ def scan(
     manifests reference between scans: `lookup([digest]) -> {digest: references}`,
     `store({digest: references})` and `prune(live digests)`, digests as 32 raw bytes and
     references as their concatenation. `progress(done, total, message)` is called every
-    `progress_every` entries and once per stage. Returns a ScanResult.
+    `progress_every` entries and once per stage. `held`, optional, is a set of 32-byte digests
+    the recycle bin keeps: unreferenced, they count as held instead of reclaimable. Returns a
+    ScanResult.
     """
     started = time.monotonic()
     listing = _Listing()
@@ -389,7 +395,7 @@ def scan(
         progress(listing.entry_count, listing.entry_count, "Adding up")
     table = _BlobTable(listing.digests, listing.sizes)
     listing.digests = listing.sizes = None
-    return _tally(table, listing, reader, started, reader.tagged, detailed)
+    return _tally(table, listing, reader, started, reader.tagged, detailed, held or ())
 
 
 class _Listing:
@@ -642,7 +648,7 @@ def _detailed(details, prefixes, concurrency, listed):
                 yield from entries
 
 
-def _tally(table, listing, reader, started, tagged, detailed):
+def _tally(table, listing, reader, started, tagged, detailed, held=()):
     sizes, count = table.sizes, len(table)
     untagged = _untagged(table, listing, reader, tagged, detailed)
     refcount = array("i", bytes(4 * count))
@@ -678,6 +684,14 @@ def _tally(table, listing, reader, started, tagged, detailed):
     for number in reader.marked_references(table):
         if number >= 0:
             marked[number] = 1
+    # What the recycle bin holds is kept by Oyster's collector like marked data: shown as held.
+    held_bytes = held_count = 0
+    for digest in held:
+        number = table.number(digest) if len(digest) == 32 else -1
+        if number >= 0 and not marked[number]:
+            marked[number] = 1
+            held_bytes += sizes[number]
+            held_count += 1
     repositories = [
         _repository_usage(name, numbers, manifests, sizes, refcount, marked)
         for name, numbers, manifests in zip(listing.names, linked, manifest_counts, strict=True)
@@ -709,6 +723,8 @@ def _tally(table, listing, reader, started, tagged, detailed):
         skipped_entries=listing.skipped,
         duration_seconds=round(time.monotonic() - started, 3),
         repositories=tuple(repositories),
+        held_bytes=held_bytes,
+        held_count=held_count,
         untagged=tuple(untagged),
     )
 

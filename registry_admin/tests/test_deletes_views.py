@@ -9,7 +9,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from registry_admin import index
-from registry_admin.models import AuditEvent, PortalAction, Tag
+from registry_admin.models import AuditEvent, BinItem, PortalAction, Tag
 
 from . import harness
 from .images import build_image
@@ -155,6 +155,13 @@ def test_bulk_delete_confirms_then_reports_each_tag(registry, admin_client):
     assert registry.pusher().tags(repo) == ["a", "d"]
     assert registry.pusher().head_manifest(repo, "a") == image.digest
     assert sorted(r.tag for r in portal_actions(PortalAction.TAG_DELETED, repo)) == ["b", "c"]
+    # Held in the recycle bin as tags (the image stays for a and d), by the admin, as a bulk.
+    held = BinItem.objects.filter(repository=repo).order_by("tags")
+    assert [(i.tags, i.kind, i.reason, i.digest) for i in held] == [
+        (["b"], "tag", "bulk", image.digest),
+        (["c"], "tag", "bulk", image.digest),
+    ]
+    assert {i.actor for i in held} == {"alice"}
 
 
 @pytest.mark.django_db(transaction=True)

@@ -43,6 +43,8 @@ def reg(gc_registry, settings):
     harness.registry_settings(settings, gc_registry)
     settings.REGISTRY_GC_COMMAND = harness.REGISTRY_BINARY
     settings.UNTAGGED_GRACE_MINUTES = 0
+    # What a delete frees at once, without the recycle bin holding it (test_recycle_bin.py).
+    settings.RECYCLE_BIN_DAYS = 0
     yield gc_registry
     harness.wait_for_quiet_notifications()
 

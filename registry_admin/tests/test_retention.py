@@ -11,7 +11,14 @@ from django.urls import reverse
 from django.utils import timezone
 
 from registry_admin import image_details, index, reconcile, registry, retention, worker
-from registry_admin.models import AuditEvent, Manifest, PortalAction, RetentionRule, Tag
+from registry_admin.models import (
+    AuditEvent,
+    BinItem,
+    Manifest,
+    PortalAction,
+    RetentionRule,
+    Tag,
+)
 
 from . import harness
 from .images import build_image
@@ -339,6 +346,11 @@ def test_retention_on_thirty_dated_tags_deletes_exactly_the_expected_set(registr
         source=AuditEvent.Source.PORTAL, action=PortalAction.RETENTION_RUN
     )
     assert f'"deleted": {len(EXPECTED_DELETES)}' in run_row.raw
+    # Each delete is in the recycle bin first, with the rule that made it and its actor.
+    held = BinItem.objects.filter(repository=repo)
+    assert {tag for item in held for tag in item.tags} == EXPECTED_DELETES
+    assert {(item.reason, item.state) for item in held} == {("retention:thirty", "held")}
+    assert all(item.actor.startswith("retention (cli:") for item in held)
     harness.wait_for_quiet_notifications()
     assert (
         set(Tag.objects.filter(repository__name=repo).values_list("name", flat=True))

@@ -102,7 +102,10 @@ def tags_bulk_delete(request, repository):
         context["reclaimable_bytes"] = sum(p.reclaimable_bytes for p in plans.values())
         return render(request, "registry_admin/deletes/confirm_bulk.html", context)
     expected = _expected_digests(request)
-    targets = [deletes.TagToDelete(repository, tag, expected.get(tag, "")) for tag in tags]
+    targets = [
+        deletes.TagToDelete(repository, tag, expected.get(tag, ""), bin_reason="bulk")
+        for tag in tags
+    ]
     outcomes = deletes.delete_tags(request.user.get_username(), targets)
     return _results(request, context, outcomes, title=f"Delete {len(tags)} tags of {repository}")
 

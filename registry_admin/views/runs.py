@@ -32,7 +32,9 @@ DRY_RUN_ONLY = {
 # Kinds that remove nothing a user made: the reconcile and the details fetch rewrite the index
 # from the registry; the scan replaces its own snapshot; the audit prune removes only what
 # AUDIT_RETENTION_DAYS has already expired (the schedule would, a little later), takes no options
-# and records itself in the trail; the trash restore only brings back blobs a push asked for.
+# and records itself in the trail; the trash restore only brings back blobs a push asked for; the
+# recycle bin's purge releases only items RECYCLE_BIN_DAYS has already expired, as the schedule
+# would (it takes no options; the shell's `--older-than` is not reachable from here).
 ANY_RUN = {
     JobKind.NOOP,
     JobKind.SYNC,
@@ -40,6 +42,7 @@ ANY_RUN = {
     JobKind.STORAGE_SCAN,
     JobKind.AUDIT_PRUNE,
     JobKind.GC_RESTORE,
+    JobKind.BIN_PURGE,
 }
 
 

@@ -10,7 +10,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from .. import collector, online_gc, storage, untagged, usage, worker
+from .. import collector, online_gc, recycle_bin, storage, untagged, usage, worker
 from ..forms.storage import SORTS, PruneForm, RepositoryTableForm
 from ..models import JobKind
 from ..roles import DELETE_IMAGES, require
@@ -61,6 +61,7 @@ def storage_page(request):
             "untagged": untagged.summary_by_repository(snapshot) if snapshot else [],
             "untagged_run": worker.latest_run(JobKind.PRUNE_UNTAGGED),
             "gc_run": worker.latest_run(JobKind.GARBAGE_COLLECT),
+            "bin_warning": recycle_bin.offline_gc_warning(),
             "read_only_howto": collector.READ_ONLY_HOWTO,
             "restart_reminder": collector.RESTART_REMINDER,
             "online": _online_gc_context(),

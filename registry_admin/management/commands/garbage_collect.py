@@ -9,7 +9,7 @@ registry keeps serving pushes and pulls (docs/online-collector.md), as the worke
 from django.core.management.base import CommandError
 from django.template.defaultfilters import filesizeformat
 
-from ... import collector, online_gc, registry, storage, worker
+from ... import collector, online_gc, recycle_bin, registry, storage, worker
 from ...models import JobKind, Run
 from ...registry_users import cli_actor
 from ..base import PortalCommand
@@ -45,6 +45,10 @@ class Command(PortalCommand):
         if online:
             self.run_online(dry_run)
             return
+        warning = recycle_bin.offline_gc_warning()
+        if warning:
+            # Said before it runs: afterwards those items are lost.
+            self.stderr.write(warning)
         result = collector.collect(
             cli_actor(),
             dry_run=dry_run,
@@ -81,6 +85,11 @@ class Command(PortalCommand):
             if result["young_count"]
             else ""
         )
+        if result.get("held_count"):
+            young += (
+                f" {result['held_count']:,} ({result['held_bytes']:,} bytes) are held by the "
+                "recycle bin until they expire."
+            )
         if dry_run:
             self.stdout.write(
                 f"Dry run: {result['unreferenced_count']:,} blobs "
