@@ -22,7 +22,7 @@ from .references import IMAGE_MEDIA_TYPES, INDEX_MEDIA_TYPES
 logger = logging.getLogger(__name__)
 
 GC_ADVICE = (
-    "The bytes come back when garbage is collected: with the registry running, `python "
+    "The bytes come back when garbage is collected (once the recycle bin, if on, lets them go): with the registry running, `python "
     "manage.py garbage_collect --online --dry-run`, then `python manage.py garbage_collect "
     "--online` (or the Storage page's online collector); or, with the registry read-only, "
     "`python manage.py garbage_collect --dry-run`, then `python manage.py garbage_collect`, "
@@ -567,7 +567,7 @@ def _delete_one(actor, target, live):
     if plan.method == BY_DIGEST:
         message = (
             f"Deleted {repository}:{tag} with its image (the last tag on it): "
-            f"≈ {_human(plan.reclaimable_bytes)} become reclaimable."
+            f"≈ {_human(plan.reclaimable_bytes)} become reclaimable{recycle_bin.held_note()}."
         )
     else:
         message = (

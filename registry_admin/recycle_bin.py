@@ -49,6 +49,15 @@ def enabled():
     return settings.RECYCLE_BIN_DAYS > 0
 
 
+def held_note():
+    """What delays a delete's bytes, for the sentences that promise them back ("" when the bin
+    is off): " after 7 days in the recycle bin (restorable until then)"."""
+    if not enabled():
+        return ""
+    days = settings.RECYCLE_BIN_DAYS
+    return f" after {days} day{'s' if days != 1 else ''} in the recycle bin (restorable until then)"
+
+
 def read_manifests(repository, digest, read=None):
     """[(digest, ManifestDocument, depth)] for `digest` and every manifest it reaches (an index's
     children, nested indexes too: `references.reachable`), each at its greatest depth.

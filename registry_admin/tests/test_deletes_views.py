@@ -82,6 +82,27 @@ def test_deleting_one_tag_asks_first_then_keeps_its_siblings(registry, admin_cli
 
 
 @pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("days", [7, 0])
+def test_the_last_tags_confirmation_says_when_the_bytes_come_back(
+    registry, admin_client, settings, days
+):
+    """With the recycle bin on, deleting a last tag frees nothing until the bin lets it go: the
+    confirmation and the result say so, rather than promising the bytes at the next collection."""
+    settings.RECYCLE_BIN_DAYS = days
+    repo = unique_repo()
+    push_tags(registry, repo, ["only"])
+    form = {"repository": repo, "tag": "only"}
+    held = "after 7 days in the recycle bin (restorable until then)"
+
+    asked = admin_client.post(reverse(TAG_URL), form).content.decode()
+    done = admin_client.post(reverse(TAG_URL), {**form, "confirm": "yes"}).content.decode()
+
+    assert 'data-method="digest"' in asked
+    assert (held in asked, held in done) == (bool(days), bool(days))
+    assert "become reclaimable" in asked and "become reclaimable" in done
+
+
+@pytest.mark.django_db(transaction=True)
 def test_deleting_the_image_lists_every_tag_that_goes_with_it(registry, admin_client):
     repo = unique_repo()
     image = push_tags(registry, repo, ["a", "b", "c"])

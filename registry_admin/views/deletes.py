@@ -13,7 +13,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from .. import deletes, references, registry, usage, worker
+from .. import deletes, recycle_bin, references, registry, usage, worker
 from ..models import JobKind, Tag
 from ..roles import DELETE_IMAGES, require
 
@@ -49,6 +49,7 @@ def tag_delete(request, repository):
         references.check_digest(digest)
     context = {"repository": repository, "tag": tag, "digest": digest, "back": _back(request)}
     if request.POST.get("confirm") != CONFIRM:
+        context["held_note"] = recycle_bin.held_note()
         plans, context["live_error"] = _live_plans(repository, [tag])
         plan = plans.get(tag)
         context["plan"] = plan
@@ -92,6 +93,7 @@ def tags_bulk_delete(request, repository):
     tags = _selected_tags(request)
     context = {"repository": repository, "tags": tags, "back": _back(request)}
     if request.POST.get("confirm") != CONFIRM:
+        context["held_note"] = recycle_bin.held_note()
         known = dict(
             Tag.objects.filter(repository__name=repository, name__in=tags).values_list(
                 "name", "digest"

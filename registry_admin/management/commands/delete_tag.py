@@ -8,7 +8,7 @@ error. Every delete is recorded in the audit log as `cli:<operating-system user>
 
 from django.core.management.base import CommandError
 
-from ... import deletes, references, registry
+from ... import deletes, recycle_bin, references, registry
 from ...registry_users import cli_actor
 from ..base import PortalCommand
 
@@ -47,8 +47,8 @@ class Command(PortalCommand):
         if plan.method == deletes.BY_DIGEST:
             self.stdout.write(
                 f"Deleted {repository}:{tag} and its image {plan.digest} (it was the last tag "
-                f"on it): {plan.reclaimable_bytes} bytes become reclaimable (estimate from "
-                "the latest storage scan)."
+                f"on it): {plan.reclaimable_bytes} bytes (estimate from the latest storage "
+                f"scan) become reclaimable{recycle_bin.held_note()}."
             )
         else:
             self.stdout.write(
