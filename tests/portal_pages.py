@@ -207,6 +207,8 @@ def page_requests(seed):
         Request(app + "user-delete", "GET", f"{url('user-delete')}?name={seed.registry_user}"),
         Request(app + "user-service-repair", "POST", url("user-service-repair")),
         Request(app + "storage", "GET", url("storage")),
+        Request(app + "recycle-bin", "GET", url("recycle-bin")),
+        Request(app + "recycle-bin-restore", "POST", url("recycle-bin-restore"), {"item": "1"}),
         Request(app + "unused", "GET", url("unused")),
         Request(app + "untagged-prune", "POST", url("untagged-prune"), {"repository": "*"}),
         Request(app + "garbage-collect", "POST", url("garbage-collect"), {"mode": "dry-run"}),
