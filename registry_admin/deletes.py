@@ -147,13 +147,9 @@ class LiveRepository:
         document = self.document(digest)
         if document is None or not document.is_index:
             return []
-        children = []
-        for child in document.data.get("manifests") or []:
-            child_digest = child.get("digest") if isinstance(child, dict) else None
-            if references.is_valid_digest(child_digest) and child_digest not in children:
-                children.append(child_digest)
-                self._child_types[child_digest] = str(child.get("mediaType") or "")
-        return children
+        children = references.index_children(document.data)
+        self._child_types.update(children)
+        return list(children)
 
     def _nested_children(self, digest):
         """`children_of` for a digest read as an index; [] for one its parent says is an image

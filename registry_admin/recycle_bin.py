@@ -83,12 +83,7 @@ def read_manifests(repository, digest, read=None):
         document = documents[wanted]
         if document is None or not document.is_index:
             return []
-        found = []
-        for entry in document.data.get("manifests") or []:
-            child = entry.get("digest") if isinstance(entry, dict) else None
-            if references.is_valid_digest(child) and child not in found:
-                found.append(child)
-        return found
+        return list(references.index_children(document.data))
 
     reached = references.reachable([digest], children)
     if documents.get(digest) is None:

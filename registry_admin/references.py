@@ -144,6 +144,17 @@ def parse_reference(text):
     return check_repository(repository), check_tag(tag), ""
 
 
+def index_children(data):
+    """{child digest: its media type} of an image index's or manifest list's `manifests`, in
+    order, each once; entries that are not objects with a valid digest are left out."""
+    found = {}
+    for entry in data.get("manifests") or []:
+        digest = entry.get("digest") if isinstance(entry, dict) else None
+        if is_valid_digest(digest) and digest not in found:
+            found[digest] = str(entry.get("mediaType") or "")
+    return found
+
+
 def reachable(roots, references_of):
     """The set of manifest digests `roots` reach, roots included, following `references_of`
     (digest -> the manifest digests it references: an index's children) to any depth.
