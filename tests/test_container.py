@@ -477,6 +477,13 @@ def test_the_online_collector_override_lets_only_the_worker_write(stack, tmp_pat
         stack, "exec", "-T", "portal", "python", "manage.py", "delete_tag", "online/gc:v1"
     )
     assert "and its image" in deleted.stdout, deleted.stdout
+    # The recycle bin holds the image first (RECYCLE_BIN_DAYS, 7 by default): purged now, the
+    # collector may take it, as it would after a week.
+    manage = [stack, "exec", "-T", "portal", "python", "manage.py", "recycle_bin"]
+    held = compose(*manage, "list")
+    assert "online/gc@" in held.stdout and "[held]" in held.stdout, held.stdout
+    compose(*manage, "purge", "--older-than", "0")
+    assert "The recycle bin is empty." in compose(*manage, "list").stdout
 
     # The README's setup: the worker's mount is read-only, and a run says what is missing.
     refused = gc_in_worker(stack, check=False)
