@@ -18,6 +18,7 @@ class RegistryAdminConfig(AppConfig):
             metrics,
             online_gc,
             pulls,
+            quotas,
         )
         from .roles import ensure_groups
         from .signals import events_recorded
@@ -33,6 +34,8 @@ class RegistryAdminConfig(AppConfig):
         events_recorded.connect(access.on_events_recorded, dispatch_uid="robots")
         # A push naming a blob in the online collector's trash brings it back at once.
         events_recorded.connect(online_gc.on_events_recorded, dispatch_uid="online_gc")
+        # Pushed blobs add to their quota's usage until the next storage scan.
+        events_recorded.connect(quotas.on_events_recorded, dispatch_uid="quotas")
         # /metrics' running totals: events applied, and failed portal logins.
         events_recorded.connect(metrics.on_events_recorded, dispatch_uid="metrics")
         user_login_failed.connect(metrics.on_login_failed, dispatch_uid="metrics_login")

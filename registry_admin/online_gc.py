@@ -24,7 +24,7 @@ from django.db.models import Count, Q, Sum, Value
 from django.db.models.functions import Concat, Substr
 from django.utils import timezone
 
-from . import recycle_bin, registry, storage, worker
+from . import quotas, recycle_bin, registry, storage, worker
 from .models import AuditEvent, CollectedBlob, JobKind, PortalAction, Run
 from .models.batches import batched
 from .references import MANIFEST_MEDIA_TYPES, RegistryAction
@@ -605,7 +605,10 @@ def _batch_time(name):
 def collect_online(actor, dry_run=True, run=None, progress=None, backend=None):
     """One online collection (or its dry run). Returns an OnlineGcResult; raises OnlineGcError
     or storage.StorageError with the reason."""
-    return _Run(run, dry_run, actor, progress, backend=backend).execute()
+    result = _Run(run, dry_run, actor, progress, backend=backend).execute()
+    if not dry_run:
+        quotas.after_collection()
+    return result
 
 
 def online_gc_job(run):

@@ -3,6 +3,7 @@ from django.urls import path
 from .views import access as access_views
 from .views import audit, dashboard, repositories, runs, token, unused, users, webhooks
 from .views import deletes as delete_views
+from .views import quotas as quota_views
 from .views import recycle_bin as bin_views
 from .views import retention as retention_views
 from .views import storage as storage_views
@@ -31,6 +32,9 @@ urlpatterns = [
     path("storage/untagged/prune/", storage_views.untagged_prune, name="untagged-prune"),
     path("storage/garbage-collect/", storage_views.garbage_collect, name="garbage-collect"),
     path("storage/collect-online/", storage_views.online_collect, name="online-collect"),
+    path("storage/quotas/", quota_views.quota_page, name="quotas"),
+    path("storage/quotas/set/", quota_views.quota_save, name="quota-save"),
+    path("storage/quotas/remove/", quota_views.quota_remove, name="quota-remove"),
     path("audit/", audit.audit_log, name="audit"),
     path("audit/<int:pk>/", audit.audit_event, name="audit-event"),
     path("audit/export.csv", audit.audit_export, name="audit-export"),

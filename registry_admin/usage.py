@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 
 from django.db import transaction
 from django.db.models import Count, Sum
+from django.utils import timezone
 
-from . import recycle_bin, storage, worker
+from . import quotas, recycle_bin, storage, worker
 from .models import (
     JobKind,
     ManifestReferences,
@@ -38,10 +39,17 @@ def storage_scan_job(run):
             last_write = now
             worker.report_progress(run, done=done, total=total, message=message)
 
+    group_of, known_quotas = quotas.scan_groups()
+    started = timezone.now()
     backend, result = storage.scan_storage(
-        progress=progress, cache=ManifestReferenceCache(), held=recycle_bin.held_raw_digests()
+        progress=progress,
+        cache=ManifestReferenceCache(),
+        held=recycle_bin.held_raw_digests(),
+        groups=group_of,
     )
     snapshot = record_snapshot(result, backend, run=run)
+    if known_quotas:
+        quotas.record_scan(result.group_bytes, known_quotas, started)
     worker.report_progress(run, message=f"Stored snapshot #{snapshot.pk}")
     return {
         "snapshot_id": snapshot.pk,
@@ -56,10 +64,15 @@ def storage_scan_job(run):
 def run_scan():
     """Scan now in this process (no Run row: a caller's own job holds the worker lease);
     returns the stored snapshot. Raises StorageError."""
+    group_of, known_quotas = quotas.scan_groups()
+    started = timezone.now()
     backend, result = storage.scan_storage(
-        cache=ManifestReferenceCache(), held=recycle_bin.held_raw_digests()
+        cache=ManifestReferenceCache(), held=recycle_bin.held_raw_digests(), groups=group_of
     )
-    return record_snapshot(result, backend)
+    snapshot = record_snapshot(result, backend)
+    if known_quotas:
+        quotas.record_scan(result.group_bytes, known_quotas, started)
+    return snapshot
 
 
 class ManifestReferenceCache:

@@ -234,6 +234,11 @@ class PortalAction(models.TextChoices):
     BIN_HELD = "bin.held"
     BIN_RESTORED = "bin.restored"
     BIN_PURGED = "bin.purged"
+    # Quotas (quotas.py): set and removed by an admin; a level crossed; pushes refused.
+    QUOTA_SET = "quota.set"
+    QUOTA_REMOVED = "quota.removed"
+    QUOTA_LEVEL = "quota.level"
+    QUOTA_REFUSED = "quota.refused"
 
 
 def clean_text(value, field_name):

@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 
-def scan_storage(backend=None, progress=None, cache=None, held=None):
+def scan_storage(backend=None, progress=None, cache=None, held=None, groups=None):
     """Scan the configured storage (or `backend`). Returns (backend, ScanResult); raises
     StorageError."""
     backend = backend or get_backend()
@@ -64,5 +64,6 @@ def scan_storage(backend=None, progress=None, cache=None, held=None):
         read_concurrency=settings.STORAGE_READ_CONCURRENCY,
         details=backend.list_entries,
         held=held,
+        groups=groups,
     )
     return backend, result

@@ -119,6 +119,8 @@ class ScanResult:
     held_count: int = 0
     # UntaggedRevision entries: revisions no tag reaches (directly or through a tagged index).
     untagged: tuple = field(default_factory=tuple)
+    # `groups`' figures: group -> every blob its repositories link, each counted once.
+    group_bytes: dict = field(default_factory=dict)
 
     def as_dict(self):
         return asdict(self)
@@ -359,6 +361,7 @@ def scan(
     progress_every=20000,
     details=None,
     held=None,
+    groups=None,
 ):
     """Usage figures from one pass over `entries` ((path, size, last_modified) under V2_PREFIX;
     size and last_modified None for a repository's entries listed by name only, in which case
@@ -369,8 +372,9 @@ def scan(
     `store({digest: references})` and `prune(live digests)`, digests as 32 raw bytes and
     references as their concatenation. `progress(done, total, message)` is called every
     `progress_every` entries and once per stage. `held`, optional, is a set of 32-byte digests
-    the recycle bin keeps: unreferenced, they count as held instead of reclaimable. Returns a
-    ScanResult.
+    the recycle bin keeps: unreferenced, they count as held instead of reclaimable. `groups`,
+    optional, maps a repository name to a group (a quota) or None: the result then adds up each
+    group's linked blobs, each counted once (`group_bytes`). Returns a ScanResult.
     """
     started = time.monotonic()
     listing = _Listing()
@@ -395,7 +399,7 @@ def scan(
         progress(listing.entry_count, listing.entry_count, "Adding up")
     table = _BlobTable(listing.digests, listing.sizes)
     listing.digests = listing.sizes = None
-    return _tally(table, listing, reader, started, reader.tagged, detailed, held or ())
+    return _tally(table, listing, reader, started, reader.tagged, detailed, held or (), groups)
 
 
 class _Listing:
@@ -648,7 +652,7 @@ def _detailed(details, prefixes, concurrency, listed):
                 yield from entries
 
 
-def _tally(table, listing, reader, started, tagged, detailed, held=()):
+def _tally(table, listing, reader, started, tagged, detailed, held=(), groups=None):
     sizes, count = table.sizes, len(table)
     untagged = _untagged(table, listing, reader, tagged, detailed)
     refcount = array("i", bytes(4 * count))
@@ -697,6 +701,7 @@ def _tally(table, listing, reader, started, tagged, detailed, held=()):
         for name, numbers, manifests in zip(listing.names, linked, manifest_counts, strict=True)
     ]
     repositories.sort(key=lambda usage: usage.name)
+    group_bytes = _group_bytes(listing.names, linked, sizes, groups) if groups else {}
     reclaimable_bytes = reclaimable_count = linked_bytes = 0
     for number in range(count):
         if not marked[number]:
@@ -726,7 +731,29 @@ def _tally(table, listing, reader, started, tagged, detailed, held=()):
         held_bytes=held_bytes,
         held_count=held_count,
         untagged=tuple(untagged),
+        group_bytes=group_bytes,
     )
+
+
+def _group_bytes(names, linked, sizes, group_of):
+    """{group: bytes of the blobs its repositories link, each once}: repositories taken group by
+    group, so one array of "last group that counted this blob" dedups without a set per group."""
+    members = {}
+    for index, name in enumerate(names):
+        group = group_of(name)
+        if group is not None:
+            members.setdefault(group, []).append(index)
+    last_group = array("i", [-1]) * len(sizes)
+    totals = {}
+    for number_of_group, (group, indices) in enumerate(members.items()):
+        total = 0
+        for index in indices:
+            for number in linked[index]:
+                if last_group[number] != number_of_group:
+                    last_group[number] = number_of_group
+                    total += sizes[number]
+        totals[group] = total
+    return totals
 
 
 class _References:

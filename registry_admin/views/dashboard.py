@@ -4,7 +4,7 @@ from django.conf import settings
 from django.shortcuts import render
 from django.utils import timezone
 
-from .. import online_gc, registry, usage, worker
+from .. import online_gc, quotas, registry, usage, worker
 from ..models import JobKind
 from . import audit
 
@@ -33,6 +33,8 @@ def _storage_context():
         ),
         "storage_failed_run": usage.failed_run_since(snapshot),
         "online_collection": online_gc.last_finished(dry_run=False),
+        "quota_alerts": quotas.alerts(),
+        "quota_enforced": settings.REGISTRY_AUTH_MODE == "token",
     }
 
 

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.shortcuts import render
 
-from .. import browse, image_details, pulls, references, registry, usage, worker
+from .. import browse, image_details, pulls, quotas, references, registry, usage, worker
 from ..forms.repositories import RepositoryFilterForm, TagFilterForm
 from ..models import JobKind, Manifest, Repository, Tag
 
@@ -76,9 +76,19 @@ def repository_detail(request, name):
             "page": page,
             "query_string": _query_without(request, "page"),
             "storage_usage": usage.storage_summary_for_repository(name),
+            **_quota_context(name),
             **_index_status(),
         },
     )
+
+
+def _quota_context(name):
+    quota = quotas.for_repository(name)
+    return {
+        "quota": quota,
+        "quota_enforced": settings.REGISTRY_AUTH_MODE == "token",
+        "quota_over_bytes": quota.usage_bytes - quota.limit_bytes + 1 if quota else 0,
+    }
 
 
 def tag_detail(request, name, tag):

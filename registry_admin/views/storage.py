@@ -12,7 +12,7 @@ from django.views.decorators.http import require_POST
 
 from .. import collector, online_gc, recycle_bin, storage, untagged, usage, worker
 from ..forms.storage import SORTS, PruneForm, RepositoryTableForm
-from ..models import JobKind
+from ..models import JobKind, Quota
 from ..roles import DELETE_IMAGES, require
 
 ROWS_PER_PAGE = 100
@@ -65,6 +65,8 @@ def storage_page(request):
             "read_only_howto": collector.READ_ONLY_HOWTO,
             "restart_reminder": collector.RESTART_REMINDER,
             "online": _online_gc_context(),
+            "quotas": Quota.objects.all(),
+            "quota_enforced": settings.REGISTRY_AUTH_MODE == "token",
             **usage.gc_guidance_context(snapshot),
         },
     )

@@ -24,7 +24,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from .. import access, tokens
+from .. import access, quotas, tokens
 from ..models import MetricCounter
 from ..models.access import ACTIONS
 
@@ -131,6 +131,14 @@ def _answer(request):
         logger.exception("token endpoint: database unavailable")
         return _error(503, "UNAVAILABLE", "The token server cannot read its rules; try again.")
 
+    try:
+        granted, over_quota = quotas.withhold_push(principal, granted)
+        if over_quota:
+            quotas.record_refusals(principal.username, over_quota, _first_repository(scopes))
+    except DatabaseError:
+        logger.exception("token endpoint: could not read the quotas")
+        return _error(503, "UNAVAILABLE", "The token server cannot read its quotas; try again.")
+
     if _fewer_than_asked(scopes, granted):
         # Anonymous requests are bounded per address; a user's are not (a password was needed).
         access.record_refusal(
@@ -181,3 +189,7 @@ def _fewer_than_asked(scopes, granted):
         if not wanted <= have:
             return True
     return False
+
+
+def _first_repository(scopes):
+    return next((s.name for s in scopes if s.type == "repository"), "")
