@@ -155,6 +155,7 @@ def cached_covers():
 def forget_cached():
     with _cache_lock:
         _cache["at"] = -1e9
+    _refusal_checked.clear()
 
 
 # --- changes by an admin -------------------------------------------------------------------------
@@ -385,10 +386,21 @@ def withhold_push(principal, granted):
     return kept, refused
 
 
+# Per process: quota id -> monotonic time before which no refusal needs the database again
+# (the conditional UPDATE below decides who writes the row; this only spares a write per token
+# request while a pusher retries in a loop).
+_refusal_checked = {}
+REFUSAL_RECHECK_SECONDS = 60.0
+
+
 def record_refusals(username, refused, repository):
     """One audit row per quota and REFUSAL_WINDOW, whoever asks and however often."""
     now = timezone.now()
     for cover in refused:
+        moment = time.monotonic()
+        if _refusal_checked.get(cover.id, 0.0) > moment:
+            continue
+        _refusal_checked[cover.id] = moment + REFUSAL_RECHECK_SECONDS
         claimed = (
             Quota.objects.filter(pk=cover.id)
             .filter(

@@ -225,6 +225,10 @@ def test_refusals_write_one_audit_row_per_window(token_mode_client):
     assert detail["pattern"] == "team/*" and "exceeded" in detail["reason"]
     Quota.objects.update(refusal_logged_at=timezone.now() - quotas.REFUSAL_WINDOW * 2)
     token_mode_client()
+    # This process asks the database again only after REFUSAL_RECHECK_SECONDS: as if it passed.
+    assert rows.count() == 1
+    quotas.forget_cached()
+    token_mode_client()
     assert rows.count() == 2
 
 

@@ -131,6 +131,9 @@ def _answer(request):
         logger.exception("token endpoint: database unavailable")
         return _error(503, "UNAVAILABLE", "The token server cannot read its rules; try again.")
 
+    # Asked for more than the rules allow: judged before the quotas, whose refusals have their
+    # own audit row once per quota and window (a pusher retrying in a loop is not a row each).
+    refused_by_rules = _fewer_than_asked(scopes, granted)
     try:
         granted, over_quota = quotas.withhold_push(principal, granted)
         if over_quota:
@@ -139,7 +142,7 @@ def _answer(request):
         logger.exception("token endpoint: could not read the quotas")
         return _error(503, "UNAVAILABLE", "The token server cannot read its quotas; try again.")
 
-    if _fewer_than_asked(scopes, granted):
+    if refused_by_rules:
         # Anonymous requests are bounded per address; a user's are not (a password was needed).
         access.record_refusal(
             principal.username,
