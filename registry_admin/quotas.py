@@ -36,7 +36,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from . import access
-from .models import AuditEvent, CollectedBlob, PortalAction, Quota
+from .models import AuditEvent, CollectedBlob, PortalAction, Quota, QuotaSample
 from .models.access import validate_access_pattern
 from .models.quotas import MAX_QUOTA_BYTES
 from .references import RegistryAction
@@ -48,6 +48,8 @@ REFUSAL_WINDOW = timedelta(minutes=10)
 # How long a process trusts its copy of the quotas for the token endpoint. Levels change when
 # events arrive or a scan ends; a few seconds late is within the soft limit.
 CACHE_SECONDS = 2.0
+# Scans remembered per quota for its usage over time (one every 6 hours: 100 days).
+HISTORY_SAMPLES = 400
 # How far behind Oyster's clock a registry's event times may be and still be recounted.
 EVENT_CLOCK_SLACK = timedelta(hours=1)
 
@@ -240,6 +242,19 @@ def record_scan(group_bytes, known, started):
             quota.scanned_since = started
             quota.save(update_fields=["scanned_bytes", "scanned_since"])
     recount()
+    now = timezone.now()
+    samples = [
+        QuotaSample(quota=q, taken_at=now, usage_bytes=q.usage_bytes, limit_bytes=q.limit_bytes)
+        for q in Quota.objects.filter(pk__in=known)
+    ]
+    QuotaSample.objects.bulk_create(samples)
+    for sample in samples:
+        oldest_kept = (
+            QuotaSample.objects.filter(quota_id=sample.quota_id)
+            .order_by("-taken_at")
+            .values_list("taken_at", flat=True)[HISTORY_SAMPLES - 1 : HISTORY_SAMPLES]
+        )
+        QuotaSample.objects.filter(quota_id=sample.quota_id, taken_at__lt=oldest_kept).delete()
 
 
 def recount():
@@ -434,6 +449,31 @@ def for_repository(name):
     """The quota that counts repository `name`, or None."""
     cover = covering(load_covers(), name)
     return Quota.objects.filter(pk=cover.id).first() if cover else None
+
+
+def sparkline(quota, points=60, width=160, height=28):
+    """SVG polyline points of the quota's usage at its last `points` scans (and the limit's
+    height), or None with fewer than two scans: the Quotas page's usage over time."""
+    rows = list(
+        quota.samples.order_by("-taken_at").values_list("usage_bytes", "limit_bytes")[:points]
+    )[::-1]
+    if len(rows) < 2:
+        return None
+    top = max(max(u for u, _ in rows), max(limit for _, limit in rows), 1)
+    step = width / (len(rows) - 1)
+
+    def y(value):
+        return round(height - value * height / top, 1)
+
+    return {
+        "points": " ".join(f"{round(i * step, 1)},{y(u)}" for i, (u, _) in enumerate(rows)),
+        "limit_y": y(rows[-1][1]),
+        "width": width,
+        "height": height,
+        "count": len(rows),
+        "first": rows[0][0],
+        "last": rows[-1][0],
+    }
 
 
 def alerts():

@@ -13,7 +13,7 @@ from .deletes import PortalPlaceholder, UntaggedManifest  # noqa: F401
 from .index import Manifest, Repository, Tag  # noqa: F401
 from .metrics import MetricCounter  # noqa: F401
 from .pulls import PullCount  # noqa: F401
-from .quotas import Quota  # noqa: F401
+from .quotas import Quota, QuotaSample  # noqa: F401
 from .recycle_bin import BinBlob, BinItem, BinManifest  # noqa: F401
 from .retention import RetentionRule  # noqa: F401
 from .roles import Roles  # noqa: F401

@@ -74,3 +74,19 @@ class Quota(models.Model):
         if usage >= self.warn_bytes:
             return self.Level.WARNING
         return self.Level.OK
+
+
+class QuotaSample(models.Model):
+    """A quota's usage as one storage scan found it: the Quotas page's usage over time."""
+
+    quota = models.ForeignKey(Quota, on_delete=models.CASCADE, related_name="samples")
+    taken_at = models.DateTimeField()
+    usage_bytes = models.BigIntegerField()
+    limit_bytes = models.BigIntegerField()
+
+    class Meta:
+        ordering = ["quota", "-taken_at"]
+        indexes = [models.Index(fields=["quota", "-taken_at"], name="quota_sample_idx")]
+
+    def __str__(self):
+        return f"{self.quota_id} at {self.taken_at:%Y-%m-%d %H:%M}: {self.usage_bytes}"

@@ -381,3 +381,29 @@ def test_the_dashboard_and_repository_page_say_which_quota_blocks_pushes(admin_c
     )
     detail = admin_client.get("/repositories/team/a/")
     assert b'data-quota="team/*"' in detail.content and b"pushes here are refused" in detail.content
+
+
+def test_each_scan_leaves_a_sample_and_the_page_draws_usage_over_time(admin_client):
+    from registry_admin.models import QuotaSample
+
+    quota = quotas.set_quota("admin", "team/*", "10000")
+    for n, figure in enumerate([1000, 4000, 2500]):
+        quotas.record_scan({quota.pk: figure}, {quota.pk}, timezone.now())
+        assert QuotaSample.objects.filter(quota=quota).count() == n + 1
+    assert list(quota.samples.order_by("taken_at").values_list("usage_bytes", flat=True)) == [
+        1000,
+        4000,
+        2500,
+    ]
+    page = admin_client.get("/storage/quotas/")
+    assert b'data-samples="3"' in page.content and b"<polyline" in page.content
+
+
+def test_samples_are_capped_per_quota(monkeypatch):
+    from registry_admin.models import QuotaSample
+
+    monkeypatch.setattr(quotas, "HISTORY_SAMPLES", 3)
+    quota = quotas.set_quota("admin", "team/*", "10000")
+    for figure in range(6):
+        quotas.record_scan({quota.pk: figure}, {quota.pk}, timezone.now())
+    assert sorted(QuotaSample.objects.values_list("usage_bytes", flat=True)) == [3, 4, 5]

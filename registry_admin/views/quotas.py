@@ -21,7 +21,7 @@ def quota_page(request, form=None, error="", status=200):
         request,
         "registry_admin/storage/quotas.html",
         {
-            "quotas": Quota.objects.all(),
+            "quotas": [(quota, quotas.sparkline(quota)) for quota in Quota.objects.all()],
             "enforced": settings.REGISTRY_AUTH_MODE == "token",
             "form": form or {},
             "error": error,
