@@ -282,6 +282,24 @@ if not 0 <= NOTIFICATIONS_APPLY_DELAY <= 1:
 # --- Prometheus /metrics ---
 # Set: a scrape needs `Authorization: Bearer <token>`, from any address. Empty: no token, but
 # only the addresses (or networks, 10.0.0.0/8) below may scrape.
+# Outgoing event hooks (registry_admin/event_hooks.py): loopback and private addresses are
+# refused unless allowed; seconds to connect and to read an answer; the CloudEvents `source`;
+# days delivered rows are kept.
+_allow_private = env("EVENT_HOOKS_ALLOW_PRIVATE", default="0").strip().lower()
+if _allow_private not in ("0", "1", "true", "false", "yes", "no", "on", "off", ""):
+    raise ImproperlyConfigured(
+        f"EVENT_HOOKS_ALLOW_PRIVATE={_allow_private[:20]!r}: write 1 (allow) or 0 (refuse)."
+    )
+# A security switch: only an explicit yes turns it on, never a typo.
+EVENT_HOOKS_ALLOW_PRIVATE = _allow_private in ("1", "true", "yes", "on")
+EVENT_HOOKS_TIMEOUT = env.float("EVENT_HOOKS_TIMEOUT", default=5.0)
+EVENT_HOOKS_SOURCE = env("EVENT_HOOKS_SOURCE", default="/oyster")
+EVENT_HOOKS_KEEP_DAYS = env.int("EVENT_HOOKS_KEEP_DAYS", default=7)
+if not 0.5 <= EVENT_HOOKS_TIMEOUT <= 60 or not 1 <= EVENT_HOOKS_KEEP_DAYS <= 3650:
+    raise ImproperlyConfigured(
+        "EVENT_HOOKS_TIMEOUT must be 0.5-60 seconds and EVENT_HOOKS_KEEP_DAYS 1-3650 days."
+    )
+
 METRICS_TOKEN = env("METRICS_TOKEN", default="")
 METRICS_ALLOWED_ADDRESSES = env.list("METRICS_ALLOWED_ADDRESSES", default=["127.0.0.1", "::1"])
 # The largest repositories of the latest storage scan reported one by one.

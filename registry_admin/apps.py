@@ -14,6 +14,7 @@ class RegistryAdminConfig(AppConfig):
             access,
             activity,
             checks,  # noqa: F401  (registers the system checks)
+            event_hooks,
             index,
             metrics,
             online_gc,
@@ -36,6 +37,9 @@ class RegistryAdminConfig(AppConfig):
         events_recorded.connect(online_gc.on_events_recorded, dispatch_uid="online_gc")
         # Pushed blobs add to their quota's usage until the next storage scan.
         events_recorded.connect(quotas.on_events_recorded, dispatch_uid="quotas")
+        # Outgoing event hooks: registry events and portal actions queued for their endpoints.
+        events_recorded.connect(event_hooks.on_events_recorded, dispatch_uid="event_hooks")
+        event_hooks.connect()
         # /metrics' running totals: events applied, and failed portal logins.
         events_recorded.connect(metrics.on_events_recorded, dispatch_uid="metrics")
         user_login_failed.connect(metrics.on_login_failed, dispatch_uid="metrics_login")

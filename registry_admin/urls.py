@@ -3,6 +3,7 @@ from django.urls import path
 from .views import access as access_views
 from .views import audit, dashboard, repositories, runs, token, unused, users, webhooks
 from .views import deletes as delete_views
+from .views import hooks as hook_views
 from .views import quotas as quota_views
 from .views import recycle_bin as bin_views
 from .views import retention as retention_views
@@ -40,6 +41,11 @@ urlpatterns = [
     path("audit/export.csv", audit.audit_export, name="audit-export"),
     path("audit/rejected/", audit.rejected_deliveries, name="audit-rejected"),
     path("settings/notifications/", audit.notification_settings, name="notification-settings"),
+    path("settings/hooks/", hook_views.hooks_page, name="event-hooks"),
+    path("settings/hooks/add/", hook_views.hook_save, name="event-hook-save"),
+    path("settings/hooks/remove/", hook_views.hook_remove, name="event-hook-remove"),
+    path("settings/hooks/test/", hook_views.hook_test, name="event-hook-test"),
+    path("settings/hooks/retry/", hook_views.hook_retry, name="event-hook-retry"),
     path("auth/token", token.token, name="token"),
     path("access/", access_views.access_page, name="access"),
     path("access/rules/", access_views.rule_save, name="access-rule-save"),

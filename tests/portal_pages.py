@@ -221,6 +221,11 @@ def page_requests(seed):
         Request(app + "audit-export", "GET", url("audit-export")),
         Request(app + "audit-rejected", "GET", url("audit-rejected")),
         Request(app + "notification-settings", "GET", url("notification-settings")),
+        Request(app + "event-hooks", "GET", url("event-hooks")),
+        Request(app + "event-hook-save", "POST", url("event-hook-save"), {"name": "h", "url": "x"}),
+        Request(app + "event-hook-remove", "POST", url("event-hook-remove"), {"name": "none"}),
+        Request(app + "event-hook-test", "POST", url("event-hook-test"), {"name": "none"}),
+        Request(app + "event-hook-retry", "POST", url("event-hook-retry"), {"delivery": "1"}),
         Request(app + "registry-events", "POST", url("registry-events")),
         Request(
             app + "tag-delete",

@@ -239,6 +239,9 @@ class PortalAction(models.TextChoices):
     QUOTA_REMOVED = "quota.removed"
     QUOTA_LEVEL = "quota.level"
     QUOTA_REFUSED = "quota.refused"
+    # Outgoing event hooks (event_hooks.py): an endpoint added or removed.
+    HOOK_SAVED = "hook.saved"
+    HOOK_REMOVED = "hook.removed"
 
 
 def clean_text(value, field_name):

@@ -8,7 +8,7 @@ from django.core.management.base import BaseCommand
 from django.db import DatabaseError, close_old_connections, connection
 from django.utils import timezone
 
-from ... import access, ingest, worker
+from ... import access, event_hooks, ingest, worker
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +34,13 @@ class Command(BaseCommand):
         self.started_at = timezone.now()
         self._beat()
         beating = threading.Event()
-        heart = applier = None
+        heart = applier = sender = None
         if not options["once"]:
+            # Outgoing event hooks, sent beside the jobs so a long scan does not delay them.
+            sender = threading.Thread(
+                target=event_hooks.run_sender, args=(beating,), name="event-hooks", daemon=True
+            )
+            sender.start()
             heart = threading.Thread(target=self._heartbeat, args=(beating,), daemon=True)
             heart.start()
             if settings.NOTIFICATIONS_APPLY_DELAY > 0:
@@ -48,7 +53,8 @@ class Command(BaseCommand):
             self._loop(kinds, options["once"], applying=applier is not None)
         finally:
             beating.set()
-            for thread in (heart, applier):
+            event_hooks.wake()
+            for thread in (heart, applier, sender):
                 if thread is not None:
                     thread.join(timeout=5)
             try:
