@@ -425,8 +425,8 @@ def _json(value):
 # --- sending -----------------------------------------------------------------------------------
 
 
-def _send(hook, event):
-    """None when the endpoint took it (2xx), else the reason (status, sentence)."""
+def _send(hook, event, session):
+    """(status, "") when the endpoint took it (2xx), else (status or None, the reason)."""
     try:
         check_url(hook.url)
     except HookError as exc:
@@ -434,7 +434,7 @@ def _send(hook, event):
     body, headers = render(hook, event)
     headers["User-Agent"] = "Oyster-Event-Hooks/1"
     try:
-        answer = requests.post(
+        answer = session.post(
             hook.url,
             data=body,
             headers=headers,
@@ -455,9 +455,17 @@ def _backoff(attempts):
     return min(RETRY_CAP_SECONDS, 2 ** max(0, attempts - 1))
 
 
-def send_due(now=None):
+def send_due():
     """One pass: for each hook, its due deliveries in queue order until one fails. Returns how
     many were delivered."""
+    delivered = 0
+    # One pass, one connection pool: a backlog to one endpoint goes over kept-alive connections.
+    with requests.Session() as session:
+        delivered = _send_pass(session)
+    return delivered
+
+
+def _send_pass(session):
     delivered = 0
     hook_ids = (
         HookDelivery.objects.filter(state=HookDelivery.State.PENDING)
@@ -485,7 +493,7 @@ def send_due(now=None):
             )
             if not claimed:
                 break  # another sender has this hook's head
-            status, error = _send(hook, head.event)
+            status, error = _send(hook, head.event, session)
             head.attempts += 1
             head.last_status, head.last_error, head.claimed_until = status, error[:500], None
             if not error:
