@@ -22,6 +22,7 @@ import time
 
 from django.conf import settings
 from django.core.cache import cache
+from django.db.models import Count
 from django.utils import timezone
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, SummaryMetricFamily
@@ -30,9 +31,12 @@ from . import browse, registry
 from .models import (
     AuditEvent,
     DeliveryCounter,
+    EventHook,
+    HookDelivery,
     JobKind,
     MetricCounter,
     PendingEvent,
+    Quota,
     Run,
     StorageSnapshot,
 )
@@ -83,6 +87,8 @@ class _Collector:
         yield from _index()
         yield from _registry()
         yield from _access(counters)
+        yield from _quotas()
+        yield from _event_hooks()
 
 
 def _counter(name, documentation, labels, values):
@@ -283,4 +289,54 @@ def _access(counters):
         "Failed portal logins: wrong passwords and attempts the lockout refused.",
         [],
         [([], counters.get("login_failures", 0))],
+    )
+
+
+def _quotas():
+    rows = list(Quota.objects.all())  # configured by hand: a handful
+    yield _gauge(
+        "oyster_quota_usage_bytes",
+        "A quota's usage: the latest scan's bytes plus pushes since minus collections since.",
+        None,
+        labels=["pattern"],
+        rows=[([q.pattern], q.usage_bytes) for q in rows],
+    )
+    yield _gauge(
+        "oyster_quota_limit_bytes",
+        "A quota's limit in bytes.",
+        None,
+        labels=["pattern"],
+        rows=[([q.pattern], q.limit_bytes) for q in rows],
+    )
+    yield _gauge(
+        "oyster_quota_exceeded",
+        "1 while a quota is at or over its limit (pushes refused in token mode), else 0.",
+        None,
+        labels=["pattern"],
+        rows=[([q.pattern], int(q.level == Quota.Level.EXCEEDED)) for q in rows],
+    )
+
+
+def _event_hooks():
+    # Pending and failed deliveries only: delivered ones grow with use (and are pruned).
+    waiting = (
+        HookDelivery.objects.filter(
+            state__in=[HookDelivery.State.PENDING, HookDelivery.State.FAILED]
+        )
+        .order_by()
+        .values_list("hook__name", "state")
+        .annotate(count=Count("id"))
+    )
+    counts = {(name, state): count for name, state, count in waiting}
+    names = list(EventHook.objects.values_list("name", flat=True))
+    yield _gauge(
+        "oyster_event_hook_deliveries",
+        "Event hook deliveries waiting to be sent (pending) or given up (failed), per hook.",
+        None,
+        labels=["hook", "state"],
+        rows=[
+            ([name, state], counts.get((name, state), 0))
+            for name in names
+            for state in (HookDelivery.State.PENDING, HookDelivery.State.FAILED)
+        ],
     )

@@ -288,6 +288,31 @@ def test_repositories_and_tags_are_the_kept_totals():
     assert value(response, "oyster_repositories_empty") == 0
 
 
+def test_quotas_and_event_hook_queues(settings):
+    from registry_admin import event_hooks, quotas
+    from registry_admin.models import HookDelivery, Quota
+
+    settings.EVENT_HOOKS_ALLOW_PRIVATE = True
+    quotas.set_quota("admin", "team/*", "1000")
+    quotas.set_quota("admin", "ci/**", "5000")
+    Quota.objects.filter(pattern="team/*").update(pushed_bytes=1200)
+    quotas.update_levels()
+    hook, _ = event_hooks.save_hook("admin", "chat", "http://127.0.0.1:1/x", "slack")
+    for _ in range(3):
+        event_hooks.send_test(hook)
+    HookDelivery.objects.filter(pk=HookDelivery.objects.order_by("id").first().pk).update(
+        state=HookDelivery.State.FAILED
+    )
+    response = scrape()
+    assert value(response, "oyster_quota_usage_bytes", pattern="team/*") == 1200
+    assert value(response, "oyster_quota_limit_bytes", pattern="ci/**") == 5000
+    assert value(response, "oyster_quota_exceeded", pattern="team/*") == 1
+    assert value(response, "oyster_quota_exceeded", pattern="ci/**") == 0
+    assert value(response, "oyster_event_hook_deliveries", hook="chat", state="pending") == 2
+    assert value(response, "oyster_event_hook_deliveries", hook="chat", state="failed") == 1
+    assert b"127.0.0.1:1" not in response.content  # a hook's URL may hold its key
+
+
 def test_token_requests_are_counted_by_outcome(settings, tmp_path):
     settings.REGISTRY_AUTH_MODE = "token"
     settings.TOKEN_KEY_DIR = str(tmp_path / "keys")
