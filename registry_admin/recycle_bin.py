@@ -349,8 +349,9 @@ def _put_back(item):
         if not client.blob_exists(repository, blob.digest)
     ]
     if missing:
-        # Held blobs keep their links (the online collector never unlinks them): a missing one
-        # had its data deleted by the registry's own garbage-collect, which ignores the bin.
+        missing = _relink(item, missing)
+    if missing:
+        # Data gone: the registry's own garbage-collect deleted it (it ignores the bin).
         raise _Lost(
             f"{item.reference} cannot be restored: {len(missing)} of its blobs are gone from "
             f"the registry ({', '.join(missing[:3])}{'…' if len(missing) > 3 else ''}), "
@@ -375,6 +376,34 @@ def _put_back(item):
         else:
             restored.append(tag)
     return restored, kept
+
+
+def _relink(item, missing):
+    """Link again the blobs of `missing` whose data is still stored (a repository delete took
+    the links): the link file written into the repository's `_layers/`, as the registry itself
+    writes it. Safe beside the registry's blob-descriptor cache: the repository delete cleared
+    its entries through the API, and a cache miss reads the link from storage. Returns the
+    digests whose data is gone. Raises RegistryError (with a sentence) when the storage cannot
+    be read or written: the item is then held again, restorable once it can."""
+    try:
+        backend = storage.get_backend()
+        gone = []
+        for digest in missing:
+            if backend.blob_size(digest) is None:
+                gone.append(digest)
+                continue
+            backend.write_object(
+                f"{REPOSITORIES}{item.repository}/_layers/sha256/{digest[7:]}/link",
+                digest.encode(),
+            )
+    except storage.StorageError as exc:
+        raise registry.RegistryError(
+            f"{len(missing)} of its blobs are not linked in {item.repository} any more (a "
+            f"repository delete), and they could not be linked again: {exc}"
+        ) from exc
+    if len(gone) < len(missing):
+        logger.info("restore of %s: %d blob links written again", item, len(missing) - len(gone))
+    return gone
 
 
 def _put_tag(client, item, tag, top):

@@ -234,6 +234,9 @@ class PortalAction(models.TextChoices):
     BIN_HELD = "bin.held"
     BIN_RESTORED = "bin.restored"
     BIN_PURGED = "bin.purged"
+    # A whole repository deleted (repository_delete.py), or its delete stopped by a push.
+    REPOSITORY_DELETED = "repository.deleted"
+    REPOSITORY_DELETE_STOPPED = "repository.delete_stopped"
 
 
 def clean_text(value, field_name):
