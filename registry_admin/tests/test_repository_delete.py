@@ -44,6 +44,12 @@ def rd_registry(live_server, tmp_path_factory):
 
 @pytest.fixture
 def reg(rd_registry, settings):
+    yield emptied(rd_registry, settings)
+    harness.wait_for_quiet_notifications()
+
+
+def emptied(rd_registry, settings):
+    """The module's registry with an empty storage and the portal pointed at it."""
     harness.stop_process(rd_registry.process)
     harness.wait_for_quiet_notifications(quiet=0.1)
     for entry in Path(rd_registry.storage_root).iterdir():
@@ -54,8 +60,7 @@ def reg(rd_registry, settings):
     settings.GC_SETTLE_SECONDS = 0.2
     settings.REGISTRY_BLOB_CACHE = "none"
     settings.RECYCLE_BIN_DAYS = 7
-    yield rd_registry
-    harness.wait_for_quiet_notifications()
+    return rd_registry
 
 
 def name(prefix):

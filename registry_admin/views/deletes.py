@@ -13,9 +13,10 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
-from .. import deletes, recycle_bin, references, registry, usage, worker
+from .. import deletes, recycle_bin, references, registry, repository_delete, usage, worker
 from ..models import JobKind, Tag
 from ..roles import DELETE_IMAGES, require
+from ..storage import StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -195,3 +196,34 @@ def _results(request, context, outcomes, title):
         **usage.gc_guidance_context(),
     )
     return render(request, "registry_admin/deletes/results.html", context)
+
+
+@_delete_view
+def repository_delete_view(request, repository):
+    """Delete a whole repository: the first POST shows what goes (tags, images, bytes, asked of
+    the registry and its storage now); the second needs `confirm=yes` and the name typed in
+    `typed_name`, and runs the delete here (a few seconds for tens of tags)."""
+    context = {
+        "repository": repository,
+        "back": _back(request),
+        "held_note": recycle_bin.held_note(),
+    }
+    template = "registry_admin/deletes/confirm_repository.html"
+    try:
+        context["plan"] = repository_delete.plan(repository)
+    except (repository_delete.RepositoryDeleteError, registry.RegistryError, StorageError) as exc:
+        return _failed(request, context, exc, template)
+    if request.POST.get("confirm") != CONFIRM:
+        return render(request, template, context)
+    typed = request.POST.get("typed_name", "")
+    if typed != repository:
+        context["typed_error"] = (
+            "Type the repository's name exactly as shown to confirm. Nothing was deleted."
+        )
+        return render(request, template, context, status=400)
+    try:
+        outcome = repository_delete.delete_repository(request.user.get_username(), repository)
+    except repository_delete.RepositoryDeleteError as exc:
+        return _failed(request, context, exc, template)
+    context.update(outcome=outcome, **usage.gc_guidance_context())
+    return render(request, "registry_admin/deletes/repository_result.html", context)
