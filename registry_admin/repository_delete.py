@@ -33,7 +33,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from . import deletes, index, online_gc, recycle_bin, references, registry, storage, usage, worker
-from .models import AuditEvent, JobLease, PortalAction, Repository
+from .models import AuditEvent, JobKind, JobLease, PortalAction, Repository
 from .storage.layout import REPOSITORIES
 
 logger = logging.getLogger(__name__)
@@ -511,3 +511,31 @@ def _audit_stopped(actor, outcome):
         repository=outcome.repository,
         detail={"message": outcome.message[:1000], "held_items": outcome.held_items},
     )
+
+
+def delete_repository_job(run):
+    """Worker job "delete_repository": options {"repository": NAME, "dry_run": bool}, requested
+    by the repository page's confirmation. It runs in the worker because the worker is what
+    holds write access to the registry's storage (the compose files give it to the worker only).
+    A delete a push stopped fails the run with the sentence saying so."""
+    options = run.options or {}
+    repository = options.get("repository")
+    if not isinstance(repository, str) or not repository:
+        raise RepositoryDeleteError(
+            "A repository delete needs the repository's name: start it from the repository's "
+            "page (Delete repository) or with manage.py delete_repository NAME."
+        )
+
+    def progress(message):
+        worker.report_progress(run, message=message)
+
+    outcome = delete_repository(
+        run.requested_by or JobKind.DELETE_REPOSITORY,
+        repository,
+        dry_run=bool(options.get("dry_run", False)),
+        progress=progress,
+    )
+    if not outcome.dry_run and not outcome.deleted:
+        raise RepositoryDeleteError(outcome.message)
+    worker.report_progress(run, message=outcome.message)
+    return outcome.as_dict()

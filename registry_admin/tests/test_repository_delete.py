@@ -308,3 +308,21 @@ def test_a_client_pushing_in_a_loop_either_keeps_the_repository_or_was_refused(
     )
     assert again.returncode == 0, again.stderr
     skopeo_pull(reg, repository, "v1", tmp_path / "again")
+
+
+def test_twenty_tags_go_in_seconds(reg, capsys):
+    """The figure the README quotes: a repository of 20 tags (20 images) deleted whole."""
+    repository = name("twenty")
+    pusher = reg.pusher()
+    for number in range(20):
+        pusher.push_image(
+            repository, f"v{number}", build_image(layers=[make_layer({"n": os.urandom(4096)})])
+        )
+    started = time.monotonic()
+    outcome = repository_delete.delete_repository("tester", repository)
+    seconds = time.monotonic() - started
+    assert outcome.deleted and outcome.images == 20 and outcome.held_items == 20
+    assert repository not in catalog()
+    with capsys.disabled():
+        print(f"\n20-tag repository deleted in {seconds:.2f} s ({outcome.unlinked_layers} links)")
+    assert seconds < 60

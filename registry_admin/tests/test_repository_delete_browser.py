@@ -8,7 +8,8 @@ import pytest
 from playwright.sync_api import expect
 
 from registry_admin import registry as registry_client
-from registry_admin.models import Repository
+from registry_admin import worker
+from registry_admin.models import JobKind, Repository
 
 from .images import build_image
 from .test_deletes_browser import log_in
@@ -40,7 +41,13 @@ def test_delete_a_repository_with_its_name_typed_then_restore_it(
 
     page.get_by_label("to confirm").fill(repository)
     page.get_by_role("button", name=f"Delete {repository}").click()
-    expect(page.locator("#repository-delete-result")).to_have_attribute("data-state", "deleted")
+    expect(page.locator("#repository-delete-run")).to_be_visible()
+    (run,) = worker.tick(kinds=[JobKind.DELETE_REPOSITORY])  # the worker's part
+    assert run.result["deleted"] is True, run.error
+    # The page follows the run and shows its outcome once it ends.
+    expect(page.locator("#repository-delete-result")).to_have_attribute(
+        "data-state", "deleted", timeout=15000
+    )
     assert repository not in registry_client.get_client().list_repositories()
 
     # Restored from the bin: the repository is back with the same digest.

@@ -7,14 +7,16 @@ import pytest
 from django.test import Client
 from django.urls import reverse
 
-from registry_admin import registry
-from registry_admin.models import AuditEvent, BinItem, Repository
+from registry_admin import registry, repository_delete, worker
+from registry_admin.models import AuditEvent, BinItem, JobKind, Repository, Run
+from registry_admin.repository_delete import list_contents
 
 from . import harness
 from .images import build_image
 from .test_repository_delete import emptied, name
 
 URL = reverse("registry_admin:repository-delete")
+RUN = reverse("registry_admin:repository-delete-run")
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -74,8 +76,13 @@ def test_the_confirmation_states_what_goes_and_a_wrong_name_deletes_nothing(reg,
     done = admin_client.post(
         URL, {"repository": repository, "confirm": "yes", "typed_name": repository}
     )
-    body = done.content.decode()
-    assert done.status_code == 200 and 'data-state="deleted"' in body, body
+    assert done.status_code == 302
+    following = admin_client.get(done["Location"]).content.decode()
+    assert 'id="repository-delete-run"' in following
+    assert repository in catalog()  # the worker deletes it
+    (run,) = worker.tick(kinds=[JobKind.DELETE_REPOSITORY])
+    assert run.state == Run.State.DONE and run.result["deleted"] is True, run.error
+    assert 'data-state="deleted"' in admin_client.get(done["Location"]).content.decode()
     assert repository not in catalog()
     assert not Repository.objects.filter(name=repository).exists()
     assert AuditEvent.objects.get(action="repository.deleted").actor == "alice"
@@ -133,6 +140,7 @@ def test_an_unknown_repository_and_unwritable_storage_are_sentences(reg, admin_c
     )
     assert "Deleting a repository needs write access to the registry" in response.content.decode()
     assert repository in catalog()
+    assert not Run.objects.filter(kind=JobKind.DELETE_REPOSITORY).exists()
 
 
 def test_the_registry_down_is_a_sentence(reg, admin_client, settings):
@@ -141,3 +149,39 @@ def test_the_registry_down_is_a_sentence(reg, admin_client, settings):
     response = admin_client.post(URL, {"repository": repository})
     assert response.status_code == 200
     assert 'id="repository-delete-error"' in response.content.decode()
+
+
+def test_the_job_without_a_name_fails_with_a_sentence(reg, admin_client):
+    admin_client.post(
+        reverse("registry_admin:run-request", args=[JobKind.DELETE_REPOSITORY]), {"next": "/"}
+    )
+    (run,) = worker.tick(kinds=[JobKind.DELETE_REPOSITORY])
+    assert run.state == Run.State.FAILED and run.options == {"dry_run": True}
+    assert "needs the repository's name" in run.error
+
+
+def test_a_push_that_stops_the_job_fails_the_run_with_its_reason(reg, admin_client, monkeypatch):
+    repository = pushed(reg)
+    real = repository_delete._Delete.pushed_meanwhile
+
+    def pushed_then_check(self, contents):
+        reg.pusher().push_image(repository, "new", build_image())
+        return real(self, list_contents(self.backend, self.repository))
+
+    monkeypatch.setattr(repository_delete._Delete, "pushed_meanwhile", pushed_then_check)
+    admin_client.post(URL, {"repository": repository, "confirm": "yes", "typed_name": repository})
+    (run,) = worker.tick(kinds=[JobKind.DELETE_REPOSITORY])
+    assert run.state == Run.State.FAILED and "a client pushed to it meanwhile" in run.error
+    shown = admin_client.get(RUN, {"run": run.pk}).content.decode()
+    assert 'data-state="kept"' in shown and "a client pushed to it meanwhile" in shown
+    assert repository in catalog() and reg.pusher().head_manifest(repository, "new")
+
+
+@pytest.mark.parametrize("hostile", ["", "abc", "-1", "9" * 40, "1 OR 1=1", "<b>"])
+def test_the_run_page_refuses_what_is_not_a_delete_run(reg, admin_client, hostile):
+    response = admin_client.get(RUN, {"run": hostile})
+    assert response.status_code == 400 and "No such repository delete" in response.content.decode()
+
+
+def test_viewers_do_not_see_delete_runs(reg, viewer_client):
+    assert viewer_client.get(RUN, {"run": "1"}).status_code == 403
