@@ -225,12 +225,14 @@ def one_at_a_time(repository):
     with the worker's conditional UPDATE) for the block; RepositoryBusy when another process
     holds it. The row goes afterwards; a process killed mid-delete leaves it to expire."""
     key = LEASE_PREFIX + hashlib.sha256(repository.encode()).hexdigest()[:20]
-    if not worker.claim_lease(key):
+    if not worker.claim_lease(key, owner=worker._owner()):
         raise RepositoryBusy(f"{repository} is being deleted by another process right now.")
+    owner = worker._owner()
     try:
         yield key
     finally:
-        JobLease.objects.filter(kind=key).delete()
+        # Only our own: a lease that expired meanwhile may be another process's now.
+        JobLease.objects.filter(kind=key, owner=owner).delete()
 
 
 def _renew(key):
@@ -485,10 +487,16 @@ class _Delete:
     def finish(self):
         Repository.objects.filter(name=self.repository).delete()
         self.outcome.deleted = True
+        days = settings.RECYCLE_BIN_DAYS
+        held = (
+            f" Its images stay restorable in Recently deleted for {days} day"
+            f"{'s' if days != 1 else ''}; restoring one brings the repository back."
+            if recycle_bin.enabled()
+            else ""
+        )
         self.outcome.message = (
             f"Deleted {self.repository}: {len(self.outcome.tags)} tag(s), "
-            f"{self.outcome.images} image(s); the registry's catalog no longer lists it."
-            f"{' Its images are in the recycle bin' + recycle_bin.held_note() + '.' if recycle_bin.enabled() else ''}"
+            f"{self.outcome.images} image(s); the registry's catalog no longer lists it.{held}"
         )
         AuditEvent.objects.log_portal_action(
             self.actor,
