@@ -26,7 +26,7 @@ from registry_admin import recycle_bin, registry, repository_delete, usage
 from registry_admin.models import AuditEvent, BinItem, Repository
 
 from . import harness
-from .images import build_image, build_index, make_layer, write_oci_layout
+from .images import build_image, build_index, make_layer, sha256_digest, write_oci_layout
 from .test_free_space import skopeo_pull
 from .test_online_gc import age_storage
 
@@ -153,13 +153,20 @@ def test_delete_repository_leaves_the_catalog_keeps_shared_layers_and_restores(r
 
 
 def test_restore_brings_a_deleted_repository_back_with_the_same_digests(reg, tmp_path):
-    old = name("old")
-    single, multi = build_image(layers=[make_layer({"x": os.urandom(LAYER_BYTES)})]), build_index()
+    """Its blobs come back by a mount from a repository still using them, else as links."""
+    old, other = name("old"), name("other")
+    shared = make_layer({"shared": os.urandom(LAYER_BYTES)})
+    single = build_image(layers=[shared, make_layer({"x": os.urandom(LAYER_BYTES)})])
+    multi = build_index()
     pusher = reg.pusher()
     single_digest = pusher.push_image(old, "v1", single)
     multi_digest = pusher.push_image(old, "multi", multi)
+    pusher.push_image(other, "v1", build_image(layers=[shared]))
+    call_command("sync_registry", stdout=io.StringIO())
+    usage.run_scan()  # what the restore learns the sharing from
     repository_delete.delete_repository("alice", old)
     assert old not in catalog()
+    harness.wait_for_quiet_notifications()
 
     out = io.StringIO()
     call_command("recycle_bin", "restore", f"{old}:v1", f"{old}@{multi_digest}", stdout=out)
@@ -169,6 +176,10 @@ def test_restore_brings_a_deleted_repository_back_with_the_same_digests(reg, tmp
     assert pusher.head_manifest(old, "multi") == multi_digest
     skopeo_pull(reg, old, "v1", tmp_path / "single")
     skopeo_pull(reg, old, "multi", tmp_path / "multi")
+    # The shared layer was mounted from the other repository (the registry said so).
+    harness.wait_for_quiet_notifications()
+    mounts = AuditEvent.objects.filter(action="mount", repository=old, from_repository=other)
+    assert set(mounts.values_list("digest", flat=True)) == {sha256_digest(shared)}
 
 
 def test_without_the_bin_the_unique_bytes_are_reclaimable_at_once(reg, settings, tmp_path):
