@@ -337,3 +337,24 @@ def test_twenty_tags_go_in_seconds(reg, capsys):
     with capsys.disabled():
         print(f"\n20-tag repository deleted in {seconds:.2f} s ({outcome.unlinked_layers} links)")
     assert seconds < 60
+
+
+def test_a_mount_from_a_repository_without_the_blob_is_false_and_links_nothing(reg):
+    source, target, empty = name("src"), name("dst"), name("empty")
+    layer = make_layer({"m": os.urandom(4096)})
+    pusher = reg.pusher()
+    pusher.push_image(source, "v1", build_image(layers=[layer]))
+    pusher.push_image(empty, "v1", build_image())
+    client = registry.get_client()
+    digest = sha256_digest(layer)
+    assert client.mount_blob(target, digest, empty) is False
+    assert not client.blob_exists(target, digest)
+    assert client.mount_blob(target, digest, source) is True
+    assert client.blob_exists(target, digest)
+    for hostile in ("../x", "UP", "a\x00b", "x" * 300):
+        with pytest.raises(registry.RegistryNotFound):
+            client.mount_blob(target, digest, hostile)
+        with pytest.raises(registry.RegistryNotFound):
+            client.mount_blob(hostile, digest, source)
+    with pytest.raises(registry.RegistryNotFound):
+        client.mount_blob(target, "sha256:nothex", source)
