@@ -43,6 +43,8 @@ TRASH = "oyster-trash/repositories/"
 # The repository's own directories; anything else under its name is a nested repository's.
 OWN = ("_manifests", "_layers", "_uploads")
 LEASE_PREFIX = "repository_delete:"
+# A trash batch this old was left by a delete that died between its moves and its inspection.
+STALE_BATCH = timedelta(minutes=10)
 WRITE_ACCESS = (
     "Deleting a repository needs write access to the registry's storage (STORAGE_BACKEND and, "
     "on the filesystem, a writable STORAGE_FILESYSTEM_ROOT; on Azure, Storage Blob Data "
@@ -270,6 +272,7 @@ def delete_repository(actor, repository, dry_run=False, backend=None, progress=N
         online_gc.check_can_write(backend)
     except storage.StorageError as exc:
         raise RepositoryDeleteError(f"Nothing was deleted: {exc} {WRITE_ACCESS}") from exc
+    recover_trash(backend)
     with one_at_a_time(repository) as key:
         run = _Delete(actor, repository, backend, the_plan.refs, outcome, report, key)
         try:
@@ -297,6 +300,35 @@ def _plan_sentence(the_plan):
         f"{the_plan.uploads} upload{'s' if the_plan.uploads != 1 else ''}; "
         f"unique bytes by the latest scan: {the_plan.unique_bytes:,}. Nothing was changed."
     )
+
+
+def recover_trash(backend):
+    """Finish what a delete killed between its moves and its inspection left in the trash
+    (filesystem only): every link in `oyster-trash/repositories/<batch>/` was written by a client
+    after that delete's re-check, so it goes back to its repository (never over a file written
+    there since); the rest of the batch (emptied directories, abandoned uploads) goes. Only
+    batches older than STALE_BATCH: a live delete inspects its own within seconds of its moves.
+    Returns how many links went back."""
+    if backend.kind != "filesystem":
+        return 0
+    stale = timezone.now() - STALE_BATCH
+    batches, back = set(), []
+    for path, _size, _modified in backend.list_entries(TRASH):
+        batch, _, rest = path[len(TRASH) :].partition("/")
+        if online_gc._batch_time(batch) >= stale:
+            continue
+        batches.add(batch)
+        # rest is "<repository name>/<_manifests|_layers|_uploads>/..."
+        parts = rest.split("/")
+        own = next((i for i, part in enumerate(parts) if part in OWN), None)
+        if own and path.endswith("/link"):
+            back.append((path, REPOSITORIES + rest))
+    moved = backend.move_back(back) if back else 0
+    for batch in sorted(batches):
+        backend.remove_trash_tree(TRASH + batch)
+    if moved:
+        logger.warning("repository delete: %d links a killed delete had moved put back", moved)
+    return moved
 
 
 class _Delete:

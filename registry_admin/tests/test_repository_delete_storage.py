@@ -182,3 +182,28 @@ def test_azure_a_young_upload_stops_the_delete(blob_store, settings):
     problem = deleter(blob_store).pushed_meanwhile(list_contents(blob_store, "team/app"))
     assert "1 upload(s) started or written within GC_GRACE_MINUTES" in problem
     assert repository_delete.REASON == "repository delete"
+
+
+def test_a_delete_killed_after_its_moves_is_finished_by_the_next(disk):
+    """Killed between the moves and the inspection: the next delete puts back the links a
+    client wrote into the moved tree (never over a newer file) and clears the trash."""
+    trash = "oyster-trash/repositories/20261207T000000-dead/team/app/"
+    disk.put(trash + f"_layers/sha256/{HEX}/link", b"sha256:" + HEX.encode())
+    disk.put(trash + "_manifests/tags/v1/current/link", b"old")
+    disk.put(trash + "_uploads/u1/data", b"x")
+    disk.put(REPO + "_manifests/tags/v1/current/link", b"newer")
+    assert repository_delete.recover_trash(disk) == 1
+    with open(os.path.join(disk.root, REPO + f"_layers/sha256/{HEX}/link"), "rb") as handle:
+        assert handle.read() == b"sha256:" + HEX.encode()
+    with open(os.path.join(disk.root, REPO + "_manifests/tags/v1/current/link"), "rb") as handle:
+        assert handle.read() == b"newer"
+    assert os.listdir(os.path.join(disk.root, "oyster-trash/repositories")) == []
+    assert repository_delete.recover_trash(disk) == 0
+
+
+def test_a_batch_of_a_delete_still_running_is_left_alone(disk):
+    young = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-live"
+    path = f"oyster-trash/repositories/{young}/team/app/_layers/sha256/{HEX}/link"
+    disk.put(path, b"sha256:" + HEX.encode())
+    assert repository_delete.recover_trash(disk) == 0
+    assert os.path.exists(os.path.join(disk.root, path))
