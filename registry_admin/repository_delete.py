@@ -270,9 +270,9 @@ def delete_repository(actor, repository, dry_run=False, backend=None, progress=N
         return outcome
     try:
         online_gc.check_can_write(backend)
+        recover_trash(backend)
     except storage.StorageError as exc:
         raise RepositoryDeleteError(f"Nothing was deleted: {exc} {WRITE_ACCESS}") from exc
-    recover_trash(backend)
     with one_at_a_time(repository) as key:
         run = _Delete(actor, repository, backend, the_plan.refs, outcome, report, key)
         try:

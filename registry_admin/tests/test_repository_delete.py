@@ -29,6 +29,7 @@ from . import harness
 from .images import build_image, build_index, make_layer, sha256_digest, write_oci_layout
 from .test_free_space import skopeo_pull
 from .test_online_gc import age_storage
+from .test_storage_writes import mounted_read_only
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -358,3 +359,16 @@ def test_a_mount_from_a_repository_without_the_blob_is_false_and_links_nothing(r
             client.mount_blob(hostile, digest, source)
     with pytest.raises(registry.RegistryNotFound):
         client.mount_blob(target, "sha256:nothex", source)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="a bind mount needs root")
+def test_a_read_only_storage_stops_the_delete_before_anything_changes(reg):
+    old = name("readonly")
+    reg.pusher().push_image(old, "v1", build_image())
+    before = storage_tree(reg)
+    with mounted_read_only(str(reg.storage_root)), pytest.raises(CommandError) as refused:
+        delete(old)
+    message = str(refused.value)
+    assert "Nothing was deleted" in message and "mounted read-only" in message
+    assert "Deleting a repository needs write access to the registry's storage" in message
+    assert old in catalog() and storage_tree(reg) == before and not BinItem.objects.exists()
