@@ -65,6 +65,7 @@ PORTAL_KINDS = {
     PortalAction.TAG_DELETED: EventKind.DELETE,
     PortalAction.IMAGE_DELETED: EventKind.DELETE,
     PortalAction.UNTAGGED_DELETED: EventKind.DELETE,
+    PortalAction.REPOSITORY_DELETED: EventKind.DELETE,
     PortalAction.RETENTION_RUN: EventKind.RETENTION,
     PortalAction.GARBAGE_COLLECTED: EventKind.COLLECTION,
     PortalAction.ONLINE_GC: EventKind.COLLECTION,

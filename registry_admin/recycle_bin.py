@@ -18,7 +18,15 @@ from django.db import transaction
 from django.utils import timezone
 
 from . import references, registry, storage
-from .models import AuditEvent, BinBlob, BinItem, BinManifest, PortalAction
+from .models import (
+    AuditEvent,
+    BinBlob,
+    BinItem,
+    BinManifest,
+    ManifestReferences,
+    PortalAction,
+    Tag,
+)
 from .storage.layout import REPOSITORIES
 
 logger = logging.getLogger(__name__)
@@ -349,8 +357,9 @@ def _put_back(item):
         if not client.blob_exists(repository, blob.digest)
     ]
     if missing:
-        # Held blobs keep their links (the online collector never unlinks them): a missing one
-        # had its data deleted by the registry's own garbage-collect, which ignores the bin.
+        missing = _relink(item, missing)
+    if missing:
+        # Data gone: the registry's own garbage-collect deleted it (it ignores the bin).
         raise _Lost(
             f"{item.reference} cannot be restored: {len(missing)} of its blobs are gone from "
             f"the registry ({', '.join(missing[:3])}{'…' if len(missing) > 3 else ''}), "
@@ -375,6 +384,99 @@ def _put_back(item):
         else:
             restored.append(tag)
     return restored, kept
+
+
+def _relink(item, missing):
+    """Link again the blobs of `missing` (a repository delete took their links): a
+    cross-repository mount from a repository the index and the latest scan say still uses the
+    blob, else the link file written into the repository's `_layers/` when the data is stored,
+    as the registry itself writes it (safe beside its blob-descriptor cache: the repository
+    delete cleared those entries through the API, and a cache miss reads the link from storage).
+    Returns the digests whose data is gone. Raises RegistryError (with a sentence) when the
+    storage cannot be read or written: the item is then held again, restorable once it can."""
+    client = registry.get_client()
+    sources = _mount_sources(missing, item.repository)
+    unmounted = []
+    for digest in missing:
+        if not any(_mounted(client, item.repository, digest, s) for s in sources.get(digest, ())):
+            unmounted.append(digest)
+    try:
+        backend = storage.get_backend() if unmounted else None
+        gone = []
+        for digest in unmounted:
+            if backend.blob_size(digest) is None:
+                gone.append(digest)
+                continue
+            backend.write_object(
+                f"{REPOSITORIES}{item.repository}/_layers/sha256/{digest[7:]}/link",
+                digest.encode(),
+            )
+    except storage.StorageError as exc:
+        raise registry.RegistryError(
+            f"{len(unmounted)} of its blobs are not linked in {item.repository} any more (a "
+            f"repository delete), and they could not be linked again: {exc}"
+        ) from exc
+    logger.info(
+        "restore of %s: %d blobs mounted, %d links written, %d gone",
+        item,
+        len(missing) - len(unmounted),
+        len(unmounted) - len(gone),
+        len(gone),
+    )
+    return gone
+
+
+# Repositories a blob is mounted from at most (each try that fails costs a request).
+MOUNT_TRIES = 3
+
+
+def _mounted(client, repository, digest, source):
+    try:
+        return client.mount_blob(repository, digest, source)
+    except registry.RegistryError as exc:
+        logger.warning("mount of %s from %s into %s failed: %s", digest, source, repository, exc)
+        return False
+
+
+def _mount_sources(digests, exclude):
+    """{blob digest: [repository, ...]} of repositories other than `exclude` whose tags (the
+    index) name a manifest that references the blob (the latest scan's ManifestReferences),
+    directly or through an index's child."""
+    wanted = {bytes.fromhex(d[7:]): d for d in digests if d.startswith("sha256:")}
+    holders = {m: {wanted[raw] for raw in raws} for m, raws in _referencing(set(wanted)).items()}
+    children = {bytes.fromhex(m[7:]): m for m in holders}
+    for parent, raws in _referencing(set(children)).items():
+        for raw in raws:
+            holders.setdefault(parent, set()).update(holders[children[raw]])
+    sources = {}
+    tagged = (
+        Tag.objects.filter(digest__in=list(holders))
+        .exclude(repository__name=exclude)
+        .values_list("repository__name", "digest")
+        .distinct()
+    )
+    for repository, manifest in tagged:
+        for blob in holders[manifest]:
+            names = sources.setdefault(blob, [])
+            if repository not in names and len(names) < MOUNT_TRIES:
+                names.append(repository)
+    return sources
+
+
+def _referencing(wanted):
+    """{manifest digest: the 32-byte digests of `wanted` it references}, from the latest
+    scan's references (one pass over them)."""
+    found = {}
+    if not wanted:
+        return found
+    rows = ManifestReferences.objects.values_list("digest", "references").iterator(chunk_size=2000)
+    for manifest_hex, refs in rows:
+        refs = bytes(refs)
+        for position in range(0, len(refs), 32):
+            raw = refs[position : position + 32]
+            if raw in wanted:
+                found.setdefault("sha256:" + manifest_hex, set()).add(raw)
+    return found
 
 
 def _put_tag(client, item, tag, top):

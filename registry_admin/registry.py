@@ -7,6 +7,7 @@ Every call has a connect and a read timeout from settings; every transport failu
 """
 
 import base64
+import contextlib
 import hashlib
 import json
 import logging
@@ -438,6 +439,33 @@ class RegistryClient:
             return False
         self.check_response(response, f"blob {repository}@{digest}")
         return True
+
+    def mount_blob(self, repository, digest, source):
+        """Link blob `digest` into `repository` from `source`, which links it (a
+        cross-repository mount: `POST /v2/<repository>/blobs/uploads/?mount=&from=`). True when
+        the registry linked it (201); False when it started an upload instead (202: `source` has
+        no such blob), which is cancelled. https://distribution.github.io/distribution/spec/api/
+        """
+        _require_name(repository, digest)
+        _require_name(source)
+        if not is_valid_digest(digest):
+            raise RegistryNotFound(f"{digest[:80]!r} is not a digest.")
+        what = f"blob mount of {digest} from {source} into {repository}"
+        response = self.request(
+            "POST", f"/v2/{repository}/blobs/uploads/?mount={digest}&from={source}"
+        )
+        if response.status_code == 201:
+            return True
+        self.check_response(response, what)
+        location = urlsplit(urljoin(self.base_url + "/", response.headers.get("Location", "")))
+        base_path = urlsplit(self.base_url).path
+        path = location.path[len(base_path) :] if base_path else location.path
+        if path.startswith(f"/v2/{repository}/blobs/uploads/"):
+            # The upload the registry opened instead: nothing to keep in it.
+            with contextlib.suppress(RegistryError):
+                query = f"?{location.query}" if location.query else ""
+                self.request("DELETE", f"{path}{query}")
+        return False
 
     def get_config(self, repository, digest):
         """An image config blob (JSON) by digest, checked against the digest."""

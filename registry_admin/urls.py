@@ -57,6 +57,12 @@ urlpatterns = [
     path("deletes/tag/", delete_views.tag_delete, name="tag-delete"),
     path("deletes/image/", delete_views.image_delete, name="image-delete"),
     path("deletes/tags/", delete_views.tags_bulk_delete, name="tags-bulk-delete"),
+    path("deletes/repository/", delete_views.repository_delete_view, name="repository-delete"),
+    path(
+        "deletes/repository/run/",
+        delete_views.repository_delete_run,
+        name="repository-delete-run",
+    ),
     path("deleted/", bin_views.recycle_bin_page, name="recycle-bin"),
     path("deleted/restore/", bin_views.recycle_bin_restore, name="recycle-bin-restore"),
     path("retention/", retention_views.rules, name="retention"),

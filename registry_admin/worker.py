@@ -104,6 +104,9 @@ JOBS = {
         JobKind.BIN_PURGE.label,
         interval_setting="BIN_PURGE_INTERVAL",
     ),
+    JobKind.DELETE_REPOSITORY: Job(
+        "registry_admin.repository_delete.delete_repository_job", JobKind.DELETE_REPOSITORY.label
+    ),
 }
 
 

@@ -75,7 +75,13 @@ EXCLUDED_MODELS = {
     "registry_admin.deliverycounter",
     "registry_admin.metriccounter",
 }
-CONFIRMATION_ENDPOINTS = ("tag-delete", "image-delete", "tags-bulk-delete", "retention-run")
+CONFIRMATION_ENDPOINTS = (
+    "tag-delete",
+    "image-delete",
+    "tags-bulk-delete",
+    "repository-delete",
+    "retention-run",
+)
 NEVER_GATING = {"next", "expect"}
 # Routes whose view acts on a POST: their path segments are swept with POST too.
 POST_ROUTES = ("/edit/", "/delete/", "/request")

@@ -9,7 +9,7 @@ import registry_admin.models.access
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("registry_admin", "0019_recycle_bin"),
+        ("registry_admin", "0020_delete_repository_job"),
     ]
 
     operations = [

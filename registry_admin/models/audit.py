@@ -242,6 +242,9 @@ class PortalAction(models.TextChoices):
     # Outgoing event hooks (event_hooks.py): an endpoint added or removed.
     HOOK_SAVED = "hook.saved"
     HOOK_REMOVED = "hook.removed"
+    # A whole repository deleted (repository_delete.py), or its delete stopped by a push.
+    REPOSITORY_DELETED = "repository.deleted"
+    REPOSITORY_DELETE_STOPPED = "repository.delete_stopped"
 
 
 def clean_text(value, field_name):

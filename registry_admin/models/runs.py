@@ -19,6 +19,7 @@ class JobKind(models.TextChoices):
     GC_RESTORE = "gc_restore", "Restore from the collector's trash"
     RETENTION = "retention", "Retention rules"
     BIN_PURGE = "bin_purge", "Recycle bin purge"
+    DELETE_REPOSITORY = "delete_repository", "Repository delete"
 
 
 class Run(models.Model):

@@ -32,6 +32,7 @@ import glob
 import itertools
 import logging
 import os
+import shutil
 import stat
 import time
 import urllib.request
@@ -74,6 +75,8 @@ AZURE_COPY_TIMEOUT = 300.0
 _RETRY_STATUSES = (500, 503)
 
 _WRITE_ACCESS = "the worker needs write access to the registry's storage for the online collector"
+# The only place a directory may be removed whole: Oyster's own trash, never the registry's tree.
+TRASH_ROOT = "oyster-trash/"
 
 
 class StorageError(Exception):
@@ -310,6 +313,75 @@ class FilesystemStorage:
             if isinstance(exc, FileNotFoundError) and not os.path.lexists(full_source):
                 return False
             raise _write_error(exc, "move", source, target) from exc
+
+    # --- Directories (repository deletes; the filesystem only: Azure has no directories) ---
+
+    def move_directory(self, source, target):
+        """Rename the directory `source` to `target` in one step (both on the registry's
+        volume): a registry writing into it meanwhile lands in the moved tree or in a new one,
+        never half in each. `target` must not exist; its parent is created. False when there
+        is no `source`."""
+        full_source, full_target = self._full(_checked(source)), self._full(_checked(target))
+        if not os.path.isdir(full_source) or os.path.islink(full_source):
+            return False
+        if os.path.lexists(full_target):
+            raise StorageError(f"Refusing to move {source} onto {target}: it exists.")
+        try:
+            os.makedirs(os.path.dirname(full_target), exist_ok=True)
+            os.rename(full_source, full_target)
+            return True
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise _write_error(exc, "move", source, target) from exc
+
+    def move_back(self, moves):
+        """Move each (source, target) file of `moves` unless `target` exists: a hard link
+        (which never replaces) then the source's removal, so a file a client wrote at the
+        target meanwhile is kept. Returns how many moved."""
+        moved = 0
+        for source, target in _checked_moves(moves):
+            full_source, full_target = self._full(source), self._full(target)
+            try:
+                os.makedirs(os.path.dirname(full_target), exist_ok=True)
+                os.link(full_source, full_target)
+            except FileExistsError:
+                continue
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise _write_error(exc, "move", source, target) from exc
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(full_source)
+            moved += 1
+        return moved
+
+    def remove_empty_directories(self, path, stop):
+        """Remove the directory `path` and then its parents, each only while it is empty, up to
+        (not including) `stop`. A registry creating something inside meanwhile keeps it (rmdir
+        of a directory that is not empty fails, and we stop there)."""
+        path = _checked(path.rstrip("/"))
+        stop = stop.rstrip("/")
+        while path.startswith(stop + "/"):
+            try:
+                os.rmdir(self._full(path))
+            except (FileNotFoundError, NotADirectoryError):
+                pass
+            except OSError:
+                return
+            path = path.rsplit("/", 1)[0]
+
+    def remove_trash_tree(self, path):
+        """Remove the directory tree `path`, which must lie in Oyster's trash."""
+        path = _checked(path.rstrip("/"))
+        if not path.startswith(TRASH_ROOT):
+            raise StorageError(f"Refusing to remove {path}: not in {TRASH_ROOT}.")
+        try:
+            shutil.rmtree(self._full(path))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise _write_error(exc, "delete", path) from exc
 
     def write_object(self, path, data):
         """Create or replace the small file `path` with `data`, atomically: written beside it

@@ -7,15 +7,16 @@ delete only on a second POST carrying `confirm=yes`. A GET is refused (405) and 
 import functools
 import logging
 
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
-from .. import deletes, recycle_bin, references, registry, usage, worker
-from ..models import JobKind, Tag
+from .. import deletes, recycle_bin, references, registry, repository_delete, usage, worker
+from ..models import JobKind, Run, Tag
 from ..roles import DELETE_IMAGES, require
+from ..storage import StorageError
 
 logger = logging.getLogger(__name__)
 
@@ -195,3 +196,53 @@ def _results(request, context, outcomes, title):
         **usage.gc_guidance_context(),
     )
     return render(request, "registry_admin/deletes/results.html", context)
+
+
+@_delete_view
+def repository_delete_view(request, repository):
+    """Delete a whole repository: the first POST shows what goes (tags, images, bytes, asked of
+    the registry and its storage now); the second needs `confirm=yes` and the name typed in
+    `typed_name`, and asks the worker for the delete (job `delete_repository`: the worker is
+    what may write to the registry's storage), whose progress the result page follows."""
+    context = {
+        "repository": repository,
+        "back": _back(request),
+        "held_note": recycle_bin.held_note(),
+    }
+    template = "registry_admin/deletes/confirm_repository.html"
+    try:
+        context["plan"] = repository_delete.plan(repository)
+    except (repository_delete.RepositoryDeleteError, registry.RegistryError, StorageError) as exc:
+        return _failed(request, context, exc, template)
+    if request.POST.get("confirm") != CONFIRM:
+        return render(request, template, context)
+    if request.POST.get("typed_name", "") != repository:
+        context["typed_error"] = (
+            "Type the repository's name exactly as shown to confirm. Nothing was deleted."
+        )
+        return render(request, template, context, status=400)
+    run = worker.request_run(
+        JobKind.DELETE_REPOSITORY, user=request.user, options={"repository": repository}
+    )
+    # Redirected, so the progress widget's reload when the run ends repeats no POST.
+    return redirect(f"{reverse('registry_admin:repository-delete-run')}?run={run.pk}")
+
+
+@require_GET
+@require(DELETE_IMAGES)
+@never_cache
+def repository_delete_run(request):
+    """One repository delete run: following it while it runs, its outcome once finished."""
+    run = None
+    if request.GET.get("run", "").isdigit() and len(request.GET["run"]) < 19:
+        run = Run.objects.filter(pk=int(request.GET["run"]), kind=JobKind.DELETE_REPOSITORY).first()
+    if run is None:
+        return _refused(request, "No such repository delete.")
+    context = {
+        "run": run,
+        "kind": JobKind.DELETE_REPOSITORY,
+        "repository": str((run.options or {}).get("repository", "")),
+        "result": run.result or {},
+        **usage.gc_guidance_context(),
+    }
+    return render(request, "registry_admin/deletes/repository_result.html", context)

@@ -28,6 +28,8 @@ DRY_RUN_ONLY = {
     JobKind.PRUNE_UNTAGGED,
     JobKind.GARBAGE_COLLECT,
     JobKind.ONLINE_GC,
+    # Its real run is requested by the repository page's confirmation, with the name typed.
+    JobKind.DELETE_REPOSITORY,
 }
 # Kinds that remove nothing a user made: the reconcile and the details fetch rewrite the index
 # from the registry; the scan replaces its own snapshot; the audit prune removes only what
