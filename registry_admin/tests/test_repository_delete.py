@@ -322,22 +322,18 @@ def test_a_client_pushing_in_a_loop_either_keeps_the_repository_or_was_refused(
     skopeo_pull(reg, repository, "v1", tmp_path / "again")
 
 
-def test_twenty_tags_go_in_seconds(reg, capsys):
-    """The figure the README quotes: a repository of 20 tags (20 images) deleted whole."""
+def test_twenty_tags_go_whole(reg):
+    """A repository of 20 tags (20 images) deleted whole; its time: bench/repository_delete.py."""
     repository = name("twenty")
     pusher = reg.pusher()
     for number in range(20):
         pusher.push_image(
             repository, f"v{number}", build_image(layers=[make_layer({"n": os.urandom(4096)})])
         )
-    started = time.monotonic()
     outcome = repository_delete.delete_repository("tester", repository)
-    seconds = time.monotonic() - started
     assert outcome.deleted and outcome.images == 20 and outcome.held_items == 20
+    assert outcome.unlinked_layers == 40  # each image's layer and config
     assert repository not in catalog()
-    with capsys.disabled():
-        print(f"\n20-tag repository deleted in {seconds:.2f} s ({outcome.unlinked_layers} links)")
-    assert seconds < 60
 
 
 def test_a_mount_from_a_repository_without_the_blob_is_false_and_links_nothing(reg):
