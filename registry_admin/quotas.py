@@ -35,8 +35,8 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from . import access
-from .models import AuditEvent, CollectedBlob, PortalAction, Quota, QuotaSample
+from . import access, worker
+from .models import AuditEvent, CollectedBlob, JobKind, PortalAction, Quota, QuotaSample
 from .models.access import validate_access_pattern
 from .models.quotas import MAX_QUOTA_BYTES
 from .references import RegistryAction
@@ -365,6 +365,16 @@ def update_levels(queryset=None):
     if changed:
         forget_cached()
     return changed
+
+
+def after_repository_delete(repository):
+    """A repository under a quota went whole: its links are gone, so the blobs it linked no
+    longer count for the quota, but only a scan can say which of them other repositories of
+    the quota still link. Ask the worker for one (`storage_scan`)."""
+    if covering(load_covers(), repository) is not None:
+        worker.request_run(JobKind.STORAGE_SCAN)
+        return True
+    return False
 
 
 def after_collection():

@@ -32,7 +32,18 @@ from datetime import timedelta
 from django.conf import settings
 from django.utils import timezone
 
-from . import deletes, index, online_gc, recycle_bin, references, registry, storage, usage, worker
+from . import (
+    deletes,
+    index,
+    online_gc,
+    quotas,
+    recycle_bin,
+    references,
+    registry,
+    storage,
+    usage,
+    worker,
+)
 from .models import AuditEvent, JobKind, JobLease, PortalAction, Repository
 from .storage.layout import REPOSITORIES
 
@@ -542,6 +553,7 @@ class _Delete:
             },
         )
         logger.info("repository %s deleted by %s", self.repository, self.actor)
+        quotas.after_repository_delete(self.repository)
 
 
 def _audit_stopped(actor, outcome):

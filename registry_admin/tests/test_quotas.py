@@ -407,3 +407,13 @@ def test_samples_are_capped_per_quota(monkeypatch):
     for figure in range(6):
         quotas.record_scan({quota.pk: figure}, {quota.pk}, timezone.now())
     assert sorted(QuotaSample.objects.values_list("usage_bytes", flat=True)) == [3, 4, 5]
+
+
+def test_a_repository_delete_under_a_quota_asks_for_a_scan():
+    from registry_admin.models import JobKind, Run
+
+    quotas.set_quota("admin", "team/*", "1MB")
+    assert not quotas.after_repository_delete("other/app")
+    assert not Run.objects.filter(kind=JobKind.STORAGE_SCAN).exists()
+    assert quotas.after_repository_delete("team/app")
+    assert Run.objects.filter(kind=JobKind.STORAGE_SCAN, state=Run.State.REQUESTED).count() == 1
