@@ -234,6 +234,11 @@ class PortalAction(models.TextChoices):
     BIN_HELD = "bin.held"
     BIN_RESTORED = "bin.restored"
     BIN_PURGED = "bin.purged"
+    # API tokens (api_tokens.py): made and revoked by their owner or an admin; a request with a
+    # bad, expired or revoked token, or beyond the token's scopes, refused.
+    API_TOKEN_CREATED = "api_token.created"
+    API_TOKEN_REVOKED = "api_token.revoked"
+    API_REFUSED = "api.refused"
 
 
 def clean_text(value, field_name):

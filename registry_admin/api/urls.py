@@ -1,0 +1,33 @@
+from django.contrib.auth.decorators import login_not_required
+from django.urls import path
+from drf_spectacular.views import SpectacularJSONAPIView
+
+from . import views
+from .docs import reference_page
+
+app_name = "api"
+
+
+class SchemaView(SpectacularJSONAPIView):
+    """The OpenAPI document: no data in it, so readable without a token."""
+
+    authentication_classes = []
+    permission_classes = []
+    throttle_classes = []
+
+
+urlpatterns = [
+    path("schema/", login_not_required(SchemaView.as_view()), name="schema"),
+    path("docs/", reference_page, name="docs"),
+    path("repositories/", views.RepositoryList.as_view(), name="repositories"),
+    # `/-/` ends the repository name, as on the pages (no name component can be `-`).
+    path("repositories/<path:repository>/-/tags/", views.TagList.as_view(), name="tags"),
+    path("repositories/<path:repository>/-/tags/<str:tag>", views.TagDetail.as_view(), name="tag"),
+    path(
+        "repositories/<path:repository>/-/bulk-delete",
+        views.BulkDelete.as_view(),
+        name="bulk-delete",
+    ),
+    path("audit-events/", views.AuditEventList.as_view(), name="audit-events"),
+    path("runs/<slug:kind>/", views.RunStatus.as_view(), name="run"),
+]
