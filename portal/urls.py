@@ -16,3 +16,5 @@ urlpatterns = [
     path("api/v1/", include("registry_admin.api.urls")),
     path("", include("registry_admin.urls")),
 ]
+
+handler404 = "registry_admin.api.problems.not_found"

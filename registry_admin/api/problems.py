@@ -7,7 +7,8 @@ from http import HTTPStatus
 
 from django.conf import settings
 from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
-from django.http import Http404
+from django.http import Http404, JsonResponse
+from django.views.defaults import page_not_found
 from rest_framework import exceptions, status
 from rest_framework.parsers import JSONParser
 from rest_framework.response import Response
@@ -91,3 +92,15 @@ def exception_handler(exc, context):
     if isinstance(errors, list):
         errors = {"non_field_errors": errors}
     return problem_response(exc.status_code, detail, errors=errors, headers=headers)
+
+
+def not_found(request, exception):
+    """The project's 404 handler: a problem document under /api/ (a path no pattern matches,
+    such as a job kind with a slash), the portal's page elsewhere."""
+    if request.path.startswith("/api/v1/"):
+        return JsonResponse(
+            {"type": "about:blank", "title": "Not Found", "status": 404, "detail": "No such path."},
+            status=404,
+            content_type=PROBLEM_TYPE,
+        )
+    return page_not_found(request, exception)

@@ -2,6 +2,8 @@
 form and worker.py, with the same checks and audit rows as the pages (the actor is the token's
 owner)."""
 
+import re
+
 from django.utils.cache import patch_cache_control
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -12,7 +14,7 @@ from rest_framework.views import APIView
 
 from .. import browse, deletes, image_details, references, registry, worker
 from ..forms.audit import AuditFilterForm
-from ..models import JobKind, Repository, Tag
+from ..models import AuditEvent, JobKind, Repository, Tag
 from ..models.audit import encode_cursor
 from ..views.runs import ANY_RUN
 from . import serializers as s
@@ -64,6 +66,16 @@ class ApiView(APIView):
         view.login_required = False
         return view
 
+    # Query parameters each method reads; any other is refused (400), so a misspelt
+    # `expected_digest` cannot turn a checked delete into an unchecked one.
+    parameters = {}
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        unknown = sorted(set(request.query_params) - self.parameters.get(request.method, set()))
+        if unknown:
+            raise ValidationError({name[:64]: ["Unknown parameter."] for name in unknown[:20]})
+
     def scope_for(self, method):
         return self.scopes.get(method, "admin")
 
@@ -95,6 +107,8 @@ def _check_tag(tag):
 
 
 class RepositoryList(ApiView):
+    parameters = {"GET": set(s.RepositoryQuery().fields)}
+
     @extend_schema(
         operation_id="repositories_list",
         parameters=[s.RepositoryQuery],
@@ -122,6 +136,8 @@ class RepositoryList(ApiView):
 
 
 class TagList(ApiView):
+    parameters = {"GET": set(s.TagQuery().fields)}
+
     @extend_schema(
         operation_id="tags_list",
         parameters=[REPOSITORY, s.TagQuery],
@@ -164,6 +180,7 @@ def _tag_row(row):
 
 class TagDetail(ApiView):
     scopes = {"GET": "read", "DELETE": "delete"}
+    parameters = {"DELETE": set(s.DeleteQuery().fields)}
 
     @extend_schema(
         operation_id="tag_retrieve",
@@ -282,26 +299,35 @@ class BulkDelete(ApiView):
 
 
 AUDIT_PAGE_SIZE = 50
+# Printable text: the filters refuse control characters, as the page's do.
+PRINTABLE = r"^[^\u0000-\u001f\u007f]*$"
+
+
+def _text_parameter(name, description, max_length=255):
+    schema = {"type": "string", "maxLength": max_length, "pattern": PRINTABLE}
+    return OpenApiParameter(name, schema, description=description)
+
+
 _AUDIT_PARAMETERS = [
-    OpenApiParameter(name, OpenApiTypes.STR, description=text)
-    for name, text in (
-        ("q", "Text in names, digests, ids, addresses (3 characters or more use the index)."),
-        ("action", "Exact action (push, pull, delete, tag.deleted, api.refused, ...)."),
-        ("kind", "manifest, blob, tag, repository or other."),
-        ("source", "registry or portal."),
-        ("repository", "Repository name prefix."),
-        ("tag", "Exact tag."),
-        ("actor", "Exact user."),
-        ("addr", "Client address."),
-        ("request", "Request id."),
-        ("since", "First day (YYYY-MM-DD)."),
-        ("until", "Last day (YYYY-MM-DD)."),
-        ("cursor", "`next_cursor` of the previous page."),
-    )
-] + [OpenApiParameter("all", OpenApiTypes.BOOL, description="Blob-level and HEAD events too.")]
+    _text_parameter("q", "Text in names, digests, ids, addresses.", 200),
+    _text_parameter("action", "Exact action (push, pull, tag.deleted, api.refused, ...).", 64),
+    OpenApiParameter("kind", OpenApiTypes.STR, enum=AuditEvent.Kind.values),
+    OpenApiParameter("source", OpenApiTypes.STR, enum=AuditEvent.Source.values),
+    _text_parameter("repository", "Repository name prefix."),
+    _text_parameter("tag", "Exact tag."),
+    _text_parameter("actor", "Exact user."),
+    _text_parameter("addr", "Client address."),
+    _text_parameter("request", "Request id."),
+    OpenApiParameter("since", OpenApiTypes.DATE, description="First day."),
+    OpenApiParameter("until", OpenApiTypes.DATE, description="Last day."),
+    _text_parameter("cursor", "`next_cursor` of the previous page.", 40),
+    OpenApiParameter("all", OpenApiTypes.BOOL, description="Blob-level and HEAD events too."),
+]
 
 
 class AuditEventList(ApiView):
+    parameters = {"GET": {p.name for p in _AUDIT_PARAMETERS}}
+
     @extend_schema(
         operation_id="audit_events_list",
         parameters=_AUDIT_PARAMETERS,
@@ -310,6 +336,14 @@ class AuditEventList(ApiView):
     def get(self, request):
         """The audit log, newest first, with the page's filters; 50 events a page."""
         params = request.query_params.copy()
+        # The form strips surrounding whitespace first, so "x\n" would pass it as "x".
+        bad = [k for k, v in params.items() if any(ord(c) < 32 or ord(c) == 127 for c in v)]
+        if bad:
+            raise ValidationError({k: ["Remove the control characters."] for k in bad[:20]})
+        # The form also takes the page's other date spellings; the API documents one.
+        for name in ("since", "until"):
+            if name in params and not _ISO_DATE.fullmatch(params[name]):
+                raise ValidationError({name: ["Write the day as YYYY-MM-DD."]})
         params.pop("before", None)
         if "cursor" in params:
             params["after"] = params.pop("cursor")[-1]
@@ -327,6 +361,9 @@ class AuditEventList(ApiView):
                 {"results": rows, "next_cursor": encode_cursor(rows[-1]) if more else None}
             ).data
         )
+
+
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 
 
 def _form_errors(form):

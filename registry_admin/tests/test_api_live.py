@@ -8,7 +8,9 @@ import uuid
 import pytest
 import requests
 import schemathesis
-from hypothesis import HealthCheck, Phase, settings
+from hypothesis import HealthCheck, Phase, given, settings
+from schemathesis.generation import GenerationMode
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from registry_admin import api_tokens
 from registry_admin.api.auth import TokenRateThrottle
@@ -128,23 +130,45 @@ def fuzz_token(registry, skopeo, tmp_path, monkeypatch):
     return token
 
 
-@pytest.fixture
-def api_schema(live_server):
-    return schemathesis.openapi.from_url(f"{live_server.url}/api/v1/schema/")
+# Examples per operation and mode: 6 operations x 2 modes x 20 stay well under two minutes.
+EXAMPLES = 20
 
 
-schema = schemathesis.pytest.from_fixture("api_schema")
+def test_the_api_answers_as_its_document_says(fuzz_token, live_server):
+    """Every operation, with valid and with invalid input (schemathesis' positive and negative
+    modes), through schemathesis' default checks: no 500, status codes, content types, headers
+    and bodies as documented, invalid input refused. Driven here rather than by its pytest
+    plugin, whose per-operation subtests do not run under pytest 9. Left out: schemathesis'
+    check that every schema-valid request is accepted, which an opaque cursor (valid only as
+    the API made it) or a repository name the index lacks cannot pass; those answer 400 or 404
+    as documented, and the conformance checks still hold them to the document."""
+    api = schemathesis.openapi.from_url(f"{live_server.url}/api/v1/schema/")
+    headers = {"Authorization": f"Bearer {fuzz_token}"}
+    operations = [result.ok() for result in api.get_all_operations()]
+    assert len(operations) >= 7, [op.label for op in operations]
+    failures = []
+    for operation in operations:
+        for mode in GenerationMode:
 
+            @given(case=operation.as_strategy(generation_mode=mode))
+            @settings(
+                max_examples=EXAMPLES,
+                deadline=None,
+                derandomize=True,
+                database=None,
+                suppress_health_check=list(HealthCheck),
+                phases=[Phase.generate],
+            )
+            def run(case):
+                case.call_and_validate(
+                    base_url=live_server.url,
+                    headers=headers,
+                    timeout=30,
+                    excluded_checks=[positive_data_acceptance],
+                )
 
-@schema.parametrize()
-@settings(
-    max_examples=25,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=list(HealthCheck),
-    phases=[Phase.explicit, Phase.generate],
-)
-def test_the_api_answers_as_its_document_says(case, fuzz_token, live_server):
-    case.call_and_validate(
-        base_url=live_server.url, headers={"Authorization": f"Bearer {fuzz_token}"}, timeout=30
-    )
+            try:
+                run()
+            except Exception as exc:  # noqa: BLE001  (every operation's failure is reported)
+                failures.append(f"{operation.label} ({mode.value}): {exc}")
+    assert not failures, "\n\n".join(failures)
