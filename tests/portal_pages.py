@@ -261,7 +261,7 @@ def page_requests(seed):
         Request("api:repositories", "GET", reverse("api:repositories")),
         Request("api:tags", "GET", reverse("api:tags", args=[repo])),
         Request("api:tag", "GET", reverse("api:tag", args=[repo, tag])),
-        Request("api:bulk-delete", "POST", reverse("api:bulk-delete", args=[repo])),
+        Request("api:bulk-delete", "POST", reverse("api:bulk-delete", args=[repo]), {"tags": tag}),
         Request("api:audit-events", "GET", reverse("api:audit-events")),
         Request("api:run", "GET", reverse("api:run", args=["sync"])),
         Request("logout", "POST", reverse("logout")),  # last: it ends the session
