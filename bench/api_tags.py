@@ -125,7 +125,7 @@ def main():
     common.write_section(
         f"""## API tag list vs the repository page (`bench/api_tags.py`)
 
-Machine: {common.machine(sqlite=True)}. Date: {common.today()}. Load average at the start: {load}. One repository of {tags:,} tags on {images:,} images (SQLite, the test settings: production ones with static files from the finders; in-process test client); the first 50 tags, newest first, {rounds} rounds each in alternating order.
+Machine: {common.machine(sqlite=True)}. Date: {common.today()}. Load average at the start: {load:.1f}. One repository of {tags:,} tags on {images:,} images (SQLite, the test settings: production ones with static files from the finders; in-process test client); the first 50 tags, newest first, {rounds} rounds each in alternating order.
 
 | request | median ms | p90 ms | ratio to the page |
 |---|---|---|---|
