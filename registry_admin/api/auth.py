@@ -58,7 +58,8 @@ class HasScope(BasePermission):
     def has_permission(self, request, view):
         token = request.auth
         if token is None:
-            _refuse(request, "no token")
+            # No credential was tried: a 401 without an audit row (a browser opening an API
+            # URL is not an attempt, and the audit stays for tokens that were sent).
             return False
         needed = view.scope_for(request.method)
         if needed not in api_tokens.effective_scopes(token):
