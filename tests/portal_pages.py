@@ -264,6 +264,7 @@ def page_requests(seed):
         Request("api:bulk-delete", "POST", reverse("api:bulk-delete", args=[repo]), {"tags": tag}),
         Request("api:audit-events", "GET", reverse("api:audit-events")),
         Request("api:run", "GET", reverse("api:run", args=["sync"])),
+        Request("api:untagged-prune", "POST", reverse("api:untagged-prune"), {"dry_run": "1"}),
         Request("logout", "POST", reverse("logout")),  # last: it ends the session
     ]
     return requests

@@ -44,6 +44,7 @@ NOT_PAGES = {
     "api:bulk-delete",
     "api:audit-events",
     "api:run",
+    "api:untagged-prune",
     "registry_admin:api-token-revoke",
     "healthz",
     "metrics",

@@ -4,7 +4,7 @@ from these."""
 from rest_framework import serializers
 
 from .. import browse, deletes, references
-from ..models import AuditEvent, JobKind, Repository, Run
+from ..models import AuditEvent, JobKind, Repository, Run, UntaggedManifest
 
 MAX_PER_PAGE = 200
 MAX_BULK_TAGS = 1000
@@ -109,6 +109,29 @@ class BulkDeleteRequest(serializers.Serializer):
         if len(set(names)) != len(names):
             raise serializers.ValidationError("A tag is named twice.")
         return value
+
+
+class PruneRequest(serializers.Serializer):
+    repository = serializers.CharField(
+        required=False, default="", allow_blank=True, max_length=255,
+        help_text="Shell-style pattern of repositories (team/*); empty: all.",
+    )  # fmt: skip
+    dry_run = serializers.BooleanField(
+        required=False, default=True,
+        help_text="true: what the latest storage scan found, nothing removed; false: the "
+        "worker's prune job, each manifest checked against the registry again first.",
+    )  # fmt: skip
+
+    def validate_repository(self, value):
+        if not value.isprintable():
+            raise serializers.ValidationError("Control characters are not allowed.")
+        return value.strip()
+
+
+class UntaggedSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = UntaggedManifest
+        fields = ["repository", "digest", "is_child", "linked_at", "reclaimable_bytes"]
 
 
 class RunRequest(serializers.Serializer):
@@ -250,6 +273,14 @@ class RunSerializer(serializers.ModelSerializer):
 
 class LatestRunSerializer(serializers.Serializer):
     run = RunSerializer(allow_null=True)
+
+
+class PrunePlanSerializer(serializers.Serializer):
+    dry_run = serializers.BooleanField()
+    results = UntaggedSerializer(many=True, help_text="At most 1,000 (dry run).")
+    total = serializers.IntegerField()
+    reclaimable_bytes = serializers.IntegerField()
+    run = RunSerializer(allow_null=True, help_text="The prune job (real run).")
 
 
 class ProblemSerializer(serializers.Serializer):

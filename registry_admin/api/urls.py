@@ -48,4 +48,5 @@ urlpatterns = [
     ),
     path("audit-events/", views.AuditEventList.as_view(), name="audit-events"),
     path("runs/<slug:kind>/", views.RunStatus.as_view(), name="run"),
+    path("untagged/prune", views.UntaggedPrune.as_view(), name="untagged-prune"),
 ]

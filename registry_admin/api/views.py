@@ -12,7 +12,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from .. import browse, deletes, image_details, references, registry, worker
+from .. import browse, deletes, image_details, references, registry, untagged, worker
 from ..forms.audit import AuditFilterForm
 from ..models import AuditEvent, JobKind, Repository, Tag
 from ..models.audit import encode_cursor
@@ -369,6 +369,37 @@ _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
 def _form_errors(form):
     errors = {("cursor" if k in ("after", "__all__") else k): v for k, v in form.errors.items()}
     return ValidationError(errors)
+
+
+class UntaggedPrune(ApiView):
+    scopes = {"POST": "delete"}
+
+    @extend_schema(
+        operation_id="untagged_prune",
+        request=s.PruneRequest,
+        responses={200: s.PrunePlanSerializer, 202: s.PrunePlanSerializer, **problems(413)},
+    )
+    def post(self, request):
+        """Untagged manifests (the Storage page's cleanup): the dry run lists what the latest
+        scan found; the real run asks the worker for the prune job (202), which re-checks each
+        manifest against the registry right before removing it."""
+        body = s.PruneRequest(data=request.data)
+        body.is_valid(raise_exception=True)
+        pattern = body.validated_data["repository"]
+        rows = untagged.latest_rows(pattern)
+        answer = {
+            "dry_run": body.validated_data["dry_run"],
+            "results": rows[:1000] if body.validated_data["dry_run"] else [],
+            "total": len(rows),
+            "reclaimable_bytes": sum(row.reclaimable_bytes for row in rows),
+            "run": None,
+        }
+        if body.validated_data["dry_run"]:
+            return Response(s.PrunePlanSerializer(answer).data)
+        answer["run"] = worker.request_run(
+            JobKind.PRUNE_UNTAGGED, user=request.user, options={"repository": pattern}
+        )
+        return Response(s.PrunePlanSerializer(answer).data, status=status.HTTP_202_ACCEPTED)
 
 
 KIND = OpenApiParameter("kind", OpenApiTypes.STR, OpenApiParameter.PATH, enum=JobKind.values)

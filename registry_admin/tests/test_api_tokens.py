@@ -14,7 +14,7 @@ from django.utils import timezone
 
 from registry_admin import api_tokens
 from registry_admin.api.auth import TokenRateThrottle
-from registry_admin.models import ApiToken, AuditEvent, PortalAction, Repository
+from registry_admin.models import ApiToken, AuditEvent, PortalAction, Repository, Run
 from registry_admin.roles import ADMIN_GROUP, VIEWER_GROUP
 
 from .factories import make_admin, make_user, make_viewer
@@ -396,3 +396,45 @@ def test_the_schema_and_reference_page_need_no_login():
     page = Client().get(f"{API}/docs/")
     assert page.status_code == 200 and b"swagger-ui-bundle.js" in page.content
     assert "script-src 'self'" in page["Content-Security-Policy"]
+
+
+def test_the_untagged_prune_dry_run_lists_and_the_real_run_asks_the_worker():
+    owner = make_admin()
+    _, deleter = api_tokens.create("alice", owner, "ci", "read,delete")
+    _, reader = api_tokens.create("alice", owner, "dash", "read")
+    url = f"{API}/untagged/prune"
+    dry = Client().post(
+        url, {"repository": "team/*"}, content_type="application/json", **bearer(deleter)
+    )
+    assert dry.status_code == 200
+    assert dry.json() | {"results": []} == {
+        "dry_run": True,
+        "results": [],
+        "total": 0,
+        "reclaimable_bytes": 0,
+        "run": None,
+    }
+    assert not Run.objects.exists()
+    refused = Client().post(
+        url, {"dry_run": False}, content_type="application/json", **bearer(reader)
+    )
+    assert_problem(refused, 403)
+    assert not Run.objects.exists()
+    hostile = Client().post(
+        url, {"repository": "a\x00"}, content_type="application/json", **bearer(deleter)
+    )
+    assert_problem(hostile, 400)
+    real = Client().post(
+        url,
+        {"repository": "team/*", "dry_run": False},
+        content_type="application/json",
+        **bearer(deleter),
+    )
+    assert real.status_code == 202
+    run = Run.objects.get()
+    assert (run.kind, run.options, run.requested_by) == (
+        "prune_untagged",
+        {"repository": "team/*"},
+        "alice",
+    )
+    assert real.json()["run"]["id"] == run.pk
