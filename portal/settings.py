@@ -65,6 +65,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.humanize",
     "axes",
+    "rest_framework",
+    "drf_spectacular",
     "registry_admin",
 ]
 
@@ -278,6 +280,44 @@ if not 0 <= NOTIFICATIONS_APPLY_DELAY <= 1:
         f"NOTIFICATIONS_APPLY_DELAY={NOTIFICATIONS_APPLY_DELAY} is out of range: write seconds "
         "from 0 (apply in the delivery's transaction) to 1 (pages may lag events by twice that)."
     )
+
+# --- The REST API (/api/v1/) ---
+# Requests one API token may make, per process (each gunicorn worker counts in its own memory):
+# a number and s, m, h or d.
+API_THROTTLE_RATE = env("API_THROTTLE_RATE", default="600/m")
+# Largest JSON body the API reads (a bulk delete of 1,000 tags is about 100 KB).
+API_MAX_BODY = env.int("API_MAX_BODY", default=256 * 1024)
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": ["registry_admin.api.auth.ApiTokenAuthentication"],
+    "DEFAULT_PERMISSION_CLASSES": ["registry_admin.api.auth.HasScope"],
+    "DEFAULT_THROTTLE_CLASSES": ["registry_admin.api.auth.TokenRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"api_token": API_THROTTLE_RATE},
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["registry_admin.api.problems.LimitedJSONParser"],
+    "EXCEPTION_HANDLER": "registry_admin.api.problems.exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "UNAUTHENTICATED_USER": None,
+    "UNAUTHENTICATED_TOKEN": None,
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Oyster API",
+    "DESCRIPTION": (
+        "Oyster's REST API: the registry's repositories and tags, safe tag deletes, the audit "
+        "log and the worker's runs. Send `Authorization: Bearer <token>` (a token from your "
+        "profile page or `manage.py api_token create`); errors are RFC 9457 problem details."
+    ),
+    "VERSION": "1",
+    "OAS_VERSION": "3.1.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SCHEMA_PATH_PREFIX": "/api/v1",
+    "COMPONENT_SPLIT_REQUEST": True,
+    "APPEND_COMPONENTS": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+    },
+    "SECURITY": [{"bearer": []}],
+    "AUTHENTICATION_WHITELIST": [],
+    "DISABLE_ERRORS_AND_WARNINGS": False,
+}
 
 # --- Prometheus /metrics ---
 # Set: a scrape needs `Authorization: Bearer <token>`, from any address. Empty: no token, but

@@ -13,5 +13,8 @@ urlpatterns = [
     ),
     path("logout/", login.LogoutView.as_view(), name="logout"),
     path("django-admin/", admin.site.urls),
+    path("api/v1/", include("registry_admin.api.urls")),
     path("", include("registry_admin.urls")),
 ]
+
+handler404 = "registry_admin.api.problems.not_found"

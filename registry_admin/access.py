@@ -357,16 +357,17 @@ def authenticate(username, password, ip_address):
     return principal_for(username)
 
 
-def _refusal_slot(ip_address):
+def refusal_slot(ip_address, key=REFUSALS_KEY):
     """(record, unrecorded): whether this refusal from `ip_address` gets an audit row, and how
     many refusals from there the previous minute counted without one (for that row to say).
 
     One row per address counts the minute's refusals (`failures`) from its start
     (`last_failure`); each step is one conditional UPDATE, so concurrent requests cannot
-    record more than REFUSALS_RECORDED_PER_MINUTE between them."""
+    record more than REFUSALS_RECORDED_PER_MINUTE between them. `key` keeps another endpoint's
+    refusals (the API's, api_tokens.API_REFUSALS_KEY) in a budget of their own."""
     now = timezone.now()
     limit = REFUSALS_RECORDED_PER_MINUTE
-    rows = _rows(REFUSALS_KEY, ip_address)
+    rows = _rows(key, ip_address)
     stale = rows.filter(last_failure__lt=now - REFUSAL_WINDOW)
     previous = stale.values_list("failures", flat=True).first()
     if previous is not None and stale.update(failures=1, last_failure=now):
@@ -379,7 +380,7 @@ def _refusal_slot(ip_address):
     try:
         with transaction.atomic():
             TokenAuthFailure.objects.create(
-                username=REFUSALS_KEY, ip_address=ip_address, failures=1, last_failure=now
+                username=key, ip_address=ip_address, failures=1, last_failure=now
             )
     except IntegrityError:  # another request created it first
         return bool(rows.filter(failures__lt=limit).update(failures=F("failures") + 1)), 0
@@ -410,7 +411,7 @@ def record_refusal(username, ip_address, requested, granted, reason, bounded=Tru
     try:
         unrecorded = 0
         if bounded:
-            record, unrecorded = _refusal_slot(ip_address)
+            record, unrecorded = refusal_slot(ip_address)
             if not record:
                 return
         detail = {

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from .views import access as access_views
+from .views import api_tokens as api_token_views
 from .views import audit, dashboard, repositories, runs, token, unused, users, webhooks
 from .views import deletes as delete_views
 from .views import hooks as hook_views
@@ -70,6 +71,8 @@ urlpatterns = [
     path("retention/<int:pk>/edit/", retention_views.rule_edit, name="retention-rule-edit"),
     path("retention/<int:pk>/delete/", retention_views.rule_delete, name="retention-rule-delete"),
     path("retention/run/", retention_views.run, name="retention-run"),
+    path("account/tokens/", api_token_views.tokens_page, name="api-tokens"),
+    path("account/tokens/revoke/", api_token_views.token_revoke, name="api-token-revoke"),
     path("runs/<slug:kind>/request", runs.run_request, name="run-request"),
     path("runs/<slug:kind>/status", runs.run_status, name="run-status"),
 ]

@@ -268,6 +268,19 @@ def page_requests(seed):
         Request(app + "access-group-save", "POST", url("access-group-save"), {"name": "a:b"}),
         Request(app + "access-robot-create", "POST", url("access-robot-create"), {"days": "0"}),
         Request(app + "access-robot-remove", "POST", url("access-robot-remove"), {}),
+        Request(app + "api-tokens", "GET", url("api-tokens")),
+        Request(app + "api-token-revoke", "POST", url("api-token-revoke"), {"prefix": "x"}),
+        # The API ignores the page's session: these answer 401 (401 is in ALLOWED), except the
+        # document and its reference page, which need no token.
+        Request("api:schema", "GET", reverse("api:schema")),
+        Request("api:docs", "GET", reverse("api:docs")),
+        Request("api:repositories", "GET", reverse("api:repositories")),
+        Request("api:tags", "GET", reverse("api:tags", args=[repo])),
+        Request("api:tag", "GET", reverse("api:tag", args=[repo, tag])),
+        Request("api:bulk-delete", "POST", reverse("api:bulk-delete", args=[repo]), {"tags": tag}),
+        Request("api:audit-events", "GET", reverse("api:audit-events")),
+        Request("api:run", "GET", reverse("api:run", args=["sync"])),
+        Request("api:untagged-prune", "POST", reverse("api:untagged-prune"), {"dry_run": "1"}),
         Request("logout", "POST", reverse("logout")),  # last: it ends the session
     ]
     return requests

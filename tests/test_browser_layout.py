@@ -32,8 +32,20 @@ AXE_OPTIONS = {
 # Exceptions, each with its reason: none so far.
 AXE_EXCEPTIONS = {}
 # Not ours, or not a page: the JSON health probe and run status, the CSV download, Django's own
-# admin (its templates are Django's), the webhook, and POSTs that only redirect or log out.
+# admin (its templates are Django's), the webhook, and POSTs that only redirect or log out; the
+# API's JSON and its reference page (Swagger UI's own markup, checked against the CSP in
+# test_browser_api_docs.py).
 NOT_PAGES = {
+    "api:schema",
+    "api:docs",
+    "api:repositories",
+    "api:tags",
+    "api:tag",
+    "api:bulk-delete",
+    "api:audit-events",
+    "api:run",
+    "api:untagged-prune",
+    "registry_admin:api-token-revoke",
     "healthz",
     "metrics",
     "admin:index",
@@ -48,7 +60,16 @@ NOT_PAGES = {
     "logout",
     "login",
 }
-NAV = ["Dashboard", "Repositories", "Retention", "Users", "Access", "Storage", "Audit log"]
+NAV = [
+    "Dashboard",
+    "Repositories",
+    "Retention",
+    "Users",
+    "Access",
+    "Storage",
+    "Audit log",
+    "API tokens",
+]
 
 
 def log_in(page, base, user):

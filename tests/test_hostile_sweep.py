@@ -533,6 +533,7 @@ def _real_arguments(seed, route):
     """Real values for every argument of `route`."""
     return {
         "name": seed.repository,
+        "repository": seed.repository,
         "tag": seed.tag,
         "digest": seed.digest,
         "pk": str(seed.audit_pk if route.startswith("/audit/") else seed.rule_pk),

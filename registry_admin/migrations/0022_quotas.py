@@ -9,7 +9,7 @@ import registry_admin.models.access
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("registry_admin", "0020_delete_repository_job"),
+        ("registry_admin", "0021_api_tokens"),
     ]
 
     operations = [

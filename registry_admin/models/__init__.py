@@ -1,6 +1,7 @@
 """Models, one module per area; each area's module is imported here so Django finds it."""
 
 from .access import AccessGroup, AccessRule, RobotAccount, TokenAuthFailure  # noqa: F401
+from .api_tokens import ApiToken  # noqa: F401
 from .audit import (  # noqa: F401
     AuditEvent,
     DailyActivity,

@@ -245,6 +245,11 @@ class PortalAction(models.TextChoices):
     # A whole repository deleted (repository_delete.py), or its delete stopped by a push.
     REPOSITORY_DELETED = "repository.deleted"
     REPOSITORY_DELETE_STOPPED = "repository.delete_stopped"
+    # API tokens (api_tokens.py): made and revoked by their owner or an admin; a request with a
+    # bad, expired or revoked token, or beyond the token's scopes, refused.
+    API_TOKEN_CREATED = "api_token.created"
+    API_TOKEN_REVOKED = "api_token.revoked"
+    API_REFUSED = "api.refused"
 
 
 def clean_text(value, field_name):

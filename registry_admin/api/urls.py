@@ -1,0 +1,52 @@
+from django.contrib.auth.decorators import login_not_required
+from django.urls import path, register_converter
+from drf_spectacular.views import SpectacularJSONAPIView
+
+from . import views
+from .docs import reference_page
+
+app_name = "api"
+
+
+class AnyPath:
+    """Like `path`, with line breaks too: a hostile name must reach the view's 400, not miss
+    every pattern (Django's `path` is `.+`, which stops at a newline)."""
+
+    regex = r"[\s\S]+"
+
+    def to_python(self, value):
+        return value
+
+    def to_url(self, value):
+        return value
+
+
+register_converter(AnyPath, "anypath")
+
+
+class SchemaView(SpectacularJSONAPIView):
+    """The OpenAPI document: no data in it, so readable without a token."""
+
+    authentication_classes = []
+    permission_classes = []
+    throttle_classes = []
+
+
+urlpatterns = [
+    path("schema/", login_not_required(SchemaView.as_view()), name="schema"),
+    path("docs/", reference_page, name="docs"),
+    path("repositories/", views.RepositoryList.as_view(), name="repositories"),
+    # `/-/` ends the repository name, as on the pages (no name component can be `-`).
+    path("repositories/<anypath:repository>/-/tags/", views.TagList.as_view(), name="tags"),
+    path(
+        "repositories/<anypath:repository>/-/tags/<str:tag>", views.TagDetail.as_view(), name="tag"
+    ),
+    path(
+        "repositories/<anypath:repository>/-/bulk-delete",
+        views.BulkDelete.as_view(),
+        name="bulk-delete",
+    ),
+    path("audit-events/", views.AuditEventList.as_view(), name="audit-events"),
+    path("runs/<slug:kind>/", views.RunStatus.as_view(), name="run"),
+    path("untagged/prune", views.UntaggedPrune.as_view(), name="untagged-prune"),
+]
