@@ -344,6 +344,11 @@ class AuditEventList(ApiView):
         for name in ("since", "until"):
             if name in params and not _ISO_DATE.fullmatch(params[name]):
                 raise ValidationError({name: ["Write the day as YYYY-MM-DD."]})
+        # The page's checkbox reads any text as "on"; the API documents a boolean.
+        if "all" in params and params["all"].lower() not in _BOOLEANS:
+            raise ValidationError({"all": ["Write true or false."]})
+        if "all" in params and params["all"].lower() in ("false", "0"):
+            params.pop("all")
         params.pop("before", None)
         if "cursor" in params:
             params["after"] = params.pop("cursor")[-1]
@@ -364,6 +369,7 @@ class AuditEventList(ApiView):
 
 
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}", re.ASCII)
+_BOOLEANS = ("true", "false", "1", "0")
 
 
 def _form_errors(form):
@@ -422,7 +428,7 @@ class RunStatus(ApiView):
         operation_id="run_request",
         parameters=[KIND],
         request=s.RunRequest,
-        responses={202: s.LatestRunSerializer, **problems(404, 413)},
+        responses={202: s.LatestRunSerializer, **problems(404, 409, 413)},
     )
     def post(self, request, kind):
         """Ask the worker for a run (the pages' *Refresh now* / *Scan now*); a pending or
@@ -431,6 +437,14 @@ class RunStatus(ApiView):
         _kind_or_404(kind)
         body = s.RunRequest(data=request.data)
         body.is_valid(raise_exception=True)
+        if kind == JobKind.DELETE_REPOSITORY:
+            # Its run needs a repository and a typed confirmation: the repository's page.
+            raise Problem(
+                409,
+                "not-startable-here",
+                "A repository delete starts from the repository's page or manage.py "
+                "delete_repository (its dry run too).",
+            )
         options = None
         if kind not in ANY_RUN:
             if not body.validated_data["dry_run"]:

@@ -307,6 +307,8 @@ def test_bad_expired_and_revoked_tokens_are_refused_and_audited():
         ("/audit-events/?cursor=nope", 400),
         ("/audit-events/?since=2020-13-45", 400),
         ("/audit-events/?actor=%01", 400),
+        ("/audit-events/?all=null", 400),  # the fuzzer's find: the page's checkbox took any text
+        ("/audit-events/?all=yes please", 400),
         ("/repositories/Team/App/-/tags/", 400),
         ("/repositories/a/../b/-/tags/", 400),
         ("/repositories/" + "a" * 300 + "/-/tags/", 400),
@@ -438,3 +440,19 @@ def test_the_untagged_prune_dry_run_lists_and_the_real_run_asks_the_worker():
         "alice",
     )
     assert real.json()["run"]["id"] == run.pk
+
+
+def test_a_repository_delete_is_not_started_through_the_runs_endpoint():
+    from registry_admin.models import JobKind, Run
+
+    owner = make_admin()
+    _, text = api_tokens.create("alice", owner, "ci", "read,delete,admin")
+    for dry_run in (True, False):
+        answer = Client().post(
+            API + "/runs/delete_repository/",
+            {"dry_run": dry_run},
+            content_type="application/json",
+            **bearer(text),
+        )
+        assert_problem(answer, 409)
+    assert not Run.objects.filter(kind=JobKind.DELETE_REPOSITORY).exists()
