@@ -195,6 +195,10 @@ def page_requests(seed):
         # Pings the registry, but says so only as oyster_registry_up 0 (no page to explain on).
         Request("metrics", "GET", reverse("metrics")),
         Request("login", "GET", reverse("login")),
+        # Off unless OIDC_ISSUER is set (a 404 page then); tests/test_browser_oidc.py sends
+        # hostile callbacks to a configured portal.
+        Request("oidc-start", "GET", reverse("oidc-start") + "?next=/audit/"),
+        Request("oidc-callback", "GET", reverse("oidc-callback") + "?code=c&state=s"),
         Request("admin:index", "GET", reverse("admin:index")),
         Request(app + "dashboard", "GET", url("dashboard"), talks_to_registry=True),
         Request(app + "repositories", "GET", url("repositories"), talks_to_registry=True),

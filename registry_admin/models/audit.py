@@ -242,6 +242,9 @@ class PortalAction(models.TextChoices):
     # Outgoing event hooks (event_hooks.py): an endpoint added or removed.
     HOOK_SAVED = "hook.saved"
     HOOK_REMOVED = "hook.removed"
+    # Sign-in with the organisation's identity (directory.py): the role given, or why not.
+    SIGNED_IN = "auth.signed_in"
+    SIGN_IN_REFUSED = "auth.sign_in_refused"
 
 
 def clean_text(value, field_name):
