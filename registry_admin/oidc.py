@@ -74,7 +74,7 @@ def _client():
 def _metadata(client):
     try:
         metadata = client.load_server_metadata()
-    except (requests.RequestException, ValueError) as exc:
+    except (requests.RequestException, ValueError, TypeError, AttributeError) as exc:
         raise Unavailable(type(exc).__name__) from exc
     # OpenID Connect Discovery 1.0, 4.3: the document must name the issuer it was read from,
     # or a document elsewhere could vouch for another issuer's tokens.

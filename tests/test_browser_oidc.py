@@ -3,6 +3,7 @@ Provider (npm's oidc-provider, tests/oidc/provider.mjs) that requires PKCE."""
 
 import json
 import re
+import time
 from urllib.parse import parse_qs, urljoin, urlsplit
 
 import pytest
@@ -255,6 +256,20 @@ def test_oidc_provider_requires_the_pkce_verifier_the_portal_sends(live_server, 
         assert refused.status_code == 400, refused.text
         assert refused.json()["error"] in ("invalid_grant", "invalid_request")
         assert "id_token" not in refused.text
+
+
+@pytest.mark.parametrize("mode", ["token-down", "token-slow"])
+def test_oidc_provider_failing_at_the_code_exchange_gives_a_message(
+    page, live_server, oidc, settings, mode
+):
+    settings.OIDC_TIMEOUT = 1.0
+    oidc.set_groups("dana", ["oyster-admins"])
+    oidc.tamper(mode)
+    started = time.monotonic()
+    sign_in(page, live_server, "dana")
+    expect(page.get_by_role("alert")).to_contain_text("could not be reached")
+    assert time.monotonic() - started < 10
+    assert not get_user_model().objects.filter(username="dana").exists()
 
 
 def test_oidc_provider_down_gives_a_message_not_an_error(page, live_server, oidc, settings):

@@ -3,6 +3,10 @@ LOCAL_LOGIN switch, the settings' parsing and checks. The flow through a real Op
 is in tests/test_browser_oidc.py."""
 
 import json
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from django.contrib.auth import get_user_model
@@ -202,3 +206,72 @@ def test_sign_in_settings_are_checked(settings):
     assert problems(
         settings, OIDC_ISSUER="", APP_SERVICE_AUTH=False, LOCAL_LOGIN_BREAK_GLASS="root"
     ) == {"oyster.E075"}
+
+
+def configure(settings, issuer):
+    settings.OIDC_ISSUER = issuer
+    settings.OIDC_CLIENT_ID, settings.OIDC_CLIENT_SECRET = "portal", "secret"
+    settings.OIDC_ROLE_MAP = MAP
+    settings.OIDC_TIMEOUT = 1.0
+
+
+@pytest.mark.django_db
+def test_a_provider_that_never_answers_costs_one_timeout(client, settings):
+    # The kernel completes the connection (listen backlog); nothing ever reads or answers.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen()
+        configure(settings, f"http://127.0.0.1:{silent.getsockname()[1]}")
+        started = time.monotonic()
+        response = client.get(reverse("oidc-start"))
+        elapsed = time.monotonic() - started
+    assert response.status_code == 503
+    assert "could not be reached" in response.content.decode()
+    assert 0.9 < elapsed < 3
+
+
+class FakeDiscovery(BaseHTTPRequestHandler):
+    """A server at the issuer's address answering what it was told to: HTML, a document for
+    another issuer, a document without endpoints."""
+
+    body = b""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(self.server.body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"<html>not json</html>",
+        b"[]",
+        b'{"issuer": "https://evil.example.org", "authorization_endpoint": "http://x/a", '
+        b'"token_endpoint": "http://x/t", "jwks_uri": "http://x/k"}',
+        b'{"issuer": "ISSUER"}',
+        b'{"issuer": "ISSUER", "authorization_endpoint": "javascript:alert(1)", '
+        b'"token_endpoint": "http://x/t", "jwks_uri": "http://x/k"}',
+        b"{" * 100000,
+    ],
+)
+def test_a_provider_answering_nonsense_is_unavailable_not_an_error(client, settings, body):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), FakeDiscovery)
+    issuer = f"http://127.0.0.1:{server.server_address[1]}"
+    server.body = body.replace(b"ISSUER", issuer.encode())
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        configure(settings, issuer)
+        response = client.get(reverse("oidc-start"))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert response.status_code == 503
+    assert "could not be reached" in response.content.decode()
+    assert "Location" not in response

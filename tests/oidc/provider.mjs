@@ -90,6 +90,16 @@ async function spoil(idToken, mode) {
 }
 
 provider.use(async (ctx, next) => {
+  if (ctx.path === '/token') {
+    // A token endpoint that fails, or answers only after the portal stopped waiting.
+    const { mode } = readJson(config.tamper, {});
+    if (mode === 'token-down') {
+      ctx.status = 503;
+      ctx.body = '<html>Service Unavailable</html>';
+      return;
+    }
+    if (mode === 'token-slow') await new Promise((resolve) => setTimeout(resolve, 4000));
+  }
   await next();
   if (ctx.path === '/token' && ctx.body && ctx.body.id_token) {
     const { mode } = readJson(config.tamper, {});
