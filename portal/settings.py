@@ -77,6 +77,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # APP_SERVICE_AUTH: the person App Service signed in; does nothing when it is off.
+    "registry_admin.middleware.AppServiceAuthMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "registry_admin.middleware.RoleRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",

@@ -14,6 +14,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET
 
 from .. import accounts, directory, oidc
+from ..middleware import APP_SERVICE_SIGNED_IN
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +65,15 @@ class LoginView(auth_views.LoginView):
 class LogoutView(auth_views.LogoutView):
     # An account without a role must still be able to leave.
     role_not_required = True
+
+    def post(self, request, *args, **kwargs):
+        # Signed in by App Service: its own session must end too, or the next request would
+        # sign the person straight back in.
+        from_app_service = APP_SERVICE_SIGNED_IN in request.session
+        response = super().post(request, *args, **kwargs)
+        if from_app_service:
+            return redirect("/.auth/logout")
+        return response
 
 
 def _login_page(request, error, status):
