@@ -181,3 +181,13 @@ def test_logging_out_ends_app_services_session_too(client, easy_auth):
     response = client.post(reverse("logout"))
     assert response.status_code == 302 and response["Location"] == "/.auth/logout"
     assert "_auth_user_id" not in client.session
+
+
+@pytest.mark.django_db
+def test_the_login_page_links_to_app_services_sign_in(client, easy_auth):
+    easy_auth.OIDC_PROVIDER_NAME = "Microsoft Entra ID"
+    content = client.get(reverse("login") + "?next=/audit/%3Fq%3D1").content.decode()
+    assert 'href="/.auth/login/aad?post_login_redirect_uri=/audit/%3Fq%3D1"' in content
+    assert "Sign in with Microsoft Entra ID" in content
+    easy_auth.APP_SERVICE_AUTH = False
+    assert "/.auth/login" not in client.get(reverse("login")).content.decode()

@@ -29,6 +29,7 @@ def _refused(request, reason):
 
 def sign_in_context():
     return {
+        "app_service_auth": settings.APP_SERVICE_AUTH,
         "oidc_enabled": oidc.enabled(),
         "oidc_provider_name": settings.OIDC_PROVIDER_NAME,
         "local_login": settings.LOCAL_LOGIN,
