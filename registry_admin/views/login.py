@@ -8,6 +8,7 @@ from django.contrib.auth import login as auth_login
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_not_required
 from django.contrib.auth.forms import AuthenticationForm
+from django.http import Http404
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -105,7 +106,7 @@ def oidc_start(request):
     a form's redirect to another origin. Nothing is changed by following it but this browser's
     session, and the sign-in it starts ends with the person who signs in at the provider."""
     if not oidc.enabled():
-        return _login_page(request, "Sign-in with an identity provider is not set up.", 404)
+        raise Http404("Sign-in with an identity provider is not set up.")
     request.session[NEXT_KEY] = _safe_next(request, request.GET.get("next"))
     try:
         return oidc.begin(request, request.build_absolute_uri(reverse("oidc-callback")))
@@ -119,7 +120,7 @@ def oidc_start(request):
 def oidc_callback(request):
     """Where the provider sends the person back with a code: checked, exchanged, signed in."""
     if not oidc.enabled():
-        return _login_page(request, "Sign-in with an identity provider is not set up.", 404)
+        raise Http404("Sign-in with an identity provider is not set up.")
     # Only a browser that started a sign-in leaves a mark in the audit trail: a stranger's
     # requests to this address must not fill it.
     # (A session cannot be iterated: it has keys() but no __iter__.)
