@@ -258,6 +258,11 @@ def page_requests(seed):
         Request(app + "run-request", "POST", url("run-request", "sync"), {"next": delete_back}),
         Request(app + "run-status", "GET", url("run-status", "sync")),
         Request(app + "token", "GET", f"{url('token')}?service=x&scope=repository:a/b:pull"),
+        Request(app + "profile", "GET", url("profile")),
+        Request(app + "profile-secret-create", "POST", url("profile-secret-create"), {"name": "a"}),
+        Request(
+            app + "profile-secret-revoke", "POST", url("profile-secret-revoke"), {"secret": "1"}
+        ),
         Request(app + "access", "GET", f"{url('access')}?user=dev&repository={repo}"),
         Request(app + "access-rule-save", "POST", url("access-rule-save"), {"subject": "dev"}),
         Request(app + "access-rule-remove", "POST", url("access-rule-remove"), {}),
