@@ -115,11 +115,15 @@ def revoke(identity, pk):
     return bool(count)
 
 
-def principal(username, password):
+def principal(username, password, ip_address):
     """The access.Principal for a registry name and one of its live secrets, else None (the
-    caller goes on with the htpasswd check, which counts the failure)."""
+    caller goes on with the htpasswd check, which counts the failure). A name or address out of
+    wrong guesses is refused first (access.AuthRefused), as for a password."""
     if not password or not password.startswith(PREFIX) or len(password) > 100:
         return None
+    if not htpasswd.USERNAME_RE.fullmatch(username or ""):
+        return None
+    access.check_limits(username, ip_address)
     row = (
         CliSecret.objects.select_related("identity")
         .filter(

@@ -207,3 +207,6 @@ def test_wrong_and_hostile_secrets_are_counted_failures(dana, token_mode):
     cli_secrets.create(DirectoryIdentity.objects.get(user=dana), "laptop", 30)
     for password in ("oyc_wrong", "oyc_" + "x" * 5000, "", "\x00"):
         assert token("dana.example.org", password).status_code in (400, 401, 429)
+    # Names the registry cannot have never reach the database (PostgreSQL refuses a NUL).
+    for username in ("dana\x00", "x" * 500, "<script>", "dana example"):
+        assert token(username, "oyc_" + "a" * 43).status_code == 401

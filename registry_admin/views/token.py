@@ -118,8 +118,7 @@ def _answer(request):
                 raise access.AuthRefused("invalid credentials")
             # A directory user's CLI secret first; anything else (a wrong secret included) is
             # the htpasswd check, which counts failures.
-            access.check_limits(username, ip_address)
-            principal = cli_secrets.principal(username, password)
+            principal = cli_secrets.principal(username, password, ip_address)
             if principal is None:
                 principal = access.authenticate(username, password, ip_address)
         granted = access.grant_access(principal, scopes)
