@@ -278,3 +278,26 @@ def test_oidc_provider_down_gives_a_message_not_an_error(page, live_server, oidc
     page.get_by_role("button", name=f"Sign in with {PROVIDER_NAME}").click()
     expect(page.get_by_role("alert")).to_contain_text("could not be reached")
     expect(page.get_by_label("Username")).to_be_visible()
+
+
+def test_oidc_user_creates_and_revokes_a_cli_secret_on_their_account_page(
+    page, live_server, oidc, settings
+):
+    settings.REGISTRY_AUTH_MODE = "token"
+    settings.REGISTRY_PUBLIC_HOST = "registry.example.org"
+    oidc.set_groups("dana", ["oyster-readers"])
+    sign_in(page, live_server, "dana")
+    page.get_by_role("link", name="Your account").click()
+    expect(page.get_by_text("Your registry user name will be dana,")).to_be_visible()
+    page.get_by_label("Name").fill("laptop")
+    page.get_by_label("Days valid").fill("7")
+    page.get_by_role("button", name="Create a CLI secret").click()
+    secret = page.get_by_label("Secret").input_value()
+    assert secret.startswith("oyc_") and len(secret) > 40
+    expect(page.get_by_text("docker login registry.example.org --username dana ")).to_be_visible()
+    # Shown once: a reload of the page has the secret's row, not the secret.
+    page.get_by_role("link", name="Your account").click()
+    assert secret not in page.content()
+    page.get_by_role("button", name="Revoke laptop").click()
+    expect(page.get_by_text("Secret revoked")).to_be_visible()
+    expect(page.get_by_role("button", name="Revoke laptop")).to_have_count(0)
