@@ -79,6 +79,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # APP_SERVICE_AUTH: the person App Service signed in; does nothing when it is off.
+    "registry_admin.middleware.AppServiceAuthMiddleware",
     "django.contrib.auth.middleware.LoginRequiredMiddleware",
     "registry_admin.middleware.RoleRequiredMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -148,7 +150,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
-    "django.contrib.auth.backends.ModelBackend",
+    # Django's ModelBackend, which LOCAL_LOGIN=0 limits to the break-glass admin.
+    "registry_admin.accounts.PasswordBackend",
 ]
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -179,6 +182,50 @@ LOGIN_ADDRESS_FAILURE_LIMIT = env.int("LOGIN_ADDRESS_FAILURE_LIMIT", default=10)
 # Password checks one portal process runs at once, and seconds a login waits for its turn.
 LOGIN_CONCURRENCY = env.int("LOGIN_CONCURRENCY", default=1)
 LOGIN_QUEUE_SECONDS = env.float("LOGIN_QUEUE_SECONDS", default=0.3)
+
+# --- Signing in with the organisation's identity (README: Signing in) ---
+# OpenID Connect: the provider's issuer URL (its discovery document is read from
+# <issuer>/.well-known/openid-configuration), the portal's client at the provider, and the claim
+# whose values name a role: OIDC_ROLE_MAP is `claim-value=role` pairs, comma-separated, e.g.
+# `oyster-admins=admin,oyster-readers=viewer`. A sign-in whose claim names no mapped value is
+# refused; the role is set again at every sign-in.
+OIDC_ISSUER = env("OIDC_ISSUER", default="").strip().rstrip("/")
+OIDC_CLIENT_ID = env("OIDC_CLIENT_ID", default="")
+OIDC_CLIENT_SECRET = env("OIDC_CLIENT_SECRET", default="")
+OIDC_SCOPES = env("OIDC_SCOPES", default="openid profile email")
+OIDC_PROVIDER_NAME = env("OIDC_PROVIDER_NAME", default="your organisation")
+OIDC_USERNAME_CLAIM = env("OIDC_USERNAME_CLAIM", default="preferred_username")
+OIDC_ROLE_CLAIM = env("OIDC_ROLE_CLAIM", default="groups")
+OIDC_ROLE_MAP_TEXT = env("OIDC_ROLE_MAP", default="")
+# Seconds to connect to and to hear back from the provider (discovery, keys, token exchange).
+OIDC_TIMEOUT = env.float("OIDC_TIMEOUT", default=5.0)
+# Azure App Service authentication ("Easy Auth"): the user from X-MS-CLIENT-PRINCIPAL, only on
+# requests that came through PROXY_COUNT proxies (the same claim and map).
+APP_SERVICE_AUTH = env.bool("APP_SERVICE_AUTH", default=False)
+# Password login for portal accounts; off (0), only the break-glass admin named below may use it.
+LOCAL_LOGIN = env.bool("LOCAL_LOGIN", default=True)
+LOCAL_LOGIN_BREAK_GLASS = env("LOCAL_LOGIN_BREAK_GLASS", default="").strip()
+
+
+def _role_map(text):
+    """`oyster-admins=admin,oyster-readers=viewer` as a dict; the value is what follows the last
+    `=`, so claim values holding one (an LDAP DN) still work."""
+    mapping = {}
+    for pair in filter(None, (p.strip() for p in text.split(","))):
+        value, sep, role = pair.rpartition("=")
+        value, role = value.strip(), role.strip().lower()
+        if not sep or not value or role not in ("admin", "viewer"):
+            raise ImproperlyConfigured(
+                f"OIDC_ROLE_MAP: {pair[:80]!r} is not `claim-value=role` with a role of admin or "
+                "viewer; write e.g. OIDC_ROLE_MAP=oyster-admins=admin,oyster-readers=viewer."
+            )
+        mapping[value] = role
+    return mapping
+
+
+OIDC_ROLE_MAP = _role_map(OIDC_ROLE_MAP_TEXT)
+if not 0.5 <= OIDC_TIMEOUT <= 60:
+    raise ImproperlyConfigured(f"OIDC_TIMEOUT={OIDC_TIMEOUT}: write 0.5 to 60 seconds.")
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env("TIME_ZONE", default="UTC")

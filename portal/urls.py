@@ -11,6 +11,8 @@ urlpatterns = [
         login.LoginView.as_view(),
         name="login",
     ),
+    path("login/oidc/", login.oidc_start, name="oidc-start"),
+    path("login/oidc/callback/", login.oidc_callback, name="oidc-callback"),
     path("logout/", login.LogoutView.as_view(), name="logout"),
     path("django-admin/", admin.site.urls),
     path("api/v1/", include("registry_admin.api.urls")),

@@ -6,6 +6,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 
 from django.conf import settings
+from django.contrib.auth.backends import ModelBackend
 from django.db.models import Sum
 from django.utils import timezone
 from ipware.ip import get_client_ip
@@ -94,3 +95,20 @@ def hashing_slot():
     finally:
         if acquired:
             slots.release()
+
+
+# The session of a person signed in by the directory names this backend too: it is the one that
+# loads portal accounts and their permissions.
+PASSWORD_BACKEND = "registry_admin.accounts.PasswordBackend"
+
+
+class PasswordBackend(ModelBackend):
+    """Django's accounts backend, with password login limited to the break-glass admin when
+    LOCAL_LOGIN is off. Refused before the hash: a turned-off login costs nothing."""
+
+    def authenticate(self, request, username=None, password=None, **kwargs):
+        if not settings.LOCAL_LOGIN:
+            allowed = settings.LOCAL_LOGIN_BREAK_GLASS
+            if not allowed or username is None or str(username) != allowed:
+                return None
+        return super().authenticate(request, username=username, password=password, **kwargs)

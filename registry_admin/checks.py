@@ -250,3 +250,87 @@ def check_metrics_settings(app_configs, **kwargs):
             )
         )
     return problems
+
+
+def _loopback(host):
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+@register()
+def check_sign_in_settings(app_configs, **kwargs):
+    problems = []
+    if settings.OIDC_ISSUER:
+        url = urlsplit(settings.OIDC_ISSUER)
+        # Plain HTTP only to a provider on this machine (a test or a local Keycloak): elsewhere
+        # the discovery document, and so the keys that vouch for every sign-in, could be swapped.
+        if not (url.scheme == "https" or (url.scheme == "http" and _loopback(url.hostname or ""))):
+            problems.append(
+                Error(
+                    f"OIDC_ISSUER={settings.OIDC_ISSUER[:200]!r} is not an https URL.",
+                    hint="Set OIDC_ISSUER to the provider's issuer, e.g. "
+                    "https://login.microsoftonline.com/<tenant-id>/v2.0 (README: Signing in).",
+                    id="oyster.E070",
+                )
+            )
+        if not settings.OIDC_CLIENT_ID or not settings.OIDC_CLIENT_SECRET:
+            problems.append(
+                Error(
+                    "OIDC_ISSUER is set but OIDC_CLIENT_ID or OIDC_CLIENT_SECRET is empty.",
+                    hint="Register Oyster as a web application at the provider (redirect URI "
+                    "https://<portal>/login/oidc/callback/) and set both from it.",
+                    id="oyster.E071",
+                )
+            )
+        if "openid" not in settings.OIDC_SCOPES.split():
+            problems.append(
+                Error(
+                    f"OIDC_SCOPES={settings.OIDC_SCOPES[:200]!r} lacks `openid`.",
+                    hint="Set OIDC_SCOPES to `openid profile email` plus what the role claim "
+                    "needs (Keycloak, GitLab: groups).",
+                    id="oyster.E072",
+                )
+            )
+    if (settings.OIDC_ISSUER or settings.APP_SERVICE_AUTH) and not settings.OIDC_ROLE_MAP:
+        problems.append(
+            Error(
+                "OIDC_ROLE_MAP is empty: every sign-in through the directory would be refused.",
+                hint="Set OIDC_ROLE_MAP to `claim-value=role` pairs, e.g. "
+                "oyster-admins=admin,oyster-readers=viewer (values as the provider sends them).",
+                id="oyster.E073",
+            )
+        )
+    if settings.APP_SERVICE_AUTH and settings.PROXY_COUNT < 1:
+        problems.append(
+            Error(
+                "APP_SERVICE_AUTH is on but PROXY_COUNT is 0: any client could send "
+                "X-MS-CLIENT-PRINCIPAL and be whoever it claims.",
+                hint="Set PROXY_COUNT=1 on App Service (its front end is the proxy), and only "
+                "where that front end is the only way to reach the portal.",
+                id="oyster.E074",
+            )
+        )
+    if not settings.LOCAL_LOGIN:
+        if not settings.LOCAL_LOGIN_BREAK_GLASS:
+            problems.append(
+                Warning(
+                    "LOCAL_LOGIN is off and no break-glass admin is named: when the identity "
+                    "provider is down, nobody can sign in.",
+                    hint="Set LOCAL_LOGIN_BREAK_GLASS to the user name of a portal admin with a "
+                    "password kept in a safe place.",
+                    id="oyster.W070",
+                )
+            )
+        if not settings.OIDC_ISSUER and not settings.APP_SERVICE_AUTH:
+            problems.append(
+                Error(
+                    "LOCAL_LOGIN is off but neither OIDC_ISSUER nor APP_SERVICE_AUTH is set: "
+                    "only the break-glass admin could sign in.",
+                    hint="Set up a way to sign in with the organisation's identity "
+                    "(README: Signing in), or set LOCAL_LOGIN=1.",
+                    id="oyster.E075",
+                )
+            )
+    return problems

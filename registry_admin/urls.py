@@ -2,7 +2,7 @@ from django.urls import path
 
 from .views import access as access_views
 from .views import api_tokens as api_token_views
-from .views import audit, dashboard, repositories, runs, token, unused, users, webhooks
+from .views import audit, dashboard, profile, repositories, runs, token, unused, users, webhooks
 from .views import deletes as delete_views
 from .views import hooks as hook_views
 from .views import quotas as quota_views
@@ -48,6 +48,9 @@ urlpatterns = [
     path("settings/hooks/test/", hook_views.hook_test, name="event-hook-test"),
     path("settings/hooks/retry/", hook_views.hook_retry, name="event-hook-retry"),
     path("auth/token", token.token, name="token"),
+    path("profile/", profile.profile, name="profile"),
+    path("profile/secrets/", profile.secret_create, name="profile-secret-create"),
+    path("profile/secrets/revoke/", profile.secret_revoke, name="profile-secret-revoke"),
     path("access/", access_views.access_page, name="access"),
     path("access/rules/", access_views.rule_save, name="access-rule-save"),
     path("access/rules/remove/", access_views.rule_delete, name="access-rule-remove"),

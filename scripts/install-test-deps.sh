@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make test` needs on a fresh Debian machine, each piece only when missing:
 # Debian's docker-registry, skopeo, chromium, postgresql and prometheus (for promtool), and
-# Azurite from npm.
+# Azurite and oidc-provider (the sign-in tests' OpenID Provider) from npm.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,8 +22,8 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need_apt[@]}" >/dev/null
 fi
 
-if [ ! -x node_modules/.bin/azurite-blob ]; then
+if [ ! -x node_modules/.bin/azurite-blob ] || [ ! -f node_modules/oidc-provider/package.json ]; then
   command -v npm >/dev/null || { echo "npm is missing: apt-get install npm" >&2; exit 1; }
-  echo "Installing Azurite (npm)"
+  echo "Installing Azurite and oidc-provider (npm)"
   npm ci --no-audit --no-fund --loglevel=error
 fi

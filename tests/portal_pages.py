@@ -195,6 +195,10 @@ def page_requests(seed):
         # Pings the registry, but says so only as oyster_registry_up 0 (no page to explain on).
         Request("metrics", "GET", reverse("metrics")),
         Request("login", "GET", reverse("login")),
+        # Off unless OIDC_ISSUER is set (a 404 page then); tests/test_browser_oidc.py sends
+        # hostile callbacks to a configured portal.
+        Request("oidc-start", "GET", reverse("oidc-start") + "?next=/audit/"),
+        Request("oidc-callback", "GET", reverse("oidc-callback") + "?code=c&state=s"),
         Request("admin:index", "GET", reverse("admin:index")),
         Request(app + "dashboard", "GET", url("dashboard"), talks_to_registry=True),
         Request(app + "repositories", "GET", url("repositories"), talks_to_registry=True),
@@ -262,6 +266,11 @@ def page_requests(seed):
         Request(app + "run-request", "POST", url("run-request", "sync"), {"next": delete_back}),
         Request(app + "run-status", "GET", url("run-status", "sync")),
         Request(app + "token", "GET", f"{url('token')}?service=x&scope=repository:a/b:pull"),
+        Request(app + "profile", "GET", url("profile")),
+        Request(app + "profile-secret-create", "POST", url("profile-secret-create"), {"name": "a"}),
+        Request(
+            app + "profile-secret-revoke", "POST", url("profile-secret-revoke"), {"secret": "1"}
+        ),
         Request(app + "access", "GET", f"{url('access')}?user=dev&repository={repo}"),
         Request(app + "access-rule-save", "POST", url("access-rule-save"), {"subject": "dev"}),
         Request(app + "access-rule-remove", "POST", url("access-rule-remove"), {}),

@@ -11,6 +11,7 @@ from .audit import (  # noqa: F401
     RejectedDelivery,
 )
 from .deletes import PortalPlaceholder, UntaggedManifest  # noqa: F401
+from .directory import CliSecret, DirectoryIdentity  # noqa: F401
 from .hooks import EventHook, EventKind, HookDelivery  # noqa: F401
 from .index import Manifest, Repository, Tag  # noqa: F401
 from .metrics import MetricCounter  # noqa: F401

@@ -250,6 +250,12 @@ class PortalAction(models.TextChoices):
     API_TOKEN_CREATED = "api_token.created"
     API_TOKEN_REVOKED = "api_token.revoked"
     API_REFUSED = "api.refused"
+    # Sign-in with the organisation's identity (directory.py): the role given, or why not.
+    SIGNED_IN = "auth.signed_in"
+    SIGN_IN_REFUSED = "auth.sign_in_refused"
+    # CLI secrets for docker login (cli_secrets.py).
+    CLI_SECRET_CREATED = "cli_secret.created"
+    CLI_SECRET_REVOKED = "cli_secret.revoked"
 
 
 def clean_text(value, field_name):

@@ -10,8 +10,10 @@ not marked `live` the moment it starts an `outside_program`, so a missed mark sh
 """
 
 import contextlib
+import json
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -35,6 +37,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 REGISTRY_BINARY = "/usr/bin/docker-registry"
 SKOPEO_BINARY = "/usr/bin/skopeo"
 AZURITE_BINARY = REPO_ROOT / "node_modules" / ".bin" / "azurite-blob"
+OIDC_PROVIDER_SCRIPT = REPO_ROOT / "tests" / "oidc" / "provider.mjs"
+OIDC_PROVIDER_PACKAGE = REPO_ROOT / "node_modules" / "oidc-provider" / "package.json"
 CHROMIUM_BINARY = "/usr/bin/chromium"
 
 # Programs a machine may lack (each its own package) or that are whole servers: a test that
@@ -51,6 +55,7 @@ OUTSIDE_PROGRAMS = frozenset(
         "nodejs",
         "azurite",
         "azurite-blob",
+        "node",
         "podman",
         "gunicorn",
         "postgres",
@@ -576,3 +581,90 @@ def child_database_url():
     if db.get("PASSWORD"):
         credentials += ":" + quote(db["PASSWORD"], safe="")
     return f"postgres://{credentials}@{db['HOST'] or '127.0.0.1'}:{db['PORT'] or 5432}/{db['NAME']}"
+
+
+@dataclass
+class RunningOidcProvider:
+    """npm's oidc-provider (tests/oidc/provider.mjs) with one confidential client that must use
+    PKCE; anyone signs in with any password, their groups read from `accounts_path`."""
+
+    issuer: str
+    client_id: str
+    client_secret: str
+    accounts_path: Path
+    tamper_path: Path
+    log_path: Path
+    process: subprocess.Popen
+
+    def set_groups(self, login, groups):
+        accounts = json.loads(self.accounts_path.read_text() or "{}")
+        accounts[login] = {"groups": list(groups)}
+        self.accounts_path.write_text(json.dumps(accounts))
+
+    def tamper(self, mode):
+        """The token endpoint's next ID tokens spoiled (expired, wrong-aud, forged, ...); None
+        for honest ones."""
+        self.tamper_path.write_text(json.dumps({"mode": mode} if mode else {}))
+
+    def reset(self):
+        self.accounts_path.write_text("{}")
+        self.tamper(None)
+
+    def stop(self):
+        stop_process(self.process)
+
+
+def start_oidc_provider(location, redirect_uris):
+    """The test OpenID Provider on a free loopback port, accepting `redirect_uris`."""
+    node = shutil.which("node") or "/usr/bin/node"
+    require_binary(node, "install Debian's nodejs package: apt-get install nodejs npm")
+    if not OIDC_PROVIDER_PACKAGE.is_file():
+        pytest.fail(
+            "node_modules/oidc-provider is missing: `npm ci` (scripts/install-test-deps.sh) "
+            "installs it",
+            pytrace=False,
+        )
+    location = Path(location)
+    port = free_port()
+    client_id, client_secret = "oyster-portal", "client-secret-" + "s" * 32
+    accounts_path, tamper_path = location / "accounts.json", location / "tamper.json"
+    accounts_path.write_text("{}")
+    tamper_path.write_text("{}")
+    config_path = location / "provider.json"
+    config_path.write_text(
+        json.dumps(
+            {
+                "port": port,
+                "accounts": str(accounts_path),
+                "tamper": str(tamper_path),
+                "clients": [
+                    {
+                        "client_id": client_id,
+                        "client_secret": client_secret,
+                        "redirect_uris": list(redirect_uris),
+                        "grant_types": ["authorization_code"],
+                        "response_types": ["code"],
+                        "token_endpoint_auth_method": "client_secret_basic",
+                    }
+                ],
+            }
+        )
+    )
+    log_path = location / "provider.log"
+    log = open(log_path, "ab")  # noqa: SIM115
+    process = subprocess.Popen(
+        [node, str(OIDC_PROVIDER_SCRIPT), str(config_path)],
+        cwd=REPO_ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    wait_for_port(port, timeout=30, process=process, log_path=log_path)
+    return RunningOidcProvider(
+        issuer=f"http://127.0.0.1:{port}",
+        client_id=client_id,
+        client_secret=client_secret,
+        accounts_path=accounts_path,
+        tamper_path=tamper_path,
+        log_path=log_path,
+        process=process,
+    )

@@ -189,3 +189,42 @@ def test_tampered_and_foreign_tokens_are_refused_by_the_registry(token_registry,
     ):
         answer = requests.get(url, headers={"Authorization": f"Bearer {bad}"}, timeout=5)
         assert answer.status_code == 401, bad[:40]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_oidc_users_cli_secret_pushes_for_their_directory_group_until_revoked(
+    token_registry, tmp_path, settings
+):
+    """A person signed in through the directory: their CLI secret pushes to team/app because
+    their directory group has team/*, and stops when the group is lost or the secret revoked."""
+    harness.require_binary(harness.SKOPEO_BINARY, "apt-get install skopeo")
+    from registry_admin import cli_secrets, directory
+    from registry_admin.models import DirectoryIdentity
+
+    settings.OIDC_ROLE_MAP = {"oyster-readers": "viewer"}
+    issuer = "https://login.example.org"
+    claims = {"sub": "d-1", "preferred_username": "dana@example.org"}
+    user = directory.sign_in(issuer, claims | {"groups": ["oyster-readers", "team"]}, via="oidc")
+    access.grant("test", "@team", "team/*", "pull,push")
+    identity = DirectoryIdentity.objects.get(user=user)
+    row, secret = cli_secrets.create(identity, "laptop", 1)
+    name = identity.registry_name
+    assert name == "dana.example.org"
+    bin_, reg = harness.SKOPEO_BINARY, token_registry
+
+    pushed, _ = _push(bin_, reg, tmp_path / "1", "team/app", name, secret)
+    assert pushed.returncode == 0, pushed.stderr
+    assert _push(bin_, reg, tmp_path / "2", "other/app", name, secret)[0].returncode != 0
+
+    # The group lost in the directory, read at the next portal sign-in.
+    directory.sign_in(issuer, claims | {"groups": ["oyster-readers"]}, via="oidc")
+    assert _push(bin_, reg, tmp_path / "3", "team/app", name, secret, tag="v2")[0].returncode != 0
+    directory.sign_in(issuer, claims | {"groups": ["oyster-readers", "team"]}, via="oidc")
+    again, _ = _push(bin_, reg, tmp_path / "4", "team/app", name, secret, tag="v3")
+    assert again.returncode == 0, again.stderr
+
+    # Revoked: refused at the next token request.
+    assert cli_secrets.revoke(identity, row.pk)
+    refused, _ = _push(bin_, reg, tmp_path / "5", "team/app", name, secret, tag="v4")
+    assert refused.returncode != 0
+    assert "unauthorized" in refused.stderr.lower() or "denied" in refused.stderr.lower()

@@ -24,7 +24,7 @@ from django.views.decorators.cache import never_cache
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_http_methods
 
-from .. import access, quotas, tokens
+from .. import access, cli_secrets, quotas, tokens
 from ..models import MetricCounter
 from ..models.access import ACTIONS
 
@@ -116,7 +116,11 @@ def _answer(request):
             username, password = credentials
             if len(username) + len(password) > MAX_CREDENTIAL_LENGTH:
                 raise access.AuthRefused("invalid credentials")
-            principal = access.authenticate(username, password, ip_address)
+            # A directory user's CLI secret first; anything else (a wrong secret included) is
+            # the htpasswd check, which counts failures.
+            principal = cli_secrets.principal(username, password, ip_address)
+            if principal is None:
+                principal = access.authenticate(username, password, ip_address)
         granted = access.grant_access(principal, scopes)
     except access.AuthRefused as exc:
         if exc.recorded:
