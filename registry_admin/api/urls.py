@@ -2,7 +2,7 @@ from django.contrib.auth.decorators import login_not_required
 from django.urls import path, register_converter
 from drf_spectacular.views import SpectacularJSONAPIView
 
-from . import views
+from . import admin_views, views
 from .docs import reference_page
 
 app_name = "api"
@@ -49,4 +49,15 @@ urlpatterns = [
     path("audit-events/", views.AuditEventList.as_view(), name="audit-events"),
     path("runs/<slug:kind>/", views.RunStatus.as_view(), name="run"),
     path("untagged/prune", views.UntaggedPrune.as_view(), name="untagged-prune"),
+    path("users/", admin_views.UserList.as_view(), name="users"),
+    path("users/<str:username>", admin_views.UserDetail.as_view(), name="user"),
+    path("users/<str:username>/password", admin_views.UserPassword.as_view(), name="user-password"),
+    path("quotas/", admin_views.QuotaList.as_view(), name="quotas"),
+    path("recycle-bin/", admin_views.BinList.as_view(), name="recycle-bin"),
+    path(
+        "recycle-bin/<int:item_id>/restore",
+        admin_views.BinRestore.as_view(),
+        name="recycle-bin-restore",
+    ),
+    path("storage/", admin_views.StorageSummary.as_view(), name="storage"),
 ]

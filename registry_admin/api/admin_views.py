@@ -1,0 +1,355 @@
+"""/api/v1/ for the administration areas: registry users, quotas, the recycle bin, storage
+usage. Thin over registry_users.py (with the pages' own forms' rules), quotas.py,
+recycle_bin.py and usage.py; the audit rows name the token's owner."""
+
+from django.conf import settings
+from django.views.decorators.debug import sensitive_variables
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, extend_schema
+from rest_framework import serializers
+from rest_framework.exceptions import ValidationError
+from rest_framework.response import Response
+
+from .. import htpasswd, quotas, recycle_bin, registry, registry_users, usage
+from ..forms.htpasswd import GENERATED, TYPED, PasswordForm, UserCreateForm
+from ..models import BinItem, Quota
+from .problems import Problem
+from .views import ApiView, problems
+
+# --- serializers ------------------------------------------------------------------------------
+
+
+class RegistryUserSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    scheme = serializers.CharField(help_text="The hash scheme (the registry takes bcrypt only).")
+    accepted_by_registry = serializers.BooleanField()
+    manageable = serializers.BooleanField()
+    service_account = serializers.BooleanField()
+
+
+class UserCreateRequest(serializers.Serializer):
+    username = serializers.CharField(max_length=64)
+    password = serializers.CharField(
+        required=False, allow_blank=False, max_length=200, trim_whitespace=False,
+        help_text="Leave out to have one generated (answered once).",
+    )  # fmt: skip
+
+
+class PasswordRequest(serializers.Serializer):
+    password = serializers.CharField(
+        required=False, allow_blank=False, max_length=200, trim_whitespace=False,
+        help_text="Leave out to have one generated (answered once).",
+    )  # fmt: skip
+
+
+class UserChangedSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    generated_password = serializers.CharField(
+        allow_null=True, help_text="The generated password, shown this once; null if typed."
+    )
+
+
+class QuotaSerializer(serializers.Serializer):
+    pattern = serializers.CharField()
+    limit_bytes = serializers.IntegerField()
+    warn_percent = serializers.IntegerField()
+    usage_bytes = serializers.IntegerField()
+    partial = serializers.BooleanField(source="is_partial")
+    level = serializers.CharField()
+    scanned_bytes = serializers.IntegerField(allow_null=True)
+    pushed_bytes = serializers.IntegerField()
+    freed_bytes = serializers.IntegerField()
+
+
+class QuotaRequest(serializers.Serializer):
+    pattern = serializers.CharField(max_length=255)
+    size = serializers.CharField(max_length=40, help_text="Bytes, or 500MB, 20GB, 1.5TiB.")
+    warn_percent = serializers.IntegerField(required=False, min_value=1, max_value=100)
+
+
+class BinItemSerializer(serializers.Serializer):
+    id = serializers.IntegerField(source="pk")
+    repository = serializers.CharField()
+    digest = serializers.CharField()
+    kind = serializers.CharField()
+    tags = serializers.ListField(child=serializers.CharField())
+    state = serializers.CharField()
+    reason = serializers.CharField()
+    actor = serializers.CharField()
+    deleted_at = serializers.DateTimeField()
+    expires_at = serializers.DateTimeField()
+    size_bytes = serializers.IntegerField()
+    note = serializers.CharField()
+
+
+class RestoreSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    restored = serializers.BooleanField()
+    message = serializers.CharField()
+
+
+class StorageSerializer(serializers.Serializer):
+    scanned_at = serializers.DateTimeField(allow_null=True)
+    total_bytes = serializers.IntegerField(allow_null=True)
+    blob_count = serializers.IntegerField(allow_null=True)
+    reclaimable_bytes = serializers.IntegerField(allow_null=True)
+    held_bytes = serializers.IntegerField(allow_null=True)
+    repository_count = serializers.IntegerField(allow_null=True)
+
+
+# --- registry users -----------------------------------------------------------------------------
+
+
+def _credentials_problem(exc):
+    return Problem(409, "registry-users", str(exc))
+
+
+def _checked_password(data, form_class=PasswordForm, **form_kwargs):
+    """The password the pages' form would accept (typed: its length rules; absent: generated),
+    and whether it was generated. Raises ValidationError with the form's sentences."""
+    password = data.get("password")
+    fields = {"mode": GENERATED} if password is None else {"mode": TYPED}
+    if password is not None:
+        fields.update(password1=password, password2=password)
+    if "username" in data:
+        fields["username"] = data["username"]
+    form = form_class(fields, **form_kwargs)
+    if not form.is_valid():
+        errors = {}
+        for name, messages in form.errors.items():
+            key = "password" if name.startswith("password") or name == "mode" else name
+            errors.setdefault(key if key != "__all__" else "non_field_errors", []).extend(messages)
+        raise ValidationError(errors)
+    return form.cleaned_data["password"], password is None
+
+
+def _read_users():
+    try:
+        return htpasswd.read_users()
+    except htpasswd.CredentialsError as exc:
+        raise Problem(503, "registry-users-unavailable", str(exc)) from exc
+
+
+class UserList(ApiView):
+    scopes = {"GET": "users", "POST": "users"}
+
+    @extend_schema(
+        operation_id="registry_users_list",
+        responses={200: RegistryUserSerializer(many=True), **problems(503)},
+    )
+    def get(self, request):
+        """The registry users of the htpasswd file, as the Users page lists them."""
+        listing = _read_users()
+        rows = [
+            {
+                "username": e.username,
+                "scheme": e.scheme,
+                "accepted_by_registry": e.accepted_by_registry,
+                "manageable": e.manageable,
+                "service_account": e.username == settings.REGISTRY_USERNAME,
+            }
+            for e in listing.entries
+        ]
+        return Response(RegistryUserSerializer(rows, many=True).data)
+
+    @extend_schema(
+        operation_id="registry_users_create",
+        request=UserCreateRequest,
+        responses={201: UserChangedSerializer, **problems(409, 413, 503)},
+    )
+    @sensitive_variables("password")
+    def post(self, request):
+        """Create a registry user (the Users page's rules); without `password`, one is
+        generated and answered once."""
+        body = UserCreateRequest(data=request.data)
+        body.is_valid(raise_exception=True)
+        existing = {e.username for e in _read_users().entries}
+        password, generated = _checked_password(
+            body.validated_data, UserCreateForm, existing=existing
+        )
+        name = body.validated_data["username"]
+        try:
+            registry_users.create(request.user.get_username(), name, password, api=True)
+        except htpasswd.CredentialsError as exc:
+            raise _credentials_problem(exc) from exc
+        answer = {"username": name, "generated_password": password if generated else None}
+        return Response(UserChangedSerializer(answer).data, status=201)
+
+
+def _managed_user(name):
+    if name == settings.REGISTRY_USERNAME:
+        raise Problem(
+            409,
+            "service-account",
+            f"{name} is the portal's own service account: rotate it with "
+            "`python manage.py htpasswd rotate-service`.",
+        )
+    try:
+        htpasswd.validate_username(name)
+    except htpasswd.CredentialsError as exc:
+        raise Problem(400, "bad-username", str(exc)) from exc
+    entry = _read_users().get(name)
+    if entry is None:
+        raise Problem(404, "not-found", f"No registry user {name}.")
+    if not entry.manageable:
+        raise Problem(409, "not-manageable", f"{name} is edited by hand in the file, not here.")
+    return entry
+
+
+class UserDetail(ApiView):
+    scopes = {"DELETE": "users"}
+
+    @extend_schema(
+        operation_id="registry_users_delete",
+        responses={204: None, **problems(404, 409, 503)},
+    )
+    def delete(self, request, username):
+        """Remove a registry user (never the portal's service account)."""
+        entry = _managed_user(username)
+        try:
+            registry_users.delete(request.user.get_username(), entry.username, api=True)
+        except htpasswd.CredentialsError as exc:
+            raise _credentials_problem(exc) from exc
+        return Response(status=204)
+
+
+class UserPassword(ApiView):
+    scopes = {"POST": "users"}
+
+    @extend_schema(
+        operation_id="registry_users_password",
+        request=PasswordRequest,
+        responses={200: UserChangedSerializer, **problems(404, 409, 413, 503)},
+    )
+    @sensitive_variables("password")
+    def post(self, request, username):
+        """Set a registry user's password; without `password`, one is generated and answered
+        once."""
+        entry = _managed_user(username)
+        body = PasswordRequest(data=request.data)
+        body.is_valid(raise_exception=True)
+        password, generated = _checked_password(body.validated_data)
+        try:
+            registry_users.change_password(
+                request.user.get_username(), entry.username, password, api=True
+            )
+        except htpasswd.CredentialsError as exc:
+            raise _credentials_problem(exc) from exc
+        answer = {"username": entry.username, "generated_password": password if generated else None}
+        return Response(UserChangedSerializer(answer).data)
+
+
+# --- quotas ---------------------------------------------------------------------------------------
+
+PATTERN = OpenApiParameter(
+    "pattern", OpenApiTypes.STR, description="The quota's repository pattern (team/*)."
+)
+
+
+class QuotaList(ApiView):
+    scopes = {"GET": "read", "POST": "admin", "DELETE": "admin"}
+    parameters = {"DELETE": {"pattern"}}
+
+    @extend_schema(
+        operation_id="quotas_list", responses={200: QuotaSerializer(many=True), **problems()}
+    )
+    def get(self, request):
+        """Every quota with its usage (README, Quotas)."""
+        return Response(QuotaSerializer(Quota.objects.all(), many=True).data)
+
+    @extend_schema(
+        operation_id="quotas_set",
+        request=QuotaRequest,
+        responses={200: QuotaSerializer, **problems(413)},
+    )
+    def post(self, request):
+        """Create or change the quota on a pattern."""
+        body = QuotaRequest(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        try:
+            quota = quotas.set_quota(
+                request.user.get_username(), data["pattern"], data["size"], data.get("warn_percent")
+            )
+        except quotas.QuotaError as exc:
+            raise ValidationError({"non_field_errors": [str(exc)]}) from exc
+        return Response(QuotaSerializer(quota).data)
+
+    @extend_schema(
+        operation_id="quotas_remove",
+        parameters=[PATTERN],
+        responses={204: None, **problems(404)},
+    )
+    def delete(self, request):
+        """Remove the quota on `pattern`."""
+        pattern = request.query_params.get("pattern", "")[:300]
+        if not quotas.remove_quota(request.user.get_username(), pattern):
+            raise Problem(404, "not-found", "No quota on that pattern.")
+        return Response(status=204)
+
+
+# --- recycle bin and storage ------------------------------------------------------------------------
+
+
+class BinList(ApiView):
+    parameters = {"GET": {"repository"}}
+
+    @extend_schema(
+        operation_id="recycle_bin_list",
+        parameters=[OpenApiParameter("repository", OpenApiTypes.STR)],
+        responses={200: BinItemSerializer(many=True), **problems()},
+    )
+    def get(self, request):
+        """What the recycle bin holds, newest first (at most its page's number of items)."""
+        rows = BinItem.objects.holding()
+        repository = request.query_params.get("repository", "")
+        if repository:
+            if len(repository) > 255 or any(ord(c) < 32 for c in repository):
+                raise ValidationError({"repository": ["Not a repository name."]})
+            rows = rows.filter(repository=repository)
+        return Response(BinItemSerializer(rows[: recycle_bin.MAX_ITEMS], many=True).data)
+
+
+class BinRestore(ApiView):
+    scopes = {"POST": "delete"}
+
+    @extend_schema(
+        operation_id="recycle_bin_restore",
+        request=None,
+        responses={200: RestoreSerializer, **problems(404, 409, 502, 503)},
+    )
+    def post(self, request, item_id):
+        """Put one item back: its manifests (same digests), then each tag not pushed again
+        since."""
+        item = BinItem.objects.filter(pk=item_id).first()
+        if item is None:
+            raise Problem(404, "not-found", "No such item in the recycle bin.")
+        try:
+            outcome = recycle_bin.restore(request.user.get_username(), item)
+        except recycle_bin.BinError as exc:
+            raise Problem(409, "not-restored", str(exc)) from exc
+        except registry.RegistryUnreachable as exc:
+            raise Problem(503, "registry-unavailable", str(exc)) from exc
+        except registry.RegistryError as exc:
+            raise Problem(502, "registry-error", str(exc)) from exc
+        return Response(
+            RestoreSerializer({"id": item.pk, "restored": True, "message": outcome.message}).data
+        )
+
+
+class StorageSummary(ApiView):
+    @extend_schema(
+        operation_id="storage_retrieve", responses={200: StorageSerializer, **problems()}
+    )
+    def get(self, request):
+        """The latest storage scan's totals (all null before the first scan)."""
+        snapshot = usage.latest_snapshot()
+        answer = {
+            "scanned_at": snapshot.created_at if snapshot else None,
+            "total_bytes": snapshot.total_bytes if snapshot else None,
+            "blob_count": snapshot.blob_count if snapshot else None,
+            "reclaimable_bytes": snapshot.reclaimable_bytes if snapshot else None,
+            "held_bytes": snapshot.held_bytes if snapshot else None,
+            "repository_count": snapshot.repository_count if snapshot else None,
+        }
+        return Response(StorageSerializer(answer).data)

@@ -1,0 +1,197 @@
+"""/api/v1/ for registry users, quotas, the recycle bin and storage: the pages' rules through
+the API, scopes, audit rows with the token's owner, hostile input. The htpasswd file is real
+(a temporary file); the registry is not needed here (restores on the real registry:
+test_recycle_bin.py drives the same `recycle_bin.restore`)."""
+
+import json
+
+import pytest
+from django.test import Client
+
+from registry_admin import api_tokens, htpasswd
+from registry_admin.models import AuditEvent, BinItem, PortalAction, Quota, StorageSnapshot
+
+from .factories import make_admin
+from .test_api_tokens import API, assert_problem, bearer
+
+pytestmark = pytest.mark.django_db
+
+PASSWORD = "a-long-enough-password"
+
+
+@pytest.fixture
+def users_file(settings, tmp_path):
+    settings.HTPASSWD_PATH = str(tmp_path / "htpasswd")
+    settings.HTPASSWD_BCRYPT_ROUNDS = 4
+    htpasswd.add_user("existing", PASSWORD, rounds=4)
+    return tmp_path / "htpasswd"
+
+
+def token(scopes):
+    owner = make_admin(f"owner{token.count}")
+    token.count += 1
+    return api_tokens.create(owner.username, owner, "ci", scopes)[1], owner
+
+
+token.count = 0
+
+
+def call(method, path, text, body=None, **params):
+    client = Client()
+    query = "&".join(f"{k}={v}" for k, v in params.items())
+    url = API + path + (f"?{query}" if query else "")
+    kwargs = bearer(text)
+    if body is not None:
+        kwargs.update(data=json.dumps(body), content_type="application/json")
+    return getattr(client, method)(url, **kwargs)
+
+
+def test_registry_users_listed_created_changed_and_removed_with_the_owner_as_actor(users_file):
+    text, owner = token("read,users")
+    listed = call("get", "/users/", text)
+    assert listed.status_code == 200
+    assert [u["username"] for u in listed.json()] == ["existing"]
+    made = call("post", "/users/", text, {"username": "ci-bot", "password": PASSWORD})
+    assert made.status_code == 201 and made.json()["generated_password"] is None
+    assert htpasswd.check_password("ci-bot", PASSWORD)
+    generated = call("post", "/users/ci-bot/password", text, {})
+    assert generated.status_code == 200 and len(generated.json()["generated_password"]) >= 16
+    assert htpasswd.check_password("ci-bot", generated.json()["generated_password"])
+    assert not htpasswd.check_password("ci-bot", PASSWORD)
+    assert call("delete", "/users/ci-bot", text).status_code == 204
+    assert htpasswd.read_users().get("ci-bot") is None
+    rows = AuditEvent.objects.filter(
+        action__in=[
+            PortalAction.USER_CREATED,
+            PortalAction.USER_PASSWORD_CHANGED,
+            PortalAction.USER_DELETED,
+        ]
+    )
+    assert rows.count() == 3 and set(rows.values_list("actor", flat=True)) == {owner.username}
+    assert PASSWORD not in "".join(rows.values_list("raw", flat=True))
+    assert generated.json()["generated_password"] not in "".join(rows.values_list("raw", flat=True))
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"username": "existing", "password": PASSWORD}, "username"),
+        ({"username": "bad name", "password": PASSWORD}, "username"),
+        ({"username": "x", "password": "short"}, "password"),
+        ({"username": "x", "password": "é" * 50}, "password"),  # over bcrypt's 72 bytes
+        ({"username": "x" * 65, "password": PASSWORD}, "username"),
+        ({"password": PASSWORD}, "username"),
+        ({"username": ["x"], "password": PASSWORD}, "username"),
+    ],
+)
+def test_bad_users_are_refused_with_the_pages_sentences(users_file, body, field):
+    text, _ = token("users")
+    answer = assert_problem(call("post", "/users/", text, body), 400)
+    assert field in json.dumps(answer)
+    assert [e.username for e in htpasswd.read_users().entries] == ["existing"]
+
+
+def test_the_service_account_and_unknown_users_are_refused(users_file, settings):
+    text, _ = token("users")
+    service = settings.REGISTRY_USERNAME
+    assert_problem(call("delete", f"/users/{service}", text), 409)
+    assert_problem(call("post", f"/users/{service}/password", text, {}), 409)
+    assert_problem(call("post", "/users/", text, {"username": service}), 400)
+    assert_problem(call("delete", "/users/nobody", text), 404)
+    assert_problem(call("delete", "/users/bad%20name", text), 400)
+    assert_problem(call("delete", "/users/" + "x" * 300, text), 400)
+
+
+def test_users_need_the_users_scope(users_file):
+    text, _ = token("read,delete")
+    assert_problem(call("get", "/users/", text), 403)
+    assert_problem(call("post", "/users/", text, {"username": "x", "password": PASSWORD}), 403)
+    assert htpasswd.read_users().get("x") is None
+
+
+def test_an_unreadable_users_file_is_a_503_not_a_500(users_file):
+    text, _ = token("users")
+    users_file.unlink()
+    users_file.mkdir()  # a directory where the file should be: unreadable even for root
+    assert_problem(call("get", "/users/", text), 503)
+    assert_problem(call("post", "/users/", text, {"username": "x", "password": PASSWORD}), 503)
+
+
+def test_quotas_listed_set_and_removed():
+    text, owner = token("read,admin")
+    assert call("get", "/quotas/", text).json() == []
+    saved = call("post", "/quotas/", text, {"pattern": "team/*", "size": "2GB", "warn_percent": 90})
+    assert saved.status_code == 200
+    assert saved.json()["limit_bytes"] == 2 * 10**9 and saved.json()["partial"] is True
+    assert [q["pattern"] for q in call("get", "/quotas/", text).json()] == ["team/*"]
+    assert call("delete", "/quotas/", text, pattern="team/*").status_code == 204
+    assert not Quota.objects.exists()
+    actors = set(
+        AuditEvent.objects.filter(
+            action__in=[PortalAction.QUOTA_SET, PortalAction.QUOTA_REMOVED]
+        ).values_list("actor", flat=True)
+    )
+    assert actors == {owner.username}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"pattern": "Team/*", "size": "1GB"},
+        {"pattern": "team/*", "size": "lots"},
+        {"pattern": "team/*", "size": "1GB", "warn_percent": 0},
+        {"pattern": "team/*"},
+        {"pattern": "x" * 1000, "size": "1GB"},
+        {"pattern": "team/*", "size": "9" * 100},
+    ],
+)
+def test_bad_quotas_are_problems(body):
+    text, _ = token("admin")
+    assert_problem(call("post", "/quotas/", text, body), 400)
+    assert not Quota.objects.exists()
+
+
+def test_quota_changes_need_the_admin_scope_and_a_missing_one_is_404():
+    text, _ = token("read")
+    assert_problem(call("post", "/quotas/", text, {"pattern": "a/*", "size": "1GB"}), 403)
+    admin_text, _ = token("admin")
+    assert_problem(call("delete", "/quotas/", admin_text, pattern="none/*"), 404)
+
+
+def test_the_recycle_bin_lists_and_a_restore_of_nothing_is_404():
+    from django.utils import timezone
+
+    text, _ = token("read,delete")
+    item = BinItem.objects.create(
+        repository="team/app",
+        digest="sha256:" + "a" * 64,
+        kind="image",
+        tags=["v1"],
+        state=BinItem.State.HELD,
+        reason="manual",
+        actor="alice",
+        deleted_at=timezone.now(),
+        expires_at=timezone.now(),
+        size_bytes=10,
+    )
+    listed = call("get", "/recycle-bin/", text).json()
+    assert [(i["id"], i["tags"]) for i in listed] == [(item.pk, ["v1"])]
+    assert call("get", "/recycle-bin/", text, repository="other/x").json() == []
+    assert_problem(call("get", "/recycle-bin/", text, repository="%01"), 400)
+    assert_problem(call("post", "/recycle-bin/999999/restore", text), 404)
+    read_only, _ = token("read")
+    assert_problem(call("post", f"/recycle-bin/{item.pk}/restore", read_only), 403)
+
+
+def test_storage_is_null_before_a_scan_and_the_latest_scan_after():
+    text, _ = token("read")
+    assert call("get", "/storage/", text).json()["total_bytes"] is None
+    StorageSnapshot.objects.create(
+        backend="filesystem",
+        total_bytes=1234,
+        blob_count=3,
+        reclaimable_bytes=5,
+        reclaimable_count=1,
+    )
+    answer = call("get", "/storage/", text).json()
+    assert answer["total_bytes"] == 1234 and answer["reclaimable_bytes"] == 5
