@@ -10,9 +10,9 @@ from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from .. import htpasswd, quotas, recycle_bin, registry, registry_users, usage
+from .. import access, htpasswd, quotas, recycle_bin, registry, registry_users, usage
 from ..forms.htpasswd import GENERATED, TYPED, PasswordForm, UserCreateForm
-from ..models import BinItem, Quota
+from ..models import AccessRule, BinItem, Quota, RobotAccount
 from .problems import Problem
 from .views import ApiView, problems
 
@@ -353,3 +353,138 @@ class StorageSummary(ApiView):
             "repository_count": snapshot.repository_count if snapshot else None,
         }
         return Response(StorageSerializer(answer).data)
+
+
+# --- access rules and robots (token mode) -------------------------------------------------------
+
+
+class AccessRuleSerializer(serializers.Serializer):
+    subject = serializers.CharField()
+    pattern = serializers.CharField()
+    actions = serializers.ListField(child=serializers.CharField(), source="action_list")
+    created_by = serializers.CharField()
+
+
+class AccessRuleRequest(serializers.Serializer):
+    subject = serializers.CharField(max_length=65, help_text="user, @group, * or anonymous")
+    pattern = serializers.CharField(max_length=255, help_text="team/*, team/** or a name")
+    actions = serializers.ListField(
+        child=serializers.ChoiceField(choices=["pull", "push", "delete"]),
+        allow_empty=True,
+        max_length=3,
+        help_text="Empty: the rule denies (and still wins when most specific).",
+    )
+
+
+class RobotSerializer(serializers.Serializer):
+    username = serializers.CharField()
+    description = serializers.CharField()
+    expires_at = serializers.DateTimeField()
+    created_by = serializers.CharField()
+
+
+class RobotRequest(serializers.Serializer):
+    name = serializers.CharField(max_length=64, help_text="robot- is added when missing")
+    days = serializers.IntegerField(min_value=1, max_value=3650)
+    description = serializers.CharField(max_length=200, required=False, default="")
+
+
+class RobotCreatedSerializer(RobotSerializer):
+    password = serializers.CharField(help_text="Shown this once.")
+
+
+RULE_KEYS = [
+    OpenApiParameter("subject", OpenApiTypes.STR, required=True),
+    OpenApiParameter("pattern", OpenApiTypes.STR, required=True),
+]
+
+
+class AccessRuleList(ApiView):
+    scopes = {"GET": "read", "POST": "users", "DELETE": "users"}
+    parameters = {"DELETE": {"subject", "pattern"}}
+
+    @extend_schema(
+        operation_id="access_rules_list",
+        responses={200: AccessRuleSerializer(many=True), **problems()},
+    )
+    def get(self, request):
+        """Every access rule (the token server's; README, Access rules)."""
+        return Response(AccessRuleSerializer(AccessRule.objects.all(), many=True).data)
+
+    @extend_schema(
+        operation_id="access_rules_grant",
+        request=AccessRuleRequest,
+        responses={200: AccessRuleSerializer, **problems(413)},
+    )
+    def post(self, request):
+        """Create or replace the rule for (subject, pattern)."""
+        body = AccessRuleRequest(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        try:
+            rule = access.grant(
+                request.user.get_username(), data["subject"], data["pattern"], data["actions"]
+            )
+        except access.AccessError as exc:
+            raise ValidationError({"non_field_errors": [str(exc)]}) from exc
+        return Response(AccessRuleSerializer(rule).data)
+
+    @extend_schema(
+        operation_id="access_rules_revoke",
+        parameters=RULE_KEYS,
+        responses={204: None, **problems(404)},
+    )
+    def delete(self, request):
+        """Remove the rule for (subject, pattern)."""
+        subject = request.query_params.get("subject", "")[:65]
+        pattern = request.query_params.get("pattern", "")[:255]
+        if not access.revoke(request.user.get_username(), subject, pattern):
+            raise Problem(404, "not-found", "No rule for that subject and pattern.")
+        return Response(status=204)
+
+
+class RobotList(ApiView):
+    scopes = {"GET": "users", "POST": "users"}
+
+    @extend_schema(
+        operation_id="robots_list", responses={200: RobotSerializer(many=True), **problems()}
+    )
+    def get(self, request):
+        """Robot accounts with their expiry."""
+        return Response(RobotSerializer(RobotAccount.objects.all(), many=True).data)
+
+    @extend_schema(
+        operation_id="robots_create",
+        request=RobotRequest,
+        responses={201: RobotCreatedSerializer, **problems(413, 503)},
+    )
+    def post(self, request):
+        """Create a robot account; its generated password is answered this once."""
+        body = RobotRequest(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        try:
+            robot, password = access.create_robot(
+                request.user.get_username(), data["name"], data["days"], data["description"]
+            )
+        except access.AccessError as exc:
+            raise ValidationError({"non_field_errors": [str(exc)]}) from exc
+        except htpasswd.CredentialsError as exc:
+            raise Problem(503, "registry-users-unavailable", str(exc)) from exc
+        answer = {**RobotSerializer(robot).data, "password": password}
+        return Response(RobotCreatedSerializer(answer).data, status=201)
+
+
+class RobotDetail(ApiView):
+    scopes = {"DELETE": "users"}
+
+    @extend_schema(operation_id="robots_delete", responses={204: None, **problems(404, 503)})
+    def delete(self, request, username):
+        """Remove a robot account, its rules and its htpasswd line."""
+        try:
+            access.delete_robot(request.user.get_username(), username[:64])
+        except access.AccessError as exc:
+            raise Problem(404, "not-found", str(exc)) from exc
+        except htpasswd.CredentialsError as exc:
+            raise Problem(503, "registry-users-unavailable", str(exc)) from exc
+        return Response(status=204)

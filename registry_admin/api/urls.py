@@ -60,4 +60,7 @@ urlpatterns = [
         name="recycle-bin-restore",
     ),
     path("storage/", admin_views.StorageSummary.as_view(), name="storage"),
+    path("access/rules/", admin_views.AccessRuleList.as_view(), name="access-rules"),
+    path("access/robots/", admin_views.RobotList.as_view(), name="robots"),
+    path("access/robots/<str:username>", admin_views.RobotDetail.as_view(), name="robot"),
 ]

@@ -195,3 +195,80 @@ def test_storage_is_null_before_a_scan_and_the_latest_scan_after():
     )
     answer = call("get", "/storage/", text).json()
     assert answer["total_bytes"] == 1234 and answer["reclaimable_bytes"] == 5
+
+
+def test_access_rules_granted_listed_and_revoked():
+    text, owner = token("read,users")
+    saved = call(
+        "post",
+        "/access/rules/",
+        text,
+        {"subject": "@ci", "pattern": "team/*", "actions": ["pull", "push"]},
+    )
+    assert saved.status_code == 200 and saved.json()["actions"] == ["pull", "push"]
+    denied = call(
+        "post", "/access/rules/", text, {"subject": "dev", "pattern": "secret/*", "actions": []}
+    )
+    assert denied.status_code == 200 and denied.json()["actions"] == []
+    listed = call("get", "/access/rules/", text).json()
+    assert {(r["subject"], r["pattern"]) for r in listed} == {
+        ("@ci", "team/*"),
+        ("dev", "secret/*"),
+    }
+    assert (
+        call("delete", "/access/rules/", text, subject="@ci", pattern="team/*").status_code == 204
+    )
+    assert_problem(call("delete", "/access/rules/", text, subject="@ci", pattern="team/*"), 404)
+    actors = set(
+        AuditEvent.objects.filter(
+            action__in=[PortalAction.ACCESS_GRANTED, PortalAction.ACCESS_REVOKED]
+        ).values_list("actor", flat=True)
+    )
+    assert actors == {owner.username}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"subject": "bad subject", "pattern": "team/*", "actions": ["pull"]},
+        {"subject": "dev", "pattern": "Team/*", "actions": ["pull"]},
+        {"subject": "dev", "pattern": "team/*", "actions": ["fly"]},
+        {"subject": "dev", "pattern": "team/*", "actions": "pull"},
+        {"subject": "dev", "pattern": "../x", "actions": ["pull"]},
+        {"subject": "x" * 100, "pattern": "team/*", "actions": ["pull"]},
+        {"pattern": "team/*", "actions": ["pull"]},
+    ],
+)
+def test_bad_rules_are_problems(body):
+    from registry_admin.models import AccessRule
+
+    text, _ = token("users")
+    assert_problem(call("post", "/access/rules/", text, body), 400)
+    assert not AccessRule.objects.exists()
+
+
+def test_robots_created_with_a_password_once_and_removed(users_file):
+    from registry_admin.models import RobotAccount
+
+    text, _ = token("read,users")
+    made = call("post", "/access/robots/", text, {"name": "deployer", "days": 30})
+    assert made.status_code == 201
+    robot = made.json()
+    assert robot["username"] == "robot-deployer" and len(robot["password"]) >= 20
+    assert htpasswd.check_password("robot-deployer", robot["password"])
+    assert [r["username"] for r in call("get", "/access/robots/", text).json()] == [
+        "robot-deployer"
+    ]
+    assert "password" not in call("get", "/access/robots/", text).json()[0]
+    assert robot["password"] not in "".join(AuditEvent.objects.values_list("raw", flat=True))
+    assert call("delete", "/access/robots/robot-deployer", text).status_code == 204
+    assert not RobotAccount.objects.exists() and htpasswd.read_users().get("robot-deployer") is None
+    assert_problem(call("delete", "/access/robots/robot-deployer", text), 404)
+    for bad in (
+        {"name": "x", "days": 0},
+        {"name": "bad name", "days": 3},
+        {"name": "x", "days": "soon"},
+    ):
+        assert_problem(call("post", "/access/robots/", text, bad), 400)
+    read_only, _ = token("read")
+    assert_problem(call("post", "/access/robots/", read_only, {"name": "x", "days": 3}), 403)
