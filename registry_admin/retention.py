@@ -25,6 +25,7 @@ import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from django.db import transaction
 from django.utils import timezone
 
 from . import deletes, pulls, registry, worker
@@ -113,6 +114,43 @@ class Plan:
             for repo in rule_plan.repositories
             for decision in repo.to_delete
         ]
+
+
+def rule_detail(rule):
+    """A rule's settings as its audit rows record them."""
+    return {
+        "repository_pattern": rule.repository_pattern,
+        "keep_latest": rule.keep_latest,
+        "keep_regex": rule.keep_regex,
+        "delete_older_than_days": rule.delete_older_than_days,
+        "not_pulled_for_days": rule.not_pulled_for_days,
+        "position": rule.position,
+        "enabled": rule.enabled,
+    }
+
+
+def save_rule(actor, rule):
+    """Save a rule a RetentionRuleForm validated (page or API), with its audit row."""
+    rule.updated_by = actor[:150]
+    with transaction.atomic():
+        rule.save()
+        AuditEvent.objects.log_portal_action(
+            actor,
+            PortalAction.RETENTION_RULE_SAVED,
+            detail={"rule": rule.name, "id": rule.pk, **rule_detail(rule)},
+        )
+    return rule
+
+
+def delete_rule(actor, rule):
+    """Delete a rule (never any tag), with its audit row."""
+    with transaction.atomic():
+        AuditEvent.objects.log_portal_action(
+            actor,
+            PortalAction.RETENTION_RULE_DELETED,
+            detail={"rule": rule.name, "id": rule.pk, **rule_detail(rule)},
+        )
+        rule.delete()
 
 
 def describe_rule(rule):

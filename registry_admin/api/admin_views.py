@@ -10,9 +10,19 @@ from rest_framework import serializers
 from rest_framework.exceptions import ValidationError
 from rest_framework.response import Response
 
-from .. import access, htpasswd, quotas, recycle_bin, registry, registry_users, usage
+from .. import (
+    access,
+    htpasswd,
+    quotas,
+    recycle_bin,
+    registry,
+    registry_users,
+    retention,
+    usage,
+)
 from ..forms.htpasswd import GENERATED, TYPED, PasswordForm, UserCreateForm
-from ..models import AccessRule, BinItem, Quota, RobotAccount
+from ..forms.retention import RetentionRuleForm
+from ..models import AccessRule, BinItem, Quota, RetentionRule, RobotAccount
 from .problems import Problem
 from .views import ApiView, problems
 
@@ -487,4 +497,104 @@ class RobotDetail(ApiView):
             raise Problem(404, "not-found", str(exc)) from exc
         except htpasswd.CredentialsError as exc:
             raise Problem(503, "registry-users-unavailable", str(exc)) from exc
+        return Response(status=204)
+
+
+# --- retention rules ----------------------------------------------------------------------------
+
+
+class RetentionRuleSerializer(serializers.Serializer):
+    id = serializers.IntegerField(source="pk")
+    name = serializers.CharField()
+    repository_pattern = serializers.CharField()
+    keep_latest = serializers.IntegerField(allow_null=True)
+    keep_regex = serializers.CharField(allow_blank=True)
+    delete_older_than_days = serializers.IntegerField(allow_null=True)
+    not_pulled_for_days = serializers.IntegerField(allow_null=True)
+    position = serializers.IntegerField()
+    enabled = serializers.BooleanField()
+
+
+class RetentionRuleRequest(serializers.Serializer):
+    """The Retention page's form fields; its rules decide (RE2 keep expressions, patterns)."""
+
+    name = serializers.CharField(max_length=100)
+    repository_pattern = serializers.CharField(max_length=255)
+    keep_latest = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+    keep_regex = serializers.CharField(required=False, allow_blank=True, max_length=500)
+    delete_older_than_days = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+    not_pulled_for_days = serializers.IntegerField(required=False, allow_null=True, min_value=0)
+    position = serializers.IntegerField(required=False, default=100, min_value=0)
+    enabled = serializers.BooleanField(required=False, default=True)
+
+
+def _saved_rule(request, instance):
+    body = RetentionRuleRequest(data=request.data)
+    body.is_valid(raise_exception=True)
+    fields = {k: v for k, v in body.validated_data.items() if v is not None}
+    if not fields.get("enabled"):
+        fields.pop("enabled", None)  # a form's unticked box is its absence
+    form = RetentionRuleForm({k: str(v) for k, v in fields.items()}, instance=instance)
+    if not form.is_valid():
+        raise ValidationError(
+            {("non_field_errors" if k == "__all__" else k): v for k, v in form.errors.items()}
+        )
+    return retention.save_rule(request.user.get_username(), form.save(commit=False))
+
+
+class RetentionRuleList(ApiView):
+    scopes = {"GET": "read", "POST": "delete"}
+
+    @extend_schema(
+        operation_id="retention_rules_list",
+        responses={200: RetentionRuleSerializer(many=True), **problems()},
+    )
+    def get(self, request):
+        """The retention rules in their order."""
+        rules = RetentionRule.objects.order_by("position", "pk")
+        return Response(RetentionRuleSerializer(rules, many=True).data)
+
+    @extend_schema(
+        operation_id="retention_rules_create",
+        request=RetentionRuleRequest,
+        responses={201: RetentionRuleSerializer, **problems(413)},
+    )
+    def post(self, request):
+        """Add a rule (it deletes nothing until a retention run: `POST /runs/retention/`
+        with `dry_run` shows what it would)."""
+        rule = _saved_rule(request, RetentionRule())
+        return Response(RetentionRuleSerializer(rule).data, status=201)
+
+
+class RetentionRuleDetail(ApiView):
+    scopes = {"GET": "read", "POST": "delete", "DELETE": "delete"}
+
+    @staticmethod
+    def _rule(rule_id):
+        rule = RetentionRule.objects.filter(pk=rule_id).first()
+        if rule is None:
+            raise Problem(404, "not-found", "No such retention rule.")
+        return rule
+
+    @extend_schema(
+        operation_id="retention_rules_retrieve",
+        responses={200: RetentionRuleSerializer, **problems(404)},
+    )
+    def get(self, request, rule_id):
+        return Response(RetentionRuleSerializer(self._rule(rule_id)).data)
+
+    @extend_schema(
+        operation_id="retention_rules_update",
+        request=RetentionRuleRequest,
+        responses={200: RetentionRuleSerializer, **problems(404, 413)},
+    )
+    def post(self, request, rule_id):
+        """Replace a rule's settings (every field, as the page's form saves them)."""
+        rule = _saved_rule(request, self._rule(rule_id))
+        return Response(RetentionRuleSerializer(rule).data)
+
+    @extend_schema(operation_id="retention_rules_delete", responses={204: None, **problems(404)})
+    def delete(self, request, rule_id):
+        """Delete a rule (never any tag)."""
+        retention.delete_rule(request.user.get_username(), self._rule(rule_id))
         return Response(status=204)

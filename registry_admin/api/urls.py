@@ -61,6 +61,12 @@ urlpatterns = [
     ),
     path("storage/", admin_views.StorageSummary.as_view(), name="storage"),
     path("access/rules/", admin_views.AccessRuleList.as_view(), name="access-rules"),
+    path("retention-rules/", admin_views.RetentionRuleList.as_view(), name="retention-rules"),
+    path(
+        "retention-rules/<int:rule_id>",
+        admin_views.RetentionRuleDetail.as_view(),
+        name="retention-rule",
+    ),
     path("access/robots/", admin_views.RobotList.as_view(), name="robots"),
     path("access/robots/<str:username>", admin_views.RobotDetail.as_view(), name="robot"),
 ]

@@ -272,3 +272,73 @@ def test_robots_created_with_a_password_once_and_removed(users_file):
         assert_problem(call("post", "/access/robots/", text, bad), 400)
     read_only, _ = token("read")
     assert_problem(call("post", "/access/robots/", read_only, {"name": "x", "days": 3}), 403)
+
+
+def test_retention_rules_created_updated_and_deleted_with_the_pages_rules():
+    from registry_admin.models import RetentionRule
+
+    text, owner = token("read,delete")
+    made = call(
+        "post",
+        "/retention-rules/",
+        text,
+        {
+            "name": "previews",
+            "repository_pattern": "team/*",
+            "keep_latest": 5,
+            "keep_regex": "latest|v\\d+",
+        },
+    )
+    assert made.status_code == 201, made.content
+    rule = made.json()
+    assert rule["keep_latest"] == 5 and rule["enabled"] is True
+    changed = call(
+        "post",
+        f"/retention-rules/{rule['id']}",
+        text,
+        {
+            "name": "previews",
+            "repository_pattern": "team/**",
+            "not_pulled_for_days": 30,
+            "enabled": False,
+        },
+    )
+    assert changed.status_code == 200, changed.content
+    assert changed.json()["repository_pattern"] == "team/**" and changed.json()["enabled"] is False
+    assert changed.json()["keep_latest"] is None  # every field replaced, as the page's form
+    assert [r["name"] for r in call("get", "/retention-rules/", text).json()] == ["previews"]
+    assert call("delete", f"/retention-rules/{rule['id']}", text).status_code == 204
+    assert not RetentionRule.objects.exists()
+    assert_problem(call("get", f"/retention-rules/{rule['id']}", text), 404)
+    actors = set(
+        AuditEvent.objects.filter(
+            action__in=[PortalAction.RETENTION_RULE_SAVED, PortalAction.RETENTION_RULE_DELETED]
+        ).values_list("actor", flat=True)
+    )
+    assert actors == {owner.username}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "r", "repository_pattern": "team/*", "keep_regex": "(?=lookahead)"},  # not RE2
+        {"name": "r", "repository_pattern": "Team/*", "keep_latest": 1},
+        {"name": "r", "repository_pattern": "team/*", "keep_latest": -1},
+        {"name": "r", "repository_pattern": "team/*", "not_pulled_for_days": 99999999},
+        {
+            "name": "<script>",
+            "repository_pattern": "team/*",
+            "keep_latest": 1,
+            "keep_regex": "x" * 600,
+        },
+        {"repository_pattern": "team/*"},
+    ],
+)
+def test_bad_retention_rules_are_problems(body):
+    from registry_admin.models import RetentionRule
+
+    text, _ = token("delete")
+    assert_problem(call("post", "/retention-rules/", text, body), 400)
+    assert not RetentionRule.objects.exists()
+    read_only, _ = token("read")
+    assert_problem(call("post", "/retention-rules/", read_only, {"name": "r"}), 403)

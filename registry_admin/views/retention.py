@@ -4,14 +4,13 @@ import logging
 
 from django.conf import settings
 from django.contrib import messages
-from django.db import transaction
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_POST
 
 from .. import retention, worker
 from ..forms.retention import RetentionRuleForm
-from ..models import AuditEvent, JobKind, PortalAction, RetentionRule
+from ..models import JobKind, RetentionRule
 from ..roles import DELETE_IMAGES, require
 
 logger = logging.getLogger(__name__)
@@ -56,15 +55,7 @@ def rule_edit(request, pk):
 def _edit(request, rule):
     form = RetentionRuleForm(request.POST if request.method == "POST" else None, instance=rule)
     if request.method == "POST" and form.is_valid():
-        rule = form.save(commit=False)
-        rule.updated_by = request.user.get_username()
-        with transaction.atomic():
-            rule.save()
-            AuditEvent.objects.log_portal_action(
-                request.user.get_username(),
-                PortalAction.RETENTION_RULE_SAVED,
-                detail={"rule": rule.name, "id": rule.pk, **_rule_detail(rule)},
-            )
+        rule = retention.save_rule(request.user.get_username(), form.save(commit=False))
         messages.success(request, f"Saved the retention rule “{rule.name}”.")
         return redirect(LIST)
     return render(request, "registry_admin/retention/rule_form.html", {"form": form, "rule": rule})
@@ -76,13 +67,7 @@ def rule_delete(request, pk):
     rule = get_object_or_404(RetentionRule, pk=pk)
     if request.method != "POST":
         return render(request, "registry_admin/retention/rule_delete.html", {"rule": rule})
-    with transaction.atomic():
-        AuditEvent.objects.log_portal_action(
-            request.user.get_username(),
-            PortalAction.RETENTION_RULE_DELETED,
-            detail={"rule": rule.name, "id": rule.pk, **_rule_detail(rule)},
-        )
-        rule.delete()
+    retention.delete_rule(request.user.get_username(), rule)
     messages.success(request, f"Deleted the retention rule “{rule.name}”; no tag was touched.")
     return redirect(LIST)
 
@@ -102,14 +87,3 @@ def run(request):
         f"the tags the rules select when it starts ({plan.delete_count} as of now).",
     )
     return redirect(LIST)
-
-
-def _rule_detail(rule):
-    return {
-        "repository_pattern": rule.repository_pattern,
-        "keep_latest": rule.keep_latest,
-        "keep_regex": rule.keep_regex,
-        "delete_older_than_days": rule.delete_older_than_days,
-        "position": rule.position,
-        "enabled": rule.enabled,
-    }
