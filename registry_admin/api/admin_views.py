@@ -15,15 +15,21 @@ from .. import (
     htpasswd,
     quotas,
     recycle_bin,
+    references,
     registry,
     registry_users,
+    repository_delete,
     retention,
+    storage,
+    unused,
     usage,
+    worker,
 )
 from ..forms.htpasswd import GENERATED, TYPED, PasswordForm, UserCreateForm
 from ..forms.retention import RetentionRuleForm
-from ..models import AccessRule, BinItem, Quota, RetentionRule, RobotAccount
+from ..models import AccessRule, BinItem, JobKind, Quota, RetentionRule, RobotAccount
 from .problems import Problem
+from .serializers import RunSerializer
 from .views import ApiView, problems
 
 # --- serializers ------------------------------------------------------------------------------
@@ -598,3 +604,86 @@ class RetentionRuleDetail(ApiView):
         """Delete a rule (never any tag)."""
         retention.delete_rule(request.user.get_username(), self._rule(rule_id))
         return Response(status=204)
+
+
+# --- repository delete, unused report ------------------------------------------------------------
+
+
+class RepositoryDeleteRequest(serializers.Serializer):
+    dry_run = serializers.BooleanField(default=True)
+    confirm = serializers.CharField(
+        required=False, default="", allow_blank=True, max_length=300,
+        help_text="The repository's name again: a real delete needs it (as the page's typed name).",
+    )  # fmt: skip
+
+
+class RepositoryPlanSerializer(serializers.Serializer):
+    repository = serializers.CharField()
+    tags = serializers.DictField(child=serializers.CharField(), help_text="tag -> digest, live")
+    images = serializers.IntegerField()
+    revisions = serializers.ListField(child=serializers.CharField())
+    layer_links = serializers.IntegerField()
+    uploads = serializers.IntegerField()
+    unique_bytes = serializers.IntegerField()
+    scanned_at = serializers.DateTimeField(allow_null=True)
+
+
+class RepositoryDeleteSerializer(serializers.Serializer):
+    plan = RepositoryPlanSerializer()
+    run = RunSerializer(allow_null=True, help_text="The worker's delete (real run).")
+
+
+class RepositoryDelete(ApiView):
+    scopes = {"POST": "delete"}
+
+    @extend_schema(
+        operation_id="repository_delete",
+        request=RepositoryDeleteRequest,
+        responses={
+            200: RepositoryDeleteSerializer,
+            202: RepositoryDeleteSerializer,
+            **problems(404, 409, 413, 502, 503),
+        },
+    )
+    def post(self, request, repository):
+        """Delete a whole repository (README, Deleting a repository): the dry run answers what
+        would go; a real delete (`confirm` = the name) is the worker's job, answered 202 with
+        its run (`GET /runs/delete_repository/` follows it)."""
+        body = RepositoryDeleteRequest(data=request.data)
+        body.is_valid(raise_exception=True)
+        if not references.is_valid_repository(repository):
+            raise Problem(400, "bad-repository", "Not a valid repository name.")
+        try:
+            plan = repository_delete.plan(repository)
+        except repository_delete.RepositoryDeleteError as exc:
+            raise Problem(409, "not-deletable", str(exc)) from exc
+        except registry.RegistryUnreachable as exc:
+            raise Problem(503, "registry-unavailable", str(exc)) from exc
+        except (registry.RegistryError, storage.StorageError) as exc:
+            raise Problem(502, "registry-error", str(exc)) from exc
+        answer = {"plan": plan.as_dict(), "run": None}
+        if body.validated_data["dry_run"]:
+            return Response(RepositoryDeleteSerializer(answer).data)
+        if body.validated_data["confirm"] != repository:
+            raise ValidationError({"confirm": ["Give the repository's name to confirm."]})
+        answer["run"] = worker.request_run(
+            JobKind.DELETE_REPOSITORY, user=request.user, options={"repository": repository}
+        )
+        return Response(RepositoryDeleteSerializer(answer).data, status=202)
+
+
+class UnusedReport(ApiView):
+    parameters = {"GET": {"days"}}
+
+    @extend_schema(
+        operation_id="unused_report",
+        parameters=[OpenApiParameter("days", OpenApiTypes.INT, description="Default 90.")],
+        responses={200: OpenApiTypes.OBJECT, **problems()},
+    )
+    def get(self, request):
+        """The unused report (`manage.py unused --json`'s document): tags and repositories not
+        pulled for `days` days, with their unique bytes and monthly cost."""
+        text = request.query_params.get("days", "90")
+        if not text.isdigit() or len(text) > 5 or not 0 <= int(text) <= 3650:
+            raise ValidationError({"days": ["Whole days, 0 to 3650."]})
+        return Response(unused.unused_report(int(text)).as_json())

@@ -46,6 +46,12 @@ urlpatterns = [
         views.BulkDelete.as_view(),
         name="bulk-delete",
     ),
+    path(
+        "repositories/<anypath:repository>/-/delete",
+        admin_views.RepositoryDelete.as_view(),
+        name="repository-delete",
+    ),
+    path("unused/", admin_views.UnusedReport.as_view(), name="unused"),
     path("audit-events/", views.AuditEventList.as_view(), name="audit-events"),
     path("runs/<slug:kind>/", views.RunStatus.as_view(), name="run"),
     path("untagged/prune", views.UntaggedPrune.as_view(), name="untagged-prune"),

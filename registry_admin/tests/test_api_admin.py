@@ -342,3 +342,12 @@ def test_bad_retention_rules_are_problems(body):
     assert not RetentionRule.objects.exists()
     read_only, _ = token("read")
     assert_problem(call("post", "/retention-rules/", read_only, {"name": "r"}), 403)
+
+
+def test_the_unused_report_and_its_days():
+    text, _ = token("read")
+    report = call("get", "/unused/", text, days="30")
+    assert report.status_code == 200 and report.json()["days"] == 30
+    assert report.json()["tags"] == [] and report.json()["repositories"] == []
+    for bad in ("-1", "x", "99999", "1e3"):
+        assert_problem(call("get", "/unused/", text, days=bad), 400)

@@ -185,3 +185,44 @@ def test_the_run_page_refuses_what_is_not_a_delete_run(reg, admin_client, hostil
 
 def test_viewers_do_not_see_delete_runs(reg, viewer_client):
     assert viewer_client.get(RUN, {"run": "1"}).status_code == 403
+
+
+def test_the_api_plans_then_asks_the_worker_with_the_name_confirmed(reg):
+    from registry_admin import api_tokens
+
+    from .factories import make_admin
+
+    owner = make_admin("api-owner")
+    _, text = api_tokens.create(owner.username, owner, "ci", "read,delete")
+    repository = pushed(reg, "api")
+    url = f"/api/v1/repositories/{repository}/-/delete"
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {text}"}
+    plan = Client().post(url, {"dry_run": True}, content_type="application/json", **auth)
+    assert plan.status_code == 200 and plan.json()["plan"]["images"] == 2
+    assert plan.json()["run"] is None and repository in catalog()
+    for confirm in ("", repository.upper(), "x" * 400):
+        refused = Client().post(
+            url, {"dry_run": False, "confirm": confirm}, content_type="application/json", **auth
+        )
+        assert refused.status_code == 400, refused.content
+    assert not Run.objects.filter(kind=JobKind.DELETE_REPOSITORY).exists()
+    done = Client().post(
+        url, {"dry_run": False, "confirm": repository}, content_type="application/json", **auth
+    )
+    assert done.status_code == 202 and done.json()["run"]["kind"] == "delete_repository"
+    (run,) = worker.tick(kinds=[JobKind.DELETE_REPOSITORY])
+    assert run.state == Run.State.DONE and run.result["deleted"] is True, run.error
+    assert repository not in catalog()
+    assert AuditEvent.objects.get(action="repository.deleted").actor == "api-owner"
+    read_only = api_tokens.create(owner.username, owner, "ro", "read")[1]
+    forbidden = Client().post(
+        url,
+        {"dry_run": True},
+        content_type="application/json",
+        HTTP_AUTHORIZATION=f"Bearer {read_only}",
+    )
+    assert forbidden.status_code == 403
+    bad = Client().post(
+        "/api/v1/repositories/Bad..Name/-/delete", {}, content_type="application/json", **auth
+    )
+    assert bad.status_code == 400
