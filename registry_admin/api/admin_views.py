@@ -12,6 +12,7 @@ from rest_framework.response import Response
 
 from .. import (
     access,
+    event_hooks,
     htpasswd,
     quotas,
     recycle_bin,
@@ -27,7 +28,16 @@ from .. import (
 )
 from ..forms.htpasswd import GENERATED, TYPED, PasswordForm, UserCreateForm
 from ..forms.retention import RetentionRuleForm
-from ..models import AccessRule, BinItem, JobKind, Quota, RetentionRule, RobotAccount
+from ..models import (
+    AccessGroup,
+    AccessRule,
+    BinItem,
+    EventHook,
+    JobKind,
+    Quota,
+    RetentionRule,
+    RobotAccount,
+)
 from .problems import Problem
 from .serializers import RunSerializer
 from .views import ApiView, problems
@@ -687,3 +697,136 @@ class UnusedReport(ApiView):
         if not text.isdigit() or len(text) > 5 or not 0 <= int(text) <= 3650:
             raise ValidationError({"days": ["Whole days, 0 to 3650."]})
         return Response(unused.unused_report(int(text)).as_json())
+
+
+# --- access groups, event hooks ---------------------------------------------------------------
+
+
+class GroupSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    members = serializers.ListField(child=serializers.CharField(), source="member_list")
+
+
+class GroupRequest(serializers.Serializer):
+    name = serializers.CharField(max_length=65)
+    members = serializers.ListField(
+        child=serializers.CharField(max_length=64), max_length=1000,
+        help_text="Registry user names; empty removes the group.",
+    )  # fmt: skip
+
+
+class GroupList(ApiView):
+    scopes = {"GET": "read", "POST": "users"}
+
+    @extend_schema(
+        operation_id="access_groups_list", responses={200: GroupSerializer(many=True), **problems()}
+    )
+    def get(self, request):
+        """Access groups (`@name` subjects of the rules) and their members."""
+        return Response(GroupSerializer(AccessGroup.objects.all(), many=True).data)
+
+    @extend_schema(
+        operation_id="access_groups_set",
+        request=GroupRequest,
+        responses={204: None, **problems(413)},
+    )
+    def post(self, request):
+        """Create, change or (with no members) remove a group."""
+        body = GroupRequest(data=request.data)
+        body.is_valid(raise_exception=True)
+        try:
+            access.set_group(
+                request.user.get_username(),
+                body.validated_data["name"],
+                body.validated_data["members"],
+            )
+        except access.AccessError as exc:
+            raise ValidationError({"non_field_errors": [str(exc)]}) from exc
+        return Response(status=204)
+
+
+class HookSerializer(serializers.Serializer):
+    name = serializers.CharField()
+    endpoint = serializers.SerializerMethodField(help_text="Scheme and host only.")
+    format = serializers.CharField()
+    events = serializers.ListField(child=serializers.CharField(), source="kinds")
+    repository_pattern = serializers.CharField(allow_blank=True)
+    enabled = serializers.BooleanField()
+
+    def get_endpoint(self, hook) -> str:
+        return event_hooks.display_url(hook.url)
+
+
+class HookRequest(serializers.Serializer):
+    name = serializers.CharField(max_length=64)
+    url = serializers.CharField(max_length=2000)
+    format = serializers.ChoiceField(choices=EventHook.Format.values)
+    events = serializers.ListField(
+        child=serializers.CharField(max_length=20), required=False, default=list, max_length=20
+    )
+    repository_pattern = serializers.CharField(
+        max_length=255, required=False, default="", allow_blank=True
+    )
+
+
+class HookCreatedSerializer(HookSerializer):
+    secret = serializers.CharField(
+        allow_blank=True, help_text="The generic format's signing key, shown this once."
+    )
+
+
+class HookList(ApiView):
+    scopes = {"GET": "admin", "POST": "admin"}
+
+    @extend_schema(
+        operation_id="event_hooks_list", responses={200: HookSerializer(many=True), **problems()}
+    )
+    def get(self, request):
+        """The event hooks (their URLs' paths are not answered: they often hold a key)."""
+        return Response(HookSerializer(EventHook.objects.all(), many=True).data)
+
+    @extend_schema(
+        operation_id="event_hooks_add",
+        request=HookRequest,
+        responses={201: HookCreatedSerializer, **problems(413)},
+    )
+    def post(self, request):
+        """Add an event hook (README, Event hooks)."""
+        body = HookRequest(data=request.data)
+        body.is_valid(raise_exception=True)
+        data = body.validated_data
+        try:
+            hook, _secret = event_hooks.save_hook(
+                request.user.get_username(),
+                data["name"],
+                data["url"],
+                data["format"],
+                data["events"],
+                data["repository_pattern"],
+            )
+        except event_hooks.HookError as exc:
+            raise ValidationError({"non_field_errors": [str(exc)]}) from exc
+        # The model keeps the generic format's key (it signs with it); answered only here.
+        return Response(HookCreatedSerializer(hook).data, status=201)
+
+
+class HookDetail(ApiView):
+    scopes = {"DELETE": "admin", "POST": "admin"}
+
+    @extend_schema(operation_id="event_hooks_remove", responses={204: None, **problems(404)})
+    def delete(self, request, name):
+        """Remove a hook and its queue."""
+        if not event_hooks.remove_hook(request.user.get_username(), name):
+            raise Problem(404, "not-found", "No such event hook.")
+        return Response(status=204)
+
+    @extend_schema(
+        operation_id="event_hooks_test", request=None, responses={202: None, **problems(404)}
+    )
+    def post(self, request, name):
+        """Queue a test delivery to the hook (the worker sends it)."""
+        hook = EventHook.objects.filter(name=name[:64]).first()
+        if hook is None:
+            raise Problem(404, "not-found", "No such event hook.")
+        event_hooks.send_test(hook)
+        return Response(status=202)

@@ -73,6 +73,9 @@ urlpatterns = [
         admin_views.RetentionRuleDetail.as_view(),
         name="retention-rule",
     ),
+    path("access/groups/", admin_views.GroupList.as_view(), name="access-groups"),
     path("access/robots/", admin_views.RobotList.as_view(), name="robots"),
+    path("event-hooks/", admin_views.HookList.as_view(), name="event-hooks"),
+    path("event-hooks/<str:name>", admin_views.HookDetail.as_view(), name="event-hook"),
     path("access/robots/<str:username>", admin_views.RobotDetail.as_view(), name="robot"),
 ]

@@ -351,3 +351,67 @@ def test_the_unused_report_and_its_days():
     assert report.json()["tags"] == [] and report.json()["repositories"] == []
     for bad in ("-1", "x", "99999", "1e3"):
         assert_problem(call("get", "/unused/", text, days=bad), 400)
+
+
+def test_access_groups_set_listed_and_removed():
+    from registry_admin.models import AccessGroup
+
+    text, owner = token("read,users")
+    assert (
+        call(
+            "post", "/access/groups/", text, {"name": "ci", "members": ["bot1", "bot2"]}
+        ).status_code
+        == 204
+    )
+    assert call("get", "/access/groups/", text).json() == [
+        {"name": "ci", "members": ["bot1", "bot2"]}
+    ]
+    assert call("post", "/access/groups/", text, {"name": "ci", "members": []}).status_code == 204
+    assert not AccessGroup.objects.exists()
+    for bad in (
+        {"name": "bad name", "members": ["x"]},
+        {"name": "ci", "members": ["bad user"]},
+        {"name": "ci", "members": "bot1"},
+        {"name": "ci", "members": ["x"] * 1001},
+    ):
+        assert_problem(call("post", "/access/groups/", text, bad), 400)
+    assert not AccessGroup.objects.exists()
+
+
+def test_event_hooks_added_listed_tested_and_removed_without_their_paths(settings):
+    from registry_admin.models import EventHook, HookDelivery
+
+    settings.EVENT_HOOKS_ALLOW_PRIVATE = True
+    text, _ = token("read,admin")
+    made = call(
+        "post",
+        "/event-hooks/",
+        text,
+        {
+            "name": "ci",
+            "url": "http://127.0.0.1:1/hooks/SECRETPATH",
+            "format": "generic",
+            "events": ["push"],
+        },
+    )
+    assert made.status_code == 201 and len(made.json()["secret"]) > 20
+    listed = call("get", "/event-hooks/", text)
+    assert listed.json()[0]["endpoint"] == "http://127.0.0.1:1/…"
+    assert (
+        b"SECRETPATH" not in listed.content and made.json()["secret"].encode() not in listed.content
+    )
+    assert call("post", "/event-hooks/ci", text).status_code == 202
+    assert HookDelivery.objects.get().kind == "test"
+    assert call("delete", "/event-hooks/ci", text).status_code == 204
+    assert not EventHook.objects.exists()
+    assert_problem(call("delete", "/event-hooks/ci", text), 404)
+    settings.EVENT_HOOKS_ALLOW_PRIVATE = False
+    refused = call(
+        "post",
+        "/event-hooks/",
+        text,
+        {"name": "x", "url": "http://169.254.169.254/", "format": "slack"},
+    )
+    assert "EVENT_HOOKS_ALLOW_PRIVATE" in json.dumps(assert_problem(refused, 400))
+    read_only, _ = token("read")
+    assert_problem(call("get", "/event-hooks/", read_only), 403)
