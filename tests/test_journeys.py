@@ -8,6 +8,7 @@ their features; these check that the pieces hold together.
 """
 
 import re
+import time
 import uuid
 
 import pytest
@@ -330,10 +331,15 @@ def test_the_storage_page_draws_its_charts_after_a_scan(page, live_server, admin
     canvases = page.locator("canvas")
     expect(canvases).to_have_count(2)
     # Chart.js is a deferred script: right after the reload the canvases can be there before it.
-    page.wait_for_function(
+    # Polled from here: wait_for_function's polling evaluates its predicate with eval inside
+    # the page, which the page's CSP (no 'unsafe-eval') refuses once the first check fails.
+    deadline = time.monotonic() + 10
+    while not page.evaluate(
         "window.Chart !== undefined"
         " && Chart.getChart(document.querySelector('canvas')) !== undefined"
-    )
+    ):
+        assert time.monotonic() < deadline, "Chart.js never drew the storage charts"
+        time.sleep(0.05)
     assert page.evaluate(
         "Array.from(document.querySelectorAll('canvas'))"
         ".every(canvas => Chart.getChart(canvas) !== undefined)"

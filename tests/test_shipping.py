@@ -654,6 +654,13 @@ GUIDE_SHELL = {
     "pg_password": "guide-pg-password-0123456789",
     "storage_key": "c3RvcmFnZS1hY2NvdW50LWtleS1mb3ItdGhlLWd1aWRlLXRlc3Q=",
     "metrics_token": "metrics-token-for-the-guide-test-0123456789",
+    # The sign-in step's app registration (Entra ID object IDs are GUIDs).
+    "tenant": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+    "app_id": "0b4a1f6e-3c2d-4e5f-8a9b-1c2d3e4f5a6b",
+    "oidc_secret": "guide-oidc-client-secret-0123456789abcdef",
+    "admins": "5d1c2b3a-4e5f-6a7b-8c9d-0e1f2a3b4c5d",
+    "readers": "6e2d3c4b-5f6a-7b8c-9d0e-1f2a3b4c5d6e",
+    "portal_url": "https://oyster-portal-4242.azurewebsites.net",
 }
 
 
