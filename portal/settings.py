@@ -8,6 +8,7 @@ a misconfiguration is reported with a sentence that says what to set.
 import re
 import secrets
 import shutil
+import sys
 from pathlib import Path
 
 import environ
@@ -534,6 +535,15 @@ if not 0 <= GC_SETTLE_SECONDS <= 600 or not 0 <= GC_TRASH_HOURS <= 24 * 90:
 
 # --- Logging: one line per event to stdout, for gunicorn, Docker and App Service ---
 LOG_LEVEL = env("LOG_LEVEL", default="INFO").upper()
+# A management command's stdout is its answer (a token, `--json`) that scripts capture: its log
+# lines go to stderr. The long-running ones (the worker, the development server) log to stdout
+# like the web processes.
+_COMMAND = sys.argv[1] if len(sys.argv) > 1 and sys.argv[0].endswith("manage.py") else ""
+LOG_STREAM = (
+    "ext://sys.stderr"
+    if _COMMAND and _COMMAND not in ("run_worker", "runserver")
+    else "ext://sys.stdout"
+)
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -543,7 +553,7 @@ LOGGING = {
     "handlers": {
         "stdout": {
             "class": "logging.StreamHandler",
-            "stream": "ext://sys.stdout",
+            "stream": LOG_STREAM,
             "formatter": "line",
         },
     },

@@ -1276,3 +1276,22 @@ def test_health_probe_and_webhook_are_never_redirected_to_https(client, settings
         HTTP_AUTHORIZATION="Bearer wrong-token",
     )
     assert webhook.status_code == 401
+
+
+def test_a_commands_stdout_is_only_its_answer_and_its_log_lines_go_to_stderr(tmp_path):
+    """`TOKEN=$(manage.py api_token create ...)` as the README's CI example does: the log line
+    the command writes (INFO "API token ... made") must not land in the captured token, nor in
+    a `--json` document a script parses."""
+    env = production_env(tmp_path, PORTAL_ADMIN_PASSWORD="admin-password-0123456789")
+    (tmp_path / "data").mkdir()
+    assert manage(["migrate", "--noinput"], env, timeout=300).returncode == 0
+    made = manage(["ensure_admin"], env)
+    assert made.returncode == 0, made.stderr
+    token = manage(["api_token", "create", "admin", "--scope", "read", "--name", "ci"], env)
+    assert token.returncode == 0, token.stderr
+    assert re.fullmatch(r"oyster_[0-9a-f]{12}_[A-Za-z0-9_-]{43}\n", token.stdout), token.stdout
+    assert "API token" in token.stderr  # the log line, on stderr
+    listed = manage(["quota", "set", "team/*", "1GB"], env)
+    assert listed.returncode == 0, listed.stderr
+    as_json = manage(["quota", "list", "--json"], env)
+    assert json.loads(as_json.stdout)[0]["pattern"] == "team/*"
