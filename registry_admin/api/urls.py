@@ -53,6 +53,7 @@ urlpatterns = [
     ),
     path("unused/", admin_views.UnusedReport.as_view(), name="unused"),
     path("audit-events/", views.AuditEventList.as_view(), name="audit-events"),
+    path("audit-events/export.csv", views.AuditExport.as_view(), name="audit-export"),
     path("runs/<slug:kind>/", views.RunStatus.as_view(), name="run"),
     path("untagged/prune", views.UntaggedPrune.as_view(), name="untagged-prune"),
     path("users/", admin_views.UserList.as_view(), name="users"),

@@ -415,3 +415,26 @@ def test_event_hooks_added_listed_tested_and_removed_without_their_paths(setting
     assert "EVENT_HOOKS_ALLOW_PRIVATE" in json.dumps(assert_problem(refused, 400))
     read_only, _ = token("read")
     assert_problem(call("get", "/event-hooks/", read_only), 403)
+
+
+def test_the_audit_log_as_csv_with_the_pages_filters_and_formula_cells_quoted(settings):
+    import csv as csv_module
+
+    text, owner = token("read")
+    AuditEvent.objects.log_portal_action(
+        "=cmd|' /C calc'!A0", PortalAction.TAG_DELETED, repository="team/app", tag="v1"
+    )
+    AuditEvent.objects.log_portal_action(
+        "bob", PortalAction.TAG_DELETED, repository="other/x", tag="v2"
+    )
+    answer = call("get", "/audit-events/export.csv", text, repository="team/")
+    assert answer.status_code == 200 and answer["Content-Type"].startswith("text/csv")
+    assert answer["Content-Disposition"].startswith('attachment; filename="oyster-audit-')
+    rows = list(csv_module.reader(b"".join(answer.streaming_content).decode().splitlines()))
+    assert rows[0][0] == "event_id" and len(rows) == 2
+    assert rows[1][rows[0].index("actor")] == "'=cmd|' /C calc'!A0"
+    settings.AUDIT_EXPORT_MAX_ROWS = 1
+    too_many = assert_problem(call("get", "/audit-events/export.csv", text), 400)
+    assert "AUDIT_EXPORT_MAX_ROWS" in too_many["detail"]
+    assert_problem(call("get", "/audit-events/export.csv", text, cursor="abc"), 400)
+    assert_problem(call("get", "/audit-events/export.csv", text, since="2020-13-45"), 400)

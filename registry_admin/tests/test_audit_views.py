@@ -228,7 +228,7 @@ def read_csv(response):
 
 
 def test_the_export_streams_the_filtered_view_with_one_row_per_event(viewer_client, monkeypatch):
-    monkeypatch.setattr("registry_admin.views.audit.EXPORT_CHUNK", 7)  # several chunks
+    monkeypatch.setattr("registry_admin.audit_export.EXPORT_CHUNK", 7)  # several chunks
     stored = [store(i, repository="exp/app", tag=f"v{i}") for i in range(30)]
     blob(40, repository="exp/app")
     store(50, repository="elsewhere")

@@ -1,9 +1,7 @@
 """The audit log: the filtered page, one event, the CSV export, rejected deliveries, the
 registry-side notification settings, and the dashboard's audit sections."""
 
-import csv
 import json
-import unicodedata
 from datetime import timedelta
 
 from django.conf import settings
@@ -13,6 +11,7 @@ from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
 from .. import activity, registry_config
+from .. import audit_export as csv_export
 from ..forms.audit import ACTION_SUGGESTIONS, AuditFilterForm, NotificationSettingsForm
 from ..models import AuditEvent, DeliveryCounter, RejectedDelivery
 from ..models.audit import encode_cursor
@@ -23,7 +22,6 @@ PAGE_SIZE = 50
 # registry, over half a second at 1M events); a chart five minutes old is fine.
 ACTIVITY_CACHE_KEY = "registry_admin:audit-activity"
 ACTIVITY_CACHE_SECONDS = 300
-EXPORT_CHUNK = 2000
 PAGING_PARAMS = ("after", "before")
 
 
@@ -70,20 +68,12 @@ def audit_export(request):
             f"Invalid filter: {errors}", content_type="text/plain; charset=utf-8"
         )
     events = form.filtered(whole=True)
-    cap = settings.AUDIT_EXPORT_MAX_ROWS
-    # Refused up front rather than cut short: a partial file would pass for the whole log. The
-    # cap bounds what one request holds a gunicorn thread for (a million rows took 79 s).
-    if cap and events.order_by()[cap : cap + 1].exists():
-        return HttpResponseBadRequest(
-            f"More than {cap} events match this filter, and one export holds at most {cap} "
-            "(AUDIT_EXPORT_MAX_ROWS). Narrow it by date, repository, actor or action, and "
-            "export the parts one after another.",
-            content_type="text/plain; charset=utf-8",
-        )
-    rows = _csv_lines(_every_event(events))
+    too_many = csv_export.too_many(events)
+    if too_many:
+        return HttpResponseBadRequest(too_many, content_type="text/plain; charset=utf-8")
+    rows = csv_export.csv_lines(csv_export.every_event(events))
     response = StreamingHttpResponse(rows, content_type="text/csv; charset=utf-8")
-    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-    response["Content-Disposition"] = f'attachment; filename="oyster-audit-{stamp}.csv"'
+    response["Content-Disposition"] = f'attachment; filename="{csv_export.file_name()}"'
     return response
 
 
@@ -226,78 +216,3 @@ def _body_preview(body, limit=20000):
 
 def _unauthorized_counter():
     return DeliveryCounter.objects.filter(name=DeliveryCounter.UNAUTHORIZED).first()
-
-
-def _every_event(events):
-    """Every matching event, newest first, from one query read in chunks: a filtered export
-    sorts its matches once (keyset batches would sort the remainder again for each batch)."""
-    return events.newest_first().defer("raw").iterator(chunk_size=EXPORT_CHUNK)
-
-
-CSV_COLUMNS = (
-    "event_id",
-    "timestamp",
-    "source",
-    "action",
-    "kind",
-    "is_head",
-    "repository",
-    "tag",
-    "digest",
-    "media_type",
-    "size",
-    "actor",
-    "request_id",
-    "request_addr",
-    "request_host",
-    "request_method",
-    "request_useragent",
-    "from_repository",
-    "source_addr",
-    "source_instance",
-    "received_at",
-)
-
-
-class _Echo:
-    def write(self, value):
-        return value
-
-
-def _csv_lines(events):
-    writer = csv.writer(_Echo())
-    yield writer.writerow(CSV_COLUMNS)
-    for event in events:
-        yield writer.writerow([_csv_cell(getattr(event, name)) for name in CSV_COLUMNS])
-
-
-# What a spreadsheet may read as the start of a formula, once compatibility forms are folded
-# (NFKC: full-width ＝ and small ﹦ become =, no-break space a space, as some spreadsheets fold).
-_FORMULA_SIGNS = frozenset("=+-@|%")
-# What it may skip before one: control characters (tab, CR, LF, \x0b, \x0c), invisible format
-# characters (zero-width space, BOM) and every space, line and paragraph separator. A list of
-# characters would miss the next one; the Unicode categories do not.
-_SKIPPED_CATEGORIES = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
-
-
-def _starts_like_a_formula(text):
-    # Character by character: NFKC of the whole text could compose a sign with a combining
-    # mark after it (=\u0338 is ≠) that a spreadsheet still reads as =.
-    for char in text:
-        for folded in unicodedata.normalize("NFKC", char):
-            if unicodedata.category(folded) not in _SKIPPED_CATEGORIES:
-                return folded in _FORMULA_SIGNS
-    return False
-
-
-def _csv_cell(value):
-    """A spreadsheet must not run a cell as a formula: text starting like one gets a quote."""
-    if value is None:
-        return ""
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str) and _starts_like_a_formula(value):
-        return "'" + value
-    return value
