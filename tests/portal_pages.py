@@ -290,6 +290,26 @@ def page_requests(seed):
         Request("api:audit-events", "GET", reverse("api:audit-events")),
         Request("api:run", "GET", reverse("api:run", args=["sync"])),
         Request("api:untagged-prune", "POST", reverse("api:untagged-prune"), {"dry_run": "1"}),
+        Request("api:repository-delete", "POST", reverse("api:repository-delete", args=[repo])),
+        Request("api:unused", "GET", reverse("api:unused")),
+        Request("api:audit-export", "GET", reverse("api:audit-export")),
+        Request("api:users", "GET", reverse("api:users")),
+        Request("api:user", "GET", reverse("api:user", args=[seed.registry_user])),
+        Request(
+            "api:user-password", "POST", reverse("api:user-password", args=[seed.registry_user])
+        ),
+        Request("api:quotas", "GET", reverse("api:quotas")),
+        Request("api:recycle-bin", "GET", reverse("api:recycle-bin")),
+        Request("api:recycle-bin-restore", "POST", reverse("api:recycle-bin-restore", args=[1])),
+        Request("api:storage", "GET", reverse("api:storage")),
+        Request("api:access-rules", "GET", reverse("api:access-rules")),
+        Request("api:access-groups", "GET", reverse("api:access-groups")),
+        Request("api:robots", "GET", reverse("api:robots")),
+        Request("api:robot", "GET", reverse("api:robot", args=["robot-x"])),
+        Request("api:retention-rules", "GET", reverse("api:retention-rules")),
+        Request("api:retention-rule", "GET", reverse("api:retention-rule", args=[seed.rule_pk])),
+        Request("api:event-hooks", "GET", reverse("api:event-hooks")),
+        Request("api:event-hook", "POST", reverse("api:event-hook", args=["none"])),
         Request("logout", "POST", reverse("logout")),  # last: it ends the session
     ]
     return requests
