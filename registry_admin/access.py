@@ -472,6 +472,11 @@ def grant(actor, subject, pattern, actions):
 
 def revoke(actor, subject, pattern):
     """Delete the rule for (subject, pattern); False when there was none."""
+    try:
+        validate_subject(subject)
+        validate_access_pattern(pattern)
+    except ValidationError:
+        return False  # never stored, so nothing to remove (and no NUL reaches PostgreSQL)
     with transaction.atomic():
         deleted, _ = AccessRule.objects.filter(subject=subject, pattern=pattern).delete()
         if deleted:
@@ -595,6 +600,8 @@ def disable_expired_robots_or_log():
 
 
 def delete_robot(actor, username):
+    if not htpasswd.USERNAME_RE.fullmatch(str(username or "")):
+        raise AccessError(f"There is no robot account named {str(username)[:64]!r}.")
     with transaction.atomic():
         deleted, _ = RobotAccount.objects.filter(username=username).delete()
         if not deleted:

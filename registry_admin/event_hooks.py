@@ -242,6 +242,8 @@ def check_url(url, resolve=True):
     url = str(url or "")
     if len(url) > 2000:
         raise HookError("The URL is longer than 2,000 characters.")
+    if any(ord(c) < 33 or ord(c) == 127 for c in url):
+        raise HookError("A URL has no spaces or control characters (encode them: %20).")
     try:
         parts = urlsplit(url)
         port = parts.port
@@ -280,7 +282,7 @@ def save_hook(actor, name, url, fmt, events=(), repository_pattern=""):
     """Create a hook; returns (hook, secret) — the secret, for the generic format, is shown
     once. Raises HookError."""
     name = str(name or "").strip()
-    if not name or len(name) > 64 or not all(c.isalnum() or c in "._-" for c in name):
+    if not valid_name(name):
         raise HookError("A hook's name is 1 to 64 letters, digits, '.', '_' or '-'.")
     if fmt not in EventHook.Format.values:
         raise HookError(f"The format is one of {', '.join(EventHook.Format.values)}.")
@@ -317,9 +319,16 @@ def save_hook(actor, name, url, fmt, events=(), repository_pattern=""):
     return hook, secret
 
 
+def valid_name(name):
+    name = str(name or "")
+    return 0 < len(name) <= 64 and all(c.isalnum() or c in "._-" for c in name)
+
+
 def remove_hook(actor, name):
+    if not valid_name(name):
+        return False
     with transaction.atomic():
-        deleted, _ = EventHook.objects.filter(name=str(name or "")[:64]).delete()
+        deleted, _ = EventHook.objects.filter(name=name).delete()
         if deleted:
             AuditEvent.objects.log_portal_action(
                 actor, PortalAction.HOOK_REMOVED, detail={"name": str(name)[:64]}

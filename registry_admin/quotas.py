@@ -204,8 +204,13 @@ def set_quota(actor, pattern, size, warn_percent=None):
 
 def remove_quota(actor, pattern):
     """Remove the quota on `pattern`; False when there was none."""
+    pattern = str(pattern or "").strip()
+    try:
+        validate_access_pattern(pattern)
+    except ValidationError:
+        return False  # never stored, so nothing to remove (and no NUL reaches PostgreSQL)
     with transaction.atomic():
-        deleted, _ = Quota.objects.filter(pattern=str(pattern or "").strip()).delete()
+        deleted, _ = Quota.objects.filter(pattern=pattern).delete()
         if deleted:
             AuditEvent.objects.log_portal_action(
                 actor, PortalAction.QUOTA_REMOVED, detail={"pattern": str(pattern)[:255]}

@@ -825,7 +825,7 @@ class HookDetail(ApiView):
     )
     def post(self, request, name):
         """Queue a test delivery to the hook (the worker sends it)."""
-        hook = EventHook.objects.filter(name=name[:64]).first()
+        hook = EventHook.objects.filter(name=name).first() if event_hooks.valid_name(name) else None
         if hook is None:
             raise Problem(404, "not-found", "No such event hook.")
         event_hooks.send_test(hook)

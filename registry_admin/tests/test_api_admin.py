@@ -438,3 +438,25 @@ def test_the_audit_log_as_csv_with_the_pages_filters_and_formula_cells_quoted(se
     assert "AUDIT_EXPORT_MAX_ROWS" in too_many["detail"]
     assert_problem(call("get", "/audit-events/export.csv", text, cursor="abc"), 400)
     assert_problem(call("get", "/audit-events/export.csv", text, since="2020-13-45"), 400)
+
+
+def test_nul_and_control_characters_are_refused_not_a_database_error(settings, users_file):
+    """schemathesis sent DELETE /quotas/?pattern=%00 and PostgreSQL refused the NUL with a 500."""
+    settings.EVENT_HOOKS_ALLOW_PRIVATE = True
+    text, _ = token("read,delete,users,admin")
+    assert_problem(call("delete", "/quotas/", text, pattern="%00"), 404)
+    assert_problem(call("delete", "/access/rules/", text, subject="%00", pattern="a%00"), 404)
+    assert_problem(call("delete", "/access/robots/robot-%00", text), 404)
+    assert_problem(call("delete", "/event-hooks/a%00", text), 404)
+    assert_problem(call("post", "/event-hooks/a%00", text), 404)
+    assert_problem(call("delete", "/users/a%00", text), 400)
+    for body in (
+        {"name": "h", "url": "http://127.0.0.1:1/a\x00b", "format": "slack"},
+        {"name": "h\x00", "url": "http://127.0.0.1:1/", "format": "slack"},
+    ):
+        assert_problem(call("post", "/event-hooks/", text, body), 400)
+    assert_problem(call("post", "/quotas/", text, {"pattern": "a\x00/*", "size": "1GB"}), 400)
+    assert_problem(
+        call("post", "/access/rules/", text, {"subject": "a\x00", "pattern": "x", "actions": []}),
+        400,
+    )

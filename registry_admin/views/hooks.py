@@ -82,7 +82,8 @@ def hook_remove(request):
 @require(MANAGE_USERS)
 @require_POST
 def hook_test(request):
-    hook = get_object_or_404(EventHook, name=request.POST.get("name", "")[:64])
+    name = request.POST.get("name", "")
+    hook = get_object_or_404(EventHook, name=name if event_hooks.valid_name(name) else "")
     event_hooks.send_test(hook)
     messages.success(request, f"A test delivery to {hook.name} is queued; it appears below.")
     return redirect(PAGE)

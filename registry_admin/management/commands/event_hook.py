@@ -82,7 +82,7 @@ class Command(PortalCommand):
         self.stdout.write(f"Hook {name} removed.")
 
     def do_test(self, *, name, **options):
-        hook = EventHook.objects.filter(name=name[:64]).first()
+        hook = EventHook.objects.filter(name=name).first() if event_hooks.valid_name(name) else None
         if hook is None:
             raise CommandError(f"No hook named {name[:64]!r}.", returncode=1)
         event_hooks.send_test(hook)
