@@ -39,17 +39,7 @@ def storage_scan_job(run):
             last_write = now
             worker.report_progress(run, done=done, total=total, message=message)
 
-    group_of, known_quotas = quotas.scan_groups()
-    started = timezone.now()
-    backend, result = storage.scan_storage(
-        progress=progress,
-        cache=ManifestReferenceCache(),
-        held=recycle_bin.held_raw_digests(),
-        groups=group_of,
-    )
-    snapshot = record_snapshot(result, backend, run=run)
-    if known_quotas:
-        quotas.record_scan(result.group_bytes, known_quotas, started)
+    result, snapshot = _scan_and_record(run=run, progress=progress)
     worker.report_progress(run, message=f"Stored snapshot #{snapshot.pk}")
     return {
         "snapshot_id": snapshot.pk,
@@ -64,15 +54,24 @@ def storage_scan_job(run):
 def run_scan():
     """Scan now in this process (no Run row: a caller's own job holds the worker lease);
     returns the stored snapshot. Raises StorageError."""
+    return _scan_and_record()[1]
+
+
+def _scan_and_record(run=None, progress=None):
+    """One scan with what it must know (the bin's held blobs, the quotas' patterns), stored as a
+    snapshot, the quotas' baselines updated; (ScanResult, snapshot)."""
     group_of, known_quotas = quotas.scan_groups()
     started = timezone.now()
     backend, result = storage.scan_storage(
-        cache=ManifestReferenceCache(), held=recycle_bin.held_raw_digests(), groups=group_of
+        progress=progress,
+        cache=ManifestReferenceCache(),
+        held=recycle_bin.held_raw_digests(),
+        groups=group_of,
     )
-    snapshot = record_snapshot(result, backend)
+    snapshot = record_snapshot(result, backend, run=run)
     if known_quotas:
         quotas.record_scan(result.group_bytes, known_quotas, started)
-    return snapshot
+    return result, snapshot
 
 
 class ManifestReferenceCache:
