@@ -104,8 +104,46 @@ def locked_repository(name):
     """The repository's row, locked for this transaction before any of its tags: every writer
     of a repository's tags takes the repository first (upsert_tag, the batches), so a portal
     delete and a notification's upsert cannot each hold what the other waits for (PostgreSQL
-    found that deadlock)."""
+    found that deadlock). None when the index has no such repository."""
     return Repository.objects.select_for_update().filter(name=name).first()
+
+
+def locked_repositories(names):
+    """{name: pk} of every repository in `names`, created when the index lacks it and locked
+    for this transaction in pk order (so two writers never wait on each other crosswise).
+
+    A repository deleted whole while this waited for its row (repository_delete, holding the
+    row) is gone when the lock comes: PostgreSQL skips a row deleted meanwhile. The event being
+    applied says the repository exists, so it is created again rather than a tag written
+    against a row that no longer exists."""
+    names = set(names)
+    for _attempt in range(5):
+        create_repositories(names)
+        locked = dict(
+            Repository.objects.select_for_update()
+            .filter(name__in=names)
+            .order_by("pk")
+            .values_list("name", "pk")
+        )
+        if len(locked) == len(names):
+            return locked
+    raise RuntimeError(f"the index's repositories {sorted(names - set(locked))} kept vanishing")
+
+
+def forget_repository(name):
+    """Remove `name` and all its tags from the index (after the registry's storage lost it).
+
+    Its row first, as every writer of its tags takes it: a notification upserting one of its
+    tags meanwhile either finished before (its tag goes too) or waits and then creates the
+    repository again (locked_repositories); without the lock, such a tag inserted between the
+    delete's collection of tags and its delete of the row broke the foreign key at commit."""
+    with transaction.atomic():
+        repo = locked_repository(name)
+        if repo is None:
+            return False
+        Tag.objects.filter(repository=repo).delete()
+        repo.delete()
+    return True
 
 
 def upsert_tag(repository, tag, digest, pushed_at, media_type="", manifest_size=None):
@@ -116,10 +154,10 @@ def upsert_tag(repository, tag, digest, pushed_at, media_type="", manifest_size=
     repeated one writes nothing.
     """
     with transaction.atomic():
-        create_repositories([repository])
         # One writer per repository at a time: a notification and a portal action (or two
         # instances) upserting the same tag would otherwise both try to create it on PostgreSQL.
-        repo = locked_repository(repository)
+        locked_repositories([repository])
+        repo = Repository.objects.get(name=repository)
         existing = Tag.objects.filter(repository=repo, name=tag).select_related("manifest").first()
         newer = bool(
             pushed_at
@@ -299,18 +337,9 @@ def _upsert_pushes(pushes):
     tag now points at a manifest whose details are pending."""
     if not pushes:
         return False
-    names = {event.repository for event in pushes}
-    create_repositories(names)
-    repositories = dict(Repository.objects.filter(name__in=names).values_list("name", "pk"))
-    # The same per-repository row lock as upsert_tag (in pk order, so two appliers never wait
-    # on each other crosswise): a portal action creating one of these tags meanwhile would
-    # otherwise collide with the bulk insert on PostgreSQL.
-    list(
-        Repository.objects.select_for_update()
-        .filter(pk__in=repositories.values())
-        .order_by("pk")
-        .values_list("pk", flat=True)
-    )
+    # The same per-repository row lock as upsert_tag: a portal action creating one of these
+    # tags meanwhile would otherwise collide with the bulk insert on PostgreSQL.
+    repositories = locked_repositories({event.repository for event in pushes})
     tags = {
         (tag.repository_id, tag.name): tag
         for tag in Tag.objects.filter(

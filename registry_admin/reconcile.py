@@ -26,7 +26,7 @@ from django.utils import timezone
 
 from . import references, registry
 from .image_details import fetch_details
-from .index import create_repositories, locked_repository, refresh_stats_of
+from .index import create_repositories, locked_repositories, locked_repository, refresh_stats_of
 from .models import Manifest, Repository, Tag
 from .models.batches import pk_batches
 from .worker import report_progress
@@ -325,6 +325,11 @@ def apply_repository(name, found, listed_at, refresh=True):
         created = bool(create_repositories([name]))
         # Its row before its tags, as every writer of tags takes them.
         repository = locked_repository(name)
+        if repository is None:
+            # Deleted whole (repository_delete) in between: recorded again as listed, as a late
+            # event would be; the next reconcile finds the registry without it.
+            locked_repositories([name])
+            repository, created = locked_repository(name), True
         # The first reconcile of a repository cannot know when its tags were pushed.
         first_look = created or (repository.synced_at is None and not repository.tags.exists())
         existing = {tag.name: tag for tag in Tag.objects.filter(repository=repository)}

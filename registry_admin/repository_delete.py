@@ -44,7 +44,7 @@ from . import (
     usage,
     worker,
 )
-from .models import AuditEvent, JobKind, JobLease, PortalAction, Repository
+from .models import AuditEvent, JobKind, JobLease, PortalAction
 from .storage.layout import REPOSITORIES
 
 logger = logging.getLogger(__name__)
@@ -528,7 +528,7 @@ class _Delete:
         _audit_stopped(self.actor, self.outcome)
 
     def finish(self):
-        Repository.objects.filter(name=self.repository).delete()
+        index.forget_repository(self.repository)
         self.outcome.deleted = True
         days = settings.RECYCLE_BIN_DAYS
         held = (

@@ -9,7 +9,7 @@ import pytest
 from django.db import connection, transaction
 
 from registry_admin import index
-from registry_admin.models import Repository, Tag
+from registry_admin.models import AuditEvent, Repository, Tag
 
 D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
@@ -61,3 +61,107 @@ def test_a_delete_waits_for_the_repository_before_touching_its_tags(forget):
     # The delete ran after the notification: v1 had moved to D2 by then.
     remaining = set(Tag.objects.values_list("name", "digest"))
     assert remaining == (set() if forget == "tags" else {("v1", D2), ("v2", D2)})
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_a_repository_delete_waits_for_a_notification_that_holds_the_repository():
+    """CI met this on PostgreSQL: a late push notification inserted a tag between the delete's
+    collection of the repository's tags and its delete of the row, and the commit broke the
+    tag's foreign key. The delete now takes the row first."""
+    index.upsert_tag("team/app", "v1", D1, T0)
+    notification_holds = threading.Event()
+    delete_started = threading.Event()
+    errors = []
+
+    def notification():
+        try:
+            with transaction.atomic():
+                repository = Repository.objects.select_for_update().get(name="team/app")
+                notification_holds.set()
+                delete_started.wait(5)
+                threading.Event().wait(0.5)
+                Tag.objects.create(repository=repository, name="v2", digest=D2, pushed_at=T0)
+        except Exception as exc:  # noqa: BLE001  (reported by the test)
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def repository_delete():
+        notification_holds.wait(5)
+        delete_started.set()
+        try:
+            index.forget_repository("team/app")
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=notification), threading.Thread(target=repository_delete)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert not Repository.objects.filter(name="team/app").exists()
+    assert not Tag.objects.exists()
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("writer", ["upsert_tag", "batch"])
+def test_a_push_applied_while_its_repository_is_deleted_creates_it_again(monkeypatch, writer):
+    """The other order: the push saw the repository's row, then waited for it while the
+    delete removed it. It records its tag in a repository created again (the event says the
+    repository exists), not against the deleted row."""
+    index.upsert_tag("team/app", "v1", D1, T0)
+    push_saw_the_row = threading.Event()
+    delete_holds = threading.Event()
+    errors = []
+    create = index.create_repositories
+
+    def create_then_pause(names):
+        created = create(names)
+        if not push_saw_the_row.is_set():
+            push_saw_the_row.set()
+            delete_holds.wait(5)
+        return created
+
+    monkeypatch.setattr(index, "create_repositories", create_then_pause)
+
+    def push():
+        try:
+            if writer == "upsert_tag":
+                index.upsert_tag("team/app", "v9", D2, T0)
+            else:
+                event = AuditEvent(
+                    action="push", repository="team/app", tag="v9", digest=D2, timestamp=T0
+                )
+                with transaction.atomic():
+                    index._upsert_pushes([event])
+        except Exception as exc:  # noqa: BLE001  (reported by the test)
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    def repository_delete():
+        push_saw_the_row.wait(5)
+        try:
+            with transaction.atomic():
+                index.forget_repository("team/app")
+                delete_holds.set()
+                threading.Event().wait(0.5)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=push), threading.Thread(target=repository_delete)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == []
+    assert set(Tag.objects.values_list("repository__name", "name", "digest")) == {
+        ("team/app", "v9", D2)
+    }
