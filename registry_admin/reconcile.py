@@ -296,9 +296,20 @@ class _Reconcile:
             )
             if name not in names
         ]
-        self.result.repositories_removed = len(vanished)
         for batch in pk_batches(Repository, vanished):
-            batch.delete()
+            with transaction.atomic():
+                # Their rows before their tags, as every writer of tags takes them; a push
+                # notification indexed since the catalog was read means the repository is back.
+                locked = list(batch.select_for_update().order_by("pk").values_list("pk", flat=True))
+                pushed_since = set(
+                    Tag.objects.filter(repository_id__in=locked, updated_at__gte=started)
+                    .values_list("repository_id", flat=True)
+                    .distinct()
+                )
+                doomed = [pk for pk in locked if pk not in pushed_since]
+                Tag.objects.filter(repository_id__in=doomed).delete()
+                Repository.objects.filter(pk__in=doomed).delete()
+            self.result.repositories_removed += len(doomed)
 
     def _prune_manifests(self, started):
         """Drop manifests no tag points at any more (not ones a notification just added)."""

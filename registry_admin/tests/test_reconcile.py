@@ -190,11 +190,17 @@ def test_vanished_repositories_go_but_ones_created_during_the_reconcile_stay(reg
     orphan = Manifest.objects.create(digest="sha256:" + uuid.uuid4().hex * 2)
     Manifest.objects.filter(pk=orphan.pk).update(first_seen_at=timezone.now() - timedelta(days=1))
     fresh_name = _unique("fresh")
+    # Deleted from the registry before the catalog was read, pushed again before the removal.
+    returning = Repository.objects.create(name=_unique("returning"))
+    Repository.objects.filter(pk=returning.pk).update(
+        first_seen_at=timezone.now() - timedelta(days=1)
+    )
 
     original = reconcile._Reconcile._remove_vanished
 
     def notification_arrives_meanwhile(self, names, started):
         index.upsert_tag(fresh_name, "v1", "sha256:" + "f" * 64, timezone.now())
+        index.upsert_tag(returning.name, "v2", "sha256:" + "e" * 64, timezone.now())
         return original(self, names, started)
 
     reconcile._Reconcile._remove_vanished = notification_arrives_meanwhile
@@ -206,6 +212,7 @@ def test_vanished_repositories_go_but_ones_created_during_the_reconcile_stay(reg
     assert not Repository.objects.filter(pk=ghost.pk).exists()
     assert not Manifest.objects.filter(pk=orphan.pk).exists()
     assert Tag.objects.filter(repository__name=fresh_name, name="v1").exists()
+    assert Tag.objects.filter(repository=returning, name="v2").exists()
 
 
 def test_a_tag_moved_by_a_notification_after_listing_is_not_undone(registry):
