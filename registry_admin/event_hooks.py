@@ -40,6 +40,10 @@ from django.db import DatabaseError, close_old_connections, connection, transact
 from django.db.models import Q
 from django.db.models.signals import post_save
 from django.utils import timezone
+from requests.adapters import HTTPAdapter
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+from urllib3.exceptions import NewConnectionError
 
 from . import access
 from .models import AuditEvent, EventHook, EventKind, HookDelivery, PortalAction
@@ -267,6 +271,67 @@ def check_url(url, resolve=True):
         )
 
 
+class PrivatePeer(NewConnectionError):
+    def __init__(self, conn, sentence):
+        super().__init__(conn, sentence)
+        self.sentence = sentence
+
+
+class _PeerChecked:
+    """check_url resolves the host, and the connection resolves it again a moment later: a name
+    whose DNS answers a public address first and 127.0.0.1 or the metadata service next (DNS
+    rebinding) would pass the check and reach the inside. So the address actually connected to
+    is checked too. Through an HTTP(S) proxy the peer is the proxy, which the operator chose;
+    there check_url's resolution is the only check."""
+
+    def _new_conn(self):
+        sock = super()._new_conn()
+        if not settings.EVENT_HOOKS_ALLOW_PRIVATE:
+            peer = sock.getpeername()[0]
+            if not _public(peer):
+                sock.close()
+                raise PrivatePeer(
+                    self,
+                    f"{self.host} resolved to {peer} when connecting, a loopback, private or "
+                    "reserved address; set EVENT_HOOKS_ALLOW_PRIVATE=1 to allow it.",
+                )
+        return sock
+
+
+class _CheckedHTTPConnection(_PeerChecked, HTTPConnection):
+    pass
+
+
+class _CheckedHTTPSConnection(_PeerChecked, HTTPSConnection):
+    pass
+
+
+class _CheckedHTTPPool(HTTPConnectionPool):
+    ConnectionCls = _CheckedHTTPConnection
+
+
+class _CheckedHTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _CheckedHTTPSConnection
+
+
+class _PublicOnlyAdapter(HTTPAdapter):
+    def init_poolmanager(self, *args, **kwargs):
+        super().init_poolmanager(*args, **kwargs)
+        self.poolmanager.pool_classes_by_scheme = {
+            "http": _CheckedHTTPPool,
+            "https": _CheckedHTTPSPool,
+        }
+
+
+def hook_session():
+    """A requests session whose connections refuse a peer check_url would have refused."""
+    session = requests.Session()
+    adapter = _PublicOnlyAdapter()
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    return session
+
+
 def display_url(url):
     """The URL without its path and query, which often hold the endpoint's key."""
     try:
@@ -452,6 +517,9 @@ def _send(hook, event, session):
             allow_redirects=False,
         )
     except requests.RequestException as exc:
+        reason = getattr(exc.args[0] if exc.args else None, "reason", None)
+        if isinstance(reason, PrivatePeer):
+            return None, reason.sentence
         return None, f"{type(exc).__name__}: {str(exc)[:300]}"
     answer.close()
     if 200 <= answer.status_code < 300:
@@ -470,7 +538,7 @@ def send_due():
     many were delivered."""
     delivered = 0
     # One pass, one connection pool: a backlog to one endpoint goes over kept-alive connections.
-    with requests.Session() as session:
+    with hook_session() as session:
         delivered = _send_pass(session)
     return delivered
 

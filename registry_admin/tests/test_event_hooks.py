@@ -6,6 +6,7 @@ import hashlib
 import hmac
 import io
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
@@ -141,6 +142,36 @@ def test_a_name_that_resolves_to_a_private_address_later_is_refused_at_send_time
     delivery = HookDelivery.objects.get()
     assert delivery.state == HookDelivery.State.PENDING and delivery.attempts == 1
     assert "EVENT_HOOKS_ALLOW_PRIVATE" in delivery.last_error
+
+
+def test_a_name_rebound_to_loopback_between_the_check_and_the_connection_is_refused(
+    settings, monkeypatch
+):
+    """DNS rebinding: the name answers a public address when checked and 127.0.0.1 when the
+    connection resolves it. The receiver listens there and must hear nothing."""
+    settings.EVENT_HOOKS_ALLOW_PRIVATE = False
+    real_getaddrinfo = socket.getaddrinfo
+    answers = []
+
+    def rebinding(host, port, *args, **kwargs):
+        if host != "rebind.example":
+            return real_getaddrinfo(host, port, *args, **kwargs)
+        # Public when the hook is saved and when the send checks it, loopback when connecting.
+        address = "93.184.216.34" if len(answers) < 2 else "127.0.0.1"
+        answers.append(address)
+        return [(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP, "", (address, port))]
+
+    handler = receiver_class()
+    with serving(handler) as server:
+        monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+        hook, _ = add("h", f"http://rebind.example:{server.server_port}/hook")
+        event_hooks.send_test(hook)
+        assert event_hooks.send_due() == 0
+    delivery = HookDelivery.objects.get(hook=hook)
+    assert delivery.state == HookDelivery.State.PENDING and delivery.attempts == 1
+    assert "127.0.0.1" in delivery.last_error and "EVENT_HOOKS_ALLOW_PRIVATE" in delivery.last_error
+    assert handler.received == []
+    assert answers == ["93.184.216.34", "93.184.216.34", "127.0.0.1"]
 
 
 # --- queuing and formats --------------------------------------------------------------------
