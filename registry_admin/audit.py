@@ -1,6 +1,7 @@
 """The audit trail's retention: the daily job (`prune_audit`, `manage.py prune_audit`) that
 deletes events older than AUDIT_RETENTION_DAYS, with what is derived from them (the
-dashboard's per-day figures, old rejected deliveries), and folds old pull counters.
+dashboard's per-day figures, old rejected deliveries), and folds old pull counters. Being the
+daily housekeeping, it also clears expired sign-in sessions.
 
 Portal actions are written with `AuditEvent.objects.log_portal_action()`; their names are
 `models.PortalAction`.
@@ -8,6 +9,7 @@ Portal actions are written with `AuditEvent.objects.log_portal_action()`; their 
 
 import logging
 from datetime import timedelta
+from importlib import import_module
 
 from django.conf import settings
 from django.db import transaction
@@ -32,6 +34,9 @@ def prune_audit_events(run=None, days=None, batch_size=PRUNE_BATCH, actor=""):
     days = settings.AUDIT_RETENTION_DAYS if days is None else days
     # Pull counters older than their 30-day window fold into one row each, retention or not.
     folded = pulls.compact()
+    # Django never removes an expired session row by itself (that is `clearsessions`); every
+    # sign-in, and every visit to the identity provider's sign-in link, leaves one.
+    import_module(settings.SESSION_ENGINE).SessionStore.clear_expired()
     if days <= 0:
         return {"deleted": 0, "rejected_deleted": 0, "disabled": True, "pull_rows_folded": folded}
     cutoff = timezone.now() - timedelta(days=days)

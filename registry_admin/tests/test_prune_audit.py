@@ -111,3 +111,22 @@ def test_the_worker_runs_it_daily(settings):
     assert run.result["deleted"] == 12
     assert Run.objects.get(pk=run.pk).done == 12
     assert worker.tick(["audit_prune"]) == []  # not due again for a day
+
+
+@pytest.mark.parametrize("days", [30, 0])
+def test_the_daily_job_clears_expired_sessions_and_keeps_live_ones(settings, days):
+    """Django keeps an expired session row until `clearsessions`: without this, every sign-in
+    (and every anonymous visit to the identity provider's link) stays in the table forever."""
+    from django.contrib.sessions.backends.db import SessionStore
+    from django.contrib.sessions.models import Session
+
+    settings.AUDIT_RETENTION_DAYS = days
+    expired, live = SessionStore(), SessionStore()
+    expired["x"], live["x"] = 1, 2
+    expired.create()
+    live.create()
+    Session.objects.filter(session_key=expired.session_key).update(
+        expire_date=timezone.now() - timedelta(seconds=1)
+    )
+    audit.prune_audit_events()
+    assert list(Session.objects.values_list("session_key", flat=True)) == [live.session_key]
