@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+from contextlib import suppress
 from datetime import timedelta
 from pathlib import Path
 
@@ -81,9 +82,11 @@ def age_storage(reg, hours=2):
     period."""
     harness.wait_for_quiet_notifications()
     when = time.time() - hours * HOURS
+    # Clients may be pushing meanwhile: an upload's files come and go during the walk.
     for directory, _, files in os.walk(reg.storage_root):
         for file in files:
-            os.utime(Path(directory) / file, (when, when))
+            with suppress(FileNotFoundError):
+                os.utime(Path(directory) / file, (when, when))
     AuditEvent.objects.update(timestamp=F("timestamp") - timedelta(hours=hours))
 
 
@@ -415,13 +418,14 @@ def age_blobs(reg, digests, hours=2):
     root = Path(reg.storage_root)
     hexes = {online_gc.hex_of(d) for d in digests}
     paths = [root / online_gc.data_path(d) for d in digests]
-    paths += [
-        link
-        for link in root.glob("docker/registry/v2/repositories/**/_layers/sha256/*/link")
-        if link.parent.name in hexes
-    ]
+    # os.walk, not glob: clients push meanwhile, and a glob fails on an upload directory that
+    # disappears under it (CI met that); os.walk passes over it.
+    for directory, _, files in os.walk(root / "docker/registry/v2/repositories"):
+        here = Path(directory)
+        if "link" in files and here.name in hexes and here.parent.parent.name == "_layers":
+            paths.append(here / "link")
     for path in paths:
-        if path.exists():
+        with suppress(FileNotFoundError):
             os.utime(path, (when, when))
     AuditEvent.objects.filter(digest__in=digests).update(
         timestamp=F("timestamp") - timedelta(hours=hours)
