@@ -460,6 +460,78 @@ def _size(ref):
 # --- What the pages show ---------------------------------------------------------------------
 
 
+def attached_artifacts(repository_id, subjects):
+    """{subject digest: [artifact dict]} of what the index knows is attached to each of
+    `subjects` in the repository: cosign's tags and tagged OCI referrers (one each), and every
+    referrer the fallback index lists (an untagged OCI referrer). Each dict has kind, label,
+    tag, digest, size, artifact_type, pushed_at, annotations; one query."""
+    rows = (
+        Tag.objects.filter(repository_id=repository_id, subject_digest__in=list(subjects))
+        .exclude(referrer_kind="")
+        .select_related("manifest")
+        .only(
+            "name",
+            "digest",
+            "subject_digest",
+            "referrer_kind",
+            "pushed_at",
+            "manifest__size",
+            "manifest__manifest_size",
+            "manifest__artifact_type",
+            "manifest__annotations",
+            "manifest__platforms",
+        )
+        .order_by("name")
+    )
+    found = {}
+    for tag in rows:
+        manifest = tag.manifest
+        seen = found.setdefault(tag.subject_digest, {})
+        if tag.referrer_kind == INDEX:
+            for entry in (manifest.platforms or []) if manifest else []:
+                if not isinstance(entry, dict) or entry.get("digest") in seen:
+                    continue
+                kind = entry.get("kind") or OTHER
+                seen[entry.get("digest")] = _artifact(
+                    kind,
+                    "",
+                    entry.get("digest", ""),
+                    entry.get("size"),
+                    entry.get("artifact_type", ""),
+                    tag.pushed_at,
+                    entry.get("annotations") or {},
+                )
+            continue
+        seen[tag.digest] = _artifact(
+            tag.referrer_kind,
+            tag.name,
+            tag.digest,
+            (manifest.size if manifest else None),
+            manifest.artifact_type if manifest else "",
+            tag.pushed_at,
+            (manifest.annotations if manifest else {}) or {},
+        )
+    return {subject: list(items.values()) for subject, items in found.items()}
+
+
+def _artifact(kind, tag, digest, size, artifact_type, pushed_at, annotations):
+    annotations = annotations if isinstance(annotations, dict) else {}
+    shown = [(key, annotations[key]) for key in SHOWN_ANNOTATIONS if key in annotations]
+    shown += sorted(
+        (k, v) for k, v in annotations.items() if k not in SHOWN_ANNOTATIONS and len(shown) < 12
+    )[: max(0, 12 - len(shown))]
+    return {
+        "kind": kind,
+        "label": KIND_LABELS.get(kind, "artifact"),
+        "tag": tag,
+        "digest": digest,
+        "size": size if isinstance(size, int) else None,
+        "artifact_type": artifact_type or "",
+        "pushed_at": pushed_at,
+        "annotations": shown,
+    }
+
+
 def badge_counts(artifacts):
     """[(word, count)] for a list of attached artifacts (dicts or Referrers with a `kind`),
     in a fixed order, only kinds that occur."""
