@@ -21,7 +21,8 @@ def mark_referrer_tags(apps, schema_editor):
         .values_list("pk", "repository_id", "name", "manifest__media_type")
         .iterator(chunk_size=2000)
     )
-    for pk, repository_id, name, media_type in list(rows):
+    rows = list(rows)
+    for pk, repository_id, name, media_type in rows:
         match = _REFERRER_TAG.match(name)
         if not match:
             continue
@@ -35,6 +36,20 @@ def mark_referrer_tags(apps, schema_editor):
             subject_digest=subject, referrer_kind=_KINDS[suffix] if suffix else "index"
         )
         touched.add(repository_id)
+    # Their manifests, and OCI 1.1 artifacts (the empty config), are read again by the details
+    # job: the kinds, subjects and annotations these columns hold come from their content.
+    Manifest = apps.get_model("registry_admin", "Manifest")
+    stale = set(Tag.objects.filter(name__startswith="sha256-").values_list("digest", flat=True))
+    stale.update(
+        Manifest.objects.filter(
+            config__config_media_type="application/vnd.oci.empty.v1+json"
+        ).values_list("digest", flat=True)
+    )
+    stale = sorted(stale)
+    for start in range(0, len(stale), 500):
+        Manifest.objects.filter(digest__in=stale[start : start + 500]).update(
+            details_fetched_at=None
+        )
     for repository_id in touched:
         count = Tag.objects.filter(repository_id=repository_id, referrer_kind="").count()
         Repository.objects.filter(pk=repository_id).update(tag_count=count)
@@ -84,4 +99,5 @@ class Migration(migrations.Migration):
                 name="index_tag_subject_idx",
             ),
         ),
+        migrations.RunPython(mark_referrer_tags, migrations.RunPython.noop),
     ]

@@ -5,6 +5,9 @@ import json
 import uuid
 
 import pytest
+from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
+from django.utils import timezone
 
 from registry_admin import image_details, reconcile, referrers
 from registry_admin.deletes import LiveRepository
@@ -195,3 +198,58 @@ def test_the_registry_keeps_subject_and_artifact_type_and_the_index_marks_the_re
     registry.pusher().session.delete(f"{registry.url}/v2/{repo}/manifests/{a}", timeout=10)
     index_repository(repo)
     assert Tag.objects.get(repository__name=repo, name=cosign_tag(a)).referrer_kind == ""
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_upgrade_marks_the_referrer_tags_already_indexed():
+    """Migration 0025: cosign's and the fallback index's tags stored before it are marked, the
+    tag count leaves them out, and their manifests are read again by the details job."""
+    before = [("registry_admin", "0024_directory_identity")]
+    after = [("registry_admin", "0025_referrers")]
+    latest = MigrationExecutor(connection).loader.graph.leaf_nodes()
+    image, stranger = "sha256:" + "1" * 64, "sha256:" + "6" * 64
+    now = timezone.now()
+    try:
+        executor = MigrationExecutor(connection)
+        executor.migrate(before)
+        old = executor.loader.project_state(before).apps
+        repo = old.get_model("registry_admin", "Repository").objects.create(
+            name="team/upgraded", tag_count=5, is_empty=False
+        )
+        manifests = old.get_model("registry_admin", "Manifest").objects
+        tags = old.get_model("registry_admin", "Tag").objects
+        for name, digest, media_type in (
+            ("1.0", image, OCI_MANIFEST),
+            (f"sha256-{'1' * 64}.sig", "sha256:" + "3" * 64, OCI_MANIFEST),
+            (f"sha256-{'1' * 64}", "sha256:" + "4" * 64, OCI_INDEX),
+            # Named after a digest the repository does not hold: an ordinary tag.
+            (f"sha256-{'2' * 64}.sig", "sha256:" + "5" * 64, OCI_MANIFEST),
+            ("2.0", stranger, OCI_MANIFEST),
+        ):
+            manifest = manifests.create(
+                digest=digest, media_type=media_type, details_fetched_at=now
+            )
+            tags.create(repository=repo, name=name, digest=digest, manifest=manifest)
+        MigrationExecutor(connection).migrate(after)
+        marks = dict(
+            (name, (subject, kind))
+            for name, subject, kind in Tag.objects.filter(
+                repository__name="team/upgraded"
+            ).values_list("name", "subject_digest", "referrer_kind")
+        )
+        assert marks == {
+            "1.0": ("", ""),
+            "2.0": ("", ""),
+            f"sha256-{'1' * 64}.sig": (image, referrers.SIGNATURE),
+            f"sha256-{'1' * 64}": (image, referrers.INDEX),
+            f"sha256-{'2' * 64}.sig": ("", ""),
+        }
+        assert Repository.objects.get(name="team/upgraded").tag_count == 3
+        refetch = set(
+            Manifest.objects.filter(details_fetched_at__isnull=True).values_list(
+                "digest", flat=True
+            )
+        )
+        assert refetch == {"sha256:" + d * 64 for d in "345"}
+    finally:
+        MigrationExecutor(connection).migrate(latest)
