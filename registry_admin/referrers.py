@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from django.db.models import Q
 
 from . import registry
-from .models import Tag
+from .models import Manifest, Tag
 from .references import is_valid_digest
 
 SIGNATURE = "signature"
@@ -541,3 +541,69 @@ def badge_counts(artifacts):
         if kind in KINDS:
             counts[kind] = counts.get(kind, 0) + 1
     return [(BADGE_WORDS[kind], counts[kind]) for kind in KINDS if kind in counts]
+
+
+# --- The audit log ---------------------------------------------------------------------------
+
+
+def describe_pushes(events):
+    """Set `referrer_text` ("signature pushed for team/app:1.0") on the manifest pushes among
+    `events` (AuditEvents) that are referrers: cosign's tags and the fallback index tag (named
+    after an image the index knows in that repository) and manifests the index knows carry a
+    `subject`. Two queries for a page of events; the others get "".
+    """
+    pushes = [e for e in events if e.action == "push" and e.kind == "manifest" and e.repository]
+    for event in events:
+        event.referrer_text = ""
+    by_event, unnamed = {}, []
+    for event in pushes:
+        parts = referrer_tag_parts(event.tag)
+        if parts:
+            subject, suffix = parts
+            by_event[event.pk] = (COSIGN_SUFFIXES[suffix] if suffix else INDEX, subject)
+        elif event.digest:
+            unnamed.append(event)
+    if unnamed:
+        known = {
+            digest: (kind or OTHER, subject)
+            for digest, subject, kind in Manifest.objects.filter(
+                digest__in={e.digest for e in unnamed}
+            )
+            .exclude(subject_digest="")
+            .values_list("digest", "subject_digest", "artifact_kind")
+        }
+        # Untagged ones the fallback index of their repository lists (its entries' kinds).
+        listing = Tag.objects.filter(
+            repository__name__in={e.repository for e in unnamed}, referrer_kind=INDEX
+        ).values_list("repository__name", "subject_digest", "manifest__platforms")
+        listed = {}
+        for repository, subject, entries in listing:
+            for entry in entries if isinstance(entries, list) else []:
+                if isinstance(entry, dict) and entry.get("digest"):
+                    listed[(repository, entry["digest"])] = (entry.get("kind") or OTHER, subject)
+        for event in unnamed:
+            found = known.get(event.digest) or listed.get((event.repository, event.digest))
+            if found:
+                by_event[event.pk] = found
+    if not by_event:
+        return events
+    names = {}
+    rows = Tag.objects.filter(
+        repository__name__in={e.repository for e in pushes},
+        digest__in={subject for _, subject in by_event.values()},
+        referrer_kind="",
+    ).values_list("repository__name", "digest", "name")
+    for repository, digest, name in rows.order_by("name"):
+        names.setdefault((repository, digest), []).append(name)
+    for event in pushes:
+        if event.pk not in by_event:
+            continue
+        kind, subject = by_event[event.pk]
+        tags = names.get((event.repository, subject))
+        named = referrer_tag_parts(event.tag) is not None
+        if named and not tags:
+            continue  # named like one, but no image of the repository has that digest
+        label = KIND_LABELS.get(kind, "referrers index")
+        target = f"{event.repository}:{tags[0]}" if tags else f"{event.repository}@{subject[:19]}"
+        event.referrer_text = f"{label} pushed for {target}"
+    return events

@@ -88,3 +88,20 @@ def test_hostile_annotations_are_shown_as_escaped_text(registry, viewer_client):
     assert "<script>alert(1)</script>" not in page
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "x" * 4100 not in page  # capped
+
+
+def test_the_audit_log_says_what_a_referrer_push_is_for(registry, admin_client):
+    repo = f"signed/{uuid.uuid4().hex[:8]}"
+    pushed = push_signed_repository(registry, repo)
+    index_repository(repo)
+    # The SBOM was pushed by digest (no tag): the fallback index says what it refers to.
+    assert pushed["sbom"].digest
+
+    html = admin_client.get(reverse("registry_admin:audit"), {"repository": repo}).content.decode()
+
+    texts = re.findall(r"<small data-referrer-push>([^<]+)</small>", html)
+    assert f"signature pushed for {repo}:1.0" in texts
+    assert f"SBOM pushed for {repo}:1.0" in texts
+    assert f"referrers index pushed for {repo}:1.0" in texts
+    # The images' own pushes are plain pushes.
+    assert len(texts) == 3
