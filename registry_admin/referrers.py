@@ -291,26 +291,33 @@ def classify_tags(repository_ids):
     )
     if not candidates:
         return 0
-    subjects = {}
+    subjects = set()
     for tag in candidates:
         parts = referrer_tag_parts(tag.name)
         if parts:
-            subjects.setdefault(tag.repository_id, set()).add(parts[0])
+            subjects.add(parts[0])
     present = set()
-    for repository_id, digests in subjects.items():
-        present.update(
-            (repository_id, digest)
-            for digest in Tag.objects.filter(
-                repository_id=repository_id, digest__in=digests
-            ).values_list("digest", flat=True)
-        )
-    changed = 0
+    if subjects:
+        for chunk in _chunks(sorted(subjects), 500):
+            present.update(
+                Tag.objects.filter(repository_id__in=ids, digest__in=chunk).values_list(
+                    "repository_id", "digest"
+                )
+            )
+    changes = {}
     for tag in candidates:
-        subject, kind = _tag_marks(tag, present)
-        if (subject, kind) != (tag.subject_digest, tag.referrer_kind):
-            Tag.objects.filter(pk=tag.pk).update(subject_digest=subject, referrer_kind=kind)
-            changed += 1
-    return changed
+        marks = _tag_marks(tag, present)
+        if marks != (tag.subject_digest, tag.referrer_kind):
+            changes.setdefault(marks, []).append(tag.pk)
+    for (subject, kind), pks in changes.items():
+        for chunk in _chunks(pks, 500):
+            Tag.objects.filter(pk__in=chunk).update(subject_digest=subject, referrer_kind=kind)
+    return sum(len(pks) for pks in changes.values())
+
+
+def _chunks(items, size):
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
 
 
 def _tag_marks(tag, present):
