@@ -43,6 +43,11 @@ def test_deleting_the_last_tag_deletes_the_referrers_and_the_other_image_still_p
     for digest in attached:
         assert f'data-referrer="{digest}"' in text
     assert cosign_tag(a) in text and fallback_tag(a) in text
+    bulk = admin_client.post(
+        reverse("registry_admin:tags-bulk-delete"), {"repository": repo, "tag": ["1.0", "2.0"]}
+    ).content.decode()
+    assert 'data-referrers="3"' in bulk
+    assert f"with its attached signature {cosign_tag(a)}" in bulk
     assert registry.pusher().head_manifest(repo, "1.0") == a  # nothing deleted yet
 
     plan = deletes.delete_tag("alice", repo, "1.0")
