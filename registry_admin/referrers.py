@@ -40,6 +40,9 @@ KIND_LABELS = {SIGNATURE: "signature", SBOM: "SBOM", ATTESTATION: "attestation",
 BADGE_WORDS = {SIGNATURE: "signed", SBOM: "SBOM", ATTESTATION: "attestation", OTHER: "artifact"}
 
 COSIGN_SUFFIXES = {"sig": SIGNATURE, "att": ATTESTATION, "sbom": SBOM}
+# At most this many referrers of one image are read and deleted with it (a fallback index may
+# list anything: each entry costs a manifest read).
+MAX_REFERRERS = 1000
 _REFERRER_TAG = re.compile(r"^sha256-([0-9a-f]{64})(?:\.(sig|att|sbom))?$")
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
@@ -356,7 +359,7 @@ def discover(client, repository, refs, subject, document=None, candidates=None):
     read = document or _reader(client, repository)
     found, seen, expanded = [], set(), {subject}
     queue = [subject]
-    while queue:
+    while queue and len(found) < MAX_REFERRERS:
         current = queue.pop(0)
         for referrer in _direct(read, refs, current, candidates):
             key = (referrer.digest, referrer.tag)
@@ -367,7 +370,11 @@ def discover(client, repository, refs, subject, document=None, candidates=None):
             if referrer.kind != INDEX and referrer.digest not in expanded:
                 expanded.add(referrer.digest)
                 queue.append(referrer.digest)
-    return found
+    # Never an image another tag still names: a hostile or mistaken cosign tag or fallback
+    # index pointing at a real image must not take it down with the subject.
+    referrer_tags = {r.tag for r in found if r.tag}
+    kept = {ref.digest for tag, ref in refs.items() if tag not in referrer_tags}
+    return [r for r in found if r.digest not in kept][:MAX_REFERRERS]
 
 
 def _direct(read, refs, subject, candidates):
@@ -396,11 +403,13 @@ def _direct(read, refs, subject, candidates):
         data = _data(read(ref.digest))
         if data is not None and (ref.media_type == OCI_INDEX or "manifests" in data):
             out.append(Referrer(ref.digest, INDEX, index_tag, _size(ref), ref.media_type))
-            for entry in fallback_entries(data):
+            for entry in fallback_entries(data)[:MAX_REFERRERS]:
                 listed.add(entry.digest)
                 child = _data(read(entry.digest))
-                if child is None:
-                    continue  # listed but gone: nothing to delete
+                # Listed but gone (nothing to delete), or not a referrer of this image (the
+                # index is kept by clients: only a manifest whose own `subject` names it is).
+                if child is None or subject_of(child) != subject:
+                    continue
                 if not entry.artifact_type:
                     kind, artifact_type = manifest_artifact(child)
                     entry = Referrer(

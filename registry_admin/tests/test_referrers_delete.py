@@ -10,7 +10,7 @@ from django.urls import reverse
 from registry_admin import deletes, recycle_bin, referrers
 from registry_admin.models import AuditEvent, BinItem, PortalAction
 
-from .images import build_image
+from .images import OCI_INDEX, OCI_MANIFEST, build_image
 from .referrer_payloads import build_cosign_signature, cosign_tag, fallback_tag, push_artifact
 from .test_free_space import skopeo_pull
 from .test_referrers import index_repository, push_signed_repository
@@ -117,3 +117,33 @@ def test_deleting_an_image_by_digest_lists_and_deletes_its_referrers(registry, a
     assert not [
         t for t in registry.pusher().tags(repo) if referrers.referrer_tag_parts(t) is not None
     ]
+
+
+def test_a_hostile_cosign_tag_or_fallback_index_never_takes_another_image_down(registry):
+    repo = f"signed/{uuid.uuid4().hex[:8]}"
+    pusher = registry.pusher()
+    image, bystander, loner = build_image(), build_image(), build_image()
+    pusher.push_image(repo, "1.0", image)
+    pusher.push_image(repo, "2.0", bystander)
+    # cosign's name for 1.0's signature, on the bystander's manifest; a fallback index listing
+    # the bystander and an untagged image whose subject is not 1.0.
+    pusher.put_manifest(repo, cosign_tag(image.digest), bystander.manifest, bystander.media_type)
+    pusher.push_image(repo, loner.digest, loner)
+    listing = {
+        "schemaVersion": 2,
+        "mediaType": OCI_INDEX,
+        "manifests": [
+            {"mediaType": OCI_MANIFEST, "digest": d.digest, "size": len(d.manifest)}
+            for d in (bystander, loner)
+        ],
+    }
+    pusher.put_manifest(repo, fallback_tag(image.digest), json.dumps(listing).encode(), OCI_INDEX)
+    index_repository(repo)
+
+    plan = deletes.delete_tag("alice", repo, "1.0")
+
+    assert [(r.kind, r.tag) for r in plan.referrers] == [("index", fallback_tag(image.digest))]
+    assert pusher.head_manifest(repo, "2.0") == bystander.digest
+    assert pusher.head_manifest(repo, cosign_tag(image.digest)) == bystander.digest
+    assert pusher.head_manifest(repo, loner.digest) == loner.digest
+    assert pusher.head_manifest(repo, fallback_tag(image.digest)) is None
