@@ -57,6 +57,8 @@ def test_the_repository_page_shows_two_images_the_first_signed_with_an_sbom(
     # The tag page lists the attached artifacts with their annotations as text.
     page = viewer_client.get(reverse("registry_admin:tag", args=[repo, "1.0"])).content.decode()
     assert "Attached artifacts (2)" in page
+    attached_bytes = sum(len(b) for k in ("sig", "sbom") for b in pushed[k].blobs)
+    assert f'data-artifacts-bytes="{attached_bytes}"' in page
     assert f'data-artifact="{pushed["sig"].digest}" data-kind="signature"' in page
     assert f'data-artifact="{pushed["sbom"].digest}" data-kind="sbom"' in page
     assert payloads.SPEC_SIGNATURE in page

@@ -119,6 +119,7 @@ def _image_page(request, name, reference, indexed_tag):
             status=status,
         )
     host = settings.REGISTRY_PUBLIC_HOST or urlsplit(settings.REGISTRY_URL).netloc
+    artifacts = _artifacts(name, digest)
     return render(
         request,
         "registry_admin/repositories/image.html",
@@ -135,7 +136,8 @@ def _image_page(request, name, reference, indexed_tag):
             "registry_host": host,
             "pullers": pulls.pullers(name, reference) if references.is_valid_tag(reference) else [],
             "digest_pulls": pulls.stats(pulls.Scope.DIGEST, name, [digest]).get(digest),
-            "artifacts": _artifacts(name, digest),
+            "artifacts": artifacts,
+            "artifacts_bytes": sum(a["size"] or 0 for a in artifacts),
             "subject": _subject(indexed_tag),
         },
     )
