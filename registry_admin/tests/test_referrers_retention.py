@@ -7,7 +7,7 @@ from datetime import timedelta
 import pytest
 from django.utils import timezone
 
-from registry_admin import deletes, retention, untagged, usage
+from registry_admin import deletes, retention, untagged, unused, usage
 from registry_admin.models import RetentionRule
 
 from .images import build_image
@@ -20,7 +20,7 @@ from .referrer_payloads import (
     push_artifact,
 )
 from .test_free_space import skopeo_pull
-from .test_referrers import index_repository
+from .test_referrers import index_repository, push_signed_repository
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -108,3 +108,21 @@ def test_the_untagged_cleanup_keeps_a_live_images_referrers_and_removes_an_orpha
     for artifact in (listed_sbom, unlisted):
         assert pusher.head_manifest(repo, artifact.digest) == artifact.digest
     assert pusher.head_manifest(repo, "1.0") == live_image.digest
+
+
+def test_the_unused_report_counts_referrers_under_their_image(registry):
+    repo = f"signed/{uuid.uuid4().hex[:8]}"
+    pushed = push_signed_repository(registry, repo)
+    index_repository(repo)
+
+    report = unused.unused_report(0)
+
+    mine = {t.tag: t for t in report.tags if t.repository == repo}
+    assert set(mine) == {"1.0", "2.0"}
+    image_b = pushed["b"]
+    assert mine["2.0"].unique_bytes == image_b.size + len(image_b.manifest)
+    image_a, signature = pushed["a"], pushed["sig"]
+    alone = image_a.size + len(image_a.manifest)
+    signature_bytes = sum(len(b) for b in signature.blobs) + len(signature.manifest)
+    # The image, its signature, the fallback index and the SBOM's own bytes.
+    assert mine["1.0"].unique_bytes >= alone + signature_bytes + len(pushed["index"].manifest)
