@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from django.db.models import Q
 
 from . import registry
-from .models import Manifest, Tag
+from .models import AuditEvent, Manifest, Tag
 from .references import is_valid_digest
 
 SIGNATURE = "signature"
@@ -516,6 +516,7 @@ def attached_artifacts(repository_id, subjects):
                     entry.get("artifact_type", ""),
                     tag.pushed_at,
                     entry.get("annotations") or {},
+                    via_tag=tag.name,
                 )
             continue
         seen[tag.digest] = _artifact(
@@ -530,7 +531,7 @@ def attached_artifacts(repository_id, subjects):
     return {subject: list(items.values()) for subject, items in found.items()}
 
 
-def _artifact(kind, tag, digest, size, artifact_type, pushed_at, annotations):
+def _artifact(kind, tag, digest, size, artifact_type, pushed_at, annotations, via_tag=""):
     annotations = annotations if isinstance(annotations, dict) else {}
     shown = [(key, annotations[key]) for key in SHOWN_ANNOTATIONS if key in annotations]
     shown += sorted(
@@ -545,7 +546,32 @@ def _artifact(kind, tag, digest, size, artifact_type, pushed_at, annotations):
         "artifact_type": artifact_type or "",
         "pushed_at": pushed_at,
         "annotations": shown,
+        # The tag whose push brought it: its own, or the fallback index listing it.
+        "via_tag": via_tag or tag,
+        "pushed_by": "",
     }
+
+
+def add_pushers(repository, artifacts):
+    """Fill each artifact's `pushed_by` with the registry user of the newest push of its tag
+    (cosign's, or the fallback index's that listed it) in the audit log: one query on the
+    log's tag index (these tag names are rare)."""
+    tags = {a["via_tag"] for a in artifacts if a.get("via_tag")}
+    if not tags:
+        return artifacts
+    actors = {}
+    rows = (
+        AuditEvent.objects.filter(
+            tag__in=tags, repository=repository, action="push", kind="manifest"
+        )
+        .order_by("-timestamp", "-id")
+        .values_list("tag", "actor")[:200]
+    )
+    for tag, actor in rows:
+        actors.setdefault(tag, actor)
+    for artifact in artifacts:
+        artifact["pushed_by"] = actors.get(artifact.get("via_tag"), "")
+    return artifacts
 
 
 def badge_counts(artifacts):

@@ -11,6 +11,7 @@ from django.urls import reverse
 from registry_admin.models import Repository
 
 from . import referrer_payloads as payloads
+from .harness import PUSH_USER
 from .images import build_image
 from .referrer_payloads import build_oci_sbom, cosign_tag, fallback_tag, push_artifact
 from .test_referrers import index_repository, push_signed_repository
@@ -62,6 +63,8 @@ def test_the_repository_page_shows_two_images_the_first_signed_with_an_sbom(
     assert f'data-artifact="{pushed["sig"].digest}" data-kind="signature"' in page
     assert f'data-artifact="{pushed["sbom"].digest}" data-kind="sbom"' in page
     assert payloads.SPEC_SIGNATURE in page
+    # Who pushed them: the registry user of the signature's and the fallback index's pushes.
+    assert page.count(f'data-pushed-by="{PUSH_USER}"') == 2
     assert "-----BEGIN CERTIFICATE-----" in page
     assert payloads.SPDX in page
     # The signature's own page says what it is attached to; the other image has nothing.

@@ -148,7 +148,8 @@ def _artifacts(name, digest):
     repository = Repository.objects.filter(name=name).only("pk").first()
     if repository is None:
         return []
-    return referrers.attached_artifacts(repository.pk, [digest]).get(digest, [])
+    artifacts = referrers.attached_artifacts(repository.pk, [digest]).get(digest, [])
+    return referrers.add_pushers(name, artifacts)
 
 
 def _subject(indexed_tag):
