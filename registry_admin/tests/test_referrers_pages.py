@@ -6,11 +6,14 @@ import re
 import uuid
 
 import pytest
+from django.test import Client
 from django.urls import reverse
 
+from registry_admin import api_tokens
 from registry_admin.models import Repository
 
 from . import referrer_payloads as payloads
+from .factories import make_viewer
 from .harness import PUSH_USER
 from .images import build_image
 from .referrer_payloads import build_oci_sbom, cosign_tag, fallback_tag, push_artifact
@@ -110,3 +113,23 @@ def test_the_audit_log_says_what_a_referrer_push_is_for(registry, admin_client):
     assert f"referrers index pushed for {repo}:1.0" in texts
     # The images' own pushes are plain pushes.
     assert len(texts) == 3
+
+
+def test_the_api_lists_real_tags_unless_asked_for_referrers(registry):
+    repo = f"signed/{uuid.uuid4().hex[:8]}"
+    pushed = push_signed_repository(registry, repo)
+    index_repository(repo)
+    owner = make_viewer("api-reader")
+    _, token = api_tokens.create("api-reader", owner, "dashboards", "read")
+    url = f"/api/v1/repositories/{repo}/-/tags/"
+    auth = {"HTTP_AUTHORIZATION": f"Bearer {token}"}
+
+    plain = Client().get(url, **auth).json()
+    shown = Client().get(url, {"referrers": "true"}, **auth).json()
+
+    assert sorted(r["name"] for r in plain["results"]) == ["1.0", "2.0"]
+    a = pushed["a"].digest
+    assert sorted(r["name"] for r in shown["results"]) == sorted(
+        ["1.0", "2.0", cosign_tag(a), fallback_tag(a)]
+    )
+    assert Client().get(url, {"referrers": "maybe"}, **auth).status_code == 400
