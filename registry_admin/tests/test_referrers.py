@@ -16,7 +16,7 @@ from registry_admin.registry import get_client
 
 from . import referrer_payloads as payloads
 from .harness import wait_for_quiet_notifications
-from .images import OCI_INDEX, OCI_MANIFEST, build_image
+from .images import OCI_INDEX, OCI_MANIFEST, build_image, wait_for
 from .referrer_payloads import (
     build_cosign_signature,
     build_fallback_index,
@@ -253,3 +253,23 @@ def test_the_upgrade_marks_the_referrer_tags_already_indexed():
         assert refetch == {"sha256:" + d * 64 for d in "345"}
     finally:
         MigrationExecutor(connection).migrate(latest)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_notifications_alone_mark_cosign_and_fallback_tags(registry):
+    repo = f"signed/{uuid.uuid4().hex[:8]}"
+    pushed = push_signed_repository(registry, repo)
+    wait_for_quiet_notifications()
+    a = pushed["a"].digest
+
+    def marked():
+        return dict(Tag.objects.filter(repository__name=repo).values_list("name", "referrer_kind"))
+
+    wait_for(lambda: len(marked()) == 4, message="the four pushed tags indexed")
+    assert marked() == {
+        "1.0": "",
+        "2.0": "",
+        cosign_tag(a): referrers.SIGNATURE,
+        fallback_tag(a): referrers.INDEX,
+    }
+    assert Repository.objects.get(name=repo).tag_count == 2
