@@ -14,7 +14,7 @@ import json
 import math
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
@@ -23,7 +23,7 @@ from django.core.paginator import Paginator
 from django.db import OperationalError, connection, transaction
 from django.db.models import F, Max
 
-from . import db, pulls, registry, worker
+from . import db, pulls, referrers, registry, worker
 from .models import JobKind, Manifest, Repository, Tag
 
 
@@ -694,6 +694,8 @@ class TagRow:
     group: int
     # pulls.PullStats of the tag (None: never pulled since the portal watched).
     pull_stats: object = None
+    # [(word, count)] of the signatures, SBOMs, attestations attached to its image.
+    badges: list = field(default_factory=list)
 
     @property
     def shared(self):
@@ -714,13 +716,19 @@ _SORT_COLUMNS = {
 }
 
 
-def tag_page(repository, sort="created", query="", page_number=1, per_page=100):
+def tag_page(
+    repository, sort="created", query="", page_number=1, per_page=100, show_referrers=False
+):
     """One page (a Django Page of TagRows) of the repository's tags, filtered by substring and
     sorted. Sorting runs in Python over plain tuples (semver order has no SQL form); only the
-    page's rows become model instances."""
+    page's rows become model instances. Referrer tags (signatures, SBOMs, attestations, the
+    fallback index) are left out unless `show_referrers`; each row's image gets its badges."""
     sort = sort if sort in _SORT_COLUMNS else "created"
     columns = ["pk", "name", "digest"] + ([_SORT_COLUMNS[sort]] if _SORT_COLUMNS[sort] else [])
-    keys = list(Tag.objects.filter(repository=repository).values_list(*columns))
+    listed = Tag.objects.filter(repository=repository)
+    if not show_referrers:
+        listed = referrers.real_tags(listed)
+    keys = list(listed.values_list(*columns))
     stats = pulls.stats(pulls.Scope.TAG, repository.name)
     if sort == "pulled":
         keys = [(*key, getattr(stats.get(key[1]), "last_pulled_at", None)) for key in keys]
@@ -738,6 +746,9 @@ def tag_page(repository, sort="created", query="", page_number=1, per_page=100):
         "manifest__layers", "manifest__config", "manifest__labels"
     )
     tags = loaded.in_bulk([key[0] for key in page.object_list])
+    attached = referrers.attached_artifacts(
+        repository.pk, {digest for _, _, digest, *_ in page.object_list}
+    )
     groups, rows = {}, []
     for pk, name, digest, *_ in page.object_list:
         tag = tags.get(pk)
@@ -752,6 +763,7 @@ def tag_page(repository, sort="created", query="", page_number=1, per_page=100):
                 siblings=siblings,
                 group=group,
                 pull_stats=stats.get(name),
+                badges=referrers.badge_counts(attached.get(digest, [])),
             )
         )
     page.object_list = rows

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.db import IntegrityError
 
-from . import index, recycle_bin, references, registry
+from . import index, recycle_bin, references, referrers, registry
 from .models import AuditEvent, ManifestReferences, PortalAction, PortalPlaceholder, Tag
 from .references import IMAGE_MEDIA_TYPES, INDEX_MEDIA_TYPES
 
@@ -131,6 +131,19 @@ class LiveRepository:
         for tag in tags:
             self.refs.pop(tag, None)
 
+    def referrers_of(self, digest):
+        """The signatures, SBOMs, attestations (and fallback index) attached to `digest`, as the
+        registry holds them now (`referrers.discover`): cosign's tags and the fallback index
+        are found by name; tagged OCI referrers among the tags the index says refer to it."""
+        candidates = set(
+            Tag.objects.filter(repository__name=self.repository, subject_digest=digest)
+            .exclude(referrer_kind="")
+            .values_list("name", flat=True)
+        )
+        return referrers.discover(
+            None, self.repository, self.refs, digest, self.document, candidates
+        )
+
     def document(self, digest):
         """The manifest `digest` (cached: content-addressed); None when it is gone."""
         if digest not in self._documents:
@@ -210,10 +223,23 @@ class TagPlan:
     siblings: tuple = ()
     children: tuple = ()
     reclaimable_bytes: int = 0
+    # referrers.Referrer: signatures, SBOMs, attestations going with the image (BY_DIGEST).
+    referrers: tuple = ()
 
     @property
     def method_text(self):
         return METHOD_TEXT.get(self.method, "not in the registry any more")
+
+    @property
+    def referrers_text(self):
+        """ "with its signature sha256-….sig, SBOM sha256:…" ("" when none)."""
+        if not self.referrers:
+            return ""
+        parts = [
+            f"{referrers.KIND_LABELS.get(r.kind, 'referrers index')} {r.tag or r.digest}"
+            for r in self.referrers
+        ]
+        return "with its attached " + ", ".join(parts)
 
 
 def plan_tags(live, tags):
@@ -229,10 +255,16 @@ def plan_tags(live, tags):
         if siblings:
             plans.append(TagPlan(live.repository, tag, ref.digest, BY_PLACEHOLDER, siblings))
             continue
+        attached = tuple(live.referrers_of(ref.digest))
+        # Its referrers' tags go with it: they neither keep the image nor its children.
+        for referrer in attached:
+            remaining.pop(referrer.tag, None)
         leaving = set(live.refs) - set(remaining)
         children = tuple(live.orphaned_children(ref.digest, leaving=leaving))
         freed_digests.append((ref.digest, children))
-        plans.append(TagPlan(live.repository, tag, ref.digest, BY_DIGEST, (), children))
+        plans.append(
+            TagPlan(live.repository, tag, ref.digest, BY_DIGEST, (), children, 0, attached)
+        )
     if not freed_digests:
         return plans
     estimates = estimate_reclaimable(live, freed_digests)
@@ -383,6 +415,7 @@ def _delete_by_digest(actor, live, plan, detail, bin_reason):
         except registry.RegistryError as exc:
             # The image is gone already; a child left over shows up as untagged later.
             logger.warning("child %s of %s@%s stayed: %s", child, repository, plan.digest, exc)
+    removed_referrers = _delete_referrers(actor, live, plan.digest, plan.referrers)
     _record_tag_deleted(
         actor,
         repository,
@@ -392,8 +425,41 @@ def _delete_by_digest(actor, live, plan, detail, bin_reason):
         method=BY_DIGEST,
         children=removed_children,
         reclaimable_bytes=plan.reclaimable_bytes,
+        **({"referrers": removed_referrers} if removed_referrers else {}),
     )
     logger.info("tag %s:%s deleted by digest %s by %s", repository, tag, plan.digest, actor)
+
+
+def _delete_referrers(actor, live, subject, attached):
+    """Delete the referrers of `subject` (already deleted) by digest, each held in the recycle
+    bin as a referrer of it (restored with it); returns [{"digest", "tag", "kind"}] of those
+    deleted. One failing is logged and left: an orphan, which the untagged cleanup removes."""
+    client = registry.get_client()
+    removed = []
+    for referrer in attached:
+        tags = [referrer.tag] if referrer.tag else []
+        try:
+            with recycle_bin.Deleting(
+                actor,
+                live.repository,
+                referrer.digest,
+                tags,
+                recycle_bin.referrer_reason(subject),
+                read=live.document,
+            ):
+                client.delete_image(live.repository, referrer.digest)
+        except registry.RegistryNotFound:
+            continue
+        except registry.RegistryError as exc:
+            logger.warning(
+                "referrer %s of %s@%s stayed: %s", referrer.digest, live.repository, subject, exc
+            )
+            continue
+        if tags:
+            live.forget(tags)
+            index.forget_tags(live.repository, tags)
+        removed.append({"digest": referrer.digest, "tag": referrer.tag, "kind": referrer.kind})
+    return removed
 
 
 def _record_tag_deleted(actor, repository, tag, digest, detail, **how):
@@ -460,16 +526,19 @@ def delete_image(actor, repository, digest, confirmed_tags=()):
     """
     references.check_repository(repository)
     references.check_digest(digest)
+    live = LiveRepository.resolve(repository)
+    attached = live.referrers_of(digest)
     with recycle_bin.Deleting(actor, repository, digest, confirmed_tags, "digest"):
         registry.get_client().delete_image(repository, digest)
     forgotten = index.forget_digest(repository, digest)
     tags = sorted(set(forgotten) | set(confirmed_tags))
+    removed_referrers = _delete_referrers(actor, live, digest, attached)
     AuditEvent.objects.log_portal_action(
         actor,
         PortalAction.IMAGE_DELETED,
         repository=repository,
         digest=digest,
-        detail={"tags": tags},
+        detail={"tags": tags, **({"referrers": removed_referrers} if removed_referrers else {})},
     )
     logger.info("image %s@%s (tags %s) deleted by %s", repository, digest, tags, actor)
     return tags
@@ -565,6 +634,9 @@ def _delete_one(actor, target, live):
             f"Deleted {repository}:{tag} with its image (the last tag on it): "
             f"≈ {_human(plan.reclaimable_bytes)} become reclaimable{recycle_bin.held_note()}."
         )
+        if plan.referrers:
+            count = len(plan.referrers)
+            message += f" {count} attached artifact{'s' if count != 1 else ''} went with it."
     else:
         message = (
             f"Deleted {repository}:{tag}; the image stays for {', '.join(plan.siblings)} "
@@ -585,6 +657,13 @@ def _human(size):
     from django.template.defaultfilters import filesizeformat
 
     return filesizeformat(size)
+
+
+def referrers_pointing_at(repository, digest):
+    """The referrers `delete_image(repository, digest)` deletes with it, asked of the registry
+    live (for the confirmation page). Raises InvalidReferenceError or RegistryError."""
+    references.check_digest(digest)
+    return LiveRepository.resolve(repository).referrers_of(digest)
 
 
 def tags_pointing_at(repository, digest):

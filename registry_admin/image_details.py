@@ -13,7 +13,7 @@ from datetime import UTC
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from . import references, registry, usage
+from . import references, referrers, registry, usage
 
 IMAGE_CONFIG_TYPES = frozenset(
     {
@@ -52,6 +52,8 @@ def details_from_document(client, repository, document, configs=None, read=None)
         "is_index": document.is_index,
         "details_error": "",
         "details_fetched_at": timezone.now(),
+        # Signatures, SBOMs, attestations: what they refer to and what they are.
+        **referrers.manifest_fields(document.data),
     }
     if document.is_index:
         fields.update(_index_details(client, repository, document.data, configs, read))
@@ -110,6 +112,13 @@ def _index_details(client, repository, index, configs, read=None):
             "variant": str(platform.get("variant", "")),
             "attestation": _ATTESTATION_ANNOTATION in annotations,
         }
+        if entry.get("artifactType"):
+            # A referrers tag schema's index lists artifacts: what each is, for the tag page.
+            child["artifact_type"] = str(entry["artifactType"])[:255]
+            child["kind"] = referrers.kind_of(child["artifact_type"])
+            child["annotations"] = {
+                str(k)[:200]: str(v)[:_TEXT_LIMIT] for k, v in list(annotations.items())[:40]
+            }
         try:
             child_document = client.get_manifest(repository, child["digest"])
             if read is not None:

@@ -20,6 +20,7 @@ from django.db.models import Count, Exists, F, Func, Max, OuterRef, Q, Subquery
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
+from . import referrers
 from .models import (
     AuditEvent,
     JobKind,
@@ -53,7 +54,14 @@ def refresh_stats_of(repository_ids):
     """`refresh_repository_stats` for many repositories at once: one UPDATE with correlated
     subqueries per 500 ids (the reconcile batches its counter updates this way)."""
     ids = list(repository_ids)
-    tags = Tag.objects.filter(repository=OuterRef("pk")).order_by().values("repository")
+    # Which tags are signatures, SBOMs, attestations or fallback indexes: they are no versions
+    # of their own, so the counters leave them out.
+    referrers.classify_tags(ids)
+    tags = (
+        Tag.objects.filter(repository=OuterRef("pk"), referrer_kind="")
+        .order_by()
+        .values("repository")
+    )
     tag_digests = Tag.objects.filter(repository=OuterRef(OuterRef("pk"))).values("digest")
     total = (
         Manifest.objects.filter(digest__in=Subquery(tag_digests))

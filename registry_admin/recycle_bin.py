@@ -273,6 +273,14 @@ class Deleting:
         return False
 
 
+REFERRER_REASON = "referrer of "
+
+
+def referrer_reason(subject):
+    """The bin reason of a referrer deleted with its image (restored with it)."""
+    return f"{REFERRER_REASON}{subject}"
+
+
 def held_digests():
     """Every blob and manifest digest ("sha256:…") a holding item keeps from the collector."""
     holding = BinItem.objects.holding()
@@ -332,6 +340,8 @@ def restore(actor, item):
         BinItem.objects.filter(pk=item.pk).update(state=BinItem.State.HELD)
         raise
     message = _restored_message(item, restored, kept)
+    if item.kind == BinItem.Kind.IMAGE:
+        message += _restore_referrers(actor, item)
     _finish(item, BinItem.State.RESTORED, actor, message)
     AuditEvent.objects.log_portal_action(
         actor,
@@ -342,6 +352,29 @@ def restore(actor, item):
     )
     logger.info("bin item %s (%s) restored by %s", item.pk, item.reference, actor)
     return RestoreOutcome(item, tuple(restored), kept, message)
+
+
+def _restore_referrers(actor, item):
+    """Restore the signatures, SBOMs and attestations deleted with `item` (held as its
+    referrers); a sentence saying how many came back ("" when none were held)."""
+    held = BinItem.objects.filter(
+        repository=item.repository,
+        reason=referrer_reason(item.digest),
+        state=BinItem.State.HELD,
+    ).order_by("pk")
+    back, failed = 0, []
+    for referrer in held:
+        try:
+            restore(actor, referrer)
+            back += 1
+        except BinError as exc:
+            failed.append(str(exc))
+    if not back and not failed:
+        return ""
+    text = f" With it {back} attached artifact{'s' if back != 1 else ''} (signatures, SBOMs, attestations)."
+    if failed:
+        text += f" Not restored: {'; '.join(failed)[:300]}"
+    return text
 
 
 class _Lost(Exception):

@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from django.db import transaction
 from django.utils import timezone
 
-from . import deletes, pulls, registry, worker
+from . import deletes, pulls, referrers, registry, worker
 from .models import AuditEvent, Manifest, PortalAction, Repository, RetentionRule, Tag
 from .models.batches import batched
 
@@ -177,6 +177,8 @@ class IndexedTag:
     digest: str
     pushed_at: datetime | None
     created: datetime | None  # the image's, from its config; None until details are fetched
+    # A referrer tag (signature, SBOM, attestation, fallback index): not a version.
+    referrer: bool = False
 
 
 def tag_age(tag):
@@ -207,17 +209,20 @@ def build_plan(rules=None, now=None, live=None):
     for batch in batched(governed, PLAN_BATCH):
         tags_by_repo = {}
         rows = Tag.objects.filter(repository_id__in=[r[0] for r in batch]).values_list(
-            "repository_id", "name", "digest", "pushed_at", "manifest__created"
+            "repository_id", "name", "digest", "pushed_at", "manifest__created", "referrer_kind"
         )
-        for repo_id, *fields in rows:
-            tags_by_repo.setdefault(repo_id, []).append(IndexedTag(*fields))
+        for repo_id, *fields, referrer_kind in rows:
+            tags_by_repo.setdefault(repo_id, []).append(IndexedTag(*fields, bool(referrer_kind)))
         if live is not None:
             tags_by_repo = {
                 repo_id: _live_tags(live, name, tags_by_repo.get(repo_id, []))
                 for repo_id, name, _ in batch
             }
         for repo_id, name, rule_plan in batch:
-            decisions = decide(rule_plan.rule, tags_by_repo.get(repo_id, []), now)
+            # Signatures, SBOMs, attestations are no versions: never counted nor deleted on
+            # their own; they go with their image (deletes.delete_tag).
+            versions = [t for t in tags_by_repo.get(repo_id, []) if not t.referrer]
+            decisions = decide(rule_plan.rule, versions, now)
             decisions = limit_by_last_pull(rule_plan.rule, name, decisions, now)
             rule_plan.repositories.append(RepositoryPlan(repository=name, decisions=decisions))
     return Plan(rules=plans, now=now)
@@ -235,11 +240,17 @@ def _live_tags(live, repository, indexed):
             "digest", "created"
         )
     )
+    present = {ref.digest for ref in refs.values()}
     tags = []
     for name, ref in refs.items():
         known = by_name.get(name)
-        pushed_at = known.pushed_at if known and known.digest == ref.digest else None
-        tags.append(IndexedTag(name, ref.digest, pushed_at, created.get(ref.digest)))
+        same = known is not None and known.digest == ref.digest
+        pushed_at = known.pushed_at if same else None
+        parts = referrers.referrer_tag_parts(name)
+        # Named after an image the registry holds (cosign's tags, the fallback index), or
+        # known to the index as a referrer (an OCI manifest with a subject).
+        referrer = bool(parts and parts[0] in present) or (same and known.referrer)
+        tags.append(IndexedTag(name, ref.digest, pushed_at, created.get(ref.digest), referrer))
     return tags
 
 
@@ -392,7 +403,8 @@ def dry_run_summary(plan, live=None):
                 "tag": t.tag,
                 "state": "would delete",
                 "message": t.reason
-                + (f" — {tag_plan.method_text}" if tag_plan and tag_plan.method else ""),
+                + (f" — {tag_plan.method_text}" if tag_plan and tag_plan.method else "")
+                + (f", {tag_plan.referrers_text}" if tag_plan and tag_plan.referrers else ""),
                 "method": tag_plan.method if tag_plan else "",
                 "reclaimable_bytes": tag_plan.reclaimable_bytes if tag_plan else 0,
             }

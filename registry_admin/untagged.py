@@ -18,7 +18,7 @@ from django.conf import settings
 from django.db.models import Count, Sum
 from django.utils import timezone
 
-from . import deletes, recycle_bin, references, registry, worker
+from . import deletes, recycle_bin, references, referrers, registry, worker
 from .models import AuditEvent, JobKind, PortalAction, StorageSnapshot, UntaggedManifest
 from .references import INDEX_MEDIA_TYPES
 
@@ -140,14 +140,21 @@ def _reason_to_keep(live, row, cutoff):
     tags = live.tags_on(row.digest)
     if tags:
         return f"tagged again: {', '.join(tags[:5])}"
+    # A signature, SBOM or attestation (OCI 1.1 `subject`) stays while its image does; one
+    # whose image is gone is an orphan and goes like any untagged manifest.
+    subject = _subject_of(live, row.digest)
+    if subject and live.document(subject) is not None:
+        return f"attached to {subject}, which is still present"
     # What the tags reach, to any depth (an index inside an index keeps its children), by the
     # scan's rule. A tag on an image manifest (the registry's own Content-Type) has no children
-    # to read; an index's children are read whatever type they claim.
+    # to read; an index's children are read whatever type they claim. A referrers tag schema's
+    # index whose image is gone keeps nothing: its referrers are orphans.
     indexes = sorted(
         {
             ref.digest
-            for ref in live.refs.values()
-            if ref.media_type in INDEX_MEDIA_TYPES or not ref.media_type
+            for tag, ref in live.refs.items()
+            if (ref.media_type in INDEX_MEDIA_TYPES or not ref.media_type)
+            and not _orphaned_fallback(live, tag)
         }
     )
     if row.digest not in references.reachable(indexes, live.children_of):
@@ -159,6 +166,17 @@ def _reason_to_keep(live, row, cutoff):
         if row.digest in references.reachable([digest], live.children_of):
             return f"inside an index that the tagged {digest} references"
     return "referenced by a tagged index"
+
+
+def _subject_of(live, digest):
+    document = live.document(digest)
+    return referrers.subject_of(document.data) if document is not None else ""
+
+
+def _orphaned_fallback(live, tag):
+    """True for a fallback index tag (`sha256-<hex>`) whose subject the registry has no more."""
+    parts = referrers.referrer_tag_parts(tag)
+    return bool(parts and not parts[1] and live.document(parts[0]) is None)
 
 
 def _remove(actor, row):

@@ -140,12 +140,24 @@ def unused_report(days, now=None):
     last_by_tag = _latest(Scope.TAG)
     last_by_digest = _latest(Scope.DIGEST)
     last_by_repository = {repo: when for (repo, _), when in _latest(Scope.REPOSITORY).items()}
-    tags = list(
+    rows = list(
         Tag.objects.select_related("repository")
         .order_by("repository__name", "name")
-        .values_list("repository__name", "name", "digest", "pushed_at")
+        .values_list(
+            "repository__name", "name", "digest", "pushed_at", "referrer_kind", "subject_digest"
+        )
     )
-    tag_bytes = unique_bytes_per_tag(tags)
+    tag_bytes = unique_bytes_per_tag([row[:4] for row in rows])
+    # Signatures, SBOMs, attestations are no tags of their own here: their bytes count under
+    # their image's tag, when deleting that tag deletes the image (it is the image's only tag).
+    attached = defaultdict(int)
+    real_tags_on = defaultdict(int)
+    for repository, name, digest, _, kind, subject in rows:
+        if kind and subject:
+            attached[(repository, subject)] += tag_bytes.get((repository, name)) or 0
+        elif not kind:
+            real_tags_on[(repository, digest)] += 1
+    tags = [row[:4] for row in rows if not row[4]]
 
     report_tags, by_repository = [], defaultdict(list)
     for repository, name, digest, pushed in tags:
@@ -161,6 +173,8 @@ def unused_report(days, now=None):
         if status is None:
             continue
         size = tag_bytes.get((repository, name))
+        if size is not None and real_tags_on[(repository, digest)] == 1:
+            size += attached.get((repository, digest), 0)
         report_tags.append(
             UnusedTag(
                 repository=repository,

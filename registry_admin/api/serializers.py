@@ -64,6 +64,12 @@ class TagQuery(serializers.Serializer):
     per_page = serializers.IntegerField(
         required=False, default=50, min_value=1, max_value=MAX_PER_PAGE
     )
+    referrers = serializers.BooleanField(
+        required=False,
+        default=False,
+        help_text="Include the signature, SBOM and attestation tags (cosign's `sha256-…` tags, "
+        "the referrers tag schema's index), left out by default as on the repository page.",
+    )
 
     def validate_q(self, value):
         return _printable(value)

@@ -157,7 +157,14 @@ class TagList(ApiView):
         """One repository's tags from the index, filtered and sorted as on its page."""
         repo = _repository_or_404(repository)
         query = self.query(s.TagQuery, request)
-        page = browse.tag_page(repo, query["sort"], query["q"], query["page"], query["per_page"])
+        page = browse.tag_page(
+            repo,
+            query["sort"],
+            query["q"],
+            query["page"],
+            query["per_page"],
+            show_referrers=query["referrers"],
+        )
         asked_beyond = query["page"] > page.paginator.num_pages
         rows = [] if asked_beyond else page.object_list
         return Response(

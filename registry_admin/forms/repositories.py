@@ -52,6 +52,9 @@ class RepositoryFilterForm(forms.Form):
 class TagFilterForm(forms.Form):
     q = forms.CharField(label="Filter tags", required=False, max_length=browse.MAX_FILTER_LENGTH)
     sort = forms.ChoiceField(label="Sort by", required=False, choices=browse.TAG_SORTS.items())
+    referrers = forms.BooleanField(
+        label="Show signature, SBOM and attestation tags", required=False
+    )
 
     def clean_q(self):
         return printable_filter(self.cleaned_data["q"])

@@ -96,6 +96,13 @@ class Manifest(models.Model):
     details_error = models.CharField(max_length=500, blank=True)
     details_fetched_at = models.DateTimeField(null=True, blank=True)
     first_seen_at = models.DateTimeField(auto_now_add=True)
+    # An OCI 1.1 referrer (`registry_admin.referrers`): the digest its `subject` names, what it
+    # is (signature, sbom, attestation, other; "" for an image), its artifactType (or config
+    # media type) and its annotations with its layers' (cosign's signature, certificate ...).
+    subject_digest = models.CharField(max_length=150, blank=True)
+    artifact_kind = models.CharField(max_length=16, blank=True)
+    artifact_type = models.CharField(max_length=255, blank=True)
+    annotations = models.JSONField(default=dict, blank=True)
 
     class Meta:
         indexes = [models.Index(fields=["details_fetched_at"], name="index_manifest_details_idx")]
@@ -134,6 +141,11 @@ class Tag(models.Model):
     # reconcile discovered, the time it first saw that digest under this tag.
     pushed_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # A referrer tag (`registry_admin.referrers.classify_tags`): what it is attached to and
+    # what it is (signature, sbom, attestation, other, or "index" for the referrers tag
+    # schema's fallback index); "" for a real tag. Kept by the index's counter refresh.
+    subject_digest = models.CharField(max_length=150, blank=True)
+    referrer_kind = models.CharField(max_length=16, blank=True)
 
     class Meta:
         constraints = [
@@ -143,6 +155,12 @@ class Tag(models.Model):
             models.Index(fields=["repository", "digest"], name="index_tag_digest_idx"),
             # Which repositories hold a digest: details fetches refresh their counters.
             models.Index(fields=["digest"], name="index_tag_any_repo_digest_idx"),
+            # The artifacts attached to an image of a repository (badges, the tag page).
+            models.Index(
+                fields=["repository", "subject_digest"],
+                name="index_tag_subject_idx",
+                condition=~Q(subject_digest=""),
+            ),
         ]
 
     def __str__(self):
@@ -151,6 +169,10 @@ class Tag(models.Model):
     @property
     def short_digest(self):
         return short_digest(self.digest)
+
+    @property
+    def is_referrer(self):
+        return bool(self.referrer_kind)
 
 
 def short_digest(digest):

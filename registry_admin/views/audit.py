@@ -10,7 +10,7 @@ from django.http import HttpResponseBadRequest, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
-from .. import activity, registry_config
+from .. import activity, referrers, registry_config
 from .. import audit_export as csv_export
 from ..forms.audit import ACTION_SUGGESTIONS, AuditFilterForm, NotificationSettingsForm
 from ..models import AuditEvent, DeliveryCounter, RejectedDelivery
@@ -187,6 +187,8 @@ def _page(form):
         rows = list(events.newest_first()[: PAGE_SIZE + 1])
         has_newer, has_older = bool(after), len(rows) > PAGE_SIZE
         rows = rows[:PAGE_SIZE]
+    # Signatures, SBOMs, attestations pushed: said so, with the image they are for.
+    referrers.describe_pushes(rows)
     return {
         "events": rows,
         "older": encode_cursor(rows[-1]) if rows and has_older else "",

@@ -70,6 +70,7 @@ def image_delete(request, repository):
     context = {"repository": repository, "digest": digest, "back": _back(request)}
     try:
         tags = deletes.tags_pointing_at(repository, digest)
+        context["referrers"] = deletes.referrers_pointing_at(repository, digest)
     except registry.RegistryError as exc:
         return _failed(request, context, exc, "registry_admin/deletes/confirm_image.html")
     context["tags"] = tags

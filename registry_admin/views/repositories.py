@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from django.conf import settings
 from django.shortcuts import render
 
-from .. import browse, image_details, pulls, quotas, references, registry, usage, worker
+from .. import browse, image_details, pulls, quotas, references, referrers, registry, usage, worker
 from ..forms.repositories import RepositoryFilterForm, TagFilterForm
 from ..models import JobKind, Manifest, Repository, Tag
 
@@ -66,6 +66,7 @@ def repository_detail(request, name):
         filters.get("q", ""),
         request.GET.get("page"),
         TAGS_PER_PAGE,
+        show_referrers=bool(filters.get("referrers")),
     )
     return render(
         request,
@@ -118,6 +119,7 @@ def _image_page(request, name, reference, indexed_tag):
             status=status,
         )
     host = settings.REGISTRY_PUBLIC_HOST or urlsplit(settings.REGISTRY_URL).netloc
+    artifacts = _artifacts(name, digest)
     return render(
         request,
         "registry_admin/repositories/image.html",
@@ -134,8 +136,28 @@ def _image_page(request, name, reference, indexed_tag):
             "registry_host": host,
             "pullers": pulls.pullers(name, reference) if references.is_valid_tag(reference) else [],
             "digest_pulls": pulls.stats(pulls.Scope.DIGEST, name, [digest]).get(digest),
+            "artifacts": artifacts,
+            "artifacts_bytes": sum(a["size"] or 0 for a in artifacts),
+            "subject": _subject(indexed_tag),
         },
     )
+
+
+def _artifacts(name, digest):
+    """The signatures, SBOMs and attestations the index knows are attached to `digest`."""
+    repository = Repository.objects.filter(name=name).only("pk").first()
+    if repository is None:
+        return []
+    artifacts = referrers.attached_artifacts(repository.pk, [digest]).get(digest, [])
+    return referrers.add_pushers(name, artifacts)
+
+
+def _subject(indexed_tag):
+    """(kind label, subject digest) when the tag is a referrer, else None."""
+    if indexed_tag is None or not indexed_tag.referrer_kind:
+        return None
+    label = referrers.KIND_LABELS.get(indexed_tag.referrer_kind, "referrers index")
+    return label, indexed_tag.subject_digest
 
 
 def _read_live(name, reference):

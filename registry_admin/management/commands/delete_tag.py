@@ -49,6 +49,7 @@ class Command(PortalCommand):
                 f"Deleted {repository}:{tag} and its image {plan.digest} (it was the last tag "
                 f"on it): {plan.reclaimable_bytes} bytes (estimate from the latest storage "
                 f"scan) become reclaimable{recycle_bin.held_note()}."
+                + (f" Deleted {plan.referrers_text}." if plan.referrers else "")
             )
         else:
             self.stdout.write(

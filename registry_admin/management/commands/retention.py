@@ -55,6 +55,8 @@ class Command(PortalCommand):
                     tag_plan = how.get((repo.repository, d.tag)) if d.deletes else None
                     if tag_plan and tag_plan.method:
                         line += f" — {tag_plan.method_text}"
+                        if tag_plan.referrers:
+                            line += f", {tag_plan.referrers_text}"
                         if tag_plan.method == deletes.BY_DIGEST:
                             line += f", ≈ {tag_plan.reclaimable_bytes:,} bytes reclaimable"
                     out(line)
