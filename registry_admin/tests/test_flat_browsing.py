@@ -199,8 +199,10 @@ def test_searches_with_many_late_matches_equal_the_whole_table_query(
     late, monkeypatch, sort, show_empty, walk, candidates, estimate
 ):
     """Past SEARCH_CANDIDATES, whichever way the page is found (a short walk, the name index's
-    matches sorted by the database, the whole walk), the same rows in the same order."""
+    matches sorted by the database, the whole walk), the same rows in the same order. (In name
+    order the name range and the tail index come first: their own test below; left out here.)"""
     monkeypatch.setattr(browse, "SEARCH_CANDIDATES", 2)
+    monkeypatch.setattr(browse, "_prefix_page", lambda *args: None)
     monkeypatch.setattr(browse, "LATE_WALK", walk)
     monkeypatch.setattr(browse, "LATE_CANDIDATES", candidates)
     if estimate is not None:
@@ -238,6 +240,119 @@ def test_the_late_search_reads_the_page_rows_whole(late, monkeypatch):
     }
     rest = browse.repository_page("zz/late-", "size", after=page.next_cursor, per_page=50)
     assert [r.name for r in page.rows + rest.rows] == oracle("zz/late-", "size")
+
+
+@pytest.fixture
+def elsewhere(late, django_capture_on_commit_callbacks):
+    """Besides the names starting with `zz/late-` (and `a_b`, `a%b`): names holding them further
+    on, before and after them in name order, an empty one, one holding it twice, and names a
+    LIKE wildcard would wrongly take."""
+    with django_capture_on_commit_callbacks(execute=True):
+        for number, name in enumerate(
+            [
+                "ab/zz/late-in",
+                "zzz/zz/late-after",
+                "zz/late-zz/late-twice",
+                "q/a_b/odd",
+                "q/a%b/odd",
+                "a_b/odd2",
+                "a%b/odd2",
+                "axb/odd",
+                "q/axb/odd",
+                "zz/late_/odd",
+            ]
+        ):
+            index.upsert_tag(name, "v1", _digest(number % 3 + 1), late)
+        index.upsert_tag("m/zz/late-gone", "v1", _digest(1), late)
+        index.forget_tags("m/zz/late-gone", ["v1"])
+    index.refresh_stats_of(Repository.objects.values_list("pk", flat=True))
+    return late
+
+
+PREFIX_QUERIES = [
+    "zz/late-",
+    "zz/late",
+    "zz/",
+    "late-0",
+    "a_b",
+    "a%b",
+    "a_b/",
+    "te-",
+    "zzz",
+    "beta",
+]
+
+
+@pytest.mark.parametrize("show_empty", [False, True])
+@pytest.mark.parametrize("tail_candidates", [1000, 3, 0])
+def test_searches_starting_many_names_page_their_name_range_and_the_tail_index(
+    elsewhere, monkeypatch, show_empty, tail_candidates
+):
+    """In name order, a search is the names starting with it (a range of the name index)
+    merged with the names holding it after their first character (the tail index, when it has
+    few enough): the same rows as the whole-table query, both ways, at every page size; with
+    too many of the latter, the other ways as before."""
+    monkeypatch.setattr(browse, "SEARCH_CANDIDATES", 2)
+    monkeypatch.setattr(browse, "TAIL_CANDIDATES", tail_candidates)
+    answers = []
+    prefix_page = browse._prefix_page
+
+    def spy(*args, **kwargs):
+        found = prefix_page(*args, **kwargs)
+        answers.append((args[-1], found is not None))
+        return found
+
+    monkeypatch.setattr(browse, "_prefix_page", spy)
+    for query in PREFIX_QUERIES:
+        expected = oracle(query, "name", show_empty)
+        for per_page in (1, 2, 3, 50):
+            forward, page = walk_forward(query, "name", show_empty, per_page)
+            assert forward == expected, (query, per_page)
+            assert walk_backward(query, "name", show_empty, per_page) == expected, (query, per_page)
+    served = {query for query, done in answers if done}
+    if tail_candidates == 1000:
+        # "zz/late-" starts 15 names and is held further on by 4 (one empty, one twice).
+        assert {"zz/late-", "a_b", "a%b", "late-0"} <= served
+    elif tail_candidates == 3:
+        assert "zz/late-" not in served and "a_b" in served
+    else:
+        assert "zz/late-" not in served and "beta" in served  # held nowhere else
+
+
+def test_names_out_of_code_point_order_are_not_paged_by_range(elsewhere, monkeypatch):
+    """A PostgreSQL collation other than "C" orders names its own way: the other ways then."""
+    monkeypatch.setattr(browse, "SEARCH_CANDIDATES", 2)
+    monkeypatch.setattr(browse, "_code_point_order", lambda: False)
+    monkeypatch.setattr(browse, "_tail_matches", lambda query: pytest.fail("asked the tail"))
+    assert walk_forward("zz/late-", "name", False, 2)[0] == oracle("zz/late-")
+
+
+def test_the_database_orders_names_by_code_point():
+    """The test databases (SQLite; PostgreSQL initialised in C.UTF-8) take the range path;
+    Python's order of the names is then the database's."""
+    browse._code_point_order_cache.clear()
+    assert browse._code_point_order()
+    names = ["a", "a/b", "a-b", "a_b", "a%b", "aB", "a\u00e9", "a\U0001f600", "b", "a0", "a.b"]
+    for name in names:
+        Repository.objects.create(name=name)
+    assert list(Repository.objects.order_by("name").values_list("name", flat=True)) == sorted(names)
+
+
+def test_the_prefix_range_holds_exactly_the_names_starting_with_the_text():
+    assert browse._prefix_end("team-9/") == "team-90"
+    assert browse._prefix_end("a%") == "a&"
+    assert browse._prefix_end("x\U0010ffff") is None
+    assert browse._prefix_end("x\ud7ff") is None
+
+
+def test_the_tail_index_follows_repositories_that_come_and_go(seeded):
+    gamma = Repository.objects.get(name="gamma").pk
+    assert browse._tail_matches("amm") == [gamma]
+    assert browse._tail_matches("gam") == []  # at the start only
+    Repository.objects.filter(name="gamma").delete()
+    assert browse._tail_matches("amm") == []
+    index.upsert_tag("gamma", "v9", _digest(1), timezone.now())
+    assert browse._tail_matches("amm") == [Repository.objects.get(name="gamma").pk]
 
 
 @pytest.mark.parametrize("sort", list(browse.REPOSITORY_SORTS))
