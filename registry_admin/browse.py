@@ -407,7 +407,10 @@ def _tail_matches(query):
                 ],
             )
         else:
-            part = _selective_part(query, [name[1:] for name in _name_sample()])
+            # The trigrams of a part of the query often come together (`m-9/`: every name of
+            # team 9 has them all), and the names holding the query after their first
+            # character are few: the part whose rarest trigram is rarest ("tea") is asked.
+            part = _selective_part(query, [name[1:] for name in _name_sample()], joint=min)
             cursor.execute(
                 "SELECT id FROM registry_admin_repository WHERE substr(name, 2) LIKE %s "
                 "AND strpos(substr(name, 2), %s) > 0 LIMIT %s",
@@ -450,9 +453,11 @@ def _interrupted_after(steps, read):
     raw = connection.connection
     raw.set_progress_handler(lambda: 1, steps)
     try:
-        # In a savepoint of its own: an interrupted statement inside a caller's transaction
-        # must leave that transaction usable.
-        with transaction.atomic():
+        # Inside a caller's transaction, in a savepoint of its own: an interrupted statement
+        # must leave that transaction usable. Outside one, no transaction: the portal's SQLite
+        # transactions are IMMEDIATE, and a page view would wait for the write lock.
+        in_transaction = connection.in_atomic_block
+        with transaction.atomic() if in_transaction else contextlib.nullcontext():
             return read()
     except OperationalError as error:
         if "interrupt" not in str(error):
@@ -671,11 +676,12 @@ def _trigrams(text, bounded_left=True, bounded_right=True):
     return found
 
 
-def _selective_part(query, sample, longest=16, recheck=100):
+def _selective_part(query, sample, longest=16, recheck=100, joint=math.prod):
     """The part of `query` (a substring) whose pg_trgm trigrams make the cheapest index scan,
     as the name sample tells how common each trigram is: reading a trigram's posting list
     costs its share of the names, and every name the trigrams leave is read again to check
-    (`recheck` times dearer). The whole query when there is no sample."""
+    (`recheck` times dearer); `joint` makes the share the trigrams leave of theirs (`min`: they
+    may all come together). The whole query when there is no sample."""
     if not sample:
         return query
     counts = {}
@@ -689,7 +695,7 @@ def _selective_part(query, sample, longest=16, recheck=100):
         if not grams:
             return None
         shares = [max(counts.get(gram, 0), 0.5) / size for gram in grams]
-        return sum(shares) + recheck * math.prod(shares)
+        return sum(shares) + recheck * joint(shares)
 
     best, best_cost = query, cost(query)
     if best_cost is None:

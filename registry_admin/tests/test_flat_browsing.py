@@ -5,6 +5,8 @@ the same totals as the whole-table queries they replace (kept here as the oracle
 import base64
 import json
 import re
+import sqlite3
+import time
 from datetime import timedelta
 
 import pytest
@@ -541,3 +543,52 @@ def test_the_header_and_counts_are_exact_with_thousands_separators(
     assert b'data-count="repositories">1,203<' in response.content
     assert b'data-count="tags">2,406<' in response.content
     assert b"1,203 repositories, 50 on this page." in response.content
+
+
+def _hold_writes():
+    """Another connection holding the repository table the way a writer does: SQLite's write
+    lock (an IMMEDIATE transaction), PostgreSQL's EXCLUSIVE table lock (writes wait, reads
+    not). Returns the function that lets go."""
+    if connection.vendor == "sqlite":
+        writer = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
+        writer.execute("BEGIN IMMEDIATE")
+    else:
+        import psycopg
+
+        writer = psycopg.connect(**connection.get_connection_params())
+        writer.execute("LOCK TABLE registry_admin_repository IN EXCLUSIVE MODE")
+
+    def release():
+        writer.rollback() if connection.vendor != "sqlite" else writer.execute("ROLLBACK")
+        writer.close()
+
+    return release
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_common_search_does_not_wait_for_a_writer(monkeypatch):
+    """The bounded walk reads outside any transaction: with the worker holding the write lock,
+    the page comes at once instead of after the lock timeout (SQLite's transactions are
+    IMMEDIATE: one of its own would wait for the lock)."""
+    for number in range(6):
+        Repository.objects.create(name=f"lock/app-{number}", is_empty=False)
+    monkeypatch.setattr(browse, "SEARCH_CANDIDATES", 2)
+    monkeypatch.setattr(browse, "_estimate", lambda found: 3)
+    expected = oracle("lock/", "size")[:2]
+    release = _hold_writes()
+    try:
+        started = time.monotonic()
+        page = browse.repository_page("lock/", "size", per_page=2)
+        assert time.monotonic() - started < 2
+    finally:
+        release()
+    assert [row.name for row in page.rows] == expected
+
+
+def test_the_tail_index_is_asked_for_the_rarest_part_of_the_tails():
+    """Bench-like names: the tails of `team-9/…` names all hold `m-9/` (2 %), and none holds
+    `tea`; the tail lookup asks for a part with `tea`, not for `m-9/` (which would read every
+    name of team 9 to find none)."""
+    tails = [f"team-{i % 50}/service-{i:07d}"[1:] for i in range(0, 100_000, 997)]
+    assert browse._selective_part("team-9/", tails) == "m-9/"  # independent trigrams
+    assert "tea" in browse._selective_part("team-9/", tails, joint=min)
