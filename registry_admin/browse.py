@@ -335,15 +335,19 @@ def _prefix_page(rows, cursor, limit, backward, query):
     end = _prefix_end(query)
     if end is None or len(query) < TRIGRAM or not _code_point_order():
         return None
-    elsewhere = _tail_matches(query)
-    if elsewhere is None:
-        return None
     if cursor is not None:
         rows = rows.filter(**{"name__lt" if backward else "name__gt": cursor[1]})
     order = F("name").desc() if backward else F("name").asc()
     found = {
         row.name: row for row in rows.filter(name__gte=query, name__lt=end).order_by(order)[:limit]
     }
+    if not found:
+        # No name (on this side of the cursor) starts with the query: its matches are all
+        # further on in names, which the other ways find without asking the tail index.
+        return None
+    elsewhere = _tail_matches(query)
+    if elsewhere is None:
+        return None
     if elsewhere:
         found.update(
             (row.name, row) for row in rows.filter(pk__in=elsewhere).order_by(order)[:limit]
@@ -447,11 +451,29 @@ def _walk(keys, order, n, query, budget=None):
     return hits
 
 
+# How many SQLite virtual machine steps apart the progress handler of a bounded walk is called.
+PROGRESS_STEPS = 1000
+
+
 def _interrupted_after(steps, read):
-    """`read()`, its SQLite statements stopped (_OutOfBudget) after `steps` steps each."""
+    """`read()`, stopped (_OutOfBudget) after about `steps` SQLite virtual machine steps.
+
+    SQLite calls the handler each time a statement's steps reach a multiple of the interval,
+    counting its earlier runs too (a cached statement): a handler that stopped at its first
+    call stopped a run that had barely started whenever the earlier runs had left the count
+    just short of a multiple (about one search in ten). The handler counts its calls instead,
+    one more than the budget holds (the first may come early)."""
     connection.ensure_connection()
     raw = connection.connection
-    raw.set_progress_handler(lambda: 1, steps)
+    calls = [0]
+    interval = max(1, min(PROGRESS_STEPS, steps))
+    allowed = steps // interval + 1
+
+    def progress():
+        calls[0] += 1
+        return calls[0] > allowed
+
+    raw.set_progress_handler(progress, interval)
     try:
         # Inside a caller's transaction, in a savepoint of its own: an interrupted statement
         # must leave that transaction usable. Outside one, no transaction: the portal's SQLite
