@@ -16,10 +16,11 @@ counters' repository row agree; the others are NULL, sorted last); one extra rep
 `bench/many-tags` has 1,000 tags over 300 images. Names are `team-{i % 50}/service-{i:07d}`.
 
 Filling: rows go straight into the tables in chunks (SQLite executemany; PostgreSQL COPY
-through psycopg), the tables' own indexes (b-tree, and PostgreSQL's pg_trgm GIN index on the
-name) dropped meanwhile and built again afterwards, then ANALYZE. The triggers of migration
-0016 stay in place throughout: the header's totals and SQLite's FTS5 name index are filled by
-them, row by row, as a reconcile would. The first page view afterwards sums and folds the
+through psycopg), the tables' own indexes (b-tree, and PostgreSQL's pg_trgm GIN indexes on the
+name and on the name without its first character) dropped meanwhile and built again
+afterwards, then ANALYZE. The triggers of migrations 0016 and 0025 stay in place throughout:
+the header's totals and SQLite's two FTS5 name indexes are filled by them, row by row, as a
+reconcile would. The first page view afterwards sums and folds the
 million delta rows they left (`browse.header_totals`); it is timed on its own and reported
 with the fill, outside the request figures. PostgreSQL's foreign keys of these tables are
 dropped during the fill too and added back (validated) afterwards; SQLite's fill connection
@@ -232,7 +233,7 @@ def fill_sqlite(db_path, repositories):
                 _sqlite_rows(table, rows),
             )
             counts[table] += len(rows)
-            phases.done(f"insert {table}" + (" (+ 0016 triggers)" if table == "repository" else ""))
+            phases.done(f"insert {table}" + (" (+ triggers)" if table == "repository" else ""))
     conn.execute("COMMIT")
     phases.done("commit")
     for _, sql in indexes:
@@ -259,7 +260,7 @@ def fill_postgres(url, repositories):
         ).fetchall()
         # The tags' foreign keys too (checked row by row at each commit otherwise, about a
         # third of the fill at 1,000,000), added back and validated at the end; SQLite's fill
-        # connection does not check them either. The triggers of migration 0016 stay.
+        # connection does not check them either. The triggers of 0016 and 0025 stay.
         foreign_keys = conn.execute(
             "SELECT conrelid::regclass::text, conname, pg_get_constraintdef(oid) "
             "FROM pg_constraint WHERE contype = 'f' AND conrelid::regclass::text = ANY(%s)",
@@ -282,7 +283,7 @@ def fill_postgres(url, repositories):
                             copy.write_row(row)
                     counts[table] += len(rows)
                     phases.done(
-                        f"insert {table}" + (" (+ 0016 triggers)" if table == "repository" else "")
+                        f"insert {table}" + (" (+ triggers)" if table == "repository" else "")
                     )
             phases.done("commit")
         for _, sql in indexes:

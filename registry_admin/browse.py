@@ -74,6 +74,10 @@ SQLITE_STEPS_PER_ENTRY = 6
 TRIGRAM_SAMPLE = 200
 # FTS5's trigram index answers substrings of at least three characters.
 TRIGRAM = 3
+# In name order, a search is first read as the names starting with it (one range of the
+# name's B-tree) and those holding it further on, from the index of names without their
+# first character (migration 0026), when that index holds at most this many of the latter.
+TAIL_CANDIDATES = 1000
 # Delta rows (migration 0016's triggers) the header's totals fold into one beyond this many.
 TOTALS_FOLD_AT = 500
 
@@ -286,6 +290,10 @@ def _search_many(rows, spec, cursor, limit, backward, query, estimate):
     A short walk of the sort's index comes first (common matches are found at once); then, if
     the name index holds few enough matches, the database sorts those; otherwise the walk goes
     on as far as the matches are."""
+    if spec.column is None:
+        found = _prefix_page(rows, cursor, limit, backward, query)
+        if found is not None:
+            return found
     columns = ("name", spec.column) if spec.column else ("name",)
     keys = rows.values_list(*columns)
     parts = _backward_parts if backward else _forward_parts
@@ -314,6 +322,112 @@ def _search_many(rows, spec, cursor, limit, backward, query, estimate):
     return [by_name[key[0]] for key in found if key[0] in by_name]
 
 
+def _prefix_page(rows, cursor, limit, backward, query):
+    """Name order: the first `limit` of `rows` after `cursor` (backward: the last `limit` before
+    it) whose name contains `query`, in the page's order; None when this way does not apply.
+
+    A query that starts many names (`team-9/`) has matches all over the name index's later
+    part. Those starting with it are one range of the name's B-tree, read only as far as the
+    page; the others hold it after their first character, which the tail index finds (at most
+    TAIL_CANDIDATES of them, else None). Both sets are read up to the page, then merged by
+    name: the database's name order must be code point order (SQLite's; PostgreSQL's "C" or
+    "C.UTF-8" collation, else None)."""
+    end = _prefix_end(query)
+    if end is None or len(query) < TRIGRAM or not _code_point_order():
+        return None
+    if cursor is not None:
+        rows = rows.filter(**{"name__lt" if backward else "name__gt": cursor[1]})
+    order = F("name").desc() if backward else F("name").asc()
+    found = {
+        row.name: row for row in rows.filter(name__gte=query, name__lt=end).order_by(order)[:limit]
+    }
+    if not found:
+        # No name (on this side of the cursor) starts with the query: its matches are all
+        # further on in names, which the other ways find without asking the tail index.
+        return None
+    elsewhere = _tail_matches(query)
+    if elsewhere is None:
+        return None
+    if elsewhere:
+        found.update(
+            (row.name, row) for row in rows.filter(pk__in=elsewhere).order_by(order)[:limit]
+        )
+    page = sorted(found.values(), key=lambda row: row.name, reverse=backward)[:limit]
+    if backward:
+        page.reverse()
+    return page
+
+
+def _prefix_end(query):
+    """The text just above every text starting with `query` in code point order (the range
+    [query, end) holds exactly those), or None."""
+    last = ord(query[-1]) + 1
+    if last > 0x10FFFF or 0xD800 <= last <= 0xDFFF:
+        return None
+    return query[:-1] + chr(last)
+
+
+_code_point_order_cache = {}
+
+
+def _code_point_order():
+    """Whether the database orders repository names by code point (as Python compares them)."""
+    if connection.vendor == "sqlite":
+        return True  # the name column has SQLite's BINARY collation: UTF-8 bytes
+    if connection.vendor != "postgresql":
+        return False
+    if connection.alias not in _code_point_order_cache:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT d.datcollate, a.attcollation = 0 OR a.attcollation = "
+                "(SELECT oid FROM pg_collation WHERE collname = 'default'), "
+                "to_jsonb(d) ->> 'datlocprovider' FROM pg_database d, pg_attribute a "
+                "WHERE d.datname = current_database() AND a.attrelid = %s::regclass "
+                "AND a.attname = 'name'",
+                [Repository._meta.db_table],
+            )
+            collate, default_collation, provider = cursor.fetchone()
+        _code_point_order_cache[connection.alias] = (
+            bool(default_collation)
+            and provider in (None, "c")
+            and collate.lower() in ("c", "posix", "c.utf-8", "c.utf8")
+        )
+    return _code_point_order_cache[connection.alias]
+
+
+def _tail_matches(query):
+    """The ids of the repositories whose name holds `query` after its first character (empty
+    ones too), from the tail index of migration 0026; None when there are more than
+    TAIL_CANDIDATES."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":
+            cursor.execute(
+                "SELECT t.rowid FROM registry_admin_repository_tail t WHERE t.tail MATCH %s "
+                "AND instr(t.tail, %s) > 0 LIMIT %s",
+                [
+                    _rare_trigrams(query, "registry_admin_repository_tail", "tail"),
+                    query,
+                    TAIL_CANDIDATES + 1,
+                ],
+            )
+        else:
+            # The trigrams of a part of the query often come together (`m-9/`: every name of
+            # team 9 has them all), and the names holding the query after their first
+            # character are few: the part whose rarest trigram is rarest ("tea") is asked.
+            part = _selective_part(query, [name[1:] for name in _name_sample()], joint=min)
+            cursor.execute(
+                "SELECT id FROM registry_admin_repository WHERE substr(name, 2) LIKE %s "
+                "AND strpos(substr(name, 2), %s) > 0 LIMIT %s",
+                [f"%{_like_escaped(part)}%", query, TAIL_CANDIDATES + 1],
+            )
+        found = [pk for (pk,) in cursor.fetchall()]
+    return None if len(found) > TAIL_CANDIDATES else found
+
+
+def _like_escaped(text):
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 def _walk(keys, order, n, query, budget=None):
     """The first `n` keys in `order` whose name contains `query`: the sort's index walked and
     filtered. With a `budget` (a one-item list, spent as it goes) at most about that many index
@@ -337,15 +451,35 @@ def _walk(keys, order, n, query, budget=None):
     return hits
 
 
+# How many SQLite virtual machine steps apart the progress handler of a bounded walk is called.
+PROGRESS_STEPS = 1000
+
+
 def _interrupted_after(steps, read):
-    """`read()`, its SQLite statements stopped (_OutOfBudget) after `steps` steps each."""
+    """`read()`, stopped (_OutOfBudget) after about `steps` SQLite virtual machine steps.
+
+    SQLite calls the handler each time a statement's steps reach a multiple of the interval,
+    counting its earlier runs too (a cached statement): a handler that stopped at its first
+    call stopped a run that had barely started whenever the earlier runs had left the count
+    just short of a multiple (about one search in ten). The handler counts its calls instead,
+    one more than the budget holds (the first may come early)."""
     connection.ensure_connection()
     raw = connection.connection
-    raw.set_progress_handler(lambda: 1, steps)
+    calls = [0]
+    interval = max(1, min(PROGRESS_STEPS, steps))
+    allowed = steps // interval + 1
+
+    def progress():
+        calls[0] += 1
+        return calls[0] > allowed
+
+    raw.set_progress_handler(progress, interval)
     try:
-        # In a savepoint of its own: an interrupted statement inside a caller's transaction
-        # must leave that transaction usable.
-        with transaction.atomic():
+        # Inside a caller's transaction, in a savepoint of its own: an interrupted statement
+        # must leave that transaction usable. Outside one, no transaction: the portal's SQLite
+        # transactions are IMMEDIATE, and a page view would wait for the write lock.
+        in_transaction = connection.in_atomic_block
+        with transaction.atomic() if in_transaction else contextlib.nullcontext():
             return read()
     except OperationalError as error:
         if "interrupt" not in str(error):
@@ -456,7 +590,7 @@ def _phrase(query):
     return '"' + query.replace('"', '""') + '"'
 
 
-def _rare_trigrams(query):
+def _rare_trigrams(query, table="registry_admin_repository_search", column="name"):
     """An FTS5 query for the rarest two trigrams of `query`: it matches every name containing
     `query` (and more: the caller checks the names). FTS5 reads every token's whole list for a
     phrase, so "team-9/" costs as much as "tea", which every name holds; its two rarest
@@ -466,9 +600,8 @@ def _rare_trigrams(query):
     if len(grams) <= 2:
         return _phrase(query)
     sample = (
-        "SELECT %s, count(*), max(rowid) FROM (SELECT rowid FROM "
-        "registry_admin_repository_search WHERE registry_admin_repository_search.name MATCH %s "
-        "LIMIT %s)"
+        f"SELECT %s, count(*), max(rowid) FROM (SELECT rowid FROM {table} "  # noqa: S608
+        f"WHERE {table}.{column} MATCH %s LIMIT %s)"
     )
     with connection.cursor() as cursor:
         cursor.execute(
@@ -565,11 +698,12 @@ def _trigrams(text, bounded_left=True, bounded_right=True):
     return found
 
 
-def _selective_part(query, sample, longest=16, recheck=100):
+def _selective_part(query, sample, longest=16, recheck=100, joint=math.prod):
     """The part of `query` (a substring) whose pg_trgm trigrams make the cheapest index scan,
     as the name sample tells how common each trigram is: reading a trigram's posting list
     costs its share of the names, and every name the trigrams leave is read again to check
-    (`recheck` times dearer). The whole query when there is no sample."""
+    (`recheck` times dearer); `joint` makes the share the trigrams leave of theirs (`min`: they
+    may all come together). The whole query when there is no sample."""
     if not sample:
         return query
     counts = {}
@@ -583,7 +717,7 @@ def _selective_part(query, sample, longest=16, recheck=100):
         if not grams:
             return None
         shares = [max(counts.get(gram, 0), 0.5) / size for gram in grams]
-        return sum(shares) + recheck * math.prod(shares)
+        return sum(shares) + recheck * joint(shares)
 
     best, best_cost = query, cost(query)
     if best_cost is None:

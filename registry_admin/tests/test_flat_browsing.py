@@ -5,6 +5,8 @@ the same totals as the whole-table queries they replace (kept here as the oracle
 import base64
 import json
 import re
+import sqlite3
+import time
 from datetime import timedelta
 
 import pytest
@@ -199,8 +201,10 @@ def test_searches_with_many_late_matches_equal_the_whole_table_query(
     late, monkeypatch, sort, show_empty, walk, candidates, estimate
 ):
     """Past SEARCH_CANDIDATES, whichever way the page is found (a short walk, the name index's
-    matches sorted by the database, the whole walk), the same rows in the same order."""
+    matches sorted by the database, the whole walk), the same rows in the same order. (In name
+    order the name range and the tail index come first: their own test below; left out here.)"""
     monkeypatch.setattr(browse, "SEARCH_CANDIDATES", 2)
+    monkeypatch.setattr(browse, "_prefix_page", lambda *args: None)
     monkeypatch.setattr(browse, "LATE_WALK", walk)
     monkeypatch.setattr(browse, "LATE_CANDIDATES", candidates)
     if estimate is not None:
@@ -238,6 +242,120 @@ def test_the_late_search_reads_the_page_rows_whole(late, monkeypatch):
     }
     rest = browse.repository_page("zz/late-", "size", after=page.next_cursor, per_page=50)
     assert [r.name for r in page.rows + rest.rows] == oracle("zz/late-", "size")
+
+
+@pytest.fixture
+def elsewhere(late, django_capture_on_commit_callbacks):
+    """Besides the names starting with `zz/late-` (and `a_b`, `a%b`): names holding them further
+    on, before and after them in name order, an empty one, one holding it twice, and names a
+    LIKE wildcard would wrongly take."""
+    with django_capture_on_commit_callbacks(execute=True):
+        for number, name in enumerate(
+            [
+                "ab/zz/late-in",
+                "zzz/zz/late-after",
+                "zz/late-zz/late-twice",
+                "q/a_b/odd",
+                "q/a%b/odd",
+                "a_b/odd2",
+                "a%b/odd2",
+                "axb/odd",
+                "q/axb/odd",
+                "zz/late_/odd",
+            ]
+        ):
+            index.upsert_tag(name, "v1", _digest(number % 3 + 1), late)
+        index.upsert_tag("m/zz/late-gone", "v1", _digest(1), late)
+        index.forget_tags("m/zz/late-gone", ["v1"])
+    index.refresh_stats_of(Repository.objects.values_list("pk", flat=True))
+    return late
+
+
+PREFIX_QUERIES = [
+    "zz/late-",
+    "zz/late",
+    "zz/",
+    "late-0",
+    "a_b",
+    "a%b",
+    "a_b/",
+    "te-",
+    "zzz",
+    "beta",
+]
+
+
+@pytest.mark.parametrize("show_empty", [False, True])
+@pytest.mark.parametrize("tail_candidates", [1000, 3, 0])
+def test_searches_starting_many_names_page_their_name_range_and_the_tail_index(
+    elsewhere, monkeypatch, show_empty, tail_candidates
+):
+    """In name order, a search is the names starting with it (a range of the name index)
+    merged with the names holding it after their first character (the tail index, when it has
+    few enough): the same rows as the whole-table query, both ways, at every page size; with
+    too many of the latter, the other ways as before."""
+    monkeypatch.setattr(browse, "SEARCH_CANDIDATES", 2)
+    monkeypatch.setattr(browse, "TAIL_CANDIDATES", tail_candidates)
+    answers = []
+    prefix_page = browse._prefix_page
+
+    def spy(*args, **kwargs):
+        found = prefix_page(*args, **kwargs)
+        answers.append((args[-1], found is not None))
+        return found
+
+    monkeypatch.setattr(browse, "_prefix_page", spy)
+    for query in PREFIX_QUERIES:
+        expected = oracle(query, "name", show_empty)
+        for per_page in (1, 2, 3, 50):
+            forward, page = walk_forward(query, "name", show_empty, per_page)
+            assert forward == expected, (query, per_page)
+            assert walk_backward(query, "name", show_empty, per_page) == expected, (query, per_page)
+    served = {query for query, done in answers if done}
+    if tail_candidates == 1000:
+        # "zz/late-" starts 15 names and is held further on by 4 (one empty, one twice).
+        assert {"zz/late-", "a_b", "a%b"} <= served
+        assert "late-0" not in served  # no name starts with it: the other ways
+    elif tail_candidates == 3:
+        assert "zz/late-" not in served and "a_b" in served
+    else:
+        assert "zz/late-" not in served and "beta" in served  # held nowhere else
+
+
+def test_names_out_of_code_point_order_are_not_paged_by_range(elsewhere, monkeypatch):
+    """A PostgreSQL collation other than "C" orders names its own way: the other ways then."""
+    monkeypatch.setattr(browse, "SEARCH_CANDIDATES", 2)
+    monkeypatch.setattr(browse, "_code_point_order", lambda: False)
+    monkeypatch.setattr(browse, "_tail_matches", lambda query: pytest.fail("asked the tail"))
+    assert walk_forward("zz/late-", "name", False, 2)[0] == oracle("zz/late-")
+
+
+def test_the_database_orders_names_by_code_point():
+    """The test databases (SQLite; PostgreSQL initialised in C.UTF-8) take the range path;
+    Python's order of the names is then the database's."""
+    browse._code_point_order_cache.clear()
+    assert browse._code_point_order()
+    names = ["a", "a/b", "a-b", "a_b", "a%b", "aB", "a\u00e9", "a\U0001f600", "b", "a0", "a.b"]
+    for name in names:
+        Repository.objects.create(name=name)
+    assert list(Repository.objects.order_by("name").values_list("name", flat=True)) == sorted(names)
+
+
+def test_the_prefix_range_holds_exactly_the_names_starting_with_the_text():
+    assert browse._prefix_end("team-9/") == "team-90"
+    assert browse._prefix_end("a%") == "a&"
+    assert browse._prefix_end("x\U0010ffff") is None
+    assert browse._prefix_end("x\ud7ff") is None
+
+
+def test_the_tail_index_follows_repositories_that_come_and_go(seeded):
+    gamma = Repository.objects.get(name="gamma").pk
+    assert browse._tail_matches("amm") == [gamma]
+    assert browse._tail_matches("gam") == []  # at the start only
+    Repository.objects.filter(name="gamma").delete()
+    assert browse._tail_matches("amm") == []
+    index.upsert_tag("gamma", "v9", _digest(1), timezone.now())
+    assert browse._tail_matches("amm") == [Repository.objects.get(name="gamma").pk]
 
 
 @pytest.mark.parametrize("sort", list(browse.REPOSITORY_SORTS))
@@ -426,3 +544,66 @@ def test_the_header_and_counts_are_exact_with_thousands_separators(
     assert b'data-count="repositories">1,203<' in response.content
     assert b'data-count="tags">2,406<' in response.content
     assert b"1,203 repositories, 50 on this page." in response.content
+
+
+def _hold_writes():
+    """Another connection holding the repository table the way a writer does: SQLite's write
+    lock (an IMMEDIATE transaction), PostgreSQL's EXCLUSIVE table lock (writes wait, reads
+    not). Returns the function that lets go."""
+    if connection.vendor == "sqlite":
+        writer = sqlite3.connect(connection.settings_dict["NAME"], isolation_level=None)
+        writer.execute("BEGIN IMMEDIATE")
+    else:
+        import psycopg
+
+        writer = psycopg.connect(**connection.get_connection_params())
+        writer.execute("LOCK TABLE registry_admin_repository IN EXCLUSIVE MODE")
+
+    def release():
+        writer.rollback() if connection.vendor != "sqlite" else writer.execute("ROLLBACK")
+        writer.close()
+
+    return release
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_common_search_does_not_wait_for_a_writer(monkeypatch):
+    """The bounded walk reads outside any transaction: with the worker holding the write lock,
+    the page comes at once instead of after the lock timeout (SQLite's transactions are
+    IMMEDIATE: one of its own would wait for the lock)."""
+    for number in range(6):
+        Repository.objects.create(name=f"lock/app-{number}", is_empty=False)
+    monkeypatch.setattr(browse, "SEARCH_CANDIDATES", 2)
+    monkeypatch.setattr(browse, "_estimate", lambda found: 3)
+    expected = oracle("lock/", "size")[:2]
+    release = _hold_writes()
+    try:
+        started = time.monotonic()
+        page = browse.repository_page("lock/", "size", per_page=2)
+        assert time.monotonic() - started < 2
+    finally:
+        release()
+    assert [row.name for row in page.rows] == expected
+
+
+def test_the_tail_index_is_asked_for_the_rarest_part_of_the_tails():
+    """Bench-like names: the tails of `team-9/…` names all hold `m-9/` (2 %), and none holds
+    `tea`; the tail lookup asks for a part with `tea`, not for `m-9/` (which would read every
+    name of team 9 to find none)."""
+    tails = [f"team-{i % 50}/service-{i:07d}"[1:] for i in range(0, 100_000, 997)]
+    assert browse._selective_part("team-9/", tails) == "m-9/"  # independent trigrams
+    assert "tea" in browse._selective_part("team-9/", tails, joint=min)
+
+
+def test_a_walk_within_its_budget_is_never_stopped(late, monkeypatch):
+    """The same search, again and again: its bounded walk fits its budget every time (SQLite
+    counts a cached statement's steps across its runs; the budget is this run's alone)."""
+    monkeypatch.setattr(browse, "SEARCH_CANDIDATES", 2)
+    monkeypatch.setattr(browse, "LATE_WALK", 1000)
+    monkeypatch.setattr(browse, "PROGRESS_STEPS", 50)
+    monkeypatch.setattr(browse, "_estimate", lambda found: 3)
+    monkeypatch.setattr(browse, "_sorted_matches", lambda *args: pytest.fail("out of budget"))
+    expected = oracle("zz/late-", "size")[:2]
+    for _ in range(60):
+        page = browse.repository_page("zz/late-", "size", per_page=2)
+        assert [row.name for row in page.rows] == expected
