@@ -140,9 +140,7 @@ class LiveRepository:
             .exclude(referrer_kind="")
             .values_list("name", flat=True)
         )
-        return referrers.discover(
-            None, self.repository, self.refs, digest, self.document, candidates
-        )
+        return referrers.discover(self.refs, digest, self.document, candidates)
 
     def document(self, digest):
         """The manifest `digest` (cached: content-addressed); None when it is gone."""

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 
 from django.db.models import Q
 
-from . import registry
 from .models import AuditEvent, Manifest, Tag
 from .references import is_valid_digest
 
@@ -346,17 +345,16 @@ def real_tags(queryset):
 # --- The registry, right before a destructive action -----------------------------------------
 
 
-def discover(client, repository, refs, subject, document=None, candidates=None):
-    """The referrers of `subject` in `repository` as the registry holds them now.
+def discover(refs, subject, read, candidates=None):
+    """The referrers of `subject` in a repository as the registry holds them now.
 
-    `refs` is {tag: ManifestRef} of the repository's tags (deletes.LiveRepository.refs);
-    `document(digest)` reads a manifest (None: gone), by default with `client`. Finds cosign's
+    `refs` is {tag: ManifestRef} of the repository's tags and `read(digest)` reads one of its
+    manifests (None: gone), both from deletes.LiveRepository. Finds cosign's
     tags, the fallback index tag with every manifest it lists, and tags on manifests whose own
     `subject` is `subject` (among `candidates`, tag names to read; None: every OCI manifest
     tag); then the referrers of those (a signature of an SBOM), once each.
     Raises registry.RegistryError when the registry fails.
     """
-    read = document or _reader(client, repository)
     found, seen, expanded = [], set(), {subject}
     queue = [subject]
     while queue and len(found) < MAX_REFERRERS:
@@ -445,20 +443,6 @@ def _direct(read, refs, subject, candidates):
                 )
             )
     return out
-
-
-def _reader(client, repository):
-    cache = {}
-
-    def read(digest):
-        if digest not in cache:
-            try:
-                cache[digest] = client.get_manifest(repository, digest)
-            except registry.RegistryNotFound:
-                cache[digest] = None
-        return cache[digest]
-
-    return read
 
 
 def _data(document):

@@ -183,7 +183,7 @@ def test_the_registry_keeps_subject_and_artifact_type_and_the_index_marks_the_re
 
     # The registry itself, as deletes ask it: the signature, the fallback index and the SBOM.
     live = LiveRepository.resolve(repo)
-    found = referrers.discover(client, repo, live.refs, a)
+    found = referrers.discover(live.refs, a, live.document)
     assert sorted((r.kind, r.tag, r.digest) for r in found) == sorted(
         [
             (referrers.SIGNATURE, cosign_tag(a), pushed["sig"].digest),
@@ -191,7 +191,7 @@ def test_the_registry_keeps_subject_and_artifact_type_and_the_index_marks_the_re
             (referrers.SBOM, "", pushed["sbom"].digest),
         ]
     )
-    assert referrers.discover(client, repo, live.refs, pushed["b"].digest) == []
+    assert referrers.discover(live.refs, pushed["b"].digest, live.document) == []
 
     # The subject's last tag goes behind the portal's back: the signature tag is an orphan,
     # an ordinary tag again (it is counted, retention and prune see it).
