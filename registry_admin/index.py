@@ -149,8 +149,7 @@ def forget_repository(name):
         repo = locked_repository(name)
         if repo is None:
             return False
-        Tag.objects.filter(repository=repo).delete()
-        repo.delete()
+        repo.delete()  # its tags with it (CASCADE), collected under the lock
     return True
 
 

@@ -307,8 +307,7 @@ class _Reconcile:
                     .distinct()
                 )
                 doomed = [pk for pk in locked if pk not in pushed_since]
-                Tag.objects.filter(repository_id__in=doomed).delete()
-                Repository.objects.filter(pk__in=doomed).delete()
+                Repository.objects.filter(pk__in=doomed).delete()  # tags by CASCADE
             self.result.repositories_removed += len(doomed)
 
     def _prune_manifests(self, started):
