@@ -6,6 +6,17 @@ import pytest
 from .factories import make_admin, make_user, make_viewer
 
 
+@pytest.fixture(autouse=True)
+def _fresh_process_caches():
+    """The per-process caches of enabled event hooks and quotas (2 s each) start empty in every
+    test: one filled by an earlier test describes that test's database, not this one's."""
+    from registry_admin import event_hooks, quotas
+
+    event_hooks.forget_cached()
+    quotas.forget_cached()
+    yield
+
+
 @pytest.fixture
 def admin_user(db):
     return make_admin()
