@@ -48,7 +48,7 @@ def test_a_user_created_on_the_page_logs_in_at_once_and_pushes_with_skopeo(
     response = create_typed(admin_client, name, password)
     assert response.status_code == 302
     assert response["Location"] == LIST
-    wait_for(lambda: v2_status(registry, name, password) == 200, timeout=1.0, message="login")
+    wait_for(lambda: v2_status(registry, name, password) == 200, timeout=5.0, message="login")
     assert v2_status(registry, name, "wrong-password-123") == 401
 
     image = build_image()
