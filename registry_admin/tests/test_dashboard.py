@@ -43,14 +43,15 @@ def test_reports_unreachable_within_the_timeout_for_a_silent_port(
     admin_client, settings, silent_port
 ):
     settings.REGISTRY_URL = f"http://127.0.0.1:{silent_port}"
-    settings.REGISTRY_TIMEOUT = 1.0
+    settings.REGISTRY_TIMEOUT = 2.0
     started = time.monotonic()
     response = admin_client.get(reverse("registry_admin:dashboard"))
     elapsed = time.monotonic() - started
     assert response.status_code == 200
     assert 'data-state="unreachable"' in response.content.decode()
-    assert "did not answer within 1 seconds" in response.content.decode()
-    assert elapsed < settings.REGISTRY_TIMEOUT + 1
+    assert "did not answer within 2 seconds" in response.content.decode()
+    # One timeout, not one per attempt or per card: room for a loaded machine, not for a second.
+    assert elapsed < 2 * settings.REGISTRY_TIMEOUT - 0.1
 
 
 @pytest.mark.django_db

@@ -173,10 +173,10 @@ def test_the_applier_thread_applies_a_delivery_within_the_delay(post, settings):
     started = time.monotonic()
     post(push("team/app", "v1", 1, T0))
     while not Tag.objects.exists():
-        assert time.monotonic() - started < 2, "not applied within 2 s"
+        assert time.monotonic() - started < 10, "not applied within 10 s"
         time.sleep(0.01)
     while PendingEvent.objects.exists():
-        assert time.monotonic() - started < 2
+        assert time.monotonic() - started < 10
         time.sleep(0.01)
     ingest.stop()  # its connection would keep the test database open
 
@@ -192,7 +192,7 @@ def test_the_worker_thread_applies_deliveries_every_delay(post, settings, monkey
         started = time.monotonic()
         post(push("team/app", "v1", 1, T0), pull("team/app", T0 + timedelta(seconds=1)))
         while PendingEvent.objects.exists():
-            assert time.monotonic() - started < 2, "not applied within 2 s"
+            assert time.monotonic() - started < 10, "not applied within 10 s"
             time.sleep(0.01)
         assert Tag.objects.exists() and PullCount.objects.exists()
     finally:
