@@ -79,9 +79,11 @@ TRIGRAM = 3
 # first character (migration 0026), when that index holds at most this many of the latter.
 TAIL_CANDIDATES = 1000
 # In name order, a search no name starts with is read from the name lists of its trigrams
-# (migration 0027): each list is read from the cursor in windows of these sizes, in rounds,
-# until one list gives the page; after about TRIGRAM_BUDGET entries in all, the other ways.
-TRIGRAM_WINDOWS = (64, 256, 1024, 4096)
+# (migration 0027) in rounds, a window of these sizes further each: every list in the first,
+# then the TRIGRAM_BEST_LISTS whose names matched most, until one list gives the page; after
+# about TRIGRAM_BUDGET entries in all, the other ways.
+TRIGRAM_WINDOWS = (64, 256, 1024, 4096, 16384)
+TRIGRAM_BEST_LISTS = 2
 TRIGRAM_BUDGET = 24_000
 # Delta rows (migration 0016's triggers) the header's totals fold into one beyond this many.
 TOTALS_FOLD_AT = 500
@@ -373,16 +375,18 @@ def _trigram_page(rows, cursor, limit, backward, query):
     name order; so if a list's first entries after the cursor hold `limit` matches that `rows`
     keeps (or the list ends there), those are the page, exactly. A list whose names mostly
     match (`4/s` for `4/service-`) gives it within a window or two, wherever the matches start
-    in the name order. The lists are read in rounds, each a window further (TRIGRAM_WINDOWS),
-    the lists that matched best so far first."""
+    in the name order. The lists are read in rounds, each a window further (TRIGRAM_WINDOWS):
+    all of them at first, then only those whose names matched best so far (any one list gives
+    the exact page; the densest gives it soonest)."""
     if len(query) < TRIGRAM or not _code_point_order():
         return None
     grams = list(dict.fromkeys(query[i : i + TRIGRAM] for i in range(len(query) - TRIGRAM + 1)))
     lists = [_TrigramList(gram, cursor[1] if cursor else None) for gram in grams]
     budget = TRIGRAM_BUDGET
     with connection.cursor() as db_cursor:
-        for window in TRIGRAM_WINDOWS:
-            for listed in sorted(lists, key=_TrigramList.share, reverse=True):
+        for round_number, window in enumerate(TRIGRAM_WINDOWS):
+            ranked = sorted(lists, key=_TrigramList.share, reverse=True)
+            for listed in ranked if round_number == 0 else ranked[:TRIGRAM_BEST_LISTS]:
                 if budget <= 0:
                     return None
                 budget -= listed.read(db_cursor, window, backward, query)
