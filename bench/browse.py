@@ -588,9 +588,20 @@ def database_facts(database, server_url):
         with psycopg.connect(database["env"]["DATABASE_URL"]) as conn:
             size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
             version = conn.execute("SHOW server_version").fetchone()[0]
-        return {"db_bytes": size, "version": f"PostgreSQL {version}"}
+            trigrams = conn.execute(
+                f"SELECT pg_total_relation_size('{TRIGRAM_MIGRATION.TRIGRAMS}')"
+            ).fetchone()[0]
+        return {"db_bytes": size, "trigram_bytes": trigrams, "version": f"PostgreSQL {version}"}
     path = Path(database["data_dir"]) / "oyster.sqlite3"
-    return {"db_bytes": path.stat().st_size, "version": f"SQLite {sqlite3.sqlite_version}"}
+    with sqlite3.connect(path) as conn:
+        trigrams = conn.execute(
+            "SELECT sum(pgsize) FROM dbstat WHERE name = ?", [TRIGRAM_MIGRATION.TRIGRAMS]
+        ).fetchone()[0]
+    return {
+        "db_bytes": path.stat().st_size,
+        "trigram_bytes": trigrams,
+        "version": f"SQLite {sqlite3.sqlite_version}",
+    }
 
 
 def run_backend(sizes, runs, env_base, server_url=None):
@@ -863,7 +874,8 @@ def brief_report(results, elapsed, load_at_start):
         for database in databases:
             phases = ", ".join(f"{k} {v:.1f}" for k, v in database["phases"].items())
             lines.append(
-                f"  {database['repositories']:,}: {database['db_bytes'] / 1e6:,.0f} MB, filled "
+                f"  {database['repositories']:,}: {database['db_bytes'] / 1e6:,.0f} MB (trigram "
+                f"lists {database.get('trigram_bytes', 0) / 1e6:,.0f} MB), filled "
                 f"in {database['fill_seconds']:.0f} s ({phases})"
             )
     return "\n".join(lines)
