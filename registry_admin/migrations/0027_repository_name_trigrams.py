@@ -75,8 +75,10 @@ POSTGRESQL_FUNCTION = f"""CREATE FUNCTION {REPOSITORY}_trigrams() RETURNS trigge
             RETURN NULL;
         END IF;
         IF TG_OP <> 'INSERT' THEN
-            DELETE FROM {TRIGRAMS} WHERE name = OLD.name AND trigram IN (
-                SELECT substr(OLD.name, p, 3) FROM generate_series(1, length(OLD.name) - 2) p);
+            -- An array, not IN (SELECT ...): always the primary key's index, never a join
+            -- the planner might choose to run over the whole table.
+            DELETE FROM {TRIGRAMS} WHERE name = OLD.name AND trigram = ANY (ARRAY(
+                SELECT substr(OLD.name, p, 3) FROM generate_series(1, length(OLD.name) - 2) p));
         END IF;
         IF TG_OP <> 'DELETE' THEN
             INSERT INTO {TRIGRAMS} (trigram, name)
