@@ -390,7 +390,7 @@ def _trigram_page(rows, cursor, limit, backward, query):
                 if budget <= 0:
                     return None
                 budget -= listed.read(db_cursor, window, backward, query)
-                page = listed.page(rows, limit, backward)
+                page = listed.page(rows, limit)
                 if page is not None:
                     return page[::-1] if backward else page
     return None
@@ -429,7 +429,7 @@ class _TrigramList:
         self.matching += [name for name in names if query in name]
         return len(names)
 
-    def page(self, rows, limit, backward):
+    def page(self, rows, limit):
         """The first `limit` rows of `rows` among the matches read (all of them when the list
         ended), in page order; None while the list may still hold earlier ones."""
         while len(self.kept) < limit and self.checked < len(self.matching):
