@@ -4,6 +4,8 @@ repositories, on SQLite and PostgreSQL, in one run (issue #34).
     .venv/bin/python bench/browse.py                  # both databases, 10k / 100k / 1M
     .venv/bin/python bench/browse.py --quick          # 1,000 / 10,000 / 100,000
     .venv/bin/python bench/browse.py --sqlite-only    # or --postgres-only
+    .venv/bin/python bench/browse.py --only "search, common" --sizes 10000,1000000
+                                                      # some requests, some sizes: printed only
 
 PostgreSQL is Debian's server, started for the run by scripts/with-postgres.sh (throwaway,
 fsync off); each size has a database of its own on it. SQLite is a fresh file per size (WAL,
@@ -18,9 +20,14 @@ counters' repository row agree; the others are NULL, sorted last); one extra rep
 Filling: rows go straight into the tables in chunks (SQLite executemany; PostgreSQL COPY
 through psycopg), the tables' own indexes (b-tree, and PostgreSQL's pg_trgm GIN indexes on the
 name and on the name without its first character) dropped meanwhile and built again
-afterwards, then ANALYZE. The triggers of migrations 0016 and 0025 stay in place throughout:
+afterwards, then ANALYZE. The triggers of migrations 0016 and 0026 stay in place throughout:
 the header's totals and SQLite's two FTS5 name indexes are filled by them, row by row, as a
-reconcile would. The first page view afterwards sums and folds the
+reconcile would. Migration 0027's per-trigram name lists are not (about 20 rows per name, in
+scattered places of one B-tree: hours at a million on SQLite): their triggers are dropped
+(SQLite) or disabled (PostgreSQL) during the fill, and the lists are filled afterwards by the
+migration's own backfill statements (one sorted INSERT ... SELECT; on PostgreSQL the primary
+key built after it), as an upgrade fills them; that phase is reported on its own ("trigram
+lists"), then the triggers are back. The first page view afterwards sums and folds the
 million delta rows they left (`browse.header_totals`); it is timed on its own and reported
 with the fill, outside the request figures. PostgreSQL's foreign keys of these tables are
 dropped during the fill too and added back (validated) afterwards; SQLite's fill connection
@@ -51,10 +58,13 @@ run again on their own) and its slowest queries at the largest size with their p
 
 The full run takes about 9 minutes on a quiet 2-core machine (15 with a load average of 7),
 most of it filling the two 1,000,000 indexes. `--save results.json` keeps the raw figures;
-`--report-from results.json` writes the section again from them without measuring.
+`--report-from results.json` writes the section again from them without measuring. `--only`
+(the requests whose name holds one of its ";"-separated texts) and `--sizes` measure a part only
+(a few minutes instead of the whole run): the figures are printed, never written to the README.
 """
 
 import argparse
+import importlib
 import json
 import os
 import random
@@ -70,6 +80,11 @@ from pathlib import Path
 import common
 
 REPO_ROOT = common.REPO_ROOT
+sys.path.insert(0, str(REPO_ROOT))
+# The statements that fill the per-trigram name lists, as the upgrade runs them.
+TRIGRAM_MIGRATION = importlib.import_module(
+    "registry_admin.migrations.0027_repository_name_trigrams"
+)
 PYTHON = common.PYTHON
 SECTION = "## browse.py"
 NOW = datetime.now(UTC).replace(microsecond=0)
@@ -90,13 +105,17 @@ TABLES = (
 MANIFEST_COLUMNS = (
     "id", "digest", "media_type", "manifest_size", "size", "created", "config_digest", "is_index",
     "platforms", "layer_count", "layers", "labels", "config", "details_error",
-    "details_fetched_at", "first_seen_at",
+    "details_fetched_at", "first_seen_at", "annotations", "artifact_kind", "artifact_type",
+    "subject_digest",
 )  # fmt: skip
 REPOSITORY_COLUMNS = (
     "id", "name", "is_empty", "tag_count", "total_size", "last_push_at", "synced_at",
     "first_seen_at", "last_pulled_at",
 )  # fmt: skip
-TAG_COLUMNS = ("id", "repository_id", "name", "digest", "manifest_id", "pushed_at", "updated_at")
+TAG_COLUMNS = (
+    "id", "repository_id", "name", "digest", "manifest_id", "pushed_at", "updated_at",
+    "referrer_kind", "subject_digest",
+)  # fmt: skip
 PULL_COLUMNS = ("id", "scope", "repository", "ref", "actor", "day", "pulls", "last_pulled_at")
 # Which columns hold datetimes or booleans (converted per database).
 DATETIMES = {
@@ -141,7 +160,7 @@ def generate(repositories, seed=5, chunk=CHUNK):
         size = rng.randint(5_000_000, 900_000_000)
         batch["manifest"].append(
             (number, f"sha256:{number:064x}", OCI, 1200, size, created, "", False, PLATFORMS, 3,
-             "[]", "{}", "{}", "", NOW, NOW)
+             "[]", "{}", "{}", "", NOW, NOW, "{}", "", "", "")
         )  # fmt: skip
         return number, f"sha256:{number:064x}", size
 
@@ -159,7 +178,17 @@ def generate(repositories, seed=5, chunk=CHUNK):
             last_push = pushed if last_push is None else max(last_push, pushed)
             manifest_id, digest, _ = images[t % len(images)]
             batch["tag"].append(
-                (ids["tag"], number, f"1.{t // 10}.{t % 10}", digest, manifest_id, pushed, NOW)
+                (
+                    ids["tag"],
+                    number,
+                    f"1.{t // 10}.{t % 10}",
+                    digest,
+                    manifest_id,
+                    pushed,
+                    NOW,
+                    "",
+                    "",
+                )
             )
         last_pull = None
         if rng.random() < PULLED_SHARE:
@@ -218,9 +247,15 @@ def fill_sqlite(db_path, repositories):
         f"tbl_name IN ({', '.join('?' * len(TABLES))})",
         TABLES,
     ).fetchall()
+    trigram_triggers = conn.execute(
+        "SELECT name, sql FROM sqlite_master WHERE type = 'trigger' AND name LIKE ?",
+        ["registry_admin_repository_trigram_%"],
+    ).fetchall()
     conn.execute("BEGIN")
     for name, _ in indexes:
         conn.execute(f'DROP INDEX "{name}"')
+    for name, _ in trigram_triggers:
+        conn.execute(f'DROP TRIGGER "{name}"')
     counts = dict.fromkeys(COLUMNS, 0)
     phases.done("drop indexes")
     for batch in generate(repositories):
@@ -239,11 +274,23 @@ def fill_sqlite(db_path, repositories):
     for _, sql in indexes:
         conn.execute(sql)
     phases.done("build indexes")
+    conn.execute("BEGIN")
+    conn.execute(TRIGRAM_MIGRATION.SQLITE_BACKFILL)
+    for _, sql in trigram_triggers:
+        conn.execute(sql)
+    conn.execute("COMMIT")
+    phases.done("trigram lists")
     conn.execute("ANALYZE")
     phases.done("ANALYZE")
     conn.execute("PRAGMA journal_mode=WAL")
     conn.close()
     return counts, phases.seconds
+
+
+TRIGRAM_ROW_TRIGGERS = (
+    "registry_admin_repository_trigram_aid",
+    "registry_admin_repository_trigram_au",
+)
 
 
 def fill_postgres(url, repositories):
@@ -270,6 +317,8 @@ def fill_postgres(url, repositories):
             conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
         for name, _ in indexes:
             conn.execute(f'DROP INDEX "{name}"')
+        for trigger in TRIGRAM_ROW_TRIGGERS:
+            conn.execute(f"ALTER TABLE registry_admin_repository DISABLE TRIGGER {trigger}")
         phases.done("drop indexes")
         for batch in generate(repositories):
             phases.done("generate rows (Python)")
@@ -292,6 +341,12 @@ def fill_postgres(url, repositories):
         for table, name, definition in foreign_keys:
             conn.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
         phases.done("foreign keys")
+        with conn.transaction():
+            for sql in TRIGRAM_MIGRATION.POSTGRESQL_BACKFILL:
+                conn.execute(sql)
+            for trigger in TRIGRAM_ROW_TRIGGERS:
+                conn.execute(f"ALTER TABLE registry_admin_repository ENABLE TRIGGER {trigger}")
+        phases.done("trigram lists")
         # COPY with explicit ids leaves the sequences behind.
         for table in TABLES:
             conn.execute(
@@ -312,6 +367,7 @@ from django.db import connection
 from django.test import Client
 
 runs, explain = int(sys.argv[1]), sys.argv[2] == "explain"
+with_unsynced = sys.argv[4] == "1"
 SLOW_SECONDS, SLOW_RUNS = 0.5, 3
 requests = json.loads(sys.argv[3])
 viewer, _ = User.objects.get_or_create(username="bench-viewer")
@@ -426,7 +482,9 @@ else:
 # The same first page on a portal fed by notifications only (no reconcile on record).
 Run.objects.filter(kind=JobKind.SYNC).delete()
 unsynced = "list, by name, no reconcile on record"
-if explain:
+if not with_unsynced:
+    pass
+elif explain:
     out["plans"][unsynced] = plans("/repositories/")
 else:
     out["results"].update(timed_all({unsynced: "/repositories/"}))
@@ -434,6 +492,7 @@ print("RESULTS " + json.dumps(out))
 """
 
 BIG = f"/repositories/{BIG_REPOSITORY}/"
+UNSYNCED = "list, by name, no reconcile on record"  # measured last, without a sync on record
 REQUESTS = {
     "list, by name (default)": "/repositories/",
     "list, by last push": "/repositories/?sort=push",
@@ -501,8 +560,9 @@ def build(repositories, env_base, server_url=None):
 
 
 def measure(database, runs, mode="time"):
+    requests = {name: path for name, path in REQUESTS.items() if wanted(name)}
     out = subprocess.run(
-        [PYTHON, "-c", MEASURE, str(runs), mode, json.dumps(REQUESTS)],
+        [PYTHON, "-c", MEASURE, str(runs), mode, json.dumps(requests), str(int(wanted(UNSYNCED)))],
         cwd=REPO_ROOT,
         env=database["env"],
         capture_output=True,
@@ -514,6 +574,13 @@ def measure(database, runs, mode="time"):
     return json.loads(line.removeprefix("RESULTS "))
 
 
+ONLY = []  # --only: parts of the request names to measure (all when empty)
+
+
+def wanted(name):
+    return not ONLY or any(part.lower() in name.lower() for part in ONLY)
+
+
 def database_facts(database, server_url):
     if server_url:
         import psycopg
@@ -521,9 +588,20 @@ def database_facts(database, server_url):
         with psycopg.connect(database["env"]["DATABASE_URL"]) as conn:
             size = conn.execute("SELECT pg_database_size(current_database())").fetchone()[0]
             version = conn.execute("SHOW server_version").fetchone()[0]
-        return {"db_bytes": size, "version": f"PostgreSQL {version}"}
+            trigrams = conn.execute(
+                f"SELECT pg_total_relation_size('{TRIGRAM_MIGRATION.TRIGRAMS}')"
+            ).fetchone()[0]
+        return {"db_bytes": size, "trigram_bytes": trigrams, "version": f"PostgreSQL {version}"}
     path = Path(database["data_dir"]) / "oyster.sqlite3"
-    return {"db_bytes": path.stat().st_size, "version": f"SQLite {sqlite3.sqlite_version}"}
+    with sqlite3.connect(path) as conn:
+        trigrams = conn.execute(
+            "SELECT sum(pgsize) FROM dbstat WHERE name = ?", [TRIGRAM_MIGRATION.TRIGRAMS]
+        ).fetchone()[0]
+    return {
+        "db_bytes": path.stat().st_size,
+        "trigram_bytes": trigrams,
+        "version": f"SQLite {sqlite3.sqlite_version}",
+    }
 
 
 def run_backend(sizes, runs, env_base, server_url=None):
@@ -703,10 +781,25 @@ def main():
     parser.add_argument("--no-write", action="store_true", help="print only")
     parser.add_argument("--save", metavar="JSON", help="also keep the raw results here")
     parser.add_argument("--report-from", metavar="JSON", help="only report results --save kept")
+    parser.add_argument(
+        "--only",
+        metavar="PARTS",
+        help='only the requests whose name holds one of these ";"-separated texts, e.g. '
+        '"search, common" or "search, common; search, rare" (printed, not in the README)',
+    )
+    parser.add_argument(
+        "--sizes",
+        metavar="N,N",
+        help="repository counts instead of the default three (printed, not written)",
+    )
     parser.add_argument("--backend", help=argparse.SUPPRESS)
     parser.add_argument("--json-out", help=argparse.SUPPRESS)
     args = parser.parse_args()
     sizes = [1_000, 10_000, 100_000] if args.quick else [10_000, 100_000, 1_000_000]
+    if args.sizes:
+        sizes = [int(size) for size in args.sizes.split(",")]
+    if args.only:
+        ONLY[:] = [part.strip() for part in args.only.split(";") if part.strip()]
     env_base = common.page_bench_env()
     if args.json_out:  # one database, in a child process (PostgreSQL: under with-postgres.sh)
         server = (
@@ -734,6 +827,8 @@ def main():
             out = Path(tmp) / f"{backend}.json"
             command = [PYTHON, __file__, "--backend", backend, "--json-out", str(out)]
             command += ["--runs", str(args.runs)] + (["--quick"] if args.quick else [])
+            command += ["--only", args.only] if args.only else []
+            command += ["--sizes", args.sizes] if args.sizes else []
             if backend == "postgres":
                 command = [str(REPO_ROOT / "scripts" / "with-postgres.sh"), *command]
             env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
@@ -755,7 +850,43 @@ def main():
     finish(args, results, elapsed, load_at_start)
 
 
+def brief_report(results, elapsed, load_at_start):
+    """A part of the bench (--only / --sizes): each request's figures per size and its CPU p95
+    ratio to the first size, for the log only."""
+    lines = [
+        f"{common.today()}, {common.machine(sqlite=True)}, load average {load_at_start:.1f} at "
+        f"the start; {elapsed / 60:.1f} min."
+    ]
+    for _, backend in results:
+        databases = backend["databases"]
+        lines += [
+            "",
+            f"{databases[0]['version']}; load average {backend['load_at_end']:.1f} at its end",
+        ]
+        for name, small in databases[0]["results"].items():
+            for database in databases:
+                r = database["results"][name]
+                lines.append(
+                    f"  {name} @ {database['repositories']:,}: wall p50/p95 {r['p50']:.1f} / "
+                    f"{r['p95']:.1f}, CPU p50/p95 {r['cpu50']:.1f} / {r['cpu95']:.1f}, CPU p95 "
+                    f"ratio {r['cpu95'] / small['cpu95']:.2f} ({r['runs']} runs)"
+                )
+        for database in databases:
+            phases = ", ".join(f"{k} {v:.1f}" for k, v in database["phases"].items())
+            lines.append(
+                f"  {database['repositories']:,}: {database['db_bytes'] / 1e6:,.0f} MB (trigram "
+                f"lists {database.get('trigram_bytes', 0) / 1e6:,.0f} MB), filled "
+                f"in {database['fill_seconds']:.0f} s ({phases})"
+            )
+    return "\n".join(lines)
+
+
 def finish(args, results, elapsed, load_at_start):
+    if args.only or args.sizes:
+        print(brief_report(results, elapsed, load_at_start))
+        for _, result in results:
+            print_plans(result["databases"][0]["version"], result["databases"])
+        return
     section = report(results, args.runs, args.quick, elapsed, load_at_start)
     print(section)
     for _, result in results:

@@ -78,6 +78,13 @@ TRIGRAM = 3
 # name's B-tree) and those holding it further on, from the index of names without their
 # first character (migration 0026), when that index holds at most this many of the latter.
 TAIL_CANDIDATES = 1000
+# In name order, a search no name starts with is read from the name lists of its trigrams
+# (migration 0027) in rounds, a window of these sizes further each: every list in the first,
+# then the TRIGRAM_BEST_LISTS whose names matched most, until one list gives the page; after
+# about TRIGRAM_BUDGET entries in all, the other ways.
+TRIGRAM_WINDOWS = (64, 256, 1024, 4096, 16384)
+TRIGRAM_BEST_LISTS = 2
+TRIGRAM_BUDGET = 24_000
 # Delta rows (migration 0016's triggers) the header's totals fold into one beyond this many.
 TOTALS_FOLD_AT = 500
 
@@ -292,6 +299,8 @@ def _search_many(rows, spec, cursor, limit, backward, query, estimate):
     on as far as the matches are."""
     if spec.column is None:
         found = _prefix_page(rows, cursor, limit, backward, query)
+        if found is None:
+            found = _trigram_page(rows, cursor, limit, backward, query)
         if found is not None:
             return found
     columns = ("name", spec.column) if spec.column else ("name",)
@@ -356,6 +365,83 @@ def _prefix_page(rows, cursor, limit, backward, query):
     if backward:
         page.reverse()
     return page
+
+
+def _trigram_page(rows, cursor, limit, backward, query):
+    """Name order: as `_prefix_page`, from the per-trigram name lists of migration 0027; None
+    when this way does not apply or did not find the page within TRIGRAM_BUDGET entries.
+
+    Every name after `cursor` that contains `query` is in the list of each of its trigrams, in
+    name order; so if a list's first entries after the cursor hold `limit` matches that `rows`
+    keeps (or the list ends there), those are the page, exactly. A list whose names mostly
+    match (`4/s` for `4/service-`) gives it within a window or two, wherever the matches start
+    in the name order. The lists are read in rounds, each a window further (TRIGRAM_WINDOWS):
+    all of them at first, then only those whose names matched best so far (any one list gives
+    the exact page; the densest gives it soonest)."""
+    if len(query) < TRIGRAM or not _code_point_order():
+        return None
+    grams = list(dict.fromkeys(query[i : i + TRIGRAM] for i in range(len(query) - TRIGRAM + 1)))
+    lists = [_TrigramList(gram, cursor[1] if cursor else None) for gram in grams]
+    budget = TRIGRAM_BUDGET
+    with connection.cursor() as db_cursor:
+        for round_number, window in enumerate(TRIGRAM_WINDOWS):
+            ranked = sorted(lists, key=_TrigramList.share, reverse=True)
+            for listed in ranked if round_number == 0 else ranked[:TRIGRAM_BEST_LISTS]:
+                if budget <= 0:
+                    return None
+                budget -= listed.read(db_cursor, window, backward, query)
+                page = listed.page(rows, limit)
+                if page is not None:
+                    return page[::-1] if backward else page
+    return None
+
+
+@dataclass
+class _TrigramList:
+    """How far one trigram's name list has been read (from the cursor) and what it held."""
+
+    gram: str
+    last: str | None  # the last name read (the cursor's at first)
+    read_entries: int = 0
+    ended: bool = False
+    matching: list = field(default_factory=list)  # names holding the query, in page order
+    checked: int = 0  # how many of `matching` were looked up in `rows`
+    kept: list = field(default_factory=list)  # the rows `rows` keeps of those, in order
+
+    def share(self):
+        return len(self.matching) / self.read_entries if self.read_entries else 0
+
+    def read(self, db_cursor, window, backward, query):
+        """Reads the next `window` entries; returns how many there were."""
+        if self.ended:
+            return 0
+        after = "" if self.last is None else f" AND name {'<' if backward else '>'} %s"
+        db_cursor.execute(
+            "SELECT name FROM registry_admin_repository_trigram WHERE trigram = %s"  # noqa: S608
+            f"{after} ORDER BY name{' DESC' if backward else ''} LIMIT %s",
+            [self.gram, *([] if self.last is None else [self.last]), window],
+        )
+        names = [name for (name,) in db_cursor.fetchall()]
+        self.read_entries += len(names)
+        self.ended = len(names) < window
+        if names:
+            self.last = names[-1]
+        self.matching += [name for name in names if query in name]
+        return len(names)
+
+    def page(self, rows, limit):
+        """The first `limit` rows of `rows` among the matches read (all of them when the list
+        ended), in page order; None while the list may still hold earlier ones."""
+        while len(self.kept) < limit and self.checked < len(self.matching):
+            if not self.ended and len(self.kept) + len(self.matching) - self.checked < limit:
+                return None
+            names = self.matching[self.checked : self.checked + max(2 * limit, 64)]
+            by_name = rows.in_bulk(names, field_name="name")
+            self.kept += [by_name[name] for name in names if name in by_name]
+            self.checked += len(names)
+        if len(self.kept) >= limit or self.ended:
+            return self.kept[:limit]
+        return None
 
 
 def _prefix_end(query):

@@ -12,6 +12,7 @@ from datetime import timedelta
 import pytest
 from django.core.cache import cache
 from django.db import connection
+from django.db.migrations.executor import MigrationExecutor
 from django.db.models import Count, F, Q, Sum
 from django.utils import timezone
 
@@ -202,9 +203,11 @@ def test_searches_with_many_late_matches_equal_the_whole_table_query(
 ):
     """Past SEARCH_CANDIDATES, whichever way the page is found (a short walk, the name index's
     matches sorted by the database, the whole walk), the same rows in the same order. (In name
-    order the name range and the tail index come first: their own test below; left out here.)"""
+    order the name range, the tail index and the trigram lists come first: their own tests
+    below; left out here.)"""
     monkeypatch.setattr(browse, "SEARCH_CANDIDATES", 2)
     monkeypatch.setattr(browse, "_prefix_page", lambda *args: None)
+    monkeypatch.setattr(browse, "_trigram_page", lambda *args: None)
     monkeypatch.setattr(browse, "LATE_WALK", walk)
     monkeypatch.setattr(browse, "LATE_CANDIDATES", candidates)
     if estimate is not None:
@@ -608,3 +611,157 @@ def test_a_walk_within_its_budget_is_never_stopped(late, monkeypatch):
     for _ in range(60):
         page = browse.repository_page("zz/late-", "size", per_page=2)
         assert [row.name for row in page.rows] == expected
+
+
+@pytest.fixture
+def trigrams(elsewhere, django_capture_on_commit_callbacks):
+    """Besides `elsewhere`'s names: names with `.`, trigrams repeated in one name (`aaaa`),
+    empty ones among them, and names shorter than some queries."""
+    with django_capture_on_commit_callbacks(execute=True):
+        for number, name in enumerate(
+            ["aaaa", "b/aaaaaa", "caaab", "x.y/a.b", "x.y/z", "xxy/a", "aa", "q/aaaa.b"]
+        ):
+            index.upsert_tag(name, "v1", _digest(number % 3 + 1), elsewhere)
+        for name in ("m/aaaa", "x.y/gone"):
+            index.upsert_tag(name, "v1", _digest(1), elsewhere)
+            index.forget_tags(name, ["v1"])
+    index.refresh_stats_of(Repository.objects.values_list("pk", flat=True))
+    return elsewhere
+
+
+TRIGRAM_QUERIES = [
+    "late-0",
+    "te-",
+    "/la",
+    "ate-1",
+    "app",
+    "a_b",
+    "a%b",
+    "b/o",
+    "x.y",
+    ".y/",
+    "aaa",
+    "aaaa",
+    "aaaaa",
+    "a.b",
+    "zz/late-zz/late-twice-and-longer-than-any-name",
+    "qqq",
+]
+
+
+def stored_trigrams():
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT trigram, name FROM registry_admin_repository_trigram")
+        return set(cursor.fetchall())
+
+
+def expected_trigrams():
+    return {
+        (name[i : i + 3], name)
+        for name in Repository.objects.values_list("name", flat=True)
+        for i in range(len(name) - 2)
+    }
+
+
+@pytest.mark.parametrize("show_empty", [False, True])
+@pytest.mark.parametrize(
+    "windows, budget",
+    [
+        ((64, 256, 1024, 4096), 24_000),  # as shipped: every list ends within the first window
+        ((1, 2, 3), 10**6),  # many short rounds, the lists read a few names at a time
+        ((1,), 3),  # out of budget at once: the other ways
+    ],
+)
+def test_searches_no_name_starts_page_the_trigram_lists(
+    trigrams, monkeypatch, show_empty, windows, budget
+):
+    """In name order, a common search no name starts (`late-0`) is read from its trigrams'
+    name lists (migration 0027): the same rows as the whole-table query, both ways (cursors,
+    the last page), at every page size, with repeated trigrams, wildcards, `.`, empty
+    repositories shown and hidden, and a query longer than any name."""
+    monkeypatch.setattr(browse, "SEARCH_CANDIDATES", 2)
+    monkeypatch.setattr(browse, "TRIGRAM_WINDOWS", windows)
+    monkeypatch.setattr(browse, "TRIGRAM_BUDGET", budget)
+    monkeypatch.setattr(browse, "_prefix_page", lambda *args: None)
+    answers = []
+    trigram_page = browse._trigram_page
+
+    def spy(*args, **kwargs):
+        found = trigram_page(*args, **kwargs)
+        answers.append((args[-1], found is not None))
+        return found
+
+    monkeypatch.setattr(browse, "_trigram_page", spy)
+    for query in TRIGRAM_QUERIES:
+        expected = oracle(query, "name", show_empty)
+        for per_page in (1, 2, 3, 50):
+            forward, page = walk_forward(query, "name", show_empty, per_page)
+            assert forward == expected, (query, per_page)
+            assert walk_backward(query, "name", show_empty, per_page) == expected, (query, per_page)
+    served = {query for query, done in answers if done}
+    if budget > 3:
+        assert {"late-0", "aaaa", "a%b", "a_b"} <= served
+    else:
+        assert not served
+
+
+def test_a_common_search_no_name_starts_reads_one_window_of_a_list(trigrams, monkeypatch):
+    """`e-1` holds `ate-1`'s most telling trigram: the page comes from the first window of the
+    lists, without walking the name index to the first match."""
+    monkeypatch.setattr(browse, "SEARCH_CANDIDATES", 2)
+    monkeypatch.setattr(browse, "_walk", lambda *args, **kwargs: pytest.fail("walked"))
+    monkeypatch.setattr(browse, "_sorted_matches", lambda *args: pytest.fail("sorted"))
+    page = browse.repository_page("ate-1", per_page=2)
+    assert [row.name for row in page.rows] == oracle("ate-1")[:2]
+    assert page.matches is None and page.has_next
+
+
+def test_names_out_of_code_point_order_are_not_paged_by_trigram_lists(trigrams, monkeypatch):
+    monkeypatch.setattr(browse, "_code_point_order", lambda: False)
+    assert browse._trigram_page(Repository.objects.all(), None, 3, False, "late-0") is None
+
+
+def test_the_trigram_lists_follow_repositories_that_come_and_go(trigrams):
+    """Migration 0027's triggers: a repository added, renamed, deleted (repeated trigrams,
+    `aaaa`, counted once)."""
+    assert stored_trigrams() == expected_trigrams()
+    assert ("aaa", "aaaa") in stored_trigrams()
+    Repository.objects.create(name="new/aaaaz")
+    assert ("aaz", "new/aaaaz") in stored_trigrams()
+    Repository.objects.filter(name="new/aaaaz").update(name="new/renamed")
+    Repository.objects.filter(name="gamma").update(tag_count=9)  # not the name: no change
+    assert stored_trigrams() == expected_trigrams()
+    Repository.objects.filter(name__in=["aaaa", "new/renamed", "zz/late-03"]).delete()
+    assert stored_trigrams() == expected_trigrams()
+    assert not {row for row in stored_trigrams() if row[1] == "aaaa"}
+
+
+@pytest.mark.postgres  # TRUNCATE's statement trigger: PostgreSQL only
+def test_a_truncate_empties_the_trigram_lists(trigrams):
+    with connection.cursor() as cursor:
+        # The fixture's deferred foreign key checks first: TRUNCATE refuses pending ones.
+        cursor.execute("SET CONSTRAINTS ALL IMMEDIATE")
+        cursor.execute("TRUNCATE registry_admin_repository CASCADE")
+    assert stored_trigrams() == set()
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_upgrade_fills_the_trigram_lists_from_the_existing_names():
+    """Migration 0027 backfills the lists from the repositories already indexed."""
+    before = [("registry_admin", "0026_repository_name_tail")]
+    after = [("registry_admin", "0027_repository_name_trigrams")]
+    latest = MigrationExecutor(connection).loader.graph.leaf_nodes()
+    try:
+        executor = MigrationExecutor(connection)
+        executor.migrate(before)
+        old = executor.loader.project_state(before).apps
+        for name in ("team/upgraded", "aaaa", "a%b_c.d", "ab"):
+            old.get_model("registry_admin", "Repository").objects.create(name=name)
+        MigrationExecutor(connection).migrate(after)
+        assert ("aaa", "aaaa") in stored_trigrams()
+        assert stored_trigrams() == expected_trigrams()
+        browse._code_point_order_cache.clear()
+        found = browse._trigram_page(Repository.objects.all(), None, 5, False, "grade")
+        assert [row.name for row in found] == ["team/upgraded"]
+    finally:
+        MigrationExecutor(connection).migrate(latest)
