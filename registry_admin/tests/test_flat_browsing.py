@@ -299,22 +299,7 @@ def test_searches_starting_many_names_page_their_name_range_and_the_tail_index(
     too many of the latter, the other ways as before."""
     monkeypatch.setattr(browse, "SEARCH_CANDIDATES", 2)
     monkeypatch.setattr(browse, "TAIL_CANDIDATES", tail_candidates)
-    answers = []
-    prefix_page = browse._prefix_page
-
-    def spy(*args, **kwargs):
-        found = prefix_page(*args, **kwargs)
-        answers.append((args[-1], found is not None))
-        return found
-
-    monkeypatch.setattr(browse, "_prefix_page", spy)
-    for query in PREFIX_QUERIES:
-        expected = oracle(query, "name", show_empty)
-        for per_page in (1, 2, 3, 50):
-            forward, page = walk_forward(query, "name", show_empty, per_page)
-            assert forward == expected, (query, per_page)
-            assert walk_backward(query, "name", show_empty, per_page) == expected, (query, per_page)
-    served = {query for query, done in answers if done}
+    served = _name_order_pages_match(monkeypatch, "_prefix_page", PREFIX_QUERIES, show_empty)
     if tail_candidates == 1000:
         # "zz/late-" starts 15 names and is held further on by 4 (one empty, one twice).
         assert {"zz/late-", "a_b", "a%b"} <= served
@@ -683,22 +668,7 @@ def test_searches_no_name_starts_page_the_trigram_lists(
     monkeypatch.setattr(browse, "TRIGRAM_WINDOWS", windows)
     monkeypatch.setattr(browse, "TRIGRAM_BUDGET", budget)
     monkeypatch.setattr(browse, "_prefix_page", lambda *args: None)
-    answers = []
-    trigram_page = browse._trigram_page
-
-    def spy(*args, **kwargs):
-        found = trigram_page(*args, **kwargs)
-        answers.append((args[-1], found is not None))
-        return found
-
-    monkeypatch.setattr(browse, "_trigram_page", spy)
-    for query in TRIGRAM_QUERIES:
-        expected = oracle(query, "name", show_empty)
-        for per_page in (1, 2, 3, 50):
-            forward, page = walk_forward(query, "name", show_empty, per_page)
-            assert forward == expected, (query, per_page)
-            assert walk_backward(query, "name", show_empty, per_page) == expected, (query, per_page)
-    served = {query for query, done in answers if done}
+    served = _name_order_pages_match(monkeypatch, "_trigram_page", TRIGRAM_QUERIES, show_empty)
     if budget > 3:
         assert {"late-0", "aaaa", "a%b", "a_b"} <= served
     else:
@@ -765,3 +735,24 @@ def test_the_upgrade_fills_the_trigram_lists_from_the_existing_names():
         assert [row.name for row in found] == ["team/upgraded"]
     finally:
         MigrationExecutor(connection).migrate(latest)
+
+
+def _name_order_pages_match(monkeypatch, way, queries, show_empty):
+    """Walks every query's name-order pages both ways at several page sizes, each equal to the
+    whole-table query; returns the queries the `way` (a browse function's name) answered."""
+    answers = []
+    original = getattr(browse, way)
+
+    def spy(*args, **kwargs):
+        found = original(*args, **kwargs)
+        answers.append((args[-1], found is not None))
+        return found
+
+    monkeypatch.setattr(browse, way, spy)
+    for query in queries:
+        expected = oracle(query, "name", show_empty)
+        for per_page in (1, 2, 3, 50):
+            forward, _page = walk_forward(query, "name", show_empty, per_page)
+            assert forward == expected, (query, per_page)
+            assert walk_backward(query, "name", show_empty, per_page) == expected, (query, per_page)
+    return {query for query, done in answers if done}
